@@ -1,0 +1,2 @@
+//! ringway-bench: the benchmark origin (`origin`) and the load generator (`load`),
+//! usable as libraries (ringway's `demo` runs both in-process) and as binaries.

@@ -1,0 +1,1 @@
+//! ringway-h2mux: HTTP/2 on both sides of the proxy over the `h2` crate.
