@@ -1,0 +1,98 @@
+//! `ringway-origin`: the benchmark and test origin as a process. Parses flags, starts an
+//! [`Origin`], prints `listening on ADDR` once on stdout, and runs until SIGINT or
+//! SIGTERM, then stops the shards and exits 0. Flag errors exit 2 (clap's convention);
+//! start-up failures (address in use, memlock limit) exit 1 with the reason.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{CommandFactory, Parser};
+use ringway_bench::origin::flags::{parse_cpu_list, parse_duration};
+use ringway_bench::origin::{check_cpus, Origin, OriginConfig, DEFAULT_BODY_UNIT};
+use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::iterator::Signals;
+
+/// A fast HTTP/1.1 origin for ringway's tests and benchmarks.
+#[derive(Debug, Parser)]
+#[command(name = "ringway-origin", version)]
+struct Args {
+    /// Address to listen on (port 0: any free port; the real one is printed).
+    #[arg(long, default_value = "127.0.0.1:0")]
+    listen: SocketAddr,
+    /// Number of unpinned shards.
+    #[arg(long, default_value_t = 1, conflicts_with = "cpus",
+          value_parser = clap::value_parser!(u16).range(1..))]
+    shards: u16,
+    /// One shard pinned on each listed CPU, e.g. 0-1,3.
+    #[arg(long, value_parser = parse_cpu_list)]
+    cpus: Option<Vec<usize>>,
+    /// Body size of `GET /` and unknown paths.
+    #[arg(long, default_value_t = DEFAULT_BODY_UNIT.len())]
+    body_size: usize,
+    /// Close each connection after this many requests.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    close_after: Option<u64>,
+    /// Close connections idle this long (e.g. 1s, 250ms).
+    #[arg(long, value_parser = parse_duration)]
+    idle_close: Option<Duration>,
+    /// Delay every response by this long (e.g. 5ms).
+    #[arg(long, value_parser = parse_duration)]
+    delay: Option<Duration>,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    if let Some(cpus) = &args.cpus {
+        if let Err(e) = check_cpus(cpus) {
+            Args::command()
+                .error(
+                    clap::error::ErrorKind::ValueValidation,
+                    format!("--cpus: {e}"),
+                )
+                .exit();
+        }
+    }
+    let cfg = OriginConfig {
+        listen: args.listen,
+        shards: usize::from(args.shards),
+        cpus: args.cpus,
+        body_size: args.body_size,
+        close_after: args.close_after,
+        idle_close: args.idle_close,
+        delay: args.delay,
+    };
+    // Signals are caught before "listening" is printed, so a supervisor that signals
+    // right after reading the line gets a clean exit.
+    let mut signals = match Signals::new([SIGINT, SIGTERM]) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("ringway-origin: cannot install signal handlers: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let origin = match Origin::start(cfg) {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("ringway-origin: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut out = std::io::stdout().lock();
+    if writeln!(out, "listening on {}", origin.addr())
+        .and_then(|()| out.flush())
+        .is_err()
+    {
+        return ExitCode::FAILURE;
+    }
+    drop(out);
+    let _ = signals.forever().next();
+    match origin.stop_and_join() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("ringway-origin: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
