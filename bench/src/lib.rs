@@ -3,4 +3,5 @@
 
 #![forbid(unsafe_code)]
 
+pub mod load;
 pub mod origin;
