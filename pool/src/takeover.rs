@@ -25,7 +25,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use crate::{Allowed, IdlePool, PutResult, RejectReason, ServerId};
+use crate::{Allowed, IdlePool, PutResult, ServerId};
 
 /// Names one ask of one taker. Unique per taker; the owner echoes it back unread.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, PartialOrd, Ord)]
@@ -460,26 +460,26 @@ impl Owner {
     }
 
     /// The reply could not be sent (channel full). A grant's connection goes back into
-    /// the pool; if the pool refuses it (limits, server down) it is returned for closing.
+    /// the pool: `Some(Pooled(key))` (re-arm its watcher with the new key), or
+    /// `Some(Rejected(conn, why))` if the pool refuses it (limits, server down) and it
+    /// must be closed. `None` for a deny (the taker's deadline resolves its ticket).
     pub fn reply_failed<C>(
         &mut self,
         pool: &mut IdlePool<C>,
         reply: Msg<C>,
         now: Instant,
-    ) -> Option<(C, RejectReason)> {
+    ) -> Option<PutResult<C>> {
         match reply {
             Msg::Grant {
                 server, conn, uses, ..
-            } => match pool.return_granted(server, conn, uses, now) {
-                PutResult::Pooled(_) => {
-                    self.stats.grant_returned += 1;
-                    None
+            } => {
+                let r = pool.return_granted(server, conn, uses, now);
+                match r {
+                    PutResult::Pooled(_) => self.stats.grant_returned += 1,
+                    PutResult::Rejected(..) => self.stats.grant_closed += 1,
                 }
-                PutResult::Rejected(conn, why) => {
-                    self.stats.grant_closed += 1;
-                    Some((conn, why))
-                }
-            },
+                Some(r)
+            }
             Msg::Deny { .. } => {
                 self.stats.deny_unsent += 1;
                 None

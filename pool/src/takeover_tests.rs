@@ -202,7 +202,10 @@ fn owner_grants_what_the_taker_may_use_and_takes_back_unsent_grants() {
         }
     ));
     assert_eq!(pool.idle_count(S), 0);
-    assert!(o.reply_failed(&mut pool, reply, Instant::now()).is_none());
+    assert!(matches!(
+        o.reply_failed(&mut pool, reply, Instant::now()),
+        Some(PutResult::Pooled(_))
+    ));
     assert_eq!(pool.idle_count(S), 1);
     let s = o.stats();
     assert_eq!(

@@ -1,0 +1,240 @@
+//! The invariants I1-I6 of DESIGN.md, checked against the simulated world after every step.
+//!
+//! This module only reads the world; it never changes it. I2 and I5 are also enforced
+//! where they can be broken (the grant path in `world.rs`) and I6 where connections are
+//! closed (`World::close`); here they are checked as totals that must balance.
+
+use std::collections::BTreeMap;
+
+use ringway_pool::{ConnClass, ServerId, ServerStats};
+
+use crate::world::{Flight, ReqState, Res, World};
+use ringway_pool::Msg;
+
+pub fn check(w: &World, at_rest: bool) -> Res {
+    i1_one_owner(w)?;
+    i3_bounded_waits(w)?;
+    i4_counters(w)?;
+    i5_grants_balance(w)?;
+    if at_rest {
+        rest(w)?;
+    }
+    Ok(())
+}
+
+/// I1: every open connection is in exactly one place: a pool, a request, a message.
+fn i1_one_owner(w: &World) -> Res {
+    let mut seen: BTreeMap<u64, &'static str> = BTreeMap::new();
+    let mut place = |id: u64, server: ServerId, what: &'static str| -> Res {
+        if let Some(prev) = seen.insert(id, what) {
+            return Err(format!("I1: connection {id} is both {prev} and {what}"));
+        }
+        match w.open.get(&id) {
+            None => Err(format!("I1: connection {id} ({what}) is closed or unknown")),
+            Some(s) if *s != server => Err(format!("I1: connection {id} moved server")),
+            Some(_) => Ok(()),
+        }
+    };
+    for sh in &w.shards {
+        for (_, server, conn) in sh.pool.iter() {
+            place(conn.id, server, "idle")?;
+        }
+    }
+    for r in w.reqs.values() {
+        if let ReqState::Active { conn, .. } = &r.state {
+            place(conn.id, r.meta.server, "in use")?;
+        }
+    }
+    for Flight { msg, .. } in &w.flights {
+        if let Msg::Grant { conn, server, .. } = msg {
+            place(conn.id, *server, "in a grant")?;
+        }
+    }
+    if seen.len() != w.open.len() {
+        let lost: Vec<_> = w.open.keys().filter(|id| !seen.contains_key(id)).collect();
+        return Err(format!("I1: open connections owned by nobody: {lost:?}"));
+    }
+    Ok(())
+}
+
+/// I3: every waiting request has a pending ticket with a deadline in the future and
+/// within one ask timeout; no request has waited longer than one timeout per shard.
+fn i3_bounded_waits(w: &World) -> Res {
+    let now = w.now();
+    let timeout = std::time::Duration::from_millis(w.cfg.ask_timeout);
+    let mut per_shard = vec![0usize; w.cfg.n_shards];
+    for (&(s, ticket), &rid) in &w.waiting {
+        per_shard[s] += 1;
+        let req = w.reqs.get(&rid).ok_or(format!("I3: waiter {rid} gone"))?;
+        if !matches!(req.state, ReqState::Waiting(t) if t == ticket) {
+            return Err(format!("I3: request {rid} not waiting on {ticket:?}"));
+        }
+        let deadline = w.shards[s].taker.deadline(ticket).ok_or(format!(
+            "I3: request {rid} waits on a ticket that is not pending"
+        ))?;
+        if deadline > now + timeout {
+            return Err(format!("I3: ticket {ticket:?} deadline beyond one timeout"));
+        }
+        let bound = (w.cfg.n_shards as u64) * (w.cfg.ask_timeout + 5);
+        if w.tick - req.meta.started > bound {
+            return Err(format!("I3: request {rid} waited more than {bound} ms"));
+        }
+    }
+    for r in w.reqs.values() {
+        if let ReqState::Waiting(t) = r.state {
+            if !w.waiting.contains_key(&(r.meta.shard, t)) {
+                return Err(format!("I3: request waits on {t:?} unindexed"));
+            }
+        }
+    }
+    for (s, sh) in w.shards.iter().enumerate() {
+        if per_shard[s] > sh.taker.pending() {
+            return Err(format!(
+                "I3: shard {s} has more waiters than pending tickets"
+            ));
+        }
+        if let Some(d) = sh.taker.next_deadline() {
+            if d <= now {
+                return Err(format!(
+                    "I3: shard {s} has a deadline past that nobody polled"
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// I4: gauges equal what the world holds, per shard and server; sums match totals;
+/// counters balance across shards; the takeover identity holds.
+fn i4_counters(w: &World) -> Res {
+    let mut grand = ServerStats::default();
+    for (s, sh) in w.shards.iter().enumerate() {
+        let mut shard_sum = ServerStats::default();
+        for server in 0..w.cfg.n_servers {
+            let id = ServerId(server as u32);
+            let st = sh.pool.stats(id);
+            let (mut idle, mut safe) = (0u64, 0u64);
+            for (k, sv, _) in sh.pool.iter() {
+                if sv == id {
+                    match sh.pool.info(k).map(|i| i.2) {
+                        Some(ConnClass::Idle) => idle += 1,
+                        Some(ConnClass::Safe) => safe += 1,
+                        None => return Err("iter listed a stale key".into()),
+                    }
+                }
+            }
+            let used = w
+                .reqs
+                .values()
+                .filter(|r| {
+                    r.meta.shard == s
+                        && r.meta.server == id
+                        && matches!(r.state, ReqState::Active { .. })
+                })
+                .count() as u64;
+            if (st.idle_cur, st.safe_cur, st.used_cur) != (idle, safe, used) {
+                return Err(format!(
+                    "I4: shard {s} server {server}: gauges idle/safe/used {}/{}/{} but world holds {idle}/{safe}/{used}",
+                    st.idle_cur, st.safe_cur, st.used_cur
+                ));
+            }
+            if st.idle_cur + st.safe_cur != sh.pool.idle_count(id) as u64 {
+                return Err("I4: idle_count disagrees with gauges".into());
+            }
+            if st.max_used < st.used_cur {
+                return Err("I4: max_used below used_cur".into());
+            }
+            shard_sum.add(st);
+        }
+        if shard_sum != sh.pool.totals() {
+            return Err(format!("I4: shard {s} servers do not sum to its totals"));
+        }
+        grand.add(&shard_sum);
+        if !sh.taker.identity_holds() {
+            return Err(format!(
+                "I4: shard {s} takeover identity broken: {:?}",
+                sh.taker.stats()
+            ));
+        }
+        let o = sh.owner.stats();
+        if o.reserve_received != o.granted + o.denied {
+            return Err(format!("I4: shard {s} owner identity broken: {o:?}"));
+        }
+    }
+    let t = &w.tally;
+    if grand.connect != t.connected {
+        return Err(format!("I4: connect {} != {}", grand.connect, t.connected));
+    }
+    if grand.reuse != t.reused_local + t.adopted || grand.adopted != t.adopted {
+        return Err(format!("I4: reuse/adopted drift {grand:?} {t:?}"));
+    }
+    let owner_granted: u64 = w.shards.iter().map(|s| s.owner.stats().granted).sum();
+    if grand.taken_over != owner_granted {
+        return Err("I4: taken_over != owner grants".into());
+    }
+    if grand.adopted_idle != t.adopt_idle_pooled || grand.grant_returned != t.grant_returned {
+        return Err("I4: adopted_idle/grant_returned drift".into());
+    }
+    Ok(())
+}
+
+/// I5: every grant sent is in flight, delivered, or adopted idle; none vanish.
+fn i5_grants_balance(w: &World) -> Res {
+    let sent: u64 = w
+        .shards
+        .iter()
+        .map(|s| {
+            let o = s.owner.stats();
+            o.granted - o.grant_returned - o.grant_closed
+        })
+        .sum();
+    let in_flight = w
+        .flights
+        .iter()
+        .filter(|f| matches!(f.msg, Msg::Grant { .. }))
+        .count() as u64;
+    if sent != in_flight + w.tally.grants_received {
+        return Err(format!(
+            "I5: {sent} grants sent, {in_flight} in flight, {} received",
+            w.tally.grants_received
+        ));
+    }
+    let late: u64 = w
+        .shards
+        .iter()
+        .map(|s| s.taker.stats().late_grant_adopted)
+        .sum();
+    if late != w.tally.adopt_idle_calls || w.tally.grants_received != w.tally.adopted + late {
+        return Err(format!(
+            "I5: late grants {late} vs adopt_idle calls {:?}",
+            w.tally
+        ));
+    }
+    Ok(())
+}
+
+/// After the final drain: nothing open, nothing pending, every gauge at zero.
+fn rest(w: &World) -> Res {
+    if !w.open.is_empty() || !w.reqs.is_empty() || !w.flights.is_empty() {
+        return Err(format!(
+            "I4: not at rest: {} open, {} requests, {} messages",
+            w.open.len(),
+            w.reqs.len(),
+            w.flights.len()
+        ));
+    }
+    for (s, sh) in w.shards.iter().enumerate() {
+        let t = sh.pool.totals();
+        if t.idle_cur + t.safe_cur + t.used_cur != 0 {
+            return Err(format!("I4: shard {s} gauges not zero after drain: {t:?}"));
+        }
+        if sh.taker.pending() != 0 {
+            return Err(format!("I3: shard {s} has pending tickets at rest"));
+        }
+        let st = sh.taker.stats();
+        if st.asked != st.resolved() {
+            return Err(format!("I4: shard {s} asked != resolved at rest: {st:?}"));
+        }
+    }
+    Ok(())
+}

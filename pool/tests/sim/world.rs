@@ -1,0 +1,751 @@
+//! The simulated world: N shards, each with an idle pool, a taker and an owner, a network
+//! of in-flight messages with random delays, reordering and bounded links, clients,
+//! servers and faults, all driven by one seeded PRNG.
+//!
+//! It owns every simulated connection (`SimConn`, which cannot be copied and panics if
+//! dropped without being closed) and records why each one was closed. It plays the
+//! engine's part exactly as the engine must: reserve before asking, treat a full link as
+//! a miss, adopt every grant. It never reads the real clock except once for a base
+//! `Instant`; simulated time is a tick counter, so a seed replays the same trace.
+
+use std::cell::Cell;
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use ringway_pool::{
+    Allowed, ConnClass, FaultPlan, FaultPoint, GrantFate, IdlePool, Msg, Next, Owner, PoolConfig,
+    PutResult, RejectReason, ReuseMode, ServerId, Taker, TakerConfig, Ticket,
+};
+
+pub type Res = Result<(), String>;
+
+thread_local! {
+    /// While armed, dropping an unclosed `SimConn` panics (a connection lost: I1/I6).
+    pub static ARMED: Cell<bool> = const { Cell::new(false) };
+}
+
+/// A simulated backend connection: moved, never copied; must be closed explicitly.
+#[derive(Debug)]
+pub struct SimConn {
+    pub id: u64,
+    closed: bool,
+}
+
+impl Drop for SimConn {
+    fn drop(&mut self) {
+        if !self.closed && ARMED.with(Cell::get) && !std::thread::panicking() {
+            panic!(
+                "I1/I6: connection {} was dropped without being closed",
+                self.id
+            );
+        }
+    }
+}
+
+/// Why a connection was closed. Everything but `Protocol` is allowed by I6.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Close {
+    Purge,
+    Policy(RejectReasonKey),
+    ServerDownDrain,
+    Shutdown,
+    /// The server closed it while idle (the watcher saw EOF/RST): not healthy.
+    ServerClosed,
+    /// The request ended in error or with `Connection: close`.
+    RequestEnd,
+    /// Closed by the takeover protocol itself: an I6 violation.
+    Protocol,
+}
+
+/// `RejectReason` with an order, for tallies.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum RejectReasonKey {
+    ReuseNever,
+    MaxIdle,
+    MaxReuse,
+    ServerDown,
+    UnknownServer,
+}
+
+impl From<RejectReason> for RejectReasonKey {
+    fn from(r: RejectReason) -> Self {
+        match r {
+            RejectReason::ReuseNever => RejectReasonKey::ReuseNever,
+            RejectReason::MaxIdle => RejectReasonKey::MaxIdle,
+            RejectReason::MaxReuse => RejectReasonKey::MaxReuse,
+            RejectReason::ServerDown => RejectReasonKey::ServerDown,
+            RejectReason::UnknownServer => RejectReasonKey::UnknownServer,
+        }
+    }
+}
+
+/// A bug planted on purpose, to prove the checks catch it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Bug {
+    None,
+    /// A grant whose request is gone is closed instead of adopted (violates I5/I6).
+    DropLateGrant,
+    /// A request closed on error does not call `released` (violates I4).
+    ForgetRelease,
+    /// Timeouts are never polled (violates I3).
+    NeverPollTimeouts,
+}
+
+#[derive(Clone, Debug)]
+pub struct SimCfg {
+    pub n_shards: usize,
+    pub n_servers: usize,
+    pub pool: PoolConfig,
+    pub ask_timeout: u64,
+    pub link_cap: usize,
+    pub delay_max: u64,
+    pub steps: usize,
+    pub faults: FaultPlan,
+    pub bug: Bug,
+}
+
+impl SimCfg {
+    pub fn random(seed: u64) -> SimCfg {
+        let mut r = SmallRng::seed_from_u64(seed ^ 0x5EED_C0F1_6000_0000);
+        let reuse = match r.gen_range(0..10) {
+            0 => ReuseMode::Never,
+            1..=3 => ReuseMode::Safe,
+            4..=6 => ReuseMode::Aggressive,
+            _ => ReuseMode::Always,
+        };
+        let mut faults = FaultPlan::none();
+        for p in FaultPoint::ALL {
+            if r.gen_bool(0.7) {
+                faults.set_rate_ppm(p, r.gen_range(0..=150_000));
+            }
+        }
+        SimCfg {
+            n_shards: r.gen_range(2..=16),
+            n_servers: r.gen_range(1..=3),
+            pool: PoolConfig {
+                reuse,
+                max_idle_per_server: [0, 1, 2, 3, 4, 6][r.gen_range(0..6)],
+                max_reuse: if r.gen_bool(0.3) {
+                    Some(r.gen_range(1..=6))
+                } else {
+                    None
+                },
+                low_idle: r.gen_range(0..=3),
+            },
+            ask_timeout: r.gen_range(4..=20),
+            link_cap: r.gen_range(1..=4),
+            delay_max: r.gen_range(1..=10),
+            steps: r.gen_range(150..=400),
+            faults: FaultPlan::parse(&faults.to_string(), seed).unwrap_or_default(),
+            bug: Bug::None,
+        }
+    }
+}
+
+/// What a request is, independent of where it stands.
+#[derive(Clone, Copy, Debug)]
+pub struct Meta {
+    pub shard: usize,
+    pub server: ServerId,
+    pub allowed: Allowed,
+    pub started: u64,
+}
+
+#[derive(Debug)]
+pub enum ReqState {
+    Waiting(Ticket),
+    Active { conn: SimConn, uses: u32 },
+}
+
+#[derive(Debug)]
+pub struct Req {
+    pub meta: Meta,
+    pub state: ReqState,
+}
+
+pub struct Flight {
+    pub from: usize,
+    pub to: usize,
+    pub at: u64,
+    pub msg: Msg<SimConn>,
+}
+
+pub struct Shard {
+    pub pool: IdlePool<SimConn>,
+    pub taker: Taker,
+    pub owner: Owner,
+    pub faults: FaultPlan,
+}
+
+/// Event counts: for coverage assertions and the reuse/adopt cross-checks.
+#[derive(Clone, Default, Debug, PartialEq, Eq)]
+pub struct Tally {
+    pub requests: u64,
+    pub reused_local: u64,
+    pub adopted: u64,
+    pub connected: u64,
+    pub refused_down: u64,
+    pub connect_failed: u64,
+    pub client_gone: u64,
+    pub adopt_idle_calls: u64,
+    pub adopt_idle_pooled: u64,
+    pub grants_received: u64,
+    pub grant_returned: u64,
+    pub stale_key_checks: u64,
+    pub closes: BTreeMap<Close, u64>,
+}
+
+pub struct World {
+    pub cfg: SimCfg,
+    pub rng: SmallRng,
+    pub base: Instant,
+    pub tick: u64,
+    pub shards: Vec<Shard>,
+    /// `published[server][shard]`: idle counts as last published (may be stale).
+    pub published: Vec<Vec<usize>>,
+    pub reqs: BTreeMap<u64, Req>,
+    pub waiting: BTreeMap<(usize, Ticket), u64>,
+    pub flights: Vec<Flight>,
+    /// Open connections and their server; closed ones and why.
+    pub open: BTreeMap<u64, ServerId>,
+    pub closed: BTreeMap<u64, Close>,
+    pub next_conn: u64,
+    pub next_req: u64,
+    pub tally: Tally,
+    pub trace: u64,
+    pub verbose: bool,
+}
+
+impl World {
+    pub fn new(seed: u64, cfg: SimCfg, verbose: bool) -> World {
+        let tcfg = TakerConfig {
+            low_idle: cfg.pool.low_idle,
+            ask_timeout: Duration::from_millis(cfg.ask_timeout),
+        };
+        let shards = (0..cfg.n_shards)
+            .map(|s| Shard {
+                pool: IdlePool::new(cfg.pool.clone(), cfg.n_servers),
+                taker: Taker::new(s, cfg.n_shards, tcfg.clone()),
+                owner: Owner::new(),
+                faults: cfg.faults.for_shard(s),
+            })
+            .collect();
+        World {
+            published: vec![vec![0; cfg.n_shards]; cfg.n_servers],
+            cfg,
+            rng: SmallRng::seed_from_u64(seed),
+            base: Instant::now(),
+            tick: 0,
+            shards,
+            reqs: BTreeMap::new(),
+            waiting: BTreeMap::new(),
+            flights: Vec::new(),
+            open: BTreeMap::new(),
+            closed: BTreeMap::new(),
+            next_conn: 0,
+            next_req: 0,
+            tally: Tally::default(),
+            trace: 0xcbf2_9ce4_8422_2325,
+            verbose,
+        }
+    }
+
+    pub fn now(&self) -> Instant {
+        self.base + Duration::from_millis(self.tick)
+    }
+
+    /// Folds an event into the trace hash (and prints it when replaying one seed).
+    pub fn note(&mut self, what: &str, parts: &[u64]) {
+        for b in what.bytes().map(u64::from).chain(parts.iter().copied()) {
+            self.trace = (self.trace ^ b).wrapping_mul(0x100_0000_01b3);
+        }
+        if self.verbose {
+            println!("t={:<5} {what} {parts:?}", self.tick);
+        }
+    }
+
+    fn delay(&mut self) -> u64 {
+        self.rng.gen_range(0..=self.cfg.delay_max)
+    }
+
+    fn link_len(&self, from: usize, to: usize) -> usize {
+        self.flights
+            .iter()
+            .filter(|f| f.from == from && f.to == to)
+            .count()
+    }
+
+    /// Closes a connection for a reason; I6 refuses protocol closes.
+    pub fn close(&mut self, mut conn: SimConn, why: Close) -> Res {
+        conn.closed = true;
+        self.note("close", &[conn.id]);
+        if self.open.remove(&conn.id).is_none() {
+            return Err(format!("I1: connection {} closed twice", conn.id));
+        }
+        self.closed.insert(conn.id, why);
+        *self.tally.closes.entry(why).or_default() += 1;
+        match why {
+            Close::Protocol | Close::Policy(RejectReasonKey::UnknownServer) => Err(format!(
+                "I6: connection {} closed by the protocol ({why:?})",
+                conn.id
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    fn close_rejected(&mut self, r: PutResult<SimConn>) -> Res {
+        match r {
+            PutResult::Pooled(_) => Ok(()),
+            PutResult::Rejected(conn, why) => self.close(conn, Close::Policy(why.into())),
+        }
+    }
+
+    // ---- steps ---------------------------------------------------------------------
+
+    pub fn step(&mut self) -> Res {
+        match self.rng.gen_range(0..100) {
+            0..=27 => self.new_request(),
+            28..=47 => self.complete(),
+            48..=72 => self.deliver(),
+            73..=82 => self.advance(),
+            83..=85 => self.purge(),
+            86..=89 => self.server_close_idle(),
+            90 => self.server_toggle(),
+            91..=97 => self.publish(),
+            _ => self.abandon(),
+        }
+    }
+
+    fn new_request(&mut self) -> Res {
+        let shard = self.rng.gen_range(0..self.cfg.n_shards);
+        let server = ServerId(self.rng.gen_range(0..self.cfg.n_servers) as u32);
+        let first = self.rng.gen_bool(0.3);
+        let id = self.next_req;
+        self.next_req += 1;
+        self.tally.requests += 1;
+        self.note(
+            "request",
+            &[id, shard as u64, server.0 as u64, first as u64],
+        );
+        let allowed = self.cfg.pool.reuse.allowed(first);
+        let meta = Meta {
+            shard,
+            server,
+            allowed,
+            started: self.tick,
+        };
+        let sh = &mut self.shards[shard];
+        if sh.pool.is_server_down(server) {
+            self.tally.refused_down += 1;
+            return Ok(());
+        }
+        if let Some(co) = sh.pool.checkout(server, first) {
+            if !allowed.permits(co.class) {
+                return Err(format!(
+                    "reuse mode: {allowed:?} got a {:?} connection",
+                    co.class
+                ));
+            }
+            self.tally.reused_local += 1;
+            self.note("reuse", &[co.conn.id]);
+            let state = ReqState::Active {
+                conn: co.conn,
+                uses: co.uses,
+            };
+            self.reqs.insert(id, Req { meta, state });
+            return Ok(());
+        }
+        let now = self.now();
+        let published = self.published[server.index()].clone();
+        let sh = &mut self.shards[shard];
+        let mut next = sh.taker.begin(server, allowed, &published, now);
+        if let Next::Ask { ticket, .. } = next {
+            // Reserve before asking: a failure here sends nothing (DESIGN step 1).
+            if sh.faults.should_fail(FaultPoint::Reserve) {
+                next = sh.taker.on_reserve_failed(ticket);
+            }
+        }
+        self.follow(id, meta, next)
+    }
+
+    /// Carries out what the taker said for request `id` (which is in no table now).
+    fn follow(&mut self, id: u64, meta: Meta, mut next: Next) -> Res {
+        let s = meta.shard;
+        let now = self.now();
+        loop {
+            let code = match next {
+                Next::Ask { shard, ticket } => [0, shard as u64, ticket.0],
+                Next::ConnectNew(r) => [1, r as u64, 0],
+                Next::WaiterGone => [2, 0, 0],
+            };
+            self.note("next", &[id, code[0], code[1], code[2]]);
+            match next {
+                Next::Ask { shard: o, ticket } => {
+                    if o == s || o >= self.cfg.n_shards {
+                        return Err(format!("scan: shard {s} asked shard {o}"));
+                    }
+                    let full = self.link_len(s, o) >= self.cfg.link_cap
+                        || self.shards[s].faults.should_fail(FaultPoint::ChannelFull);
+                    if full {
+                        next = self.shards[s].taker.on_send_failed(ticket, now);
+                        continue;
+                    }
+                    let at = self.tick + self.delay();
+                    self.flights.push(Flight {
+                        from: s,
+                        to: o,
+                        at,
+                        msg: Msg::Reserve {
+                            from: s,
+                            server: meta.server,
+                            ticket,
+                            allowed: meta.allowed,
+                        },
+                    });
+                    self.waiting.insert((s, ticket), id);
+                    let state = ReqState::Waiting(ticket);
+                    self.reqs.insert(id, Req { meta, state });
+                    return Ok(());
+                }
+                Next::ConnectNew(_) => return self.connect(id, meta),
+                Next::WaiterGone => {
+                    return Err(format!(
+                        "I3: request {id} waits but the taker said WaiterGone"
+                    ))
+                }
+            }
+        }
+    }
+
+    fn connect(&mut self, id: u64, meta: Meta) -> Res {
+        let sh = &mut self.shards[meta.shard];
+        if sh.pool.is_server_down(meta.server) {
+            self.tally.refused_down += 1;
+            return Ok(());
+        }
+        if sh.faults.should_fail(FaultPoint::Connect) {
+            self.tally.connect_failed += 1;
+            return Ok(());
+        }
+        sh.pool.connected(meta.server);
+        let conn = SimConn {
+            id: self.next_conn,
+            closed: false,
+        };
+        self.next_conn += 1;
+        self.open.insert(conn.id, meta.server);
+        self.tally.connected += 1;
+        self.note("connect", &[id, conn.id]);
+        let state = ReqState::Active { conn, uses: 0 };
+        self.reqs.insert(id, Req { meta, state });
+        Ok(())
+    }
+
+    pub fn active_ids(&self) -> Vec<u64> {
+        self.reqs
+            .iter()
+            .filter(|(_, r)| matches!(r.state, ReqState::Active { .. }))
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
+    fn complete(&mut self) -> Res {
+        let ids = self.active_ids();
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let id = ids[self.rng.gen_range(0..ids.len())];
+        self.complete_one(id)
+    }
+
+    pub fn complete_one(&mut self, id: u64) -> Res {
+        let Some(Req {
+            meta,
+            state: ReqState::Active { conn, uses },
+        }) = self.reqs.remove(&id)
+        else {
+            return Err(format!("request {id} is not active"));
+        };
+        self.note("complete", &[id, conn.id]);
+        let now = self.now();
+        let close = self.rng.gen_bool(0.05);
+        let sh = &mut self.shards[meta.shard];
+        if sh.faults.should_fail(FaultPoint::Checkin) || close {
+            if self.cfg.bug != Bug::ForgetRelease {
+                sh.pool.released(meta.server);
+            }
+            return self.close(conn, Close::RequestEnd);
+        }
+        let r = sh.pool.checkin(meta.server, conn, uses + 1, now);
+        self.close_rejected(r)
+    }
+
+    pub fn ready_flights(&self) -> Vec<usize> {
+        (0..self.flights.len())
+            .filter(|&i| self.flights[i].at <= self.tick)
+            .collect()
+    }
+
+    fn deliver(&mut self) -> Res {
+        let ready = self.ready_flights();
+        if ready.is_empty() {
+            return Ok(());
+        }
+        let i = ready[self.rng.gen_range(0..ready.len())];
+        self.deliver_one(i)
+    }
+
+    pub fn deliver_one(&mut self, i: usize) -> Res {
+        let f = self.flights.swap_remove(i);
+        let now = self.now();
+        match f.msg {
+            Msg::Reserve {
+                from,
+                server,
+                ticket,
+                allowed,
+            } => {
+                if from != f.from {
+                    return Err("reserve: wrong sender".into());
+                }
+                let o = f.to;
+                let sh = &mut self.shards[o];
+                let reply = sh
+                    .owner
+                    .handle_reserve(&mut sh.pool, server, ticket, allowed);
+                let granted = match &reply {
+                    Msg::Grant { conn, uses, .. } => {
+                        if !allowed.permits(ConnClass::for_uses(*uses)) {
+                            return Err(format!("takeover: {allowed:?} granted uses={uses}"));
+                        }
+                        Some(conn.id)
+                    }
+                    _ => None,
+                };
+                self.note(
+                    "reserve",
+                    &[ticket.0, o as u64, granted.map_or(u64::MAX, |c| c)],
+                );
+                let full = self.link_len(o, from) >= self.cfg.link_cap
+                    || self.shards[o].faults.should_fail(FaultPoint::ChannelFull);
+                if full {
+                    let sh = &mut self.shards[o];
+                    match sh.owner.reply_failed(&mut sh.pool, reply, now) {
+                        None => {}
+                        Some(PutResult::Pooled(_)) => self.tally.grant_returned += 1,
+                        Some(r) => self.close_rejected(r)?,
+                    }
+                    return Ok(());
+                }
+                let late =
+                    granted.is_some() && self.shards[o].faults.should_fail(FaultPoint::GrantDelay);
+                let at = if late {
+                    self.tick + self.cfg.ask_timeout + 1 + self.delay()
+                } else {
+                    self.tick + self.delay()
+                };
+                self.flights.push(Flight {
+                    from: o,
+                    to: from,
+                    at,
+                    msg: reply,
+                });
+                Ok(())
+            }
+            Msg::Grant {
+                ticket,
+                server,
+                conn,
+                uses,
+            } => {
+                let t = f.to;
+                self.tally.grants_received += 1;
+                self.note("grant", &[ticket.0, conn.id]);
+                // I2: from here nothing on the taker can fail. The `adopt` fault models the
+                // request going away just before the grant lands.
+                if let Some(&rid) = self.waiting.get(&(t, ticket)) {
+                    if self.shards[t].faults.should_fail(FaultPoint::Adopt) {
+                        self.drop_waiter(t, ticket, rid)?;
+                    }
+                }
+                match self.shards[t].taker.on_grant(ticket) {
+                    GrantFate::Deliver => {
+                        let rid = self.waiting.remove(&(t, ticket)).ok_or_else(|| {
+                            format!("I2: Deliver for ticket {ticket:?} with no waiting request")
+                        })?;
+                        let req = self
+                            .reqs
+                            .get_mut(&rid)
+                            .ok_or_else(|| format!("I2: request {rid} vanished"))?;
+                        if req.meta.server != server {
+                            return Err("I2: grant for another server".into());
+                        }
+                        req.state = ReqState::Active { conn, uses };
+                        self.shards[t].pool.adopted(server);
+                        self.tally.adopted += 1;
+                        Ok(())
+                    }
+                    GrantFate::AdoptIdle => {
+                        if self.waiting.contains_key(&(t, ticket)) {
+                            return Err(format!("I5: AdoptIdle while ticket {ticket:?} waits"));
+                        }
+                        self.tally.adopt_idle_calls += 1;
+                        if self.cfg.bug == Bug::DropLateGrant {
+                            return self.close(conn, Close::Protocol);
+                        }
+                        let r = self.shards[t].pool.adopt_idle(server, conn, uses, now);
+                        if matches!(r, PutResult::Pooled(_)) {
+                            self.tally.adopt_idle_pooled += 1;
+                        }
+                        self.close_rejected(r)
+                    }
+                }
+            }
+            Msg::Deny { ticket } => {
+                let t = f.to;
+                self.note("deny", &[ticket.0]);
+                let next = self.shards[t].taker.on_deny(ticket, now);
+                match self.waiting.remove(&(t, ticket)) {
+                    Some(rid) => {
+                        let req = self
+                            .reqs
+                            .remove(&rid)
+                            .ok_or_else(|| format!("request {rid} vanished"))?;
+                        self.follow(rid, req.meta, next)
+                    }
+                    None if next == Next::WaiterGone => Ok(()),
+                    None => Err(format!("I3: deny for a gone request returned {next:?}")),
+                }
+            }
+        }
+    }
+
+    /// The client of a waiting request went away.
+    fn drop_waiter(&mut self, shard: usize, ticket: Ticket, rid: u64) -> Res {
+        if !self.shards[shard].taker.abandon(ticket) {
+            return Err(format!("I3: waiting ticket {ticket:?} was not pending"));
+        }
+        self.waiting.remove(&(shard, ticket));
+        self.reqs.remove(&rid);
+        self.tally.client_gone += 1;
+        self.note("gone", &[rid]);
+        Ok(())
+    }
+
+    pub fn advance(&mut self) -> Res {
+        let dt = self.rng.gen_range(1..=5);
+        self.advance_by(dt)
+    }
+
+    pub fn advance_by(&mut self, dt: u64) -> Res {
+        self.tick += dt;
+        self.note("tick", &[self.tick]);
+        if self.cfg.bug == Bug::NeverPollTimeouts {
+            return Ok(());
+        }
+        let now = self.now();
+        for s in 0..self.cfg.n_shards {
+            for (old, next) in self.shards[s].taker.poll_timeouts(now) {
+                let rid = self
+                    .waiting
+                    .remove(&(s, old))
+                    .ok_or_else(|| format!("I3: timeout of {old:?} reported with no waiter"))?;
+                let req = self
+                    .reqs
+                    .remove(&rid)
+                    .ok_or_else(|| format!("request {rid} vanished"))?;
+                self.note("timeout", &[old.0]);
+                self.follow(rid, req.meta, next)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn purge(&mut self) -> Res {
+        let s = self.rng.gen_range(0..self.cfg.n_shards);
+        self.note("purge", &[s as u64]);
+        for (_, conn) in self.shards[s].pool.purge() {
+            self.close(conn, Close::Purge)?;
+        }
+        Ok(())
+    }
+
+    fn server_close_idle(&mut self) -> Res {
+        let s = self.rng.gen_range(0..self.cfg.n_shards);
+        let keys: Vec<_> = self.shards[s].pool.iter().map(|(k, _, _)| k).collect();
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let k = keys[self.rng.gen_range(0..keys.len())];
+        let conn = self.shards[s]
+            .pool
+            .remove(k)
+            .ok_or("watcher: a listed key did not remove")?;
+        self.close(conn, Close::ServerClosed)?;
+        // The key is stale now, and stays stale when the slot is reused.
+        self.tally.stale_key_checks += 1;
+        if self.shards[s].pool.remove(k).is_some() || self.shards[s].pool.get_mut(k).is_some() {
+            return Err("stale IdleKey matched".into());
+        }
+        Ok(())
+    }
+
+    fn server_toggle(&mut self) -> Res {
+        let server = ServerId(self.rng.gen_range(0..self.cfg.n_servers) as u32);
+        let down = !self.shards[0].pool.is_server_down(server) && self.rng.gen_bool(0.5);
+        self.note("server", &[server.0 as u64, down as u64]);
+        for s in 0..self.cfg.n_shards {
+            for conn in self.shards[s].pool.set_server_down(server, down) {
+                self.close(conn, Close::ServerDownDrain)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn publish(&mut self) -> Res {
+        let s = self.rng.gen_range(0..self.cfg.n_shards);
+        for server in 0..self.cfg.n_servers {
+            self.published[server][s] = self.shards[s].pool.idle_count(ServerId(server as u32));
+        }
+        Ok(())
+    }
+
+    fn abandon(&mut self) -> Res {
+        let w: Vec<_> = self.waiting.iter().map(|(k, v)| (*k, *v)).collect();
+        if w.is_empty() {
+            return Ok(());
+        }
+        let ((s, ticket), rid) = w[self.rng.gen_range(0..w.len())];
+        self.drop_waiter(s, ticket, rid)
+    }
+
+    /// Stops traffic: finishes every request, delivers every message, fires every
+    /// deadline, then drains every pool (shutdown).
+    pub fn wind_down(&mut self) -> Res {
+        for round in 0.. {
+            if round > 10_000 {
+                return Err("I3: the world did not quiesce after traffic stopped".into());
+            }
+            for id in self.active_ids() {
+                self.complete_one(id)?;
+            }
+            if !self.flights.is_empty() {
+                let i = self.rng.gen_range(0..self.flights.len());
+                self.deliver_one(i)?;
+            } else if self.shards.iter().any(|s| s.taker.pending() > 0) {
+                self.advance_by(self.cfg.ask_timeout)?;
+            } else if self.reqs.is_empty() {
+                break;
+            }
+            crate::check::check(self, false)?;
+        }
+        for s in 0..self.cfg.n_shards {
+            for (_, conn) in self.shards[s].pool.drain() {
+                self.close(conn, Close::Shutdown)?;
+            }
+        }
+        Ok(())
+    }
+}
