@@ -1,7 +1,105 @@
-fn main() {
-    let ex = glommio::LocalExecutorBuilder::new(glommio::Placement::Fixed(0)).io_memory(64 << 10).spawn(|| async {
-        let l = glommio::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        println!("bound {:?}", l.local_addr());
-    }).unwrap();
-    ex.join().unwrap();
+//! The `ringway` command: parse flags, then run the proxy, check the configuration, or
+//! run the demo. Exit status: 0 after a clean stop, 2 for a bad flag or configuration,
+//! 1 when the proxy could not start or failed.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use ringway::config::{Cli, Command, Config};
+use ringway::shard::Proxy;
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            // clap prints help/version with status 0 and usage errors with status 2.
+            let _ = e.print();
+            return ExitCode::from(e.exit_code() as u8);
+        }
+    };
+    if let Some(Command::Demo(args)) = &cli.command {
+        init_logs("warn");
+        return match ringway::demo::run(args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("ringway demo: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    let config = match Config::from_opts(&cli.opts) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("ringway: error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Some(Command::CheckConfig) = &cli.command {
+        println!("configuration OK");
+        print!("{}", ringway::config::describe(&config));
+        return ExitCode::SUCCESS;
+    }
+    init_logs(&config.log);
+    run(config)
+}
+
+fn init_logs(filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("RINGWAY_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(filter));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+fn run(config: Config) -> ExitCode {
+    let summary = ringway::config::describe(&config);
+    let proxy = match Proxy::start(config) {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::error!("cannot start: {e}");
+            eprintln!("ringway: cannot start: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let listen: Vec<String> = proxy.listen.iter().map(|a| a.to_string()).collect();
+    tracing::info!(
+        listen = %listen.join(", "),
+        admin = %proxy.admin.map_or("off".to_string(), |a| a.to_string()),
+        "ringway {} started",
+        env!("CARGO_PKG_VERSION")
+    );
+    for line in summary.lines() {
+        tracing::info!("{line}");
+    }
+    // Stop on SIGINT/SIGTERM: the shards stop accepting and drain within --grace.
+    let stop = proxy.shared.clone();
+    let signals = signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGTERM,
+    ]);
+    match signals {
+        Ok(mut signals) => {
+            std::thread::Builder::new()
+                .name("ringway-signals".into())
+                .spawn(move || {
+                    if let Some(sig) = signals.forever().next() {
+                        tracing::info!(signal = sig, "stopping: draining in-flight requests");
+                        stop.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+                    }
+                })
+                .ok();
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot install signal handlers"),
+    }
+    match proxy.join() {
+        Ok(()) => {
+            tracing::info!("stopped");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("ringway: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }

@@ -1,0 +1,657 @@
+//! The HTTP/1.1 request path: accept a client, read its requests one after another
+//! (pipelined ones in order), route each, forward it on a backend connection, stream both
+//! bodies, and give the connection back to the pool.
+//!
+//! Each client connection is one task on its shard, with two buffers it keeps for its
+//! life (client side, backend side) and one scratch vector for heads: nothing is
+//! allocated per request. Bodies are streamed through those buffers, never held whole.
+//! Every failure becomes a status the client can read (see DESIGN.md) or, once a response
+//! has started, a closed connection; nothing here panics on what a peer sent.
+
+use std::io;
+use std::net::{IpAddr, Ipv4Addr};
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use futures_lite::AsyncWriteExt;
+use glommio::net::{TcpListener, TcpStream};
+use ringway_pool::ServerId;
+
+use crate::backend::{AcquireError, BackendConn};
+use crate::buf::Buf;
+use crate::http1::{self, ChunkedScanner, Framing, HeadError, Method, RequestHead, ResponseHead};
+use crate::shard::Shard;
+
+const VIA: &str = "1.1 ringway";
+const BUF_SIZE: usize = 16 << 10;
+
+/// Accepts clients on one listener until the task is dropped (shard draining).
+pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
+    loop {
+        match listener.accept().await {
+            Ok(stream) => {
+                shard.metrics.borrow_mut().c.accepted += 1;
+                if shard.client_conns.get() as usize >= shard.config().max_conns_per_shard {
+                    shard.metrics.borrow_mut().c.refused_capacity += 1;
+                    glommio::spawn_local(refuse(stream)).detach();
+                    continue;
+                }
+                glommio::spawn_local(serve_client(shard.clone(), stream)).detach();
+            }
+            Err(e) => {
+                // EMFILE/ENFILE and friends: back off briefly instead of spinning.
+                tracing::warn!(shard = shard.id, error = %e, "accept failed");
+                glommio::timer::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+}
+
+async fn refuse(mut stream: TcpStream) {
+    let mut out = Vec::new();
+    http1::write_error(503, true, &mut out);
+    let _ = stream.set_write_timeout(Some(Duration::from_secs(1)));
+    let _ = stream.write_all(&out).await;
+}
+
+/// Counts a client connection for as long as it lives.
+struct ConnGuard(Rc<Shard>);
+impl Drop for ConnGuard {
+    fn drop(&mut self) {
+        self.0
+            .client_conns
+            .set(self.0.client_conns.get().saturating_sub(1));
+    }
+}
+
+/// Counts a request in flight (the drain waits for these).
+struct InflightGuard(Rc<Shard>);
+impl Drop for InflightGuard {
+    fn drop(&mut self) {
+        self.0.inflight.set(self.0.inflight.get().saturating_sub(1));
+    }
+}
+
+/// Serves one client connection to its end.
+pub async fn serve_client(shard: Rc<Shard>, stream: TcpStream) {
+    shard.client_conns.set(shard.client_conns.get() + 1);
+    let _guard = ConnGuard(shard.clone());
+    let _ = stream.set_nodelay(true);
+    let peer = stream
+        .peer_addr()
+        .map(|a| a.ip())
+        .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+    let mut c = Client {
+        shard,
+        stream,
+        peer,
+        buf: Buf::with_capacity(BUF_SIZE),
+        bbuf: Buf::with_capacity(BUF_SIZE),
+        out: Vec::with_capacity(1024),
+        private: None,
+        first: true,
+    };
+    c.run().await;
+    if let Some(bc) = c.private.take() {
+        c.shard.pool.borrow_mut().released(bc.server);
+        c.shard.close_conn(bc);
+    }
+}
+
+/// What became of one request, for the connection's next step.
+struct Outcome {
+    status: u16,
+    keep_alive: bool,
+}
+
+impl Outcome {
+    fn close(status: u16) -> Outcome {
+        Outcome {
+            status,
+            keep_alive: false,
+        }
+    }
+}
+
+/// An error while streaming a body, by side.
+enum CopyError {
+    /// Reading the source failed or it ended early.
+    Src(io::Error),
+    /// Writing the destination failed.
+    Dst(io::Error),
+    /// The body's framing is broken (bad chunk syntax).
+    Framing,
+}
+
+struct Client {
+    shard: Rc<Shard>,
+    stream: TcpStream,
+    peer: IpAddr,
+    /// Bytes from the client not yet consumed (head, body, next pipelined request).
+    buf: Buf,
+    /// Bytes from the backend not yet consumed.
+    bbuf: Buf,
+    /// Scratch for heads we write.
+    out: Vec<u8>,
+    /// `--reuse never`: the connection private to this client.
+    private: Option<BackendConn>,
+    /// The session's first request is yet to be sent (HAProxy's reuse semantics).
+    first: bool,
+}
+
+enum HeadRead {
+    Head(RequestHead),
+    /// The client closed (or idled out) between requests: close quietly.
+    Closed,
+    /// The head did not complete in time.
+    Timeout,
+    Bad(HeadError),
+}
+
+impl Client {
+    async fn run(&mut self) {
+        loop {
+            let head = match self.read_head().await {
+                HeadRead::Head(h) => h,
+                HeadRead::Closed => return,
+                HeadRead::Timeout => {
+                    self.shard.metrics.borrow_mut().c.head_timeout += 1;
+                    self.send_error(408, true).await;
+                    return;
+                }
+                HeadRead::Bad(e) => {
+                    {
+                        let mut m = self.shard.metrics.borrow_mut();
+                        if matches!(e, HeadError::TooLarge) {
+                            m.c.head_too_large += 1;
+                        } else {
+                            m.c.bad_request += 1;
+                        }
+                    }
+                    tracing::debug!(peer = %self.peer, error = %e, "bad request head");
+                    self.send_error(e.status(), true).await;
+                    return;
+                }
+            };
+            let start = Instant::now();
+            self.shard.metrics.borrow_mut().c.requests += 1;
+            self.shard.inflight.set(self.shard.inflight.get() + 1);
+            let outcome = {
+                let _inflight = InflightGuard(self.shard.clone());
+                self.handle(head).await
+            };
+            {
+                let mut m = self.shard.metrics.borrow_mut();
+                m.record_status(outcome.status);
+                let us = start.elapsed().as_micros() as u64;
+                let _ = m.latency.record(us.max(1));
+            }
+            if !outcome.keep_alive || self.shard.draining.get() {
+                return;
+            }
+        }
+    }
+
+    /// Reads until a complete request head is buffered.
+    async fn read_head(&mut self) -> HeadRead {
+        let cfg = &self.shard.shared.config;
+        let max_head = cfg.max_head;
+        let mut head_deadline: Option<Instant> = None;
+        loop {
+            if !self.buf.is_empty() {
+                match http1::parse_request(self.buf.data(), max_head) {
+                    Ok(Some(h)) => return HeadRead::Head(h),
+                    Ok(None) => {}
+                    Err(e) => return HeadRead::Bad(e),
+                }
+                if head_deadline.is_none() {
+                    head_deadline = Some(Instant::now() + cfg.timeouts.client_head);
+                }
+            }
+            let timeout = match head_deadline {
+                None => cfg.timeouts.client_idle,
+                Some(d) => {
+                    let left = d.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return HeadRead::Timeout;
+                    }
+                    left
+                }
+            };
+            let _ = self.stream.set_read_timeout(Some(timeout));
+            if self.buf.spare_capacity() == 0 && !self.buf.grow(max_head + 1) {
+                return HeadRead::Bad(HeadError::TooLarge);
+            }
+            match self.buf.fill_from(&mut self.stream).await {
+                Ok(0) => return HeadRead::Closed,
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::TimedOut => {
+                    return if head_deadline.is_some() {
+                        HeadRead::Timeout
+                    } else {
+                        HeadRead::Closed
+                    };
+                }
+                Err(_) => return HeadRead::Closed,
+            }
+        }
+    }
+
+    async fn send_error(&mut self, status: u16, close: bool) {
+        self.out.clear();
+        http1::write_error(status, close, &mut self.out);
+        let _ = self
+            .stream
+            .set_write_timeout(Some(self.shard.config().timeouts.client_idle));
+        let _ = self.stream.write_all(&self.out).await;
+        if close {
+            let _ = self.stream.shutdown(std::net::Shutdown::Write).await;
+        }
+    }
+
+    /// Answers a request without a backend; closes if the request has a body we did not read.
+    async fn answer_locally(&mut self, head: &RequestHead, status: u16) -> Outcome {
+        let close = !head.keep_alive || head.framing != Framing::Empty;
+        if !close {
+            self.buf.consume(head.head_len);
+        }
+        self.send_error(status, close).await;
+        Outcome {
+            status,
+            keep_alive: !close,
+        }
+    }
+
+    async fn handle(&mut self, head: RequestHead) -> Outcome {
+        let shard = self.shard.clone();
+        let backend = {
+            let data = self.buf.data();
+            let host = head.host.clone().map(|r| &data[r]);
+            shard.shared.router.route(host, &data[head.path.clone()])
+        };
+        let Some(backend) = backend else {
+            shard.metrics.borrow_mut().c.no_route += 1;
+            return self.answer_locally(&head, 404).await;
+        };
+        let server = shard.choose_server(backend);
+
+        // The upstream head, kept until a response head arrives (a retry resends it).
+        self.out.clear();
+        http1::write_request_upstream(
+            self.buf.data(),
+            &head,
+            &http1::Forwarded {
+                client_ip: self.peer,
+                proto: "http",
+                via: VIA,
+            },
+            &mut self.out,
+        );
+        self.buf.consume(head.head_len);
+        let upstream_head = std::mem::take(&mut self.out);
+        let outcome = self.forward(&head, server, &upstream_head).await;
+        self.out = upstream_head;
+        self.first = false;
+        outcome
+    }
+
+    /// Gets a connection: this client's private one (reuse never), or from the shard.
+    async fn connection(
+        &mut self,
+        server: ServerId,
+        fresh: bool,
+    ) -> Result<(BackendConn, bool), AcquireError> {
+        if let Some(bc) = self.private.take() {
+            if bc.server == server && !fresh {
+                return Ok((bc, true));
+            }
+            self.shard.pool.borrow_mut().released(bc.server);
+            self.shard.close_conn(bc);
+        }
+        self.shard.acquire(server, self.first, fresh).await
+    }
+
+    async fn forward(&mut self, head: &RequestHead, server: ServerId, upstream: &[u8]) -> Outcome {
+        let shard = self.shard.clone();
+        let cfg = &shard.shared.config;
+        let client_idle = cfg.timeouts.client_idle;
+        let backend_timeout = cfg.timeouts.backend;
+        let has_body = head.framing != Framing::Empty;
+
+        if head.expect_continue && has_body {
+            // We answer 100 ourselves and stream the body at once; the backend's own
+            // interim 100, if any, is dropped below.
+            let _ = self.stream.set_write_timeout(Some(client_idle));
+            if self
+                .stream
+                .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
+                .await
+                .is_err()
+            {
+                return Outcome::close(499);
+            }
+        }
+
+        let mut retried = false;
+        let (mut bc, resp) = loop {
+            let (mut bc, reused) = match self.connection(server, retried).await {
+                Ok(x) => x,
+                Err(e) => {
+                    let status = e.status();
+                    if let AcquireError::Refused(err) = &e {
+                        tracing::debug!(error = %err, "backend connect refused");
+                    }
+                    return self.answer_locally(head, status).await;
+                }
+            };
+            bc.uses += 1;
+            let _ = bc.stream.set_read_timeout(Some(backend_timeout));
+            let _ = bc.stream.set_write_timeout(Some(backend_timeout));
+            self.bbuf.clear();
+
+            // Send the head, then the body (streamed).
+            let sent = bc.stream.write_all(upstream).await;
+            if let Err(e) = sent {
+                shard.release(bc, false);
+                if reused && !retried && !has_body && head.method.is_idempotent() {
+                    retried = true;
+                    shard.metrics.borrow_mut().c.retries += 1;
+                    continue;
+                }
+                tracing::debug!(error = %e, "writing the request head to the backend failed");
+                shard.metrics.borrow_mut().c.backend_errors += 1;
+                return self.answer_locally(head, 502).await;
+            }
+            if has_body {
+                let _ = self.stream.set_read_timeout(Some(client_idle));
+                match copy_body(
+                    head.framing,
+                    &mut self.stream,
+                    &mut self.buf,
+                    &mut bc.stream,
+                )
+                .await
+                {
+                    Ok(()) => {}
+                    Err(CopyError::Src(_)) => {
+                        shard.metrics.borrow_mut().c.client_aborts += 1;
+                        shard.release(bc, false);
+                        return Outcome::close(499);
+                    }
+                    Err(CopyError::Framing) => {
+                        shard.metrics.borrow_mut().c.bad_request += 1;
+                        shard.release(bc, false);
+                        self.send_error(400, true).await;
+                        return Outcome::close(400);
+                    }
+                    Err(CopyError::Dst(e)) => {
+                        tracing::debug!(error = %e, "backend stopped reading the request body");
+                        shard.metrics.borrow_mut().c.backend_errors += 1;
+                        shard.release(bc, false);
+                        self.send_error(502, true).await;
+                        return Outcome::close(502);
+                    }
+                }
+            }
+
+            // Read the response head, skipping interim 100s.
+            match self.read_response_head(&mut bc, head.method).await {
+                Ok(resp) => break (bc, resp),
+                Err(RespErr::NothingReceived(e)) => {
+                    shard.release(bc, false);
+                    if reused && !retried && !has_body && head.method.is_idempotent() {
+                        retried = true;
+                        shard.metrics.borrow_mut().c.retries += 1;
+                        continue;
+                    }
+                    return self.backend_failed(head, &e).await;
+                }
+                Err(RespErr::Io(e)) => {
+                    shard.release(bc, false);
+                    return self.backend_failed(head, &e).await;
+                }
+                Err(RespErr::Bad(e)) => {
+                    tracing::debug!(error = %e, "backend sent a bad response head");
+                    shard.release(bc, false);
+                    shard.metrics.borrow_mut().c.backend_errors += 1;
+                    self.send_error(502, true).await;
+                    return Outcome::close(502);
+                }
+            }
+        };
+
+        // Relay the response.
+        let dechunk = resp.needs_dechunk(head.minor);
+        let client_ka = head.keep_alive
+            && !shard.draining.get()
+            && resp.framing != Framing::UntilClose
+            && !dechunk
+            && resp.status != 101;
+        self.out.clear();
+        http1::write_response_downstream(
+            self.bbuf.data(),
+            &resp,
+            VIA,
+            client_ka,
+            head.minor,
+            &mut self.out,
+        );
+        self.bbuf.consume(resp.head_len);
+        let _ = self.stream.set_write_timeout(Some(client_idle));
+        if self.stream.write_all(&self.out).await.is_err() {
+            shard.metrics.borrow_mut().c.client_aborts += 1;
+            shard.release(bc, false);
+            return Outcome::close(resp.status);
+        }
+        let copied = if dechunk {
+            copy_dechunked(&mut bc.stream, &mut self.bbuf, &mut self.stream).await
+        } else {
+            copy_body(
+                resp.framing,
+                &mut bc.stream,
+                &mut self.bbuf,
+                &mut self.stream,
+            )
+            .await
+        };
+        match copied {
+            Ok(()) => {}
+            Err(CopyError::Dst(_)) => {
+                shard.metrics.borrow_mut().c.client_aborts += 1;
+                shard.release(bc, false);
+                return Outcome::close(resp.status);
+            }
+            Err(CopyError::Src(e)) => {
+                tracing::debug!(error = %e, "backend response body ended early");
+                shard.metrics.borrow_mut().c.backend_errors += 1;
+                shard.release(bc, false);
+                return Outcome::close(resp.status);
+            }
+            Err(CopyError::Framing) => {
+                tracing::debug!("backend sent a bad chunked body");
+                shard.metrics.borrow_mut().c.backend_errors += 1;
+                shard.release(bc, false);
+                return Outcome::close(resp.status);
+            }
+        }
+        let reusable =
+            resp.keep_alive && resp.framing != Framing::UntilClose && self.bbuf.is_empty();
+        if reusable && shard.config().reuse == ringway_pool::ReuseMode::Never {
+            self.private = Some(bc);
+        } else {
+            shard.release(bc, reusable);
+        }
+        Outcome {
+            status: resp.status,
+            keep_alive: client_ka,
+        }
+    }
+
+    async fn backend_failed(&mut self, head: &RequestHead, e: &io::Error) -> Outcome {
+        let status = if e.kind() == io::ErrorKind::TimedOut {
+            self.shard.metrics.borrow_mut().c.backend_timeouts += 1;
+            504
+        } else {
+            self.shard.metrics.borrow_mut().c.backend_errors += 1;
+            502
+        };
+        tracing::debug!(error = %e, status, "backend failed before responding");
+        // The request body (if any) was consumed; the connection stays usable.
+        let _ = head;
+        self.send_error(status, false).await;
+        Outcome {
+            status,
+            keep_alive: head_keep_alive(head),
+        }
+    }
+
+    async fn read_response_head(
+        &mut self,
+        bc: &mut BackendConn,
+        method: Method,
+    ) -> Result<ResponseHead, RespErr> {
+        let max_head = self.shard.config().max_head;
+        let mut received = false;
+        loop {
+            if !self.bbuf.is_empty() {
+                match http1::parse_response(self.bbuf.data(), method, max_head) {
+                    Ok(Some(r)) if r.is_interim() && r.status != 101 => {
+                        // Interim response: we already told the client to continue.
+                        self.bbuf.consume(r.head_len);
+                        continue;
+                    }
+                    Ok(Some(r)) => return Ok(r),
+                    Ok(None) => {}
+                    Err(e) => return Err(RespErr::Bad(e)),
+                }
+            }
+            if self.bbuf.spare_capacity() == 0 && !self.bbuf.grow(max_head + 1) {
+                return Err(RespErr::Bad(HeadError::TooLarge));
+            }
+            match self.bbuf.fill_from(&mut bc.stream).await {
+                Ok(0) => {
+                    let e = io::Error::new(io::ErrorKind::UnexpectedEof, "backend closed");
+                    return Err(if received {
+                        RespErr::Io(e)
+                    } else {
+                        RespErr::NothingReceived(e)
+                    });
+                }
+                Ok(_) => received = true,
+                Err(e) if e.kind() == io::ErrorKind::TimedOut => return Err(RespErr::Io(e)),
+                Err(e) => {
+                    return Err(if received {
+                        RespErr::Io(e)
+                    } else {
+                        RespErr::NothingReceived(e)
+                    })
+                }
+            }
+        }
+    }
+}
+
+fn head_keep_alive(head: &RequestHead) -> bool {
+    head.keep_alive
+}
+
+enum RespErr {
+    /// The connection failed before any response byte: a reused connection the server
+    /// had closed meanwhile; retryable for idempotent requests.
+    NothingReceived(io::Error),
+    Io(io::Error),
+    Bad(HeadError),
+}
+
+/// Streams one body from `src` (with `buf` holding what was already read) to `dst`.
+async fn copy_body(
+    framing: Framing,
+    src: &mut TcpStream,
+    buf: &mut Buf,
+    dst: &mut TcpStream,
+) -> Result<(), CopyError> {
+    match framing {
+        Framing::Empty => Ok(()),
+        Framing::Length(mut left) => {
+            while left > 0 {
+                if buf.is_empty() {
+                    fill_or_eof(buf, src).await?;
+                }
+                let take = (buf.len() as u64).min(left) as usize;
+                dst.write_all(&buf.data()[..take])
+                    .await
+                    .map_err(CopyError::Dst)?;
+                buf.consume(take);
+                left -= take as u64;
+            }
+            Ok(())
+        }
+        Framing::Chunked => {
+            let mut scanner = ChunkedScanner::new();
+            loop {
+                if buf.is_empty() {
+                    fill_or_eof(buf, src).await?;
+                }
+                let (used, done) = scanner.feed(buf.data()).map_err(|_| CopyError::Framing)?;
+                dst.write_all(&buf.data()[..used])
+                    .await
+                    .map_err(CopyError::Dst)?;
+                buf.consume(used);
+                if done {
+                    return Ok(());
+                }
+            }
+        }
+        Framing::UntilClose => loop {
+            if buf.is_empty() {
+                buf.clear();
+                match buf.fill_from(src).await {
+                    Ok(0) => return Ok(()),
+                    Ok(_) => {}
+                    Err(e) => return Err(CopyError::Src(e)),
+                }
+            }
+            dst.write_all(buf.data()).await.map_err(CopyError::Dst)?;
+            let n = buf.len();
+            buf.consume(n);
+        },
+    }
+}
+
+/// Relays a chunked body to an HTTP/1.0 client as plain bytes (then the connection closes).
+async fn copy_dechunked(
+    src: &mut TcpStream,
+    buf: &mut Buf,
+    dst: &mut TcpStream,
+) -> Result<(), CopyError> {
+    let mut scanner = ChunkedScanner::new();
+    let mut plain = Vec::with_capacity(BUF_SIZE);
+    loop {
+        if buf.is_empty() {
+            fill_or_eof(buf, src).await?;
+        }
+        plain.clear();
+        let (used, done) = scanner
+            .feed_decoded(buf.data(), |d| plain.extend_from_slice(d))
+            .map_err(|_| CopyError::Framing)?;
+        buf.consume(used);
+        if !plain.is_empty() {
+            dst.write_all(&plain).await.map_err(CopyError::Dst)?;
+        }
+        if done {
+            return Ok(());
+        }
+    }
+}
+
+async fn fill_or_eof(buf: &mut Buf, src: &mut TcpStream) -> Result<(), CopyError> {
+    buf.clear();
+    match buf.fill_from(src).await {
+        Ok(0) => Err(CopyError::Src(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "body ended early",
+        ))),
+        Ok(_) => Ok(()),
+        Err(e) => Err(CopyError::Src(e)),
+    }
+}

@@ -1,0 +1,136 @@
+//! Routing: which backend a request goes to, from its `Host` and path, and which server
+//! of that backend serves it (round-robin, skipping servers marked down).
+//!
+//! The routing table is built once from the configuration and shared read-only by the
+//! shards; the round-robin cursor is per shard, so choosing a server takes no lock.
+
+use std::cell::Cell;
+
+use crate::config::{Config, RouteConfig};
+
+/// The routing table, read-only after start-up.
+#[derive(Debug, Clone)]
+pub struct Router {
+    routes: Vec<RouteConfig>,
+    default_backend: Option<usize>,
+}
+
+impl Router {
+    pub fn new(cfg: &Config) -> Router {
+        let mut routes = cfg.routes.clone();
+        // Most specific first: exact hosts before `*`, then longest prefix.
+        routes.sort_by(|a, b| {
+            (a.host == "*")
+                .cmp(&(b.host == "*"))
+                .then(b.path_prefix.len().cmp(&a.path_prefix.len()))
+        });
+        Router {
+            routes,
+            default_backend: cfg.default_backend,
+        }
+    }
+
+    /// The backend for a request; `None` means no route and no default backend (404).
+    pub fn route(&self, host: Option<&[u8]>, path: &[u8]) -> Option<usize> {
+        if self.routes.is_empty() {
+            return self.default_backend;
+        }
+        let host = host.map(strip_port);
+        for r in &self.routes {
+            let host_ok =
+                r.host == "*" || host.is_some_and(|h| h.eq_ignore_ascii_case(r.host.as_bytes()));
+            if host_ok && path.starts_with(r.path_prefix.as_bytes()) {
+                return Some(r.backend);
+            }
+        }
+        self.default_backend
+    }
+}
+
+fn strip_port(host: &[u8]) -> &[u8] {
+    if host.first() == Some(&b'[') {
+        // [v6]:port
+        return match host.iter().position(|&c| c == b']') {
+            Some(i) => &host[..=i],
+            None => host,
+        };
+    }
+    match host.iter().rposition(|&c| c == b':') {
+        Some(i) => &host[..i],
+        None => host,
+    }
+}
+
+/// A shard's round-robin cursor over one backend's servers.
+#[derive(Debug, Default)]
+pub struct RoundRobin {
+    next: Cell<usize>,
+}
+
+impl RoundRobin {
+    /// Picks the next server index in `0..n` for which `usable` holds; if none does, the
+    /// plain next one (so a server marked down gets tried again rather than never).
+    pub fn pick(&self, n: usize, usable: impl Fn(usize) -> bool) -> usize {
+        let start = self.next.get();
+        for i in 0..n {
+            let idx = (start + i) % n;
+            if usable(idx) {
+                self.next.set(idx + 1);
+                return idx;
+            }
+        }
+        self.next.set(start + 1);
+        start % n.max(1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn router(args: &[&str]) -> Router {
+        let mut v = vec!["ringway"];
+        v.extend_from_slice(args);
+        let cli = crate::config::Cli::try_parse_from(v).unwrap();
+        Router::new(&Config::from_opts(&cli.opts).unwrap())
+    }
+
+    #[test]
+    fn host_and_longest_prefix() {
+        let r = router(&[
+            "--backend=a=127.0.0.1:1",
+            "--backend=b=127.0.0.1:2",
+            "--backend=c=127.0.0.1:3",
+            "--route=example.com/=b",
+            "--route=example.com/api/v2=c",
+            "--route=*/static=c",
+        ]);
+        assert_eq!(r.route(Some(b"example.com"), b"/x"), Some(1));
+        assert_eq!(r.route(Some(b"EXAMPLE.com:8080"), b"/api/v2/x"), Some(2));
+        assert_eq!(r.route(Some(b"other"), b"/static/a.css"), Some(2));
+        assert_eq!(r.route(Some(b"other"), b"/"), Some(0), "default backend");
+        assert_eq!(r.route(None, b"/"), Some(0));
+    }
+
+    #[test]
+    fn no_default_means_no_route() {
+        let r = router(&[
+            "--backend=a=127.0.0.1:1",
+            "--route=a.test=a",
+            "--default-backend=none",
+        ]);
+        assert_eq!(r.route(Some(b"a.test"), b"/"), Some(0));
+        assert_eq!(r.route(Some(b"b.test"), b"/"), None);
+    }
+
+    #[test]
+    fn round_robin_skips_unusable() {
+        let rr = RoundRobin::default();
+        let picks: Vec<usize> = (0..4).map(|_| rr.pick(3, |i| i != 1)).collect();
+        assert_eq!(picks, vec![0, 2, 0, 2]);
+        let all_down: Vec<usize> = (0..3).map(|_| rr.pick(3, |_| false)).collect();
+        assert_eq!(all_down.len(), 3);
+        assert_eq!(strip_port(b"[::1]:80"), b"[::1]");
+    }
+}
