@@ -26,8 +26,8 @@ struct Args {
           value_parser = clap::value_parser!(u16).range(1..))]
     shards: u16,
     /// One shard pinned on each listed CPU, e.g. 0-1,3.
-    #[arg(long, value_parser = parse_cpu_list)]
-    cpus: Option<Vec<usize>>,
+    #[arg(long, value_parser = cpu_list)]
+    cpus: Option<CpuList>,
     /// Body size of `GET /` and unknown paths.
     #[arg(long, default_value_t = DEFAULT_BODY_UNIT.len())]
     body_size: usize,
@@ -42,9 +42,18 @@ struct Args {
     delay: Option<Duration>,
 }
 
+/// A parsed `--cpus` value (a newtype, so clap takes it as one value, not many).
+#[derive(Debug, Clone)]
+struct CpuList(Vec<usize>);
+
+fn cpu_list(s: &str) -> Result<CpuList, String> {
+    parse_cpu_list(s).map(CpuList)
+}
+
 fn main() -> ExitCode {
     let args = Args::parse();
-    if let Some(cpus) = &args.cpus {
+    let cpus = args.cpus.map(|c| c.0);
+    if let Some(cpus) = &cpus {
         if let Err(e) = check_cpus(cpus) {
             Args::command()
                 .error(
@@ -57,7 +66,7 @@ fn main() -> ExitCode {
     let cfg = OriginConfig {
         listen: args.listen,
         shards: usize::from(args.shards),
-        cpus: args.cpus,
+        cpus,
         body_size: args.body_size,
         close_after: args.close_after,
         idle_close: args.idle_close,

@@ -146,6 +146,9 @@ impl Conn {
                 Err(_) => return End::Drop,
             };
             let head = match head {
+                Parsed::Complete(head) if head.skipped + head.len > MAX_HEAD => {
+                    return self.refuse(431, "request head too large").await
+                }
                 Parsed::Complete(head) => head,
                 Parsed::Invalid(why) => return self.refuse(400, why).await,
                 Parsed::Partial => return self.refuse(431, "request head too large").await,
