@@ -203,7 +203,8 @@ impl Taker {
     }
 
     /// Starts an attempt for a request that found nothing usable locally. `published[i]`
-    /// is shard i's published idle count for `server` (this shard's own entry is ignored).
+    /// is shard i's published idle count for `server` (this shard's own entry is ignored
+    /// for the scan but counts towards `low_idle`; missing entries read as 0).
     pub fn begin(
         &mut self,
         server: ServerId,
@@ -211,24 +212,40 @@ impl Taker {
         published: &[usize],
         now: Instant,
     ) -> Next {
+        self.begin_with(
+            server,
+            allowed,
+            |i| published.get(i).copied().unwrap_or(0),
+            now,
+        )
+    }
+
+    /// [`begin`](Self::begin) reading the published counts through a function (e.g. from
+    /// a table of atomics), so nothing is copied. `published(i)` is called for each shard
+    /// `0..n_shards`, once for the `low_idle` sum and once for the scan.
+    pub fn begin_with(
+        &mut self,
+        server: ServerId,
+        allowed: Allowed,
+        published: impl Fn(usize) -> usize,
+        now: Instant,
+    ) -> Next {
         if allowed == Allowed::Nothing {
             return Next::ConnectNew(ConnectReason::ReuseForbids);
         }
         self.stats.attempts += 1;
-        let total = published
-            .iter()
-            .fold(0usize, |acc, &n| acc.saturating_add(n));
+        let n = self.n_shards;
+        let total = (0..n).fold(0usize, |acc, i| acc.saturating_add(published(i)));
         if total < self.cfg.low_idle {
             self.stats.low_idle_skipped += 1;
             return Next::ConnectNew(ConnectReason::LowIdle);
         }
-        let n = self.n_shards;
         let start = self.cursor;
         self.cursor = (self.cursor + 1) % n.max(1);
         // Scan order start, start+1, ... (mod n); stored reversed so `pop` yields the next.
         let mut remaining: Vec<usize> = (0..n)
             .map(|k| (start + k) % n)
-            .filter(|&i| i != self.shard && published.get(i).is_some_and(|&c| c > 0))
+            .filter(|&i| i != self.shard && published(i) > 0)
             .collect();
         remaining.reverse();
         match remaining.pop() {
