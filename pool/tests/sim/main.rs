@@ -10,6 +10,7 @@
 //! `SIM_SEED_START=n` choose the batch.
 
 mod check;
+mod network;
 mod world;
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
