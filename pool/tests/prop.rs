@@ -182,7 +182,7 @@ fn check_put(
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(256))]
+    #![proptest_config(ProptestConfig::with_cases(1024))]
 
     #[test]
     fn pool_matches_model(cfg in config(), ops in prop::collection::vec(op(), 1..120)) {

@@ -15,6 +15,7 @@ mod world;
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
+use ringway_pool::TakerStats;
 use world::{Bug, SimCfg, Tally, World, ARMED};
 
 /// What one seed produced: its trace hash and event tallies.
@@ -22,6 +23,7 @@ use world::{Bug, SimCfg, Tally, World, ARMED};
 struct Outcome {
     trace: u64,
     tally: Tally,
+    taker: TakerStats,
     steps: usize,
 }
 
@@ -46,6 +48,10 @@ fn run(seed: u64, bug: Bug, verbose: bool) -> Result<Outcome, String> {
     let out = result.map(|()| Outcome {
         trace: w.trace,
         tally: w.tally.clone(),
+        taker: w.shards.iter().fold(TakerStats::default(), |mut t, s| {
+            add_taker(&mut t, s.taker.stats());
+            t
+        }),
         steps: w.cfg.steps,
     });
     drop(w);
@@ -92,19 +98,21 @@ fn simulate_seeds() {
     let start = env_u64("SIM_SEED_START").unwrap_or(0);
     let n = env_u64("SIM_SEEDS").unwrap_or(10_000);
     let mut total = Tally::default();
+    let mut taker = TakerStats::default();
     let mut steps = 0;
     for seed in start..start + n {
         match run_caught(seed, Bug::None, false) {
             Ok(o) => {
                 steps += o.steps;
                 add(&mut total, &o.tally);
+                add_taker(&mut taker, &o.taker);
             }
             Err(e) => panic!("sim seed {seed} failed: {e}\n{}", replay_hint(seed)),
         }
     }
-    println!("{n} seeds, {steps} steps: {total:?}");
+    println!("{n} seeds, {steps} steps: {total:?}\n{taker:?}");
     if n >= 200 {
-        coverage(&total);
+        coverage(&total, &taker);
     }
 }
 
@@ -127,7 +135,22 @@ fn add(t: &mut Tally, o: &Tally) {
 }
 
 /// A simulation that never reaches the interesting paths proves nothing: require each.
-fn coverage(t: &Tally) {
+fn add_taker(t: &mut TakerStats, o: &TakerStats) {
+    t.attempts += o.attempts;
+    t.asked += o.asked;
+    t.granted += o.granted;
+    t.denied += o.denied;
+    t.timeout += o.timeout;
+    t.reservation_failed += o.reservation_failed;
+    t.channel_full += o.channel_full;
+    t.late_grant_adopted += o.late_grant_adopted;
+    t.late_deny += o.late_deny;
+    t.abandoned += o.abandoned;
+    t.low_idle_skipped += o.low_idle_skipped;
+    t.no_candidate += o.no_candidate;
+}
+
+fn coverage(t: &Tally, k: &TakerStats) {
     use world::{Close, RejectReasonKey as R};
     let checks = [
         ("local reuse", t.reused_local),
@@ -167,9 +190,20 @@ fn coverage(t: &Tally) {
             "shutdown close",
             t.closes.get(&Close::Shutdown).copied().unwrap_or(0),
         ),
+        ("ticket denied", k.denied),
+        ("ticket timed out", k.timeout),
+        ("reservation failed", k.reservation_failed),
+        ("channel full", k.channel_full),
+        ("late deny", k.late_deny),
+        ("abandoned ticket", k.abandoned),
+        ("low-idle skip", k.low_idle_skipped),
+        ("no candidate", k.no_candidate),
     ];
     for (what, n) in checks {
-        assert!(n > 0, "the simulation never exercised: {what} ({t:?})");
+        assert!(
+            n > 0,
+            "the simulation never exercised: {what} ({t:?} {k:?})"
+        );
     }
 }
 

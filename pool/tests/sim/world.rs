@@ -138,7 +138,9 @@ impl SimCfg {
             link_cap: r.gen_range(1..=4),
             delay_max: r.gen_range(1..=10),
             steps: r.gen_range(150..=400),
-            faults: FaultPlan::parse(&faults.to_string(), seed).unwrap_or_default(),
+            // Round-trips the spec through its text form on purpose.
+            faults: FaultPlan::parse(&faults.to_string(), seed)
+                .unwrap_or_else(|e| panic!("fault spec {faults} did not parse back: {e}")),
             bug: Bug::None,
         }
     }
