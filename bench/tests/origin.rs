@@ -474,6 +474,28 @@ fn pipelined_requests_are_counted() {
 }
 
 #[test]
+fn a_request_sent_during_a_slow_response_counts_as_pipelined() {
+    let origin = start(OriginConfig::default());
+    let mut c = Client::new(origin.addr());
+    c.r.get_ref().set_nodelay(true).expect("nodelay");
+    for _ in 0..200 {
+        assert_eq!(c.get("/size/10").status, 200);
+    }
+    assert_eq!(
+        origin.stats().pipelined,
+        0,
+        "sequential requests are not pipelined"
+    );
+    // The second request waits in the origin's socket, unread, while the first is
+    // being answered.
+    c.send(b"GET /delay/200 HTTP/1.1\r\nHost: o\r\n\r\n");
+    c.send(b"GET / HTTP/1.1\r\nHost: o\r\n\r\n");
+    assert_eq!(c.read(false).num("x-origin-req"), 201);
+    assert_eq!(c.read(false).num("x-origin-req"), 202);
+    assert_eq!(origin.stats().pipelined, 1);
+}
+
+#[test]
 fn close_after_closes_the_connection() {
     let origin = start(OriginConfig {
         close_after: Some(2),

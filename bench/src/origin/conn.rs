@@ -8,6 +8,7 @@
 //! body gets a 400 (when no response has started) and the connection is closed.
 
 use std::io;
+use std::mem::MaybeUninit;
 use std::net::Shutdown;
 use std::rc::Rc;
 use std::time::Duration;
@@ -108,6 +109,8 @@ pub(crate) async fn serve(stream: TcpStream, ctx: Rc<ShardCtx>) {
         wbuf: Vec::with_capacity(INLINE_BODY + 1024),
         raw_head: Vec::new(),
         nreq: 0,
+        body_done: true,
+        early: false,
         ctx: ctx.clone(),
     };
     match conn.run().await {
@@ -131,14 +134,22 @@ struct Conn {
     raw_head: Vec<u8>,
     /// Requests parsed so far on this connection.
     nreq: u64,
+    /// The current request's body has been read to its end.
+    body_done: bool,
+    /// Input beyond the current request was waiting in the kernel before one of the
+    /// current response's writes: the next request was sent before this response was
+    /// fully written.
+    early: bool,
     ctx: Rc<ShardCtx>,
 }
 
 impl Conn {
     async fn run(&mut self) -> End {
         loop {
-            // Bytes already here were received before the last response was written.
-            let early_bytes = self.nreq > 0 && self.end > self.start;
+            // Bytes already buffered, or seen waiting before a write, arrived while the
+            // previous response was not fully written.
+            let early_bytes = self.nreq > 0 && (self.end > self.start || self.early);
+            self.early = false;
             let head = match self.read_head().await {
                 Ok(Some(head)) => head,
                 Ok(None) => return End::Drop,
@@ -160,6 +171,7 @@ impl Conn {
                     .extend_from_slice(&self.rbuf[at..at + head.len]);
             }
             self.start += head.skipped + head.len;
+            self.body_done = head.framing == Framing::Empty;
             self.nreq += 1;
             self.ctx.counters().request(self.nreq, early_bytes);
             let forced_close = self.ctx.cfg.close_after.is_some_and(|n| self.nreq >= n);
@@ -207,9 +219,13 @@ impl Conn {
     async fn body_piece(&mut self, body: &mut Body) -> Result<Option<(usize, usize)>, BodyError> {
         loop {
             match body {
-                Body::Done => return Ok(None),
+                Body::Done => {
+                    self.body_done = true;
+                    return Ok(None);
+                }
                 Body::Length(0) => {
                     *body = Body::Done;
+                    self.body_done = true;
                     return Ok(None);
                 }
                 Body::Length(remaining) => {
@@ -235,6 +251,7 @@ impl Conn {
                             }
                             Step::Done => {
                                 *body = Body::Done;
+                                self.body_done = true;
                                 return Ok(None);
                             }
                             Step::NeedMore => {}
@@ -265,8 +282,22 @@ impl Conn {
         }
     }
 
+    /// Before a write of the response: once the request is fully read, notes whether
+    /// the client already sent more (a 1-byte `MSG_PEEK | MSG_DONTWAIT`; skipped when
+    /// the answer is already known). Bytes seen here provably preceded the end of this
+    /// response, so [`OriginStats::pipelined`](super::OriginStats) has no false positives.
+    fn note_early_input(&mut self) {
+        if self.body_done && !self.early && self.end == self.start {
+            let mut byte = [MaybeUninit::<u8>::uninit()];
+            let peeked = socket2_04::SockRef::from(&self.stream)
+                .recv_with_flags(&mut byte, libc::MSG_PEEK | libc::MSG_DONTWAIT);
+            self.early = matches!(peeked, Ok(n) if n > 0);
+        }
+    }
+
     async fn flush(&mut self) -> io::Result<()> {
         if !self.wbuf.is_empty() {
+            self.note_early_input();
             self.stream.write_all(&self.wbuf).await?;
             self.wbuf.clear();
         }
@@ -436,6 +467,7 @@ impl Conn {
         let mut sent = first as u64;
         while sent < len {
             let n = (len - sent).min(SLICE_MAX as u64) as usize;
+            self.note_early_input();
             self.stream.write_all(cycle.slice(sent, n)).await?;
             sent += n as u64;
         }
