@@ -496,6 +496,23 @@ fn a_request_sent_during_a_slow_response_counts_as_pipelined() {
 }
 
 #[test]
+fn large_heads_spanning_reads_are_parsed() {
+    let origin = start(OriginConfig::default());
+    let mut c = Client::new(origin.addr());
+    let one = format!(
+        "GET /headers HTTP/1.1\r\nHost: o\r\nX-Big: {}\r\n\r\n",
+        "b".repeat(12 << 10)
+    );
+    // Three 12 KiB heads in one write overflow the 32 KiB read buffer mid-head.
+    c.send(one.repeat(3).as_bytes());
+    for i in 1..=3 {
+        let r = c.read(false);
+        assert_eq!(r.body, one.as_bytes());
+        assert_eq!(r.num("x-origin-req"), i);
+    }
+}
+
+#[test]
 fn close_after_closes_the_connection() {
     let origin = start(OriginConfig {
         close_after: Some(2),
@@ -758,4 +775,15 @@ fn binary_explains_a_low_memlock_limit() {
         err.contains("RLIMIT_MEMLOCK") && err.contains("ulimit -l"),
         "{err}"
     );
+}
+
+#[test]
+fn origin_handle_can_move_between_threads() {
+    fn send_sync<T: Send + Sync>() {}
+    send_sync::<Origin>();
+    let origin = start(OriginConfig::default());
+    let addr = origin.addr();
+    let stopper = std::thread::spawn(move || origin.stop());
+    stopper.join().expect("stop from another thread");
+    assert!(TcpStream::connect(addr).is_err());
 }
