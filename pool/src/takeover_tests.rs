@@ -221,3 +221,41 @@ fn owner_grants_what_the_taker_may_use_and_takes_back_unsent_grants() {
         .is_none());
     assert_eq!(o.stats().deny_unsent, 1);
 }
+
+/// HAProxy bug #3: an off-by-one in the scan skipped a thread. For every shard count,
+/// every taker shard and every start index, each other shard is asked exactly once.
+#[test]
+fn scan_never_skips_a_shard_for_any_size_or_start() {
+    let now = Instant::now();
+    for n in 2..=16 {
+        for me in 0..n {
+            let mut t = taker(me, n, 0);
+            let published = vec![1; n];
+            for _ in 0..n {
+                let (first, mut ticket) = ask(t.begin(S, Allowed::Any, &published, now));
+                let mut asked = vec![first];
+                while let Next::Ask { shard, ticket: tk } = t.on_deny(ticket, now) {
+                    asked.push(shard);
+                    ticket = tk;
+                }
+                asked.sort();
+                let want: Vec<usize> = (0..n).filter(|&i| i != me).collect();
+                assert_eq!(asked, want, "n={n} me={me}");
+            }
+            assert!(t.identity_holds());
+        }
+    }
+}
+
+#[test]
+fn begin_with_reads_counts_through_a_function() {
+    let now = Instant::now();
+    let mut t = taker(0, 4, 2);
+    let counts = [7usize, 0, 0, 1];
+    assert_eq!(
+        t.begin_with(S, Allowed::Any, |i| usize::from(i == 3), now),
+        Next::ConnectNew(ConnectReason::LowIdle)
+    );
+    // Own count (7) counts towards low_idle but is never asked.
+    assert_eq!(ask(t.begin_with(S, Allowed::Any, |i| counts[i], now)).0, 3);
+}

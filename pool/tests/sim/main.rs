@@ -119,6 +119,7 @@ fn simulate_seeds() {
 fn add(t: &mut Tally, o: &Tally) {
     t.requests += o.requests;
     t.reused_local += o.reused_local;
+    t.reused_before_connect += o.reused_before_connect;
     t.adopted += o.adopted;
     t.connected += o.connected;
     t.refused_down += o.refused_down;
@@ -154,6 +155,10 @@ fn coverage(t: &Tally, k: &TakerStats) {
     use world::{Close, RejectReasonKey as R};
     let checks = [
         ("local reuse", t.reused_local),
+        (
+            "late grant reused before connecting",
+            t.reused_before_connect,
+        ),
         ("takeover delivered", t.adopted),
         ("late grant adopted idle", t.adopt_idle_pooled),
         ("client gone while waiting", t.client_gone),

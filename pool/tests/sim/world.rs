@@ -151,6 +151,7 @@ impl SimCfg {
 pub struct Meta {
     pub shard: usize,
     pub server: ServerId,
+    pub first: bool,
     pub allowed: Allowed,
     pub started: u64,
 }
@@ -181,6 +182,7 @@ pub struct Shard {
 pub struct Tally {
     pub requests: u64,
     pub reused_local: u64,
+    pub reused_before_connect: u64,
     pub adopted: u64,
     pub connected: u64,
     pub refused_down: u64,
@@ -323,6 +325,7 @@ impl World {
         let meta = Meta {
             shard,
             server,
+            first,
             allowed,
             started: self.tick,
         };
@@ -360,10 +363,23 @@ impl World {
         self.follow(id, meta, next)
     }
 
+    /// Connects anew, after one more look at the local pool: a late grant may have been
+    /// adopted there while the request waited on another shard (what the engine does too).
     pub fn connect(&mut self, id: u64, meta: Meta) -> Res {
         let sh = &mut self.shards[meta.shard];
         if sh.pool.is_server_down(meta.server) {
             self.tally.refused_down += 1;
+            return Ok(());
+        }
+        if let Some(co) = sh.pool.checkout(meta.server, meta.first) {
+            self.tally.reused_local += 1;
+            self.tally.reused_before_connect += 1;
+            self.note("reuse-late", &[id, co.conn.id]);
+            let state = ReqState::Active {
+                conn: co.conn,
+                uses: co.uses,
+            };
+            self.reqs.insert(id, Req { meta, state });
             return Ok(());
         }
         if sh.faults.should_fail(FaultPoint::Connect) {
