@@ -26,6 +26,8 @@ use super::stats::{ShardCounters, StatsRegistry};
 const STOP_POLL: Duration = Duration::from_millis(20);
 /// Registered I/O memory per executor (TCP never uses it; keeps memlock needs small).
 const IO_MEMORY: usize = 64 << 10;
+/// How long a stopping shard keeps its ring running so the listener really closes.
+const LISTENER_CLOSE_GRACE: Duration = Duration::from_millis(5);
 /// Pause after an accept error such as EMFILE, so the loop does not spin.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(10);
 
@@ -103,6 +105,10 @@ async fn run(spec: ShardSpec) {
         }
     };
     futures_lite::future::or(accept_loop(listener, ctx), watch).await;
+    // The accept loop and the listener are dropped now, but the kernel keeps the socket
+    // listening while an io_uring accept still refers to it. Let the executor submit the
+    // cancellation before it exits, so the port is closed when `Origin::stop` returns.
+    glommio::timer::sleep(LISTENER_CLOSE_GRACE).await;
 }
 
 async fn accept_loop(listener: TcpListener, ctx: Rc<ShardCtx>) {
