@@ -55,8 +55,8 @@ struct Args {
     #[arg(short = 'b', long, default_value_t = 0)]
     body_size: usize,
     /// Pin one shard on each CPU of this list (e.g. 1 or 0-3,8)
-    #[arg(long, value_parser = config::parse_cpus)]
-    cpus: Option<Vec<usize>>,
+    #[arg(long, value_parser = parse_cpu_list)]
+    cpus: Option<CpuList>,
     /// Unpinned shards when --cpus is not given
     #[arg(short = 't', long, default_value_t = 1)]
     threads: usize,
@@ -72,6 +72,14 @@ struct Args {
     /// No progress line on stderr
     #[arg(short = 'q', long)]
     quiet: bool,
+}
+
+/// A parsed `--cpus` list (a newtype: clap would read a bare `Vec` as a repeated flag).
+#[derive(Debug, Clone)]
+struct CpuList(Vec<usize>);
+
+fn parse_cpu_list(s: &str) -> anyhow::Result<CpuList> {
+    config::parse_cpus(s).map(CpuList)
 }
 
 fn main() -> ExitCode {
@@ -104,7 +112,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         method: args.method,
         headers: args.headers,
         body_size: args.body_size,
-        cpus: args.cpus,
+        cpus: args.cpus.map(|c| c.0),
         threads: args.threads,
         timeout: args.timeout,
         progress: !args.quiet,

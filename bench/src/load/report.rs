@@ -94,6 +94,8 @@ pub struct Tally {
     pub bytes: u64,
     /// Connections opened (successfully) during the whole run, warm-up included.
     pub connects: u64,
+    /// Responses received during the whole run, warm-up included.
+    pub all_responses: u64,
 }
 
 impl Tally {
@@ -106,6 +108,7 @@ impl Tally {
             errors: ErrorCounts::default(),
             bytes: 0,
             connects: 0,
+            all_responses: 0,
         }
     }
 
@@ -149,6 +152,7 @@ impl Tally {
         self.errors.add(&other.errors);
         self.bytes += other.bytes;
         self.connects += other.connects;
+        self.all_responses += other.all_responses;
     }
 }
 
@@ -186,6 +190,9 @@ pub struct Report {
     pub bytes: u64,
     /// Connections opened during the whole run, warm-up included.
     pub connections_opened: u64,
+    /// Responses received during the whole run, warm-up included (to divide a server's
+    /// CPU time measured over the whole run by).
+    pub responses_incl_warmup: u64,
     /// The open-loop target rate, if any.
     pub target_rate: Option<f64>,
     /// Whether the run was HTTP/2.
@@ -211,6 +218,7 @@ impl Report {
             status_3xx: t.status[3],
             bytes: t.bytes,
             connections_opened: t.connects,
+            responses_incl_warmup: t.all_responses,
             target_rate,
             http2,
         }
@@ -266,6 +274,7 @@ impl Report {
             "http2": self.http2,
             "bytes": self.bytes,
             "connections_opened": self.connections_opened,
+            "responses_incl_warmup": self.responses_incl_warmup,
             "latency_us": {
                 "mean": self.mean(),
                 "p50": self.p50(),

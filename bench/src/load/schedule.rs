@@ -140,9 +140,11 @@ impl ShardState {
     fn response(&self, turn: Turn, status: u16, body: u64) {
         let now = Instant::now();
         self.seen.set(self.seen.get() + 1);
+        let mut tally = self.tally.borrow_mut();
+        tally.all_responses += 1;
         if turn.measured {
             let us = now.saturating_duration_since(turn.intended).as_micros() as u64;
-            self.tally.borrow_mut().response(status, us, body);
+            tally.response(status, us, body);
             self.last.set(Some(now));
         }
     }

@@ -1,0 +1,404 @@
+#!/usr/bin/env bash
+# bench/run.sh — ringway side by side with HAProxy, nginx and h2o, on one machine.
+#
+# Runs the same workloads (ringway-bench as the client) through every system to the same
+# ringway-origin, interleaved (A B C D, A B C D, ... for ROUNDS rounds within each workload),
+# with CPUs assigned explicitly: the proxy under test gets PROXY_CPUS, the origin and the
+# load generator share ORIGIN_CPUS/LOAD_CPUS. Each proxy's CPU time (utime+stime of its
+# whole process tree, from /proc/PID/stat) is read before and after every run, giving
+# proxy CPU-µs per request — the fairest figure when client and origin share a core.
+# The origin direct (no proxy) is the ceiling row. Results: $OUT/results.jsonl, a table on
+# stdout, docs/benchmarks.md and a latency-percentile plot (docs/benchmarks-latency.png).
+#
+#   bench/run.sh              # full run (5 s per cell, 3 rounds)
+#   QUICK=1 bench/run.sh      # smoke run (2 s per cell)
+#   bench/run.sh ceiling      # the load generator's own ceiling vs wrk and h2load
+#
+# Knobs (environment): QUICK ROUNDS DUR WARMUP PROXY_CPUS ORIGIN_CPUS LOAD_CPUS SYSTEMS
+# WORKLOADS PORT_BASE OUT DOC BUILD (1: cargo build --release first) INSTALL (1: apt-get
+# the missing proxies).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+MODE=${1:-compare}
+
+QUICK=${QUICK:-0}
+ROUNDS=${ROUNDS:-3}
+if [ "$QUICK" = 1 ]; then DUR=${DUR:-2s}; WARMUP=${WARMUP:-0.5s}; else DUR=${DUR:-5s}; WARMUP=${WARMUP:-1s}; fi
+PROXY_CPUS=${PROXY_CPUS:-0}
+ORIGIN_CPUS=${ORIGIN_CPUS:-1}
+LOAD_CPUS=${LOAD_CPUS:-1}
+SYSTEMS=${SYSTEMS:-"direct ringway haproxy nginx h2o"}
+WORKLOADS=${WORKLOADS:-"h1-small h1-close h1-16k h1-1m h2-mux rate-50 rate-90"}
+PORT_BASE=${PORT_BASE:-18080}
+OUT=${OUT:-bench/out/$(date -u +%Y%m%dT%H%M%SZ)}
+DOC=${DOC:-docs/benchmarks.md}
+BUILD=${BUILD:-1}
+INSTALL=${INSTALL:-1}
+REL=$ROOT/target/release
+BENCH=$REL/ringway-bench
+ORIGIN=$REL/ringway-origin
+RINGWAY=$REL/ringway
+CLK_TCK=$(getconf CLK_TCK)
+
+# Shards per proxy = number of CPUs in PROXY_CPUS (e.g. "0" or "0-1" or "2,3").
+count_cpus() { python3 -c 'import sys
+n=0
+for p in sys.argv[1].split(","):
+    a,_,b=p.partition("-"); n+= (int(b)-int(a)+1) if b else 1
+print(n)' "$1"; }
+cpu_list() { python3 -c 'import sys
+out=[]
+for p in sys.argv[1].split(","):
+    a,_,b=p.partition("-"); out+= list(range(int(a),int(b)+1)) if b else [int(a)]
+print(" ".join(map(str,out)))' "$1"; }
+SHARDS=$(count_cpus "$PROXY_CPUS")
+
+log() { printf '[run.sh %s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
+
+mkdir -p "$OUT"
+OUT=$(cd "$OUT" && pwd)
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+}
+trap cleanup EXIT
+
+ulimit -n 65536 2>/dev/null || ulimit -n 16384 2>/dev/null || true
+ulimit -l unlimited 2>/dev/null || ulimit -l 65536 2>/dev/null || true
+
+# ---------------------------------------------------------------- build and install
+if [ "$BUILD" = 1 ]; then
+  log "building ringway-bench and ringway-origin (release)"
+  cargo build --release -p ringway-bench >&2
+  log "building ringway (release)"
+  cargo build --release -p ringway >&2 || log "ringway did not build; its rows will say so"
+fi
+[ -x "$BENCH" ] && [ -x "$ORIGIN" ] || { log "missing $BENCH or $ORIGIN: run with BUILD=1"; exit 1; }
+
+SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
+need_pkg() { # need_pkg BINARY PACKAGE
+  command -v "$1" >/dev/null 2>&1 && return 0
+  PATH=$PATH:/usr/sbin command -v "$1" >/dev/null 2>&1 && return 0
+  [ "$INSTALL" = 1 ] || return 1
+  log "installing $2 with apt-get"
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q "$2" >&2 \
+    || { DEBIAN_FRONTEND=noninteractive $SUDO apt-get update -q >&2 \
+         && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q "$2" >&2; } || true
+  PATH=$PATH:/usr/sbin command -v "$1" >/dev/null 2>&1
+}
+export PATH=$PATH:/usr/sbin
+
+# ---------------------------------------------------------------- process CPU accounting
+tree_pids() { echo "$1"; local c; for c in $(ps -o pid= --ppid "$1" 2>/dev/null); do tree_pids "$c"; done; }
+# utime+stime (clock ticks) of a process and all its descendants (threads included).
+tree_ticks() {
+  local t=0 p v
+  for p in $(tree_pids "$1"); do
+    v=$(sed 's/^.*) //' "/proc/$p/stat" 2>/dev/null | awk '{print $12+$13}') || v=0
+    t=$((t + ${v:-0}))
+  done
+  echo "$t"
+}
+
+wait_listening() { # wait_listening URL [--http2]: poll until one request succeeds (10 s)
+  local url=$1; shift
+  local deadline=$((SECONDS + 10))
+  while [ $SECONDS -lt $deadline ]; do
+    if "$BENCH" -q --json -n 1 -c 1 --timeout 1s "$@" "$url" 2>/dev/null | grep -q '"2xx":1'; then
+      return 0
+    fi
+    sleep 0.1
+  done
+  return 1
+}
+
+# ---------------------------------------------------------------- the origin
+start_origin() {
+  "$ORIGIN" --listen 127.0.0.1:0 --cpus "$ORIGIN_CPUS" > "$OUT/origin.out" 2> "$OUT/origin.err" &
+  ORIGIN_PID=$!; PIDS+=("$ORIGIN_PID")
+  local deadline=$((SECONDS + 10))
+  until grep -q 'listening on' "$OUT/origin.out" 2>/dev/null; do
+    [ $SECONDS -lt $deadline ] || { log "origin did not start: $(cat "$OUT/origin.err")"; exit 1; }
+    sleep 0.05
+  done
+  ORIGIN_ADDR=$(grep -o 'listening on [0-9.:]*' "$OUT/origin.out" | awk '{print $3}')
+  log "origin on $ORIGIN_ADDR (CPU $ORIGIN_CPUS), pid $ORIGIN_PID"
+}
+
+# ---------------------------------------------------------------- the load generator's ceiling
+if [ "$MODE" = ceiling ]; then
+  ORIGIN_CPUS=${CEIL_ORIGIN_CPUS:-0}; LOAD_CPUS=${CEIL_LOAD_CPUS:-1}
+  start_origin
+  wait_listening "http://$ORIGIN_ADDR/" || { log "origin does not answer"; exit 1; }
+  : > "$OUT/ceiling.txt"
+  TIMEFORMAT='%U %S %R'
+  for r in $(seq 1 "$ROUNDS"); do
+    for tool in ringway-bench wrk h2load; do
+      o0=$(tree_ticks "$ORIGIN_PID")
+      case $tool in
+        ringway-bench) { time "$BENCH" -q --json -c 32 -d "$DUR" -w 0s --cpus "$LOAD_CPUS" "http://$ORIGIN_ADDR/" > "$OUT/ceil.json"; } 2> "$OUT/ceil.time"
+          n=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["responses_incl_warmup"])' "$OUT/ceil.json") ;;
+        wrk) command -v wrk >/dev/null || need_pkg wrk wrk || continue
+          { time taskset -c "$LOAD_CPUS" wrk -t1 -c32 -d"$DUR" "http://$ORIGIN_ADDR/" > "$OUT/ceil.wrk"; } 2> "$OUT/ceil.time"
+          n=$(awk '/requests in/ {print $1}' "$OUT/ceil.wrk") ;;
+        h2load) command -v h2load >/dev/null || need_pkg h2load nghttp2-client || continue
+          { time taskset -c "$LOAD_CPUS" h2load --h1 -c32 -D "${DUR%s}" "http://$ORIGIN_ADDR/" > "$OUT/ceil.h2load"; } 2> "$OUT/ceil.time"
+          n=$(awk '/^requests:/ {print $6}' "$OUT/ceil.h2load") ;;
+      esac
+      o1=$(tree_ticks "$ORIGIN_PID")
+      read -r u s w < "$OUT/ceil.time"
+      python3 - "$tool" "$r" "$n" "$u" "$s" "$w" "$((o1 - o0))" "$CLK_TCK" >> "$OUT/ceiling.txt" <<'PY'
+import sys
+tool, r, n, u, s, w, oticks, tck = sys.argv[1:]
+n=int(n); cpu=float(u)+float(s); w=float(w)
+print(f"{tool:14} round {r}: {n/w:9.0f} req/s  client {cpu*1e6/max(n,1):5.1f} CPU-us/req ({cpu/w*100:3.0f}% of its core)  origin {int(oticks)/int(tck)/w*100:3.0f}% of its core")
+PY
+      tail -1 "$OUT/ceiling.txt" >&2
+    done
+  done
+  exit 0
+fi
+
+# ---------------------------------------------------------------- the proxies
+P_RINGWAY=$((PORT_BASE + 1)); P_HAPROXY=$((PORT_BASE + 2)); P_HAPROXY_H2=$((PORT_BASE + 3))
+P_NGINX=$((PORT_BASE + 4)); P_NGINX_H2=$((PORT_BASE + 5)); P_H2O=$((PORT_BASE + 6))
+declare -A PID_OF URL1 URL2 NOTE
+
+start_ringway() {
+  if [ ! -x "$RINGWAY" ]; then NOTE[ringway]="not built"; return 1; fi
+  local help; help=$("$RINGWAY" --help 2>&1 || true)
+  for f in --listen --backend --cpus --reuse; do
+    grep -q -- "$f" <<<"$help" || { NOTE[ringway]="binary lacks $f"; return 1; }
+  done
+  "$RINGWAY" --cpus "$PROXY_CPUS" --listen "127.0.0.1:$P_RINGWAY" --backend "$ORIGIN_ADDR" \
+    --reuse always --log warn > "$OUT/ringway.log" 2>&1 &
+  PID_OF[ringway]=$!; PIDS+=("$!")
+  URL1[ringway]="http://127.0.0.1:$P_RINGWAY"; URL2[ringway]="http://127.0.0.1:$P_RINGWAY"
+}
+
+start_haproxy() {
+  need_pkg haproxy haproxy || { NOTE[haproxy]="not installed"; return 1; }
+  local cpumap="" i=1
+  for c in $(cpu_list "$PROXY_CPUS"); do cpumap+="    cpu-map 1/$i $c"$'\n'; i=$((i + 1)); done
+  cat > "$OUT/haproxy.cfg" <<CFG
+global
+    nbthread $SHARDS
+$cpumap    maxconn 6000
+defaults
+    mode http
+    timeout connect 5s
+    timeout client 60s
+    timeout server 60s
+    http-reuse always
+frontend fe
+    bind 127.0.0.1:$P_HAPROXY
+    bind 127.0.0.1:$P_HAPROXY_H2 proto h2
+    default_backend be
+backend be
+    server origin $ORIGIN_ADDR
+CFG
+  haproxy -db -f "$OUT/haproxy.cfg" > "$OUT/haproxy.log" 2>&1 &
+  PID_OF[haproxy]=$!; PIDS+=("$!")
+  URL1[haproxy]="http://127.0.0.1:$P_HAPROXY"; URL2[haproxy]="http://127.0.0.1:$P_HAPROXY_H2"
+}
+
+start_nginx() {
+  need_pkg nginx nginx || { NOTE[nginx]="not installed"; return 1; }
+  local mask="" c
+  # worker_cpu_affinity: one bitmask per worker, rightmost bit = CPU 0.
+  for c in $(cpu_list "$PROXY_CPUS"); do
+    mask+=" $(python3 -c "import sys; print(format(1<<int(sys.argv[1]),'b'))" "$c")"
+  done
+  mkdir -p "$OUT/nginx"
+  cat > "$OUT/nginx/nginx.conf" <<CFG
+worker_processes $SHARDS;
+worker_cpu_affinity$mask;
+daemon off;
+pid $OUT/nginx/nginx.pid;
+error_log $OUT/nginx/error.log warn;
+worker_rlimit_nofile 65536;
+events { worker_connections 16384; }
+http {
+    access_log off;
+    client_body_temp_path $OUT/nginx/body;
+    proxy_temp_path $OUT/nginx/proxy;
+    fastcgi_temp_path $OUT/nginx/fastcgi;
+    uwsgi_temp_path $OUT/nginx/uwsgi;
+    scgi_temp_path $OUT/nginx/scgi;
+    keepalive_requests 1000000;
+    keepalive_timeout 60s;
+    http2_max_requests 1000000;
+    upstream origin { server $ORIGIN_ADDR; keepalive 256; keepalive_requests 1000000; }
+    server {
+        listen 127.0.0.1:$P_NGINX;
+        listen 127.0.0.1:$P_NGINX_H2 http2;
+        location / {
+            proxy_pass http://origin;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_max_temp_file_size 0;
+        }
+    }
+}
+CFG
+  nginx -p "$OUT/nginx" -c "$OUT/nginx/nginx.conf" -e "$OUT/nginx/error.log" > "$OUT/nginx.log" 2>&1 &
+  PID_OF[nginx]=$!; PIDS+=("$!")
+  URL1[nginx]="http://127.0.0.1:$P_NGINX"; URL2[nginx]="http://127.0.0.1:$P_NGINX_H2"
+}
+
+start_h2o() {
+  need_pkg h2o h2o || { NOTE[h2o]="not installed"; return 1; }
+  cat > "$OUT/h2o.conf" <<CFG
+num-threads: $SHARDS
+user: nobody
+error-log: $OUT/h2o.err
+listen:
+  host: 127.0.0.1
+  port: $P_H2O
+hosts:
+  default:
+    paths:
+      /:
+        proxy.reverse.url: http://$ORIGIN_ADDR/
+        proxy.preserve-host: ON
+CFG
+  # h2o has no CPU map of its own: pin the whole process.
+  taskset -c "$PROXY_CPUS" h2o -c "$OUT/h2o.conf" > "$OUT/h2o.log" 2>&1 &
+  PID_OF[h2o]=$!; PIDS+=("$!")
+  URL1[h2o]="http://127.0.0.1:$P_H2O"; URL2[h2o]="http://127.0.0.1:$P_H2O"
+}
+
+start_origin
+URL1[direct]="http://$ORIGIN_ADDR"; URL2[direct]=""
+ACTIVE=()
+for s in $SYSTEMS; do
+  case $s in
+    direct) ACTIVE+=(direct); continue ;;
+    ringway|haproxy|nginx|h2o) "start_$s" || { log "$s: ${NOTE[$s]:-failed to start}"; continue; } ;;
+    *) log "unknown system $s"; continue ;;
+  esac
+  if wait_listening "${URL1[$s]}/"; then
+    ACTIVE+=("$s"); log "$s up (pid ${PID_OF[$s]}, CPU $PROXY_CPUS)"
+  else
+    NOTE[$s]="did not answer"; log "$s did not answer; see $OUT/$s*"
+  fi
+done
+# HTTP/2 fronts: probe each, h2c with prior knowledge.
+for s in "${ACTIVE[@]}"; do
+  [ "$s" = direct ] && continue
+  if ! wait_listening "${URL2[$s]}/" --http2; then URL2[$s]=""; log "$s: no h2c front"; fi
+done
+
+# Write the setup for the report.
+python3 - "$OUT/setup.json" <<PY
+import json, subprocess, sys, platform, os
+def sh(c):
+    try: return subprocess.run(c, shell=True, capture_output=True, text=True, timeout=10).stdout.strip()
+    except Exception: return ""
+notes = {}
+$(for s in ringway haproxy nginx h2o; do echo "notes['$s'] = '''${NOTE[$s]:-}'''"; done)
+json.dump({
+  "date": sh("date -u +'%Y-%m-%d %H:%M UTC'"),
+  "nproc": sh("nproc"),
+  "cpu_model": sh("lscpu | sed -n 's/^Model name: *//p' | head -1"),
+  "kernel": platform.release(),
+  "haproxy": sh("haproxy -v 2>&1 | head -1"),
+  "nginx": sh("nginx -v 2>&1"),
+  "h2o": sh("h2o --version 2>&1 | head -1"),
+  "ringway_commit": sh("git rev-parse --short HEAD"),
+  "proxy_cpus": "$PROXY_CPUS", "origin_cpus": "$ORIGIN_CPUS", "load_cpus": "$LOAD_CPUS",
+  "shards": $SHARDS, "dur": "$DUR", "warmup": "$WARMUP", "rounds": $ROUNDS,
+  "quick": "$QUICK", "systems": "$SYSTEMS", "active": "${ACTIVE[*]}",
+  "workloads": "$WORKLOADS", "notes": notes,
+  "command": os.environ.get("RUN_CMD", "bench/run.sh"),
+}, open(sys.argv[1], "w"), indent=1)
+PY
+
+# ---------------------------------------------------------------- the workloads
+# workload -> "ringway-bench flags|path|front" (front: 1 = HTTP/1.1 URL, 2 = h2c URL)
+declare -A WL=(
+  [h1-small]="-c 32|/|1"
+  [h1-close]="-c 16 --close|/|1"
+  [h1-16k]="-c 32|/size/16384|1"
+  [h1-1m]="-c 8|/size/1048576|1"
+  [h2-mux]="--http2 -c 4 -m 16|/|2"
+  [rate-50]="-c 32|/|1"
+  [rate-90]="-c 32|/|1"
+)
+RESULTS=$OUT/results.jsonl
+: > "$RESULTS"
+
+run_cell() { # run_cell WORKLOAD SYSTEM ROUND URL FLAGS...
+  local w=$1 s=$2 r=$3 url=$4; shift 4
+  local pid=${PID_OF[$s]:-} p0=0 p1=0 o0 o1 t0 t1
+  [ -n "$pid" ] && p0=$(tree_ticks "$pid")
+  o0=$(tree_ticks "$ORIGIN_PID"); t0=$(date +%s.%N)
+  "$BENCH" -q --json --cpus "$LOAD_CPUS" -d "$DUR" -w "$WARMUP" --timeout 5s "$@" "$url" \
+    > "$OUT/cell.json" 2> "$OUT/cell.err" || true
+  t1=$(date +%s.%N); o1=$(tree_ticks "$ORIGIN_PID")
+  [ -n "$pid" ] && p1=$(tree_ticks "$pid")
+  python3 - "$OUT/cell.json" "$w" "$s" "$r" "$((p1 - p0))" "$((o1 - o0))" "$t0" "$t1" "$CLK_TCK" "$*" \
+    "$OUT/cell.err" >> "$RESULTS" <<'PY'
+import json, sys
+f, w, s, r, pt, ot, t0, t1, tck, flags, errf = sys.argv[1:]
+try:
+    rep = json.load(open(f))
+except Exception:
+    rep = {"failed": open(errf).read()[-500:]}
+print(json.dumps({"workload": w, "system": s, "round": int(r), "flags": flags,
+                  "proxy_cpu_s": int(pt) / int(tck), "origin_cpu_s": int(ot) / int(tck),
+                  "wall_s": float(t1) - float(t0), "report": rep}))
+PY
+  python3 - "$RESULTS" <<'PY' >&2
+import json, sys
+c = json.loads(open(sys.argv[1]).read().splitlines()[-1]); r = c["report"]
+if "failed" in r:
+    print(f"  {c['workload']:9} {c['system']:8} round {c['round']}: FAILED {r['failed'][-200:]}")
+else:
+    n = r.get("responses_incl_warmup") or 0
+    cpu = f"{c['proxy_cpu_s']*1e6/n:6.1f} CPU-us/req" if c["system"] != "direct" and n else "      -"
+    print(f"  {c['workload']:9} {c['system']:8} round {c['round']}: {r['rps']:9.0f} req/s  p99 {r['latency_us']['p99']:7d}us  {cpu}  errors {r['errors']['total']}")
+PY
+}
+
+rate_for() { # rate_for FRACTION: FRACTION x the lowest proxy peak (median) on h1-small
+  python3 - "$RESULTS" "$1" <<'PY'
+import json, sys, statistics
+peaks = {}
+for line in open(sys.argv[1]):
+    c = json.loads(line)
+    if c["workload"] == "h1-small" and c["system"] != "direct" and "rps" in c["report"]:
+        peaks.setdefault(c["system"], []).append(c["report"]["rps"])
+meds = [statistics.median(v) for v in peaks.values()]
+print(int(float(sys.argv[2]) * min(meds)) if meds else 0)
+PY
+}
+
+for w in $WORKLOADS; do
+  [ -n "${WL[$w]:-}" ] || { log "unknown workload $w"; continue; }
+  IFS='|' read -r flags path front <<<"${WL[$w]}"
+  extra=()
+  case $w in
+    rate-50) rate=$(rate_for 0.5) ;;
+    rate-90) rate=$(rate_for 0.9) ;;
+    *) rate="" ;;
+  esac
+  if [[ $w == rate-* ]]; then
+    [ "$rate" -gt 0 ] 2>/dev/null || { log "$w: no h1-small peak measured; skipped"; continue; }
+    extra=(--rate "$rate"); log "$w: open loop at $rate req/s for every system"
+  fi
+  log "workload $w ($flags ${extra[*]} $path)"
+  for r in $(seq 1 "$ROUNDS"); do
+    for s in "${ACTIVE[@]}"; do
+      if [ "$front" = 2 ]; then base=${URL2[$s]:-}; else base=${URL1[$s]}; fi
+      [ -n "$base" ] || continue
+      # shellcheck disable=SC2086
+      run_cell "$w" "$s" "$r" "$base$path" $flags "${extra[@]}"
+    done
+  done
+done
+
+python3 bench/harness/report.py "$OUT" --doc "$DOC" --png "${PNG:-docs/benchmarks-latency.png}"
+log "raw results in $OUT/results.jsonl"
