@@ -104,20 +104,29 @@ impl Shard {
         fresh: bool,
     ) -> Result<(BackendConn, bool), AcquireError> {
         if !fresh {
-            let got = self.pool.borrow_mut().checkout(server, first);
-            if let Some(c) = got {
-                self.publish_idle(server);
-                let mut conn = unwrap_idle(c.conn);
-                conn.uses = c.uses;
+            if let Some(conn) = self.checkout_local(server, first) {
                 return Ok((conn, true));
             }
             if self.config().takeover && self.shared.n_shards > 1 {
                 if let Some(conn) = self.take_over(server, first).await {
                     return Ok((conn, true));
                 }
+                // A late grant of an earlier ask may have been adopted meanwhile.
+                if let Some(conn) = self.checkout_local(server, first) {
+                    return Ok((conn, true));
+                }
             }
         }
         self.connect(server).await.map(|c| (c, false))
+    }
+
+    /// The most recently used idle connection this request may use, from this shard.
+    fn checkout_local(&self, server: ServerId, first: bool) -> Option<BackendConn> {
+        let got = self.pool.borrow_mut().checkout(server, first)?;
+        self.publish_idle(server);
+        let mut conn = unwrap_idle(got.conn);
+        conn.uses = got.uses;
+        Some(conn)
     }
 
     /// The taker side of the takeover protocol. Returns a connection adopted from another

@@ -1029,7 +1029,7 @@ mod tests {
                 "greater than zero",
             ),
             (
-                &["--backend", "127.0.0.1:1", "--timeout-connect", "-1s"],
+                &["--backend", "127.0.0.1:1", "--timeout-connect=-1s"],
                 "--timeout-connect",
                 "not a duration",
             ),

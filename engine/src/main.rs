@@ -49,6 +49,7 @@ fn init_logs(filter: &str) {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .try_init();
 }
 
@@ -63,6 +64,15 @@ fn run(config: Config) -> ExitCode {
         }
     };
     let listen: Vec<String> = proxy.listen.iter().map(|a| a.to_string()).collect();
+    // Machine-readable lines on stdout (tests and scripts read the real ports from here).
+    for a in &listen {
+        println!("listening on {a}");
+    }
+    if let Some(a) = proxy.admin {
+        println!("admin on {a}");
+    }
+    use std::io::Write as _;
+    let _ = std::io::stdout().flush();
     tracing::info!(
         listen = %listen.join(", "),
         admin = %proxy.admin.map_or("off".to_string(), |a| a.to_string()),

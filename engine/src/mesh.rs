@@ -91,14 +91,15 @@ async fn on_takeover(shard: &Rc<Shard>, m: Msg<MovedConn>) {
             let waiter = shard.waiters.borrow_mut().remove(&ticket);
             match (fate, waiter) {
                 (GrantFate::Deliver, Some(w)) => {
-                    shard.pool.borrow_mut().adopted(server);
-                    shard.backend_conns.set(shard.backend_conns.get() + 1);
-                    if let Err(TakeoverOutcome::Granted(bc)) = w.send(TakeoverOutcome::Granted(bc))
-                    {
+                    // Counted as adopted only once a request really takes it.
+                    match w.send(TakeoverOutcome::Granted(bc)) {
+                        Ok(()) => {
+                            shard.pool.borrow_mut().adopted(server);
+                            shard.backend_conns.set(shard.backend_conns.get() + 1);
+                        }
                         // The request vanished in between: keep the connection idle (I5).
-                        shard.pool.borrow_mut().released(server);
-                        shard.forget_conn();
-                        shard.adopt_idle(bc);
+                        Err(TakeoverOutcome::Granted(bc)) => shard.adopt_idle(bc),
+                        Err(TakeoverOutcome::Next(_)) => {}
                     }
                 }
                 _ => shard.adopt_idle(bc),

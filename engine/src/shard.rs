@@ -117,6 +117,9 @@ pub enum TakeoverOutcome {
     Next(ringway_pool::Next),
 }
 
+/// An admin request gathering snapshots: shards expected, snapshots so far, where to send them.
+pub type StatsWaiter = (usize, Vec<Snapshot>, Option<oneshot::Sender<Vec<Snapshot>>>);
+
 /// Everything one shard owns.
 pub struct Shard {
     pub id: usize,
@@ -138,8 +141,7 @@ pub struct Shard {
     pub waiters: RefCell<HashMap<ringway_pool::Ticket, oneshot::Sender<TakeoverOutcome>>>,
     pub senders: Option<Senders<ShardMsg>>,
     /// Admin requests waiting for snapshots from other shards.
-    pub stats_waiters:
-        RefCell<HashMap<u64, (usize, Vec<Snapshot>, Option<oneshot::Sender<Vec<Snapshot>>>)>>,
+    pub stats_waiters: RefCell<HashMap<u64, StatsWaiter>>,
     pub stats_seq: Cell<u64>,
     pub published_scratch: RefCell<Vec<usize>>,
 }

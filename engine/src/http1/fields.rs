@@ -108,7 +108,28 @@ pub(super) fn named_in_connection(headers: &[Header<'_>], name: &str) -> bool {
 /// refused, so routing on it and the backend's reading of it cannot differ. Empty is valid
 /// (a target without authority).
 pub(super) fn valid_host(value: &[u8]) -> bool {
-    value.iter().all(|&b| {
+    // Split off the port: after the closing bracket of an IP literal, else at the only ':'.
+    let (host, port) = if value.first() == Some(&b'[') {
+        let Some(close) = value.iter().position(|&b| b == b']') else {
+            return false;
+        };
+        let literal = &value[1..close];
+        // IPv6 (or IPvFuture's usual characters); no nested brackets.
+        if literal.is_empty()
+            || !literal
+                .iter()
+                .all(|&b| b.is_ascii_hexdigit() || matches!(b, b':' | b'.' | b'%' | b'v' | b'V'))
+        {
+            return false;
+        }
+        (&b""[..], &value[close + 1..])
+    } else {
+        match value.iter().position(|&b| b == b':') {
+            Some(i) => (&value[..i], &value[i..]),
+            None => (value, &b""[..]),
+        }
+    };
+    let reg_name_ok = host.iter().all(|&b| {
         b.is_ascii_alphanumeric()
             || matches!(
                 b,
@@ -126,11 +147,15 @@ pub(super) fn valid_host(value: &[u8]) -> bool {
                     | b'+'
                     | b';'
                     | b'='
-                    | b':'
-                    | b'['
-                    | b']'
             )
-    })
+    });
+    // port = ":" *DIGIT (RFC 3986 allows an empty port).
+    let port_ok = match port.split_first() {
+        None => true,
+        Some((b':', digits)) => digits.iter().all(u8::is_ascii_digit),
+        Some(_) => false,
+    };
+    reg_name_ok && port_ok
 }
 
 #[cfg(test)]
@@ -188,7 +213,20 @@ mod tests {
         ] {
             assert!(valid_host(ok));
         }
-        for bad in [&b"a b"[..], b"a/b", b"user@host", b"a,b", b"\xc3\xa9.com"] {
+        for bad in [
+            &b"a b"[..],
+            b"a/b",
+            b"user@host",
+            b"a,b",
+            b"\xc3\xa9.com",
+            b"[::1",
+            b"a]b",
+            b"[::1]x",
+            b"h:1:2",
+            b"h:port",
+            b"[zz]",
+            b"[]",
+        ] {
             assert!(!valid_host(bad));
         }
     }

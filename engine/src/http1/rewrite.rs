@@ -1,28 +1,29 @@
-//! The heads ringway forwards: a client's request rewritten for the backend, and a
-//! backend's response rewritten for the client.
+//! The request head ringway sends to the backend, rewritten from the client's, and the
+//! field rules shared with the response side (`downstream.rs`).
 //!
-//! Both writers re-read the head that was already accepted by `parse_request` /
-//! `parse_response` (same bytes, so the same fields) and re-emit it with CRLF line ends:
-//! start line, end-to-end fields unchanged and in order, connection-specific fields removed
-//! (RFC 9110 §7.6.1), framing fields normalised to what the parser decided, and the
-//! proxy's own fields (`Via`, `X-Forwarded-*`, `Connection`) added. They must never emit a
-//! framing different from the parsed [`Framing`], never drop `Host` or the framing fields
-//! because a `Connection` option names them, never allocate (they only extend `out`).
+//! [`write_request_upstream`] re-reads the head `parse_request` accepted (same bytes, so the
+//! same fields) and re-emits it with CRLF line ends: the request line as HTTP/1.1 with the
+//! target unchanged, end-to-end fields unchanged and in order, connection-specific fields
+//! removed (RFC 9110 §7.6.1), framing fields normalised to what the parser decided, and
+//! the proxy's own fields (`X-Forwarded-For`, `X-Forwarded-Proto`, `Via`) added. It must
+//! never emit a framing different from the parsed [`Framing`], never drop `Host` or the
+//! framing fields because a `Connection` option names them, never allocate (it only
+//! extends `out`).
 //!
-//! Decisions (RFC 9110/9112):
+//! Decisions (RFC 9110/9112), both directions:
 //! - `Proxy-Authorization` and `Proxy-Authenticate` are forwarded: §7.6.1 does not list
 //!   them as connection-specific, and ringway demands no proxy authentication itself, so
 //!   the credentials are for whatever inbound component asked for them.
 //! - `Trailer` is forwarded: RFC 9110 (unlike RFC 2616) does not make it hop-by-hop, and
 //!   we forward chunked trailers verbatim, so the announcement stays true.
-//! - Removed both ways: `Connection`, `Keep-Alive`, `Proxy-Connection`, `TE`, `Upgrade`
-//!   (kept for an upgrade request and a 101 response) and every field a `Connection` option
-//!   names, except `Host`, `Content-Length` and `Transfer-Encoding`.
-//! - Requests always go upstream as HTTP/1.1 with the target unchanged. For an
-//!   absolute-form target, `Host` is replaced by the target's authority (§3.2.2), so the
-//!   backend routes on what we routed on.
-//! - The status line to the client is always `HTTP/1.1` (§2.5 of RFC 9110: a server sends
-//!   its own highest version; HTTP/1.0 clients accept it), with the backend's reason phrase.
+//! - Removed: `Connection`, `Keep-Alive`, `Proxy-Connection`, `TE`, `Upgrade` (kept for an
+//!   upgrade request and a 101 response) and every field a `Connection` option names,
+//!   except `Host`, `Content-Length` and `Transfer-Encoding`.
+//! - For an absolute-form target, `Host` is replaced by the target's authority (RFC 9112
+//!   §3.2.2), so the backend routes on what we routed on. An HTTP/1.0 origin-form request
+//!   without Host gets none: the caller decides.
+//! - `X-Forwarded-For` is appended to (all client values folded into one field, then the
+//!   client address); `X-Forwarded-Proto` is replaced; `Expect` is forwarded as-is.
 //! - `Via` gets the received protocol of the hop it describes: `1.0 ringway` when the
 //!   message came in as HTTP/1.0, whatever version `via` names.
 
@@ -32,10 +33,7 @@ use std::net::IpAddr;
 use httparse::Header;
 
 use super::fields::{name_is, named_in_connection, ConnectionOptions};
-use super::{
-    header_slots, parse_request_into, parse_response_into, push_field, push_u64, Framing, Method,
-    RequestHead, ResponseHead,
-};
+use super::{header_slots, parse_request_into, push_field, push_u64, Framing, Method, RequestHead};
 
 /// What the proxy adds about the client to a forwarded request.
 #[derive(Debug, Clone, Copy)]
@@ -48,7 +46,7 @@ pub struct Forwarded<'a> {
 }
 
 /// Fields that only concern one connection (besides those named in `Connection`).
-fn is_hop_by_hop(name: &str) -> bool {
+pub(super) fn is_hop_by_hop(name: &str) -> bool {
     match name.len() {
         2 => name_is(name, "te"),
         7 => name_is(name, "upgrade"),
@@ -60,7 +58,7 @@ fn is_hop_by_hop(name: &str) -> bool {
 
 /// Append `Name: v1, v2, ..., ours\r\n` folding every field called `name` into one line
 /// (order among same-named fields is kept, which is all RFC 9110 §5.3 asks).
-fn push_combined(
+pub(super) fn push_combined(
     out: &mut Vec<u8>,
     canonical: &[u8],
     headers: &[Header<'_>],
@@ -82,7 +80,7 @@ fn push_combined(
 }
 
 /// This hop's Via entry for a message received as HTTP/1.<minor>.
-fn via_parts(via: &str, minor: u8) -> [&[u8]; 2] {
+pub(super) fn via_parts(via: &str, minor: u8) -> [&[u8]; 2] {
     match via.as_bytes() {
         [b'1', b'.', b'1', b' ', rest @ ..] if minor == 0 => [b"1.0 ", rest],
         v => [v, b""],
@@ -238,133 +236,9 @@ pub fn write_request_upstream(buf: &[u8], head: &RequestHead, fwd: &Forwarded, o
     out.extend_from_slice(b"\r\n");
 }
 
-impl ResponseHead {
-    /// The body must be de-chunked for this client: a chunked response to an HTTP/1.0
-    /// client, which cannot read chunked coding. [`write_response_downstream`] then drops
-    /// `Transfer-Encoding` and closes after the body; the proxy relays the payload with
-    /// `ChunkedScanner::feed_decoded` and closes the client connection at its end.
-    pub fn needs_dechunk(&self, client_minor: u8) -> bool {
-        client_minor == 0 && self.framing == Framing::Chunked
-    }
-}
-
-/// Append to `out` the head of `head`'s response as it goes to the client. `buf` must be
-/// the buffer `head` was parsed from.
-///
-/// `Connection: close` is sent when `!client_keep_alive`, when the body is read until the
-/// backend closes (the client can only find its end by the close) and when the body must
-/// be de-chunked for an HTTP/1.0 client; otherwise `Connection: keep-alive` for an
-/// HTTP/1.0 client. A 1xx response gets no `Connection` field, except 101, which keeps
-/// `Upgrade` and gets `Connection: upgrade`. The proxy must not relay a 1xx other than 101
-/// to an HTTP/1.0 client (RFC 9110 §15.2).
-pub fn write_response_downstream(
-    buf: &[u8],
-    head: &ResponseHead,
-    via: &str,
-    client_keep_alive: bool,
-    client_minor: u8,
-    out: &mut Vec<u8>,
-) {
-    let mut slots = header_slots();
-    let Some((resp, Ok(httparse::Status::Complete(_)))) = buf
-        .get(..head.head_len)
-        .map(|b| parse_response_into(b, &mut slots))
-    else {
-        debug_assert!(
-            false,
-            "write_response_downstream: buffer does not hold the parsed head"
-        );
-        return;
-    };
-    let reason = resp.reason.unwrap_or("");
-    let headers: &[Header<'_>] = resp.headers;
-    let switching = head.status == 101;
-    let interim = head.is_interim() && !switching;
-    let dechunk = head.needs_dechunk(client_minor);
-    // 1xx and 204 must not carry framing fields; HEAD and 304 keep them as metadata.
-    let no_framing_fields = head.is_interim() || head.status == 204;
-
-    out.reserve(head.head_len + 64);
-    out.extend_from_slice(b"HTTP/1.1 ");
-    push_u64(out, u64::from(head.status));
-    out.push(b' ');
-    out.extend_from_slice(reason.as_bytes());
-    out.extend_from_slice(b"\r\n");
-
-    let mut conn = ConnectionOptions::default();
-    for h in headers.iter().filter(|h| name_is(h.name, "connection")) {
-        conn.add(h.value);
-    }
-    let nominated = |name: &str| conn.names_fields && named_in_connection(headers, name);
-    let via_dropped = nominated("via");
-    let via = via_parts(via, head.minor);
-    let (mut wrote_via, mut wrote_cl) = (false, false);
-
-    for h in headers {
-        let name = h.name;
-        if is_hop_by_hop(name) {
-            if switching && name_is(name, "upgrade") {
-                push_field(out, name.as_bytes(), h.value);
-            }
-            continue;
-        }
-        match name.len() {
-            3 if name_is(name, "via") => {
-                if !wrote_via && !via_dropped {
-                    push_combined(out, b"Via", headers, "via", &via);
-                    wrote_via = true;
-                }
-                continue;
-            }
-            14 if name_is(name, "content-length") => {
-                // Length(n) is re-emitted once below; with TE present, TE won and CL goes.
-                if head.framing == Framing::Empty && !no_framing_fields && !wrote_cl {
-                    push_field(out, name.as_bytes(), h.value);
-                    wrote_cl = true;
-                }
-                continue;
-            }
-            17 if name_is(name, "transfer-encoding") => {
-                if !no_framing_fields && !dechunk {
-                    push_field(out, name.as_bytes(), h.value);
-                }
-                continue;
-            }
-            _ => {}
-        }
-        if nominated(name) {
-            continue;
-        }
-        push_field(out, name.as_bytes(), h.value);
-    }
-
-    if let Framing::Length(n) = head.framing {
-        out.extend_from_slice(b"Content-Length: ");
-        push_u64(out, n);
-        out.extend_from_slice(b"\r\n");
-    }
-    if switching {
-        out.extend_from_slice(b"Connection: upgrade\r\n");
-    } else if !interim {
-        let close = !client_keep_alive || head.framing == Framing::UntilClose || dechunk;
-        if close {
-            out.extend_from_slice(b"Connection: close\r\n");
-        } else if client_minor == 0 {
-            out.extend_from_slice(b"Connection: keep-alive\r\n");
-        }
-    }
-    if !wrote_via {
-        out.extend_from_slice(b"Via: ");
-        out.extend_from_slice(via[0]);
-        out.extend_from_slice(via[1]);
-        out.extend_from_slice(b"\r\n");
-    }
-    out.extend_from_slice(b"\r\n");
-}
-
 #[cfg(test)]
 mod tests {
-    use super::super::{parse_request, parse_response};
+    use super::super::parse_request;
     use super::*;
 
     fn fwd() -> Forwarded<'static> {
@@ -386,24 +260,6 @@ mod tests {
         assert_eq!(back.framing, h.framing);
         assert_eq!(back.head_len, text.len());
         assert_eq!(back.minor, 1);
-        text
-    }
-
-    fn downstream(raw: &str, m: Method, keep_alive: bool, client_minor: u8) -> String {
-        let h = parse_response(raw.as_bytes(), m, 8192).unwrap().unwrap();
-        let mut out = Vec::new();
-        write_response_downstream(
-            raw.as_bytes(),
-            &h,
-            "1.1 ringway",
-            keep_alive,
-            client_minor,
-            &mut out,
-        );
-        let text = String::from_utf8(out).unwrap();
-        let back = parse_response(text.as_bytes(), m, 8192).unwrap().unwrap();
-        assert_eq!(back.status, h.status);
-        assert_eq!(back.head_len, text.len());
         text
     }
 
@@ -531,108 +387,6 @@ mod tests {
         assert!(out.contains("Upgrade: websocket\r\n"));
         assert!(out.contains("Connection: upgrade\r\n"));
         assert!(out.contains("Sec-WebSocket-Key: k\r\n"));
-    }
-
-    #[test]
-    fn response_basics() {
-        let out = downstream(
-            "HTTP/1.1 200 Fine Thanks\r\nContent-Length: 2\r\nConnection: keep-alive, X-Hop\r\nX-Hop: 1\r\nKeep-Alive: timeout=5\r\nServer: o\r\n\r\n",
-            Method::Get,
-            true,
-            1,
-        );
-        assert_eq!(out, "HTTP/1.1 200 Fine Thanks\r\nServer: o\r\nContent-Length: 2\r\nVia: 1.1 ringway\r\n\r\n");
-        let out = downstream(
-            "HTTP/1.0 200 OK\r\nContent-Length: 2\r\nVia: 1.1 x\r\n\r\n",
-            Method::Get,
-            false,
-            1,
-        );
-        assert!(out.contains("Connection: close\r\n"));
-        assert!(out.contains("Via: 1.1 x, 1.0 ringway\r\n"), "{out}");
-        let out = downstream(
-            "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n",
-            Method::Get,
-            true,
-            0,
-        );
-        assert!(out.starts_with("HTTP/1.1 200 OK\r\n"));
-        assert!(out.contains("Connection: keep-alive\r\n"));
-        let out = downstream(
-            "HTTP/1.1 404 \r\nContent-Length: 0\r\n\r\n",
-            Method::Get,
-            true,
-            1,
-        );
-        assert!(out.starts_with("HTTP/1.1 404 \r\n"));
-    }
-
-    #[test]
-    fn response_framing_fields() {
-        let out = downstream(
-            "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\nContent-Length: 9\r\n\r\n",
-            Method::Get,
-            true,
-            1,
-        );
-        assert!(out.contains("Transfer-Encoding: gzip, chunked\r\n"));
-        assert!(!out.contains("Content-Length"));
-        assert!(
-            !out.contains("Connection"),
-            "client side may stay open: {out}"
-        );
-        let out = downstream("HTTP/1.1 200 OK\r\nServer: o\r\n\r\n", Method::Get, true, 1);
-        assert!(
-            out.contains("Connection: close\r\n"),
-            "until-close body: {out}"
-        );
-        let out = downstream(
-            "HTTP/1.1 200 OK\r\nContent-Length: 42\r\n\r\n",
-            Method::Head,
-            true,
-            1,
-        );
-        assert!(out.contains("Content-Length: 42\r\n"));
-        let out = downstream(
-            "HTTP/1.1 304 Not Modified\r\nContent-Length: 42\r\nContent-Length: 42\r\n\r\n",
-            Method::Get,
-            true,
-            1,
-        );
-        assert_eq!(out.matches("Content-Length: 42").count(), 1);
-        let out = downstream(
-            "HTTP/1.1 204 No Content\r\nContent-Length: 42\r\n\r\n",
-            Method::Get,
-            true,
-            1,
-        );
-        assert!(!out.contains("Content-Length"));
-    }
-
-    #[test]
-    fn chunked_to_http10_client_is_dechunked_and_closed() {
-        let raw = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n";
-        let h = parse_response(raw.as_bytes(), Method::Get, 8192)
-            .unwrap()
-            .unwrap();
-        assert!(h.needs_dechunk(0) && !h.needs_dechunk(1));
-        let out = downstream(raw, Method::Get, true, 0);
-        assert!(!out.contains("Transfer-Encoding"));
-        assert!(out.contains("Connection: close\r\n"));
-    }
-
-    #[test]
-    fn interim_and_switching() {
-        let out = downstream("HTTP/1.1 100 Continue\r\n\r\n", Method::Put, false, 1);
-        assert_eq!(out, "HTTP/1.1 100 Continue\r\nVia: 1.1 ringway\r\n\r\n");
-        let out = downstream(
-            "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Accept: x\r\n\r\n",
-            Method::Get,
-            true,
-            1,
-        );
-        assert!(out.contains("Upgrade: websocket\r\n") && out.contains("Connection: upgrade\r\n"));
-        assert!(out.contains("Sec-WebSocket-Accept: x\r\n"));
     }
 
     #[test]
