@@ -1059,7 +1059,7 @@ mod tests {
                 "not a reuse mode",
             ),
             (
-                &["--backend", "127.0.0.1:1", "--pool-max-idle", "-3"],
+                &["--backend", "127.0.0.1:1", "--pool-max-idle=-3"],
                 "--pool-max-idle",
                 "not a whole number",
             ),
