@@ -77,7 +77,7 @@ pub struct Opts {
     /// TOML file with the same settings (keys are the flag names without `--`); flags win.
     #[arg(long, global = true, value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// Address to accept clients on (repeatable). Default 127.0.0.1:8080.
+    /// Address to accept clients on (repeatable), optionally only on some shards: `ADDR@0-1`. Default 127.0.0.1:8080.
     #[arg(long, global = true, value_name = "ADDR")]
     pub listen: Vec<String>,
     /// A backend: [NAME=]HOST:PORT[,HOST:PORT...] (repeatable; the first is the default backend).
@@ -229,6 +229,8 @@ pub struct Timeouts {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub listen: Vec<SocketAddr>,
+    /// For each listen address, the shards that accept on it (`None` = all).
+    pub listen_shards: Vec<Option<Vec<usize>>>,
     pub backends: Vec<BackendConfig>,
     pub routes: Vec<RouteConfig>,
     pub default_backend: Option<usize>,
@@ -291,14 +293,21 @@ fn list(flag: &[String], file: &Option<Vec<String>>) -> Vec<String> {
 
 fn build(o: &Opts, f: FileConfig) -> Result<Config, ConfigError> {
     let listen_specs = list(&o.listen, &f.listen);
-    let listen = if listen_specs.is_empty() {
-        vec![SocketAddr::from(([127, 0, 0, 1], 8080))]
-    } else {
-        listen_specs
-            .iter()
-            .map(|s| parse_addr("--listen", s))
-            .collect::<Result<_, _>>()?
-    };
+    let mut listen = Vec::new();
+    let mut listen_shards = Vec::new();
+    if listen_specs.is_empty() {
+        listen.push(SocketAddr::from(([127, 0, 0, 1], 8080)));
+        listen_shards.push(None);
+    }
+    for spec in &listen_specs {
+        // ADDR or ADDR@SHARDS (like HAProxy's `bind ... thread`): only those shards accept on it.
+        let (addr, shards) = match spec.rsplit_once('@') {
+            Some((a, s)) => (a, Some(parse_cpu_list("--listen", s)?)),
+            None => (spec.as_str(), None),
+        };
+        listen.push(parse_addr("--listen", addr)?);
+        listen_shards.push(shards);
+    }
 
     let backend_specs = list(&o.backend, &f.backend);
     if backend_specs.is_empty() {
@@ -368,6 +377,19 @@ fn build(o: &Opts, f: FileConfig) -> Result<Config, ConfigError> {
                     "CPU {bad} does not exist or is not available to this process (available: {})",
                     format_cpu_list(&online)
                 ),
+            ));
+        }
+    }
+
+    let n_shards = placement.shards();
+    for (a, shards) in listen.iter().zip(&listen_shards) {
+        if let Some(bad) = shards
+            .as_ref()
+            .and_then(|v| v.iter().find(|&&s| s >= n_shards))
+        {
+            return Err(ConfigError::new(
+                "--listen",
+                format!("{a}@{bad}: there are only {n_shards} shard(s), numbered from 0"),
             ));
         }
     }
@@ -547,6 +569,7 @@ fn build(o: &Opts, f: FileConfig) -> Result<Config, ConfigError> {
 
     Ok(Config {
         listen,
+        listen_shards,
         backends,
         routes,
         default_backend,
@@ -957,6 +980,23 @@ mod tests {
                 &["--backend", "127.0.0.1:1", "--listen", "x"],
                 "--listen",
                 "has no port",
+            ),
+            (
+                &[
+                    "--backend",
+                    "127.0.0.1:1",
+                    "--shards",
+                    "2",
+                    "--listen",
+                    "127.0.0.1:0@2",
+                ],
+                "--listen",
+                "only 2 shard(s)",
+            ),
+            (
+                &["--backend", "127.0.0.1:1", "--listen", "127.0.0.1:0@x"],
+                "--listen",
+                "not a CPU number",
             ),
             (
                 &["--backend", "127.0.0.1:1", "--route", "foo"],

@@ -38,20 +38,3 @@ pub fn into_glommio(l: std::net::TcpListener) -> glommio::net::TcpListener {
     // nothing else refers to it, so glommio becomes its single owner and closes it on drop.
     unsafe { glommio::net::TcpListener::from_raw_fd(fd) }
 }
-
-/// Binds `addrs` once on the calling thread, resolving port 0 to real ports, so that each
-/// shard can then bind exactly the same addresses. Returns the resolved addresses and the
-/// first shard's listeners.
-pub fn bind_first(
-    addrs: &[SocketAddr],
-) -> io::Result<(Vec<SocketAddr>, Vec<std::net::TcpListener>)> {
-    let mut resolved = Vec::with_capacity(addrs.len());
-    let mut listeners = Vec::with_capacity(addrs.len());
-    for a in addrs {
-        let l = bind_reuseport(*a)
-            .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {a}: {e}")))?;
-        resolved.push(l.local_addr()?);
-        listeners.push(l);
-    }
-    Ok((resolved, listeners))
-}

@@ -263,21 +263,31 @@ impl Proxy {
         check_memlock()?;
         let placement = config.placement.clone();
         let n = placement.shards();
-        // Bind everything first: errors surface here, and port 0 resolves once.
-        let (listen, first) =
-            crate::listener::bind_first(&config.listen).map_err(StartError::Bind)?;
-        let mut per_shard: Vec<Vec<std::net::TcpListener>> = vec![first];
-        for _ in 1..n {
-            let mut ls = Vec::new();
-            for a in &listen {
-                ls.push(crate::listener::bind_reuseport(*a).map_err(|e| {
+        // Bind everything first: errors surface here, and port 0 resolves once, on the
+        // first shard that accepts on that address; the others bind the same port.
+        let mut per_shard: Vec<Vec<std::net::TcpListener>> = (0..n).map(|_| Vec::new()).collect();
+        let mut listen = Vec::with_capacity(config.listen.len());
+        for (j, requested) in config.listen.iter().enumerate() {
+            let shards: Vec<usize> = match config.listen_shards.get(j) {
+                Some(Some(v)) => v.clone(),
+                _ => (0..n).collect(),
+            };
+            let mut addr = *requested;
+            for (k, &s) in shards.iter().enumerate() {
+                let l = crate::listener::bind_reuseport(addr).map_err(|e| {
                     StartError::Bind(std::io::Error::new(
                         e.kind(),
-                        format!("cannot listen on {a}: {e}"),
+                        format!("cannot listen on {addr}: {e}"),
                     ))
-                })?);
+                })?;
+                if k == 0 {
+                    addr = l.local_addr().map_err(StartError::Bind)?;
+                }
+                if let Some(v) = per_shard.get_mut(s) {
+                    v.push(l);
+                }
             }
-            per_shard.push(ls);
+            listen.push(addr);
         }
         let (admin_addr, admin_listener) = match config.admin {
             Some(a) => {
