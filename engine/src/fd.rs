@@ -34,6 +34,13 @@ pub fn attach(fd: OwnedFd) -> TcpStream {
     unsafe { TcpStream::from_raw_fd(raw) }
 }
 
+/// A second stream object on the same socket (a duplicated fd), so that one task can
+/// write while another reads. Dropping it closes only the duplicate.
+pub fn duplicate(stream: &TcpStream) -> io::Result<TcpStream> {
+    let owned = borrow(stream).try_clone_to_owned()?;
+    Ok(attach(owned))
+}
+
 /// Makes the next close of this stream send RST instead of FIN (`SO_LINGER` 0), so that
 /// connections closed by policy do not pile up in TIME_WAIT.
 pub fn set_linger_zero(stream: &TcpStream) {

@@ -44,6 +44,8 @@ pub struct TakeoverCounters {
     pub channel_full: u64,
     pub handed_over: u64,
     pub owner_denied: u64,
+    /// Tickets issued and not yet resolved (at rest: 0).
+    pub pending: u64,
 }
 
 /// What one shard measures.
@@ -235,9 +237,15 @@ pub fn render(snaps: &mut [Snapshot], labels: ServerLabels<'_>, open_fds: usize)
         ),
         (
             "takeover_failed_total",
-            "Asks that could not be sent (channel full or closed).",
+            "Asks that failed before an answer could come: reservation failed or channel full.",
             "counter",
             |s| s.t.failed,
+        ),
+        (
+            "takeover_pending",
+            "Takeover tickets waiting for an answer; asked = granted + denied + timeout + failed + pending.",
+            "gauge",
+            |s| s.t.pending,
         ),
         (
             "reservation_failed_total",

@@ -8,6 +8,7 @@
 //! Every failure becomes a status the client can read (see DESIGN.md) or, once a response
 //! has started, a closed connection; nothing here panics on what a peer sent.
 
+use std::future::Future;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr};
 use std::rc::Rc;
@@ -320,7 +321,7 @@ impl Client {
 
         if head.expect_continue && has_body {
             // We answer 100 ourselves and stream the body at once; the backend's own
-            // interim 100, if any, is dropped below.
+            // interim 100, if any, is dropped when its response is read.
             let _ = self.stream.set_write_timeout(Some(client_idle));
             if self
                 .stream
@@ -333,27 +334,26 @@ impl Client {
         }
 
         let mut retried = false;
-        let (mut bc, resp) = loop {
+        loop {
             let (mut bc, reused) = match self.connection(server, retried).await {
                 Ok(x) => x,
                 Err(e) => {
-                    let status = e.status();
                     if let AcquireError::Refused(err) = &e {
                         tracing::debug!(error = %err, "backend connect refused");
                     }
-                    return self.answer_locally(head, status).await;
+                    return self.answer_locally(head, e.status()).await;
                 }
             };
             bc.uses += 1;
             let _ = bc.stream.set_read_timeout(Some(backend_timeout));
             let _ = bc.stream.set_write_timeout(Some(backend_timeout));
+            let _ = self.stream.set_write_timeout(Some(client_idle));
             self.bbuf.clear();
+            let retryable = reused && !retried && !has_body && head.method.is_idempotent();
 
-            // Send the head, then the body (streamed).
-            let sent = bc.stream.write_all(upstream).await;
-            if let Err(e) = sent {
+            if let Err(e) = bc.stream.write_all(upstream).await {
                 shard.release(bc, false);
-                if reused && !retried && !has_body && head.method.is_idempotent() {
+                if retryable {
                     retried = true;
                     shard.metrics.borrow_mut().c.retries += 1;
                     continue;
@@ -362,128 +362,176 @@ impl Client {
                 shard.metrics.borrow_mut().c.backend_errors += 1;
                 return self.answer_locally(head, 502).await;
             }
-            if has_body {
-                let _ = self.stream.set_read_timeout(Some(client_idle));
-                match copy_body(
-                    head.framing,
-                    &mut self.stream,
-                    &mut self.buf,
-                    &mut bc.stream,
-                )
-                .await
-                {
-                    Ok(()) => {}
-                    Err(CopyError::Src(_)) => {
-                        shard.metrics.borrow_mut().c.client_aborts += 1;
+
+            let relayed = if has_body && self.needs_duplex(head.framing) {
+                self.exchange_duplex(head, &mut bc).await
+            } else {
+                if has_body {
+                    let _ = self.stream.set_read_timeout(Some(client_idle));
+                    let copied = copy_body(
+                        head.framing,
+                        &mut self.stream,
+                        &mut self.buf,
+                        &mut bc.stream,
+                    )
+                    .await;
+                    if let Err(e) = copied {
                         shard.release(bc, false);
-                        return Outcome::close(499);
-                    }
-                    Err(CopyError::Framing) => {
-                        shard.metrics.borrow_mut().c.bad_request += 1;
-                        shard.release(bc, false);
-                        self.send_error(400, true).await;
-                        return Outcome::close(400);
-                    }
-                    Err(CopyError::Dst(e)) => {
-                        tracing::debug!(error = %e, "backend stopped reading the request body");
-                        shard.metrics.borrow_mut().c.backend_errors += 1;
-                        shard.release(bc, false);
-                        self.send_error(502, true).await;
-                        return Outcome::close(502);
+                        return self.request_body_failed(e).await;
                     }
                 }
-            }
-
-            // Read the response head, skipping interim 100s.
-            match self.read_response_head(&mut bc, head.method).await {
-                Ok(resp) => break (bc, resp),
-                Err(RespErr::NothingReceived(e)) => {
+                let Client {
+                    stream, bbuf, out, ..
+                } = self;
+                relay_response(&shard, head, &mut bc, bbuf, out, stream).await
+            };
+            return match relayed {
+                Ok(done) => {
+                    if done.reusable && shard.config().reuse == ringway_pool::ReuseMode::Never {
+                        self.private = Some(bc);
+                    } else {
+                        shard.release(bc, done.reusable);
+                    }
+                    Outcome {
+                        status: done.status,
+                        keep_alive: done.client_keep_alive,
+                    }
+                }
+                Err(RelayError::BeforeHead(RespErr::NothingReceived(e))) => {
                     shard.release(bc, false);
-                    if reused && !retried && !has_body && head.method.is_idempotent() {
+                    if retryable {
                         retried = true;
                         shard.metrics.borrow_mut().c.retries += 1;
                         continue;
                     }
-                    return self.backend_failed(head, &e).await;
+                    self.backend_failed(head, &e).await
                 }
-                Err(RespErr::Io(e)) => {
+                Err(RelayError::BeforeHead(RespErr::Io(e))) => {
                     shard.release(bc, false);
-                    return self.backend_failed(head, &e).await;
+                    self.backend_failed(head, &e).await
                 }
-                Err(RespErr::Bad(e)) => {
+                Err(RelayError::BeforeHead(RespErr::Bad(e))) => {
                     tracing::debug!(error = %e, "backend sent a bad response head");
                     shard.release(bc, false);
                     shard.metrics.borrow_mut().c.backend_errors += 1;
                     self.send_error(502, true).await;
-                    return Outcome::close(502);
+                    Outcome::close(502)
+                }
+                Err(RelayError::RequestBody(e)) => {
+                    shard.release(bc, false);
+                    self.request_body_failed(e).await
+                }
+                Err(RelayError::AfterHead {
+                    status,
+                    client_gone,
+                }) => {
+                    let mut m = shard.metrics.borrow_mut();
+                    if client_gone {
+                        m.c.client_aborts += 1;
+                    } else {
+                        m.c.backend_errors += 1;
+                    }
+                    drop(m);
+                    shard.release(bc, false);
+                    Outcome::close(status)
+                }
+            };
+        }
+    }
+
+    /// Whether the request body must flow while the response is already being read: a
+    /// backend may answer (and stop reading) before the body ends, and a body larger
+    /// than the socket buffers would then stall both sides until a timeout.
+    fn needs_duplex(&self, framing: Framing) -> bool {
+        match framing {
+            Framing::Length(n) => n > DUPLEX_ABOVE && n > self.buf.len() as u64,
+            Framing::Chunked => true,
+            Framing::Empty | Framing::UntilClose => false,
+        }
+    }
+
+    /// Sends the request body and relays the response at the same time, on a second
+    /// stream object for each socket (one side reads, the other writes).
+    async fn exchange_duplex(
+        &mut self,
+        head: &RequestHead,
+        bc: &mut BackendConn,
+    ) -> Result<RelayDone, RelayError> {
+        let shard = self.shard.clone();
+        let (mut client_w, mut backend_w) = match (
+            crate::fd::duplicate(&self.stream),
+            crate::fd::duplicate(&bc.stream),
+        ) {
+            (Ok(c), Ok(b)) => (c, b),
+            _ => {
+                return Err(RelayError::BeforeHead(RespErr::Io(io::Error::other(
+                    "cannot duplicate a socket (fd limit?)",
+                ))))
+            }
+        };
+        let cfg = shard.config();
+        let _ = client_w.set_write_timeout(Some(cfg.timeouts.client_idle));
+        let _ = backend_w.set_write_timeout(Some(cfg.timeouts.backend));
+        let _ = self.stream.set_read_timeout(Some(cfg.timeouts.client_idle));
+        let Client {
+            stream,
+            buf,
+            bbuf,
+            out,
+            ..
+        } = self;
+        let mut request = std::pin::pin!(copy_body(head.framing, stream, buf, &mut backend_w));
+        let mut response =
+            std::pin::pin!(relay_response(&shard, head, bc, bbuf, out, &mut client_w));
+        let mut request_done: Option<Result<(), CopyError>> = None;
+        let relayed = std::future::poll_fn(|cx| {
+            if request_done.is_none() {
+                if let std::task::Poll::Ready(r) = request.as_mut().poll(cx) {
+                    request_done = Some(r);
                 }
             }
-        };
+            // A request body that failed before any response head ends the exchange.
+            if let Some(Err(_)) = &request_done {
+                return std::task::Poll::Ready(None);
+            }
+            response.as_mut().poll(cx).map(Some)
+        })
+        .await;
+        match (relayed, request_done) {
+            (None, Some(Err(e))) => Err(RelayError::RequestBody(e)),
+            (Some(Ok(done)), Some(Ok(()))) => Ok(done),
+            (Some(Ok(mut done)), _) => {
+                // The backend answered before the body was all sent: neither connection
+                // can be trusted for another request.
+                done.reusable = false;
+                done.client_keep_alive = false;
+                Ok(done)
+            }
+            (Some(Err(e)), _) => Err(e),
+            (None, _) => Err(RelayError::BeforeHead(RespErr::Io(io::Error::other(
+                "request body failed",
+            )))),
+        }
+    }
 
-        // Relay the response.
-        let dechunk = resp.needs_dechunk(head.minor);
-        let client_ka = head.keep_alive
-            && !shard.draining.get()
-            && resp.framing != Framing::UntilClose
-            && !dechunk
-            && resp.status != 101;
-        self.out.clear();
-        http1::write_response_downstream(
-            self.bbuf.data(),
-            &resp,
-            VIA,
-            client_ka,
-            head.minor,
-            &mut self.out,
-        );
-        self.bbuf.consume(resp.head_len);
-        let _ = self.stream.set_write_timeout(Some(client_idle));
-        if self.stream.write_all(&self.out).await.is_err() {
-            shard.metrics.borrow_mut().c.client_aborts += 1;
-            shard.release(bc, false);
-            return Outcome::close(resp.status);
-        }
-        let copied = if dechunk {
-            copy_dechunked(&mut bc.stream, &mut self.bbuf, &mut self.stream).await
-        } else {
-            copy_body(
-                resp.framing,
-                &mut bc.stream,
-                &mut self.bbuf,
-                &mut self.stream,
-            )
-            .await
-        };
-        match copied {
-            Ok(()) => {}
-            Err(CopyError::Dst(_)) => {
+    async fn request_body_failed(&mut self, e: CopyError) -> Outcome {
+        let shard = self.shard.clone();
+        match e {
+            CopyError::Src(_) => {
                 shard.metrics.borrow_mut().c.client_aborts += 1;
-                shard.release(bc, false);
-                return Outcome::close(resp.status);
+                Outcome::close(499)
             }
-            Err(CopyError::Src(e)) => {
-                tracing::debug!(error = %e, "backend response body ended early");
+            CopyError::Framing => {
+                shard.metrics.borrow_mut().c.bad_request += 1;
+                self.send_error(400, true).await;
+                Outcome::close(400)
+            }
+            CopyError::Dst(e) => {
+                tracing::debug!(error = %e, "backend stopped reading the request body");
                 shard.metrics.borrow_mut().c.backend_errors += 1;
-                shard.release(bc, false);
-                return Outcome::close(resp.status);
+                self.send_error(502, true).await;
+                Outcome::close(502)
             }
-            Err(CopyError::Framing) => {
-                tracing::debug!("backend sent a bad chunked body");
-                shard.metrics.borrow_mut().c.backend_errors += 1;
-                shard.release(bc, false);
-                return Outcome::close(resp.status);
-            }
-        }
-        let reusable =
-            resp.keep_alive && resp.framing != Framing::UntilClose && self.bbuf.is_empty();
-        if reusable && shard.config().reuse == ringway_pool::ReuseMode::Never {
-            self.private = Some(bc);
-        } else {
-            shard.release(bc, reusable);
-        }
-        Outcome {
-            status: resp.status,
-            keep_alive: client_ka,
         }
     }
 
@@ -496,63 +544,130 @@ impl Client {
             502
         };
         tracing::debug!(error = %e, status, "backend failed before responding");
-        // The request body (if any) was consumed; the connection stays usable.
-        let _ = head;
-        self.send_error(status, false).await;
+        // The request body (if any) was consumed, so the client connection stays usable.
+        self.send_error(status, !head.keep_alive).await;
         Outcome {
             status,
-            keep_alive: head_keep_alive(head),
-        }
-    }
-
-    async fn read_response_head(
-        &mut self,
-        bc: &mut BackendConn,
-        method: Method,
-    ) -> Result<ResponseHead, RespErr> {
-        let max_head = self.shard.config().max_head;
-        let mut received = false;
-        loop {
-            if !self.bbuf.is_empty() {
-                match http1::parse_response(self.bbuf.data(), method, max_head) {
-                    Ok(Some(r)) if r.is_interim() && r.status != 101 => {
-                        // Interim response: we already told the client to continue.
-                        self.bbuf.consume(r.head_len);
-                        continue;
-                    }
-                    Ok(Some(r)) => return Ok(r),
-                    Ok(None) => {}
-                    Err(e) => return Err(RespErr::Bad(e)),
-                }
-            }
-            if self.bbuf.spare_capacity() == 0 && !self.bbuf.grow(max_head + 1) {
-                return Err(RespErr::Bad(HeadError::TooLarge));
-            }
-            match self.bbuf.fill_from(&mut bc.stream).await {
-                Ok(0) => {
-                    let e = io::Error::new(io::ErrorKind::UnexpectedEof, "backend closed");
-                    return Err(if received {
-                        RespErr::Io(e)
-                    } else {
-                        RespErr::NothingReceived(e)
-                    });
-                }
-                Ok(_) => received = true,
-                Err(e) if e.kind() == io::ErrorKind::TimedOut => return Err(RespErr::Io(e)),
-                Err(e) => {
-                    return Err(if received {
-                        RespErr::Io(e)
-                    } else {
-                        RespErr::NothingReceived(e)
-                    })
-                }
-            }
+            keep_alive: head.keep_alive,
         }
     }
 }
 
-fn head_keep_alive(head: &RequestHead) -> bool {
-    head.keep_alive
+/// Bodies up to this size are sent whole before the response is read.
+const DUPLEX_ABOVE: u64 = 256 << 10;
+
+/// A response relayed to its end.
+struct RelayDone {
+    status: u16,
+    /// The client connection may carry another request.
+    client_keep_alive: bool,
+    /// The backend connection may carry another request.
+    reusable: bool,
+}
+
+enum RelayError {
+    /// Nothing was sent to the client yet: the caller answers with an error status.
+    BeforeHead(RespErr),
+    /// The request body failed (client side, framing, or the backend stopped reading).
+    RequestBody(CopyError),
+    /// The response started and then broke: the only way to tell the client is to close.
+    AfterHead { status: u16, client_gone: bool },
+}
+
+/// Reads the backend's response head (skipping interim 100s) and relays the response
+/// to the client through `client`.
+async fn relay_response(
+    shard: &Rc<Shard>,
+    head: &RequestHead,
+    bc: &mut BackendConn,
+    bbuf: &mut Buf,
+    out: &mut Vec<u8>,
+    client: &mut TcpStream,
+) -> Result<RelayDone, RelayError> {
+    let resp = read_response_head(shard.config().max_head, bc, bbuf, head.method)
+        .await
+        .map_err(RelayError::BeforeHead)?;
+    let dechunk = resp.needs_dechunk(head.minor);
+    let client_keep_alive = head.keep_alive
+        && !shard.draining.get()
+        && resp.framing != Framing::UntilClose
+        && !dechunk
+        && resp.status != 101;
+    out.clear();
+    http1::write_response_downstream(bbuf.data(), &resp, VIA, client_keep_alive, head.minor, out);
+    bbuf.consume(resp.head_len);
+    let broken = |client_gone| RelayError::AfterHead {
+        status: resp.status,
+        client_gone,
+    };
+    client.write_all(out).await.map_err(|_| broken(true))?;
+    let copied = if dechunk {
+        copy_dechunked(&mut bc.stream, bbuf, client).await
+    } else {
+        copy_body(resp.framing, &mut bc.stream, bbuf, client).await
+    };
+    match copied {
+        Ok(()) => {}
+        Err(CopyError::Dst(_)) => return Err(broken(true)),
+        Err(CopyError::Src(e)) => {
+            tracing::debug!(error = %e, "backend response body ended early");
+            return Err(broken(false));
+        }
+        Err(CopyError::Framing) => {
+            tracing::debug!("backend sent a bad chunked body");
+            return Err(broken(false));
+        }
+    }
+    Ok(RelayDone {
+        status: resp.status,
+        client_keep_alive,
+        reusable: resp.keep_alive && resp.framing != Framing::UntilClose && bbuf.is_empty(),
+    })
+}
+
+async fn read_response_head(
+    max_head: usize,
+    bc: &mut BackendConn,
+    bbuf: &mut Buf,
+    method: Method,
+) -> Result<ResponseHead, RespErr> {
+    let mut received = false;
+    loop {
+        if !bbuf.is_empty() {
+            match http1::parse_response(bbuf.data(), method, max_head) {
+                Ok(Some(r)) if r.is_interim() && r.status != 101 => {
+                    // Interim response: the client was already told to continue.
+                    bbuf.consume(r.head_len);
+                    continue;
+                }
+                Ok(Some(r)) => return Ok(r),
+                Ok(None) => {}
+                Err(e) => return Err(RespErr::Bad(e)),
+            }
+        }
+        if bbuf.spare_capacity() == 0 && !bbuf.grow(max_head + 1) {
+            return Err(RespErr::Bad(HeadError::TooLarge));
+        }
+        match bbuf.fill_from(&mut bc.stream).await {
+            Ok(0) => {
+                let e = io::Error::new(io::ErrorKind::UnexpectedEof, "backend closed");
+                return Err(if received {
+                    RespErr::Io(e)
+                } else {
+                    RespErr::NothingReceived(e)
+                });
+            }
+            Ok(_) => received = true,
+            Err(e) if e.kind() == io::ErrorKind::TimedOut => return Err(RespErr::Io(e)),
+            Err(e) => {
+                return Err(if received {
+                    RespErr::Io(e)
+                } else {
+                    RespErr::NothingReceived(e)
+                })
+            }
+        }
+    }
 }
 
 enum RespErr {

@@ -184,6 +184,8 @@ impl Shard {
         t.reservation_failed = ts.reservation_failed;
         t.channel_full = ts.channel_full;
         t.late_grant_adopted = ts.late_grant_adopted;
+        t.failed = ts.reservation_failed + ts.channel_full;
+        t.pending = self.taker.borrow().pending() as u64;
         let os = self.owner.borrow().stats().clone();
         t.handed_over = os.granted;
         t.owner_denied = os.denied;
