@@ -16,7 +16,7 @@
 #
 # Knobs (environment): QUICK ROUNDS DUR WARMUP PROXY_CPUS ORIGIN_CPUS LOAD_CPUS SYSTEMS
 # WORKLOADS PORT_BASE OUT DOC BUILD (1: cargo build --release first) INSTALL (1: apt-get
-# the missing proxies).
+# the missing proxies) RESUME (1: keep OUT's results of workloads not in WORKLOADS).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -101,6 +101,10 @@ tree_ticks() {
   done
   echo "$t"
 }
+
+# User+system clock ticks of the whole machine (all CPUs), from /proc/stat (irq and
+# softirq time is left out: processes' own utime/stime do not include it either).
+machine_busy() { awk '/^cpu / {print $2+$3+$4; exit}' /proc/stat; }
 
 wait_listening() { # wait_listening URL [--http2]: poll until one request succeeds (10 s)
   local url=$1; shift
@@ -328,28 +332,48 @@ declare -A WL=(
   [rate-90]="-c 32|/|1"
 )
 RESULTS=$OUT/results.jsonl
-: > "$RESULTS"
+if [ "${RESUME:-0}" = 1 ] && [ -f "$RESULTS" ]; then
+  # Keep earlier results of the workloads not rerun now (e.g. rerun only the rate runs).
+  python3 - "$RESULTS" $WORKLOADS <<'PY'
+import json, sys
+path, again = sys.argv[1], set(sys.argv[2:])
+keep = [l for l in open(path) if l.strip() and json.loads(l)["workload"] not in again]
+open(path, "w").writelines(keep)
+PY
+else
+  : > "$RESULTS"
+fi
 
 run_cell() { # run_cell WORKLOAD SYSTEM ROUND URL FLAGS...
   local w=$1 s=$2 r=$3 url=$4; shift 4
   local pid=${PID_OF[$s]:-} p0=0 p1=0 o0 o1 t0 t1
   [ -n "$pid" ] && p0=$(tree_ticks "$pid")
-  o0=$(tree_ticks "$ORIGIN_PID"); t0=$(date +%s.%N)
-  "$BENCH" -q --json --cpus "$LOAD_CPUS" -d "$DUR" -w "$WARMUP" --timeout 5s "$@" "$url" \
+  o0=$(tree_ticks "$ORIGIN_PID"); m0=$(machine_busy); t0=$(date +%s.%N)
+  /usr/bin/time -f '%U %S' -o "$OUT/cell.time" \
+    "$BENCH" -q --json --cpus "$LOAD_CPUS" -d "$DUR" -w "$WARMUP" --timeout 5s "$@" "$url" \
     > "$OUT/cell.json" 2> "$OUT/cell.err" || true
-  t1=$(date +%s.%N); o1=$(tree_ticks "$ORIGIN_PID")
+  t1=$(date +%s.%N); m1=$(machine_busy); o1=$(tree_ticks "$ORIGIN_PID")
   [ -n "$pid" ] && p1=$(tree_ticks "$pid")
   python3 - "$OUT/cell.json" "$w" "$s" "$r" "$((p1 - p0))" "$((o1 - o0))" "$t0" "$t1" "$CLK_TCK" "$*" \
-    "$OUT/cell.err" >> "$RESULTS" <<'PY'
+    "$OUT/cell.err" "$((m1 - m0))" "$OUT/cell.time" >> "$RESULTS" <<'PY'
 import json, sys
-f, w, s, r, pt, ot, t0, t1, tck, flags, errf = sys.argv[1:]
+f, w, s, r, pt, ot, t0, t1, tck, flags, errf, mt, timef = sys.argv[1:]
 try:
     rep = json.load(open(f))
 except Exception:
     rep = {"failed": open(errf).read()[-500:]}
+try:
+    load_cpu = sum(float(x) for x in open(timef).read().split()[-2:])
+except Exception:
+    load_cpu = None
+tck = int(tck); wall = float(t1) - float(t0)
+ours = int(pt) / tck + int(ot) / tck + (load_cpu or 0)
 print(json.dumps({"workload": w, "system": s, "round": int(r), "flags": flags,
-                  "proxy_cpu_s": int(pt) / int(tck), "origin_cpu_s": int(ot) / int(tck),
-                  "wall_s": float(t1) - float(t0), "report": rep}))
+                  "proxy_cpu_s": int(pt) / tck, "origin_cpu_s": int(ot) / tck,
+                  "load_cpu_s": load_cpu, "machine_busy_s": int(mt) / tck,
+                  # CPU used by anything else on the machine during the run (other users).
+                  "other_cpu_s": max(0.0, int(mt) / tck - ours),
+                  "wall_s": wall, "report": rep}))
 PY
   python3 - "$RESULTS" <<'PY' >&2
 import json, sys

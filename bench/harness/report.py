@@ -89,6 +89,7 @@ def aggregate(cells):
             "cpu_max": max([c for c in cpu if c is not None], default=None),
             "proxy_busy": med([r["proxy_cpu_s"] / r["wall_s"] for r in ok]) if key[1] != "direct" else None,
             "errors": sum(r["report"]["errors"]["total"] for r in ok),
+            "other": max((r.get("other_cpu_s") or 0) / r["wall_s"] for r in ok),
             "target_rate": ok[0]["report"].get("target_rate"),
         }
         for _, k in PCTS:
@@ -107,11 +108,11 @@ def table(agg, workloads, systems):
         lines.append(f"\n**{w}** — {WORKLOAD_TEXT.get(w, w)}"
                      + (f"; offered {rows[0][1].get('target_rate') or 0:.0f} req/s" if w.startswith("rate") and rows[0][1].get("target_rate") else ""))
         lines.append("")
-        lines.append("| system | req/s (min–max) | p50 | p99 | p99.9 | max | proxy CPU-µs/req (min–max) | proxy core busy | CPU/req vs HAProxy | req/s vs HAProxy | p99 vs HAProxy | errors |")
-        lines.append("|---|---|---|---|---|---|---|---|---|---|---|---|")
+        lines.append("| system | req/s (min–max) | p50 | p99 | p99.9 | max | proxy CPU-µs/req (min–max) | proxy core busy | CPU/req vs HAProxy | req/s vs HAProxy | p99 vs HAProxy | errors | other load |")
+        lines.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
         for s, a in rows:
             if "rps" not in a:
-                lines.append(f"| {s} | failed ({a['failed']}/{a['rounds']}) | | | | | | | | | | |")
+                lines.append(f"| {s} | failed ({a['failed']}/{a['rounds']}) | | | | | | | | | | | |")
                 continue
             cpu = "-" if a["cpu_us"] is None else f"{a['cpu_us']:.1f} ({a['cpu_min']:.1f}–{a['cpu_max']:.1f})"
             busy = "-" if a["proxy_busy"] is None else f"{a['proxy_busy'] * 100:.0f}%"
@@ -119,7 +120,8 @@ def table(agg, workloads, systems):
                 f"| {s} | {a['rps']:.0f} ({a['rps_min']:.0f}–{a['rps_max']:.0f}) | {fmt_us(a['p50'])} | {fmt_us(a['p99'])} | "
                 f"{fmt_us(a['p999'])} | {fmt_us(a['max'])} | {cpu} | {busy} | "
                 f"{ratio(a['cpu_us'], hp.get('cpu_us')) if s != 'direct' else '-'} | {ratio(a['rps'], hp.get('rps'))} | "
-                f"{ratio(a['p99'], hp.get('p99'))} | {a['errors']}{' +' + str(a['failed']) + ' failed runs' if a['failed'] else ''} |")
+                f"{ratio(a['p99'], hp.get('p99'))} | {a['errors']}{' +' + str(a['failed']) + ' failed runs' if a['failed'] else ''} | "
+                f"{a['other'] * 100:.0f}% |")
     return "\n".join(lines)
 
 

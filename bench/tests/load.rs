@@ -344,7 +344,8 @@ fn the_binary_prints_json_and_writes_an_hdr_log() {
     let _ = std::fs::create_dir_all(&dir);
     let hdr = dir.join("latency.hdr");
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_ringway-bench"))
-        .args(["-c", "2", "-n", "200", "--cpus", "0-1", "--json", "-q", "--hdr-out"])
+        .args(["-c", "2", "-n", "200", "--cpus", "0-1", "--json", "-q"])
+        .arg("--hdr-out")
         .arg(&hdr)
         .arg(format!("http://{}/size/10", o.addr()))
         .output();

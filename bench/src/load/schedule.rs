@@ -168,10 +168,6 @@ impl ShardState {
     fn connected(&self) {
         self.tally.borrow_mut().connects += 1;
     }
-
-    fn stopping(&self) -> bool {
-        self.clock.stop_at.is_some_and(|s| Instant::now() >= s)
-    }
 }
 
 /// Waits until `t` (returns at once if it has passed).
@@ -269,20 +265,18 @@ async fn h1_slot(st: Rc<ShardState>, req: Rc<[u8]>, slot: usize) {
         };
         match c.exchange(&req, head).await {
             Ok(resp) => {
+                st.response(turn, resp.status, resp.body);
                 if plan.close || !resp.reusable {
+                    // Let the server close first, so the TIME_WAIT state stays on its side.
                     if let Some(mut c) = conn.take() {
                         c.drain_to_eof().await;
                     }
                 }
-                st.response(turn, resp.status, resp.body);
             }
             Err(kind) => {
                 conn = None;
                 st.error(turn, kind);
             }
-        }
-        if st.stopping() && plan.rate.is_none() {
-            break;
         }
     }
 }
@@ -352,7 +346,6 @@ async fn h2_stream(
     mut pace: Pace,
 ) -> (Pace, bool) {
     let timeout = st.plan.timeout;
-    let closed_loop = st.plan.rate.is_none();
     while let Some(turn) = pace.turn(&st.clock) {
         sleep_until(turn.intended).await;
         match h2c::exchange(&mut send, &req, timeout).await {
@@ -363,9 +356,6 @@ async fn h2_stream(
                     return (pace, true);
                 }
             }
-        }
-        if closed_loop && st.stopping() {
-            break;
         }
     }
     (pace, false)
