@@ -41,6 +41,19 @@ pub fn duplicate(stream: &TcpStream) -> io::Result<TcpStream> {
     Ok(attach(owned))
 }
 
+/// Whether an idle connection is still usable: no EOF, no error, and nothing sent by
+/// the server unasked (one non-blocking `MSG_PEEK`; nothing is consumed).
+pub fn idle_is_healthy(stream: &TcpStream) -> bool {
+    let fd = borrow(stream);
+    let sock = socket2::SockRef::from(&fd);
+    let mut byte = [std::mem::MaybeUninit::<u8>::uninit(); 1];
+    match sock.recv_with_flags(&mut byte, libc::MSG_PEEK | libc::MSG_DONTWAIT) {
+        Err(e) => e.kind() == io::ErrorKind::WouldBlock,
+        // 0: the server closed; >0: bytes nobody asked for.
+        Ok(_) => false,
+    }
+}
+
 /// Makes the next close of this stream send RST instead of FIN (`SO_LINGER` 0), so that
 /// connections closed by policy do not pile up in TIME_WAIT.
 pub fn set_linger_zero(stream: &TcpStream) {

@@ -478,6 +478,7 @@ async fn run_shard(
         }
     }
     glommio::spawn_local(crate::backend::purge_loop(shard.clone())).detach();
+    glommio::spawn_local(crate::backend::sweep_loop(shard.clone())).detach();
 
     let mut accept_tasks = Vec::new();
     for l in listeners {

@@ -220,6 +220,17 @@ impl<C> IdlePool<C> {
         Some(conn)
     }
 
+    /// A connection just taken with [`checkout`](Self::checkout) turned out dead before it
+    /// carried anything (the server closed it while it was idle). The caller closes it;
+    /// the checkout is not counted as a reuse, and it is counted as removed.
+    pub fn discard_checkout(&mut self, server: ServerId) {
+        if let Some(slot) = self.servers.get_mut(server.index()) {
+            dec(&mut slot.stats.used_cur, "used_cur");
+            dec(&mut slot.stats.reuse, "reuse");
+            slot.stats.removed += 1;
+        }
+    }
+
     /// The pooled connection behind `key`, for its watcher to poll in place.
     pub fn get_mut(&mut self, key: IdleKey) -> Option<&mut C> {
         self.entry(key)?;

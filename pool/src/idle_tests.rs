@@ -332,3 +332,18 @@ fn drain_returns_everything_and_unknown_server_is_harmless() {
     assert_eq!(p.stats(bad), &ServerStats::default());
     assert_eq!(p.n_servers(), 2);
 }
+
+#[test]
+fn a_dead_checkout_is_not_a_reuse() {
+    let mut p = IdlePool::new(cfg(ReuseMode::Always, 8), 1);
+    put(&mut p, S0, 1, 1);
+    put(&mut p, S0, 2, 1);
+    let dead = p.checkout(S0, false).unwrap();
+    assert_eq!(dead.conn, 2);
+    p.discard_checkout(S0);
+    let s = p.stats(S0).clone();
+    assert_eq!((s.reuse, s.used_cur, s.idle_cur, s.removed), (0, 0, 1, 1));
+    let live = p.checkout(S0, false).unwrap();
+    assert_eq!(live.conn, 1);
+    assert_eq!(p.stats(S0).reuse, 1);
+}
