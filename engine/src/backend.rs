@@ -21,6 +21,9 @@ use crate::shard::{Shard, TakeoverOutcome};
 /// How often idle connections are checked for a close or stray bytes from the server.
 pub const IDLE_SWEEP: Duration = Duration::from_secs(1);
 
+/// Idle connections pooled at least this long are probed (`MSG_PEEK`) before reuse.
+pub const PROBE_AFTER: Duration = Duration::from_millis(50);
+
 /// How long a server stays marked down after a failed connect before it is tried again.
 pub const DOWN_RETRY: Duration = Duration::from_secs(1);
 
@@ -35,6 +38,8 @@ pub struct BackendConn {
 /// A pooled connection. (A newtype so the pool's entries say what they hold.)
 pub struct IdleConn {
     pub conn: BackendConn,
+    /// When it entered the pool.
+    pub since: Instant,
 }
 
 /// Why no backend connection could be had.
@@ -61,7 +66,10 @@ impl AcquireError {
 impl IdleConn {
     /// A connection about to enter the pool.
     pub fn new(conn: BackendConn) -> IdleConn {
-        IdleConn { conn }
+        IdleConn {
+            conn,
+            since: Instant::now(),
+        }
     }
 }
 
@@ -119,8 +127,11 @@ impl Shard {
     fn checkout_local(&self, server: ServerId, first: bool) -> Option<BackendConn> {
         loop {
             let got = self.pool.borrow_mut().checkout(server, first)?;
+            // Just pooled: the sweep and the retry rule cover the rare close in between;
+            // skip the syscall on the hot path.
+            let fresh = got.conn.since.elapsed() < PROBE_AFTER;
             let conn = unwrap_idle(got.conn);
-            if crate::fd::idle_is_healthy(&conn.stream) {
+            if fresh || crate::fd::idle_is_healthy(&conn.stream) {
                 self.publish_idle(server);
                 let mut conn = conn;
                 conn.uses = got.uses;

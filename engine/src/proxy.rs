@@ -183,7 +183,10 @@ impl Client {
             };
             {
                 let mut m = self.shard.metrics.borrow_mut();
-                m.record_status(outcome.status);
+                // 499: the client went away; nothing was sent, nothing to count as a response.
+                if outcome.status != 499 {
+                    m.record_status(outcome.status);
+                }
                 let us = start.elapsed().as_micros() as u64;
                 let _ = m.latency.record(us.max(1));
             }
@@ -289,6 +292,17 @@ impl Client {
             &mut self.out,
         );
         self.buf.consume(head.head_len);
+        // A body that is already here in full travels in the same write as the head (and
+        // is resent with it on a retry).
+        let mut head = head;
+        if let Framing::Length(n) = head.framing {
+            if n <= self.buf.len() as u64 {
+                self.out.extend_from_slice(&self.buf.data()[..n as usize]);
+                self.buf.consume(n as usize);
+                head.framing = Framing::Empty;
+                head.expect_continue = false;
+            }
+        }
         let upstream_head = std::mem::take(&mut self.out);
         let outcome = self.forward(&head, server, &upstream_head).await;
         self.out = upstream_head;
@@ -463,8 +477,9 @@ impl Client {
             crate::fd::duplicate(&bc.stream),
         ) {
             (Ok(c), Ok(b)) => (c, b),
+            // The body is unread: answer 502 and close the client connection.
             _ => {
-                return Err(RelayError::BeforeHead(RespErr::Io(io::Error::other(
+                return Err(RelayError::RequestBody(CopyError::Dst(io::Error::other(
                     "cannot duplicate a socket (fd limit?)",
                 ))))
             }
@@ -596,6 +611,14 @@ async fn relay_response(
     out.clear();
     http1::write_response_downstream(bbuf.data(), &resp, VIA, client_keep_alive, head.minor, out);
     bbuf.consume(resp.head_len);
+    // Body bytes that came with the head leave in the same write as the head.
+    let mut framing = resp.framing;
+    if let (Framing::Length(n), false) = (framing, dechunk) {
+        let take = (bbuf.len() as u64).min(n) as usize;
+        out.extend_from_slice(&bbuf.data()[..take]);
+        bbuf.consume(take);
+        framing = Framing::Length(n - take as u64);
+    }
     let broken = |client_gone| RelayError::AfterHead {
         status: resp.status,
         client_gone,
@@ -604,7 +627,7 @@ async fn relay_response(
     let copied = if dechunk {
         copy_dechunked(&mut bc.stream, bbuf, client).await
     } else {
-        copy_body(resp.framing, &mut bc.stream, bbuf, client).await
+        copy_body(framing, &mut bc.stream, bbuf, client).await
     };
     match copied {
         Ok(()) => {}
@@ -621,7 +644,11 @@ async fn relay_response(
     Ok(RelayDone {
         status: resp.status,
         client_keep_alive,
-        reusable: resp.keep_alive && resp.framing != Framing::UntilClose && bbuf.is_empty(),
+        // After a 101 the connection speaks another protocol: never pool it.
+        reusable: resp.keep_alive
+            && resp.framing != Framing::UntilClose
+            && resp.status != 101
+            && bbuf.is_empty(),
     })
 }
 

@@ -270,3 +270,43 @@ fn expect_100_continue_raw_interim_before_body() {
     );
     proxy.assert_healthy();
 }
+
+/// A 101 answer turns the backend connection into another protocol: it must never go
+/// back into the pool, and the client connection ends after it (no tunnel yet).
+#[test]
+fn switching_protocols_connection_is_never_pooled() {
+    use std::io::{Read, Write};
+    let backend = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = backend.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        if let Ok((mut s, _)) = backend.accept() {
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf);
+            let _ = s.write_all(
+                b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
+            );
+            std::thread::sleep(std::time::Duration::from_secs(3));
+        }
+    });
+    let proxy = Proxy::start(&["--backend", &addr, "--reuse", "always"]);
+    let mut c = proxy.connect();
+    let r = c.request(
+        "GET",
+        "/ws",
+        &[("Connection", "Upgrade"), ("Upgrade", "websocket")],
+        None,
+    );
+    assert_eq!(r.status, 101);
+    let m = wait_for(Duration::from_secs(5), "request finished", || {
+        let m = proxy.metrics();
+        (metric(&m, "ringway_inflight_requests{shard=\"all\"}") == 0).then_some(m)
+    });
+    let pooled = metric(
+        &m,
+        &format!("ringway_server_idle_cur{{shard=\"all\",backend=\"default\",server=\"{addr}\"}}"),
+    ) + metric(
+        &m,
+        &format!("ringway_server_safe_cur{{shard=\"all\",backend=\"default\",server=\"{addr}\"}}"),
+    );
+    assert_eq!(pooled, 0, "an upgraded connection was pooled:\n{m}");
+}
