@@ -146,6 +146,38 @@ fn error_kinds_are_reported_by_kind() {
     assert_eq!((r.requests, r.errors.connect), (0, 20), "{:?}", r.errors);
 }
 
+/// A server that reads each request head and closes the connection without answering.
+fn closing_server() -> SocketAddr {
+    let listener = match TcpListener::bind("127.0.0.1:0") {
+        Ok(l) => l,
+        Err(e) => panic!("bind: {e}"),
+    };
+    let addr = match listener.local_addr() {
+        Ok(a) => a,
+        Err(e) => panic!("local_addr: {e}"),
+    };
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let mut reader = BufReader::new(stream);
+            let mut line = String::new();
+            while reader.read_line(&mut line).is_ok_and(|n| n > 0) && line != "\r\n" {
+                line.clear();
+            }
+            // Dropping the stream closes it cleanly (FIN) with no response.
+        }
+    });
+    addr
+}
+
+#[test]
+fn a_server_that_closes_without_answering_counts_as_closed() {
+    let r = run(&LoadConfig {
+        requests: Some(30),
+        ..cfg(closing_server(), "/")
+    });
+    assert_eq!((r.requests, r.errors.closed), (0, 30), "{:?}", r.errors);
+}
+
 /// A threaded HTTP/1.1 server answering `ok` to every request, except that every answer
 /// due during [stall_at, stall_at + stall_for) waits until the stall is over.
 fn stall_server(stall_at: Instant, stall_for: Duration) -> SocketAddr {
