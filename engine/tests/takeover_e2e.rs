@@ -76,21 +76,25 @@ fn idle_connections_move_to_the_shard_that_needs_them() {
     // Phase 1: all clients on shard 0; its pool fills.
     let statuses = load(on0, 8, 20);
     assert!(statuses.iter().all(|&s| s == 200), "{statuses:?}");
-    let m = wait_for(Duration::from_secs(5), "idle connections on shard 0", || {
-        let m = proxy.metrics();
-        let idle = metric(
-            &m,
-            &format!(
+    let m = wait_for(
+        Duration::from_secs(5),
+        "idle connections on shard 0",
+        || {
+            let m = proxy.metrics();
+            let idle = metric(
+                &m,
+                &format!(
                 "ringway_server_idle_cur{{shard=\"0\",backend=\"default\",server=\"{backend}\"}}"
             ),
-        ) + metric(
-            &m,
-            &format!(
+            ) + metric(
+                &m,
+                &format!(
                 "ringway_server_safe_cur{{shard=\"0\",backend=\"default\",server=\"{backend}\"}}"
             ),
-        );
-        (idle > 0).then_some(m)
-    });
+            );
+            (idle > 0).then_some(m)
+        },
+    );
     let connects_before = origin.stats().connections_total;
     assert_eq!(server_all(&m, "connect_total", &origin), connects_before);
     assert_eq!(all(&m, "ringway_takeover_granted_total"), 0);
@@ -246,7 +250,9 @@ fn faults_lose_nothing_and_leak_nothing() {
     std::thread::sleep(Duration::from_secs(secs));
     stop.store(true, Ordering::Relaxed);
     for h in handles {
-        h.join().expect("client thread").expect("every request answered");
+        h.join()
+            .expect("client thread")
+            .expect("every request answered");
     }
     let (sent, ok, unavailable) = (
         sent.load(Ordering::Relaxed),
@@ -277,7 +283,10 @@ fn faults_lose_nothing_and_leak_nothing() {
     assert_eq!(pending, 0);
     for point in ["reserve", "grant-delay", "channel-full", "connect"] {
         assert!(
-            metric(&m, &format!("ringway_faults_injected_total{{point=\"{point}\"}}")) > 0,
+            metric(
+                &m,
+                &format!("ringway_faults_injected_total{{point=\"{point}\"}}")
+            ) > 0,
             "fault {point} never fired"
         );
     }
