@@ -237,8 +237,10 @@ impl Shard {
     }
 
     /// An adopted connection the server closed while it was idle on its owner is not used.
+    /// The `adopt` fault point makes a healthy one look dead: after the fd left its owner,
+    /// the connection's own I/O is the only thing that may fail (I2), and this is that path.
     fn healthy_adopted(&self, conn: BackendConn) -> Option<BackendConn> {
-        if crate::fd::idle_is_healthy(&conn.stream) {
+        if !self.fault(FaultPoint::Adopt) && crate::fd::idle_is_healthy(&conn.stream) {
             return Some(conn);
         }
         let server = conn.server;

@@ -204,10 +204,12 @@ fn faults_lose_nothing_and_leak_nothing() {
         "always",
         "--pool-purge-delay",
         "300ms",
+        "--pool-max-idle",
+        "3",
         "--takeover-timeout",
         "2ms",
         "--fault",
-        "reserve=20%,grant-delay=20%,channel-full=20%,connect=5%",
+        "reserve=20%,grant-delay=20%,channel-full=20%,connect=5%,adopt=10%",
         "--fault-seed",
         "7",
     ]);
@@ -227,9 +229,9 @@ fn faults_lose_nothing_and_leak_nothing() {
             std::thread::spawn(move || -> Result<(), String> {
                 let mut round = 0u64;
                 while !stop.load(Ordering::Relaxed) {
-                    // Every 500 ms all clients move to the other shard, so idle
+                    // Every 200 ms all clients move to the other shard, so idle
                     // connections keep sitting on the wrong one.
-                    let phase = (started.elapsed().as_millis() / 500) as usize;
+                    let phase = (started.elapsed().as_millis() / 200) as usize;
                     let addr = listeners[phase % 2];
                     let mut c = Conn::connect(addr);
                     for _ in 0..(5 + (i + round as usize) % 10) {
@@ -281,7 +283,7 @@ fn faults_lose_nothing_and_leak_nothing() {
         "takeover counters do not add up:\n{m}"
     );
     assert_eq!(pending, 0);
-    for point in ["reserve", "grant-delay", "channel-full", "connect"] {
+    for point in ["reserve", "grant-delay", "channel-full", "connect", "adopt"] {
         assert!(
             metric(
                 &m,

@@ -1,0 +1,513 @@
+//! End-to-end tests owed to HAProxy's idle-pool bug list (docs/takeover.md, "HAProxy's
+//! takeover bugs and the tests that rule them out"), for the failures that are about
+//! sockets rather than pool bookkeeping (those are tested in `pool/`):
+//!
+//! - #11: a connection closed by policy (purge, shutdown) leaves with RST, not FIN, so the
+//!   backend sees `ECONNRESET` and no TIME_WAIT piles up;
+//! - #16: a backend connection that failed (a garbage answer, a response followed by an
+//!   unsolicited one) is never pooled, so it cannot fail the next request;
+//! - #6: a connection whose client went away mid-response carries nothing of that session
+//!   into the next one;
+//! - #13: at the fd limit nothing crashes, every client gets an answer or a clean close,
+//!   and the proxy serves normally once the load drops.
+//!
+//! Each backend here is a `std::net` server run by the test, so what it observes on the
+//! socket (EOF, reset, which connection a request arrived on) is the ground truth.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// How a backend connection ended, as the backend saw it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum End {
+    /// Read returned 0: the proxy closed with FIN.
+    Fin,
+    /// Read failed with ECONNRESET: the proxy closed with RST.
+    Rst,
+    /// Still open when the backend gave up waiting.
+    StillOpen,
+    /// Another read error.
+    Other,
+}
+
+/// What the test's backend answers to the `n`th request (1-based) on connection `id`.
+type Answer = Arc<dyn Fn(u64, u64) -> Vec<u8> + Send + Sync>;
+
+/// A backend run by the test: one thread per connection, numbered from 1, each answering
+/// with `answer` and recording how its connection ended.
+struct RawBackend {
+    addr: SocketAddr,
+    accepted: Arc<AtomicU64>,
+    ends: Arc<Mutex<BTreeMap<u64, End>>>,
+    ended: mpsc::Receiver<(u64, End)>,
+}
+
+impl RawBackend {
+    fn start(answer: Answer) -> RawBackend {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().unwrap();
+        let accepted = Arc::new(AtomicU64::new(0));
+        let ends = Arc::new(Mutex::new(BTreeMap::new()));
+        let (tx, ended) = mpsc::channel();
+        let (count, ends2) = (accepted.clone(), ends.clone());
+        // The threads end with the test process; their sockets die with it.
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(stream) = stream else { return };
+                let id = count.fetch_add(1, Ordering::SeqCst) + 1;
+                let (answer, ends, tx) = (answer.clone(), ends2.clone(), tx.clone());
+                std::thread::spawn(move || {
+                    let end = serve(stream, id, &*answer);
+                    ends.lock().unwrap().insert(id, end);
+                    let _ = tx.send((id, end));
+                });
+            }
+        });
+        RawBackend {
+            addr,
+            accepted,
+            ends,
+            ended,
+        }
+    }
+
+    fn accepted(&self) -> u64 {
+        self.accepted.load(Ordering::SeqCst)
+    }
+
+    /// Waits for connection `id` to end and says how.
+    fn wait_end(&self, id: u64, within: Duration) -> End {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(e) = self.ends.lock().unwrap().get(&id) {
+                return *e;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            assert!(
+                !left.is_zero(),
+                "backend connection {id} still open after {within:?}"
+            );
+            let _ = self.ended.recv_timeout(left.min(Duration::from_millis(50)));
+        }
+    }
+}
+
+/// Serves one connection until the proxy closes it (or 30 s of silence).
+fn serve(mut s: TcpStream, id: u64, answer: &(dyn Fn(u64, u64) -> Vec<u8> + Send + Sync)) -> End {
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut buf = Vec::new();
+    let mut n = 0;
+    loop {
+        // One request: a head (the tests send no bodies).
+        while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+            let mut chunk = [0u8; 4096];
+            match s.read(&mut chunk) {
+                Ok(0) => return End::Fin,
+                Ok(k) => buf.extend_from_slice(&chunk[..k]),
+                Err(e) if e.kind() == io::ErrorKind::ConnectionReset => return End::Rst,
+                Err(e)
+                    if e.kind() == io::ErrorKind::WouldBlock
+                        || e.kind() == io::ErrorKind::TimedOut =>
+                {
+                    return End::StillOpen
+                }
+                Err(_) => return End::Other,
+            }
+        }
+        let end = buf.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+        buf.drain(..end + 4);
+        n += 1;
+        if s.write_all(&answer(id, n)).is_err() {
+            return End::Other;
+        }
+    }
+}
+
+/// A well-formed `200` naming the backend connection it came from.
+fn ok_from(id: u64) -> Vec<u8> {
+    format!("HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-Conn: {id}\r\n\r\nok").into_bytes()
+}
+
+fn server_metric(m: &str, name: &str, server: SocketAddr) -> u64 {
+    metric(
+        m,
+        &format!("ringway_server_{name}{{shard=\"all\",backend=\"default\",server=\"{server}\"}}"),
+    )
+}
+
+/// Waits until no request is in flight and the pool holds `pooled` connections.
+fn settle(proxy: &Proxy, server: SocketAddr, pooled: u64) -> String {
+    let mut last = String::new();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let m = proxy.metrics();
+        let used = server_metric(&m, "used_cur", server);
+        let idle = server_metric(&m, "idle_cur", server) + server_metric(&m, "safe_cur", server);
+        if used == 0 && idle == pooled {
+            return m;
+        }
+        last = format!("{last}\nused_cur {used}, idle+safe {idle} (want 0 and {pooled})");
+        assert!(
+            Instant::now() < deadline,
+            "pool did not settle within 5 s:{last}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// #11: evicted connections close with RST
+
+/// HAProxy #11: idle connections it evicted closed with FIN, and TIME_WAIT exhausted the
+/// ports. ringway closes every policy close with `SO_LINGER 0`: the backend's read on a
+/// purged connection fails with ECONNRESET instead of returning EOF. The same holds for
+/// the idle connections closed at shutdown.
+#[test]
+fn purged_and_shutdown_idle_connections_close_with_rst() {
+    let backend = RawBackend::start(Arc::new(|id, _| ok_from(id)));
+    let server = backend.addr;
+    let spec = server.to_string();
+    let mut proxy = Proxy::start(&[
+        "--backend",
+        &spec,
+        "--reuse",
+        "always",
+        "--pool-purge-delay",
+        "200ms",
+    ]);
+
+    // Purge: one request pools connection 1; after traffic stops the purge evicts it.
+    let r = proxy.connect().get("/");
+    assert_eq!((r.status, r.num("x-conn")), (200, 1), "{r:?}");
+    assert_eq!(
+        backend.wait_end(1, Duration::from_secs(10)),
+        End::Rst,
+        "a purged idle connection must close with RST (SO_LINGER 0), not FIN"
+    );
+    let m = settle(&proxy, server, 0);
+    assert_eq!(server_metric(&m, "purged_total", server), 1, "{m}");
+
+    // Shutdown: a connection idle in the pool when the proxy stops.
+    let mut slow = Proxy::start(&[
+        "--backend",
+        &spec,
+        "--reuse",
+        "always",
+        "--pool-purge-delay",
+        "60s",
+    ]);
+    let r = slow.connect().get("/");
+    assert_eq!((r.status, r.num("x-conn")), (200, 2), "{r:?}");
+    settle(&slow, server, 1);
+    assert!(slow.terminate().success());
+    assert_eq!(
+        backend.wait_end(2, Duration::from_secs(10)),
+        End::Rst,
+        "an idle connection closed at shutdown must close with RST"
+    );
+    proxy.assert_healthy();
+}
+
+// ---------------------------------------------------------------------------------------
+// #16: a failed connection is never pooled
+
+/// HAProxy #16: a connection that failed its handshake went into the safe list and was
+/// reused forever (permanent 503s). ringway's equivalent: a backend connection whose
+/// exchange failed or left it in an unknown state must be closed, never pooled. Two
+/// failures, each on connection 1 only: a garbage answer (502), and a good response
+/// followed at once by an unsolicited second one (the client gets the first; the
+/// connection has bytes nobody asked for). In both cases the next requests go to a new
+/// connection, get the real answer, and connection 1 is closed by the proxy.
+#[test]
+fn a_connection_that_failed_is_never_pooled_again() {
+    for (what, first, status) in [
+        ("garbage answer", &b"NOT HTTP AT ALL\r\n\r\n"[..], 502),
+        (
+            "unsolicited second response",
+            &b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-Conn: 1\r\n\r\nok\
+               HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-Conn: 1\r\n\r\nstale"[..],
+            200,
+        ),
+    ] {
+        let first = first.to_vec();
+        let backend = RawBackend::start(Arc::new(move |id, n| {
+            if id == 1 && n == 1 {
+                first.clone()
+            } else {
+                ok_from(id)
+            }
+        }));
+        let server = backend.addr;
+        let spec = server.to_string();
+        let mut proxy = Proxy::start(&["--backend", &spec, "--reuse", "always"]);
+
+        let mut c = proxy.connect();
+        let r = c.get("/");
+        assert_eq!(r.status, status, "{what}: first answer {r:?}");
+        // Whatever happened to the client connection, the backend connection must not be
+        // in the pool: nothing idle, nothing in use.
+        settle(&proxy, server, 0);
+        for i in 0..5 {
+            let r = proxy.connect().get("/");
+            assert_eq!(
+                r.status, 200,
+                "{what}: request {i} after the failure: {r:?}"
+            );
+            assert_eq!(r.body, b"ok", "{what}: request {i} got a stale body");
+            assert_eq!(
+                r.num("x-conn"),
+                2,
+                "{what}: request {i} went on the failed connection or a third one"
+            );
+            settle(&proxy, server, 1);
+        }
+        assert_eq!(backend.accepted(), 2, "{what}");
+        let end = backend.wait_end(1, Duration::from_secs(5));
+        assert!(
+            matches!(end, End::Fin | End::Rst),
+            "{what}: the failed connection was not closed: {end:?}"
+        );
+        proxy.assert_healthy();
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// #6: nothing of a client session stays on a pooled connection
+
+/// HAProxy #6: with `http-reuse always`, an H2 connection kept pointing at a freed client
+/// session. ringway's backend connections hold no reference to a client (only the socket,
+/// the server and a use count), so the remaining risk is the session's *bytes*: a client
+/// that goes away mid-response leaves the rest of its body on the backend connection. That
+/// connection must be closed, not pooled, or the next client would read the leftover body
+/// as its response.
+#[test]
+fn a_connection_left_mid_response_is_not_reused_by_the_next_client() {
+    let origin = origin();
+    let server = origin.addr();
+    let spec = server.to_string();
+    let mut proxy = Proxy::start(&["--backend", &spec, "--reuse", "always"]);
+
+    // 32 MiB is far more than the socket buffers hold: the proxy is still relaying it
+    // when the client goes away.
+    let mut gone = proxy.connect();
+    gone.send(b"GET /size/33554432 HTTP/1.1\r\nHost: test\r\n\r\n");
+    let head = gone.read_head().expect("response head");
+    assert_eq!(head.status, 200);
+    let aborted = head.num("x-origin-conn");
+    drop(gone);
+
+    settle(&proxy, server, 0);
+    let mut next = proxy.connect();
+    for n in [100usize, 70_000] {
+        let r = next.get(&format!("/size/{n}"));
+        assert_eq!(r.status, 200);
+        assert_eq!(r.body, pattern(n), "leftover bytes of another session");
+        assert_ne!(
+            r.num("x-origin-conn"),
+            aborted,
+            "the aborted session's connection was reused"
+        );
+    }
+    wait_until(
+        Duration::from_secs(5),
+        "the aborted connection closed",
+        || origin.stats().connections_open <= 1,
+    );
+    assert_eq!(origin.stats().connections_total, 2);
+    proxy.assert_healthy();
+}
+
+// ---------------------------------------------------------------------------------------
+// #13: the fd limit
+
+/// The `RLIMIT_NOFILE` that leaves exactly `free` fd numbers unused in process `pid`
+/// (new fds take the lowest free number, and glommio's rings sit at high numbers).
+fn limit_leaving(pid: u32, free: u64) -> u64 {
+    let open: std::collections::BTreeSet<u64> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .expect("read /proc/PID/fd")
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u64>().ok())
+        .collect();
+    let mut left = free;
+    let mut n = 0;
+    loop {
+        if !open.contains(&n) {
+            if left == 0 {
+                return n;
+            }
+            left -= 1;
+        }
+        n += 1;
+    }
+}
+
+fn set_nofile(pid: u32, limit: u64) {
+    let lim = libc::rlimit {
+        rlim_cur: limit,
+        rlim_max: limit,
+    };
+    // SAFETY: prlimit(2) on our own child; `lim` is a valid rlimit and the old value is
+    // not requested (null).
+    let rc = unsafe {
+        libc::prlimit(
+            pid as libc::pid_t,
+            libc::RLIMIT_NOFILE,
+            &lim,
+            std::ptr::null_mut(),
+        )
+    };
+    assert_eq!(rc, 0, "prlimit: {}", io::Error::last_os_error());
+}
+
+/// What one client saw at the fd limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Seen {
+    Status(u16),
+    /// EOF or reset with no response: a clean close.
+    Closed,
+    /// No answer within the client's deadline.
+    Hung,
+}
+
+/// HAProxy #13: the "too many fds, kill an idle connection" path crashed, and only at the
+/// fd limit. ringway is started normally, then its `RLIMIT_NOFILE` is lowered (prlimit)
+/// to leave about 24 free fds, and 64 clients at once each send a slow request (so client
+/// and backend fds are held together). Nothing may crash; every client gets a response
+/// or a clean close, none hangs; and once the load is gone the proxy serves again and
+/// its fd count returns to where it was.
+#[test]
+fn at_the_fd_limit_clients_get_an_answer_and_the_proxy_recovers() {
+    const CLIENTS: usize = 64;
+    let origin = origin();
+    let spec = origin.addr().to_string();
+    let mut proxy = Proxy::start(&[
+        "--backend",
+        &spec,
+        "--reuse",
+        "always",
+        "--pool-purge-delay",
+        "200ms",
+    ]);
+    assert_eq!(proxy.connect().get("/").status, 200);
+    settle(&proxy, origin.addr(), 0);
+    let fds_before = metric(&proxy.metrics(), "ringway_open_fds");
+    let limit = limit_leaving(proxy.pid(), 24);
+    set_nofile(proxy.pid(), limit);
+
+    let addr = proxy.addr;
+    let threads: Vec<_> = (0..CLIENTS)
+        .map(|_| {
+            std::thread::spawn(move || -> Seen {
+                let Ok(mut s) = TcpStream::connect(addr) else {
+                    return Seen::Closed;
+                };
+                s.set_read_timeout(Some(Duration::from_secs(8))).unwrap();
+                if s.write_all(
+                    b"GET /delay/300 HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n",
+                )
+                .is_err()
+                {
+                    return Seen::Closed;
+                }
+                let mut got = Vec::new();
+                let mut b = [0u8; 4096];
+                loop {
+                    match s.read(&mut b) {
+                        Ok(0) => break,
+                        Ok(n) => got.extend_from_slice(&b[..n]),
+                        Err(e)
+                            if e.kind() == io::ErrorKind::WouldBlock
+                                || e.kind() == io::ErrorKind::TimedOut =>
+                        {
+                            return Seen::Hung
+                        }
+                        Err(_) => break,
+                    }
+                }
+                let line = String::from_utf8_lossy(&got);
+                match line.split(' ').nth(1).and_then(|c| c.parse().ok()) {
+                    Some(code) if line.starts_with("HTTP/1.1 ") => Seen::Status(code),
+                    _ => Seen::Closed,
+                }
+            })
+        })
+        .collect();
+    let mut seen: BTreeMap<Seen, usize> = BTreeMap::new();
+    for t in threads {
+        *seen.entry(t.join().expect("client thread")).or_default() += 1;
+    }
+    eprintln!("at the fd limit ({limit}): {seen:?}");
+    eprintln!("DEBUG stderr:\n{}", proxy.stderr().lines().filter(|l| l.contains("WARN")).take(8).collect::<Vec<_>>().join("\n"));
+    proxy.assert_healthy();
+    assert!(
+        !seen.contains_key(&Seen::Hung),
+        "clients hung at the fd limit: {seen:?}"
+    );
+    assert!(
+        seen.get(&Seen::Status(200)).copied().unwrap_or(0) > 0,
+        "nothing was served at the fd limit: {seen:?}"
+    );
+    for s in seen.keys() {
+        if let Seen::Status(code) = s {
+            assert!(
+                *code == 200 || (500..=504).contains(code),
+                "unexpected status at the fd limit: {seen:?}"
+            );
+        }
+    }
+
+    // Load gone: the proxy serves normally again (a server marked down by a failed
+    // connect is retried after a second) and gives its fds back once the purge has
+    // closed the idle connections the load left.
+    let deadline = Instant::now() + Duration::from_secs(8);
+    loop {
+        let r = Conn::connect(addr).try_read_response_after_get();
+        if r == Some(200) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the proxy did not recover after the load: last {r:?}\n{}",
+            proxy.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let mut last = 0;
+    let deadline = Instant::now() + Duration::from_secs(8);
+    while Instant::now() < deadline {
+        last = metric(&proxy.metrics(), "ringway_open_fds");
+        if last <= fds_before {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        last <= fds_before,
+        "{last} fds open after the load, {fds_before} before"
+    );
+    proxy.assert_healthy();
+}
+
+trait GetStatus {
+    fn try_read_response_after_get(self) -> Option<u16>;
+}
+
+impl GetStatus for Conn {
+    /// One GET; its status, or `None` on an I/O error.
+    fn try_read_response_after_get(mut self) -> Option<u16> {
+        self.stream
+            .set_read_timeout(Some(Duration::from_secs(2)))
+            .ok()?;
+        self.stream
+            .write_all(b"GET / HTTP/1.1\r\nHost: test\r\n\r\n")
+            .ok()?;
+        self.try_read_response(false).ok().map(|r| r.status)
+    }
+}
