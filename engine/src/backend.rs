@@ -280,6 +280,14 @@ impl Shard {
             }
             Err(e) => {
                 let e: io::Error = e.into();
+                if is_local_exhaustion(&e) {
+                    // Our own limit, not the server's fault: 503, and the server stays up.
+                    self.metrics.borrow_mut().c.local_exhaustion += 1;
+                    crate::proxy::warn_rate_limited(self, "cannot open a backend connection", &e);
+                    return Err(AcquireError::Unavailable(
+                        "out of file descriptors or memory",
+                    ));
+                }
                 self.metrics.borrow_mut().c.backend_connect_errors += 1;
                 let timed_out = e.kind() == io::ErrorKind::TimedOut;
                 tracing::warn!(server = %addr, error = %e, "backend connect failed; marking the server down");
@@ -394,6 +402,15 @@ impl Shard {
     pub fn unwrap_idle(&self, ic: IdleConn) -> BackendConn {
         unwrap_idle(ic)
     }
+}
+
+/// Errors that say this process ran out of something (fds, buffers, memory), not that
+/// the server failed.
+pub fn is_local_exhaustion(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+    )
 }
 
 /// Every [`IDLE_SWEEP`], removes idle connections the server closed or wrote on.

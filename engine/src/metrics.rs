@@ -29,6 +29,8 @@ pub struct Counters {
     pub retries: u64,
     pub idle_closed_by_server: u64,
     pub server_down_events: u64,
+    /// Connects that failed on our own limits (fds, memory): 503, server not marked down.
+    pub local_exhaustion: u64,
 }
 
 /// Takeover figures of one shard (as taker and as owner).
@@ -210,6 +212,12 @@ pub fn render(snaps: &mut [Snapshot], labels: ServerLabels<'_>, open_fds: usize)
             "Times a server was marked down after a failed connect.",
             "counter",
             |s| s.c.server_down_events,
+        ),
+        (
+            "local_exhaustion_total",
+            "Backend connects refused by this process's own limits (fds, memory); answered 503.",
+            "counter",
+            |s| s.c.local_exhaustion,
         ),
         (
             "takeover_asked_total",

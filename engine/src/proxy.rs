@@ -41,11 +41,24 @@ pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
             }
             Err(e) => {
                 // EMFILE/ENFILE and friends: back off briefly instead of spinning.
-                tracing::warn!(shard = shard.id, error = %e, "accept failed");
+                warn_rate_limited(&shard, "accept failed", &io::Error::from(e));
                 glommio::timer::sleep(Duration::from_millis(10)).await;
             }
         }
     }
+}
+
+/// Logs a resource error at most once a second per shard (the fd limit can make every
+/// accept and connect fail at once), with how many were not logged.
+pub fn warn_rate_limited(shard: &Shard, what: &str, e: &io::Error) {
+    let now = Instant::now();
+    let (last, quiet) = shard.warn_state.get();
+    if last.is_some_and(|t| now.duration_since(t) < Duration::from_secs(1)) {
+        shard.warn_state.set((last, quiet + 1));
+        return;
+    }
+    tracing::warn!(shard = shard.id, error = %e, suppressed = quiet, "{what}");
+    shard.warn_state.set((Some(now), 0));
 }
 
 async fn refuse(mut stream: TcpStream) {

@@ -144,6 +144,8 @@ pub struct Shard {
     pub stats_waiters: RefCell<HashMap<u64, StatsWaiter>>,
     pub stats_seq: Cell<u64>,
     pub published_scratch: RefCell<Vec<usize>>,
+    /// Last resource warning logged and how many were suppressed since (see `warn_rate_limited`).
+    pub warn_state: Cell<(Option<Instant>, u64)>,
 }
 
 impl Shard {
@@ -468,6 +470,7 @@ async fn run_shard(
         stats_waiters: RefCell::new(HashMap::new()),
         stats_seq: Cell::new(0),
         published_scratch: RefCell::new(Vec::with_capacity(n)),
+        warn_state: Cell::new((None, 0)),
         shared: shared.clone(),
     });
 
