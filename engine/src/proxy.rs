@@ -414,6 +414,13 @@ impl Client {
             };
             return match relayed {
                 Ok(done) => {
+                    if done.status == 101 && head.upgrade {
+                        // The backend switched protocols (WebSocket and friends): from
+                        // here on both connections are one tunnel, then both close.
+                        self.tunnel(&mut bc).await;
+                        shard.release(bc, false);
+                        return Outcome::close(101);
+                    }
                     if done.reusable && shard.config().reuse == ringway_pool::ReuseMode::Never {
                         self.private = Some(bc);
                     } else {
@@ -464,6 +471,36 @@ impl Client {
                 }
             };
         }
+    }
+
+    /// Relays bytes both ways after a `101 Switching Protocols`, until each side has
+    /// closed its half (a half-close is passed on) or stays silent for
+    /// `--timeout-client-idle`.
+    async fn tunnel(&mut self, bc: &mut BackendConn) {
+        let idle = self.shard.config().timeouts.client_idle;
+        let (mut client_w, mut backend_w) = match (
+            crate::fd::duplicate(&self.stream),
+            crate::fd::duplicate(&bc.stream),
+        ) {
+            (Ok(c), Ok(b)) => (c, b),
+            _ => return,
+        };
+        for s in [&self.stream, &bc.stream, &client_w, &backend_w] {
+            let _ = s.set_read_timeout(Some(idle));
+            let _ = s.set_write_timeout(Some(idle));
+        }
+        let Client {
+            stream, buf, bbuf, ..
+        } = self;
+        let up = async {
+            let _ = copy_body(Framing::UntilClose, stream, buf, &mut backend_w).await;
+            let _ = backend_w.shutdown(std::net::Shutdown::Write).await;
+        };
+        let down = async {
+            let _ = copy_body(Framing::UntilClose, &mut bc.stream, bbuf, &mut client_w).await;
+            let _ = client_w.shutdown(std::net::Shutdown::Write).await;
+        };
+        futures_lite::future::zip(up, down).await;
     }
 
     /// Whether the request body must flow while the response is already being read: a

@@ -271,33 +271,63 @@ fn expect_100_continue_raw_interim_before_body() {
     proxy.assert_healthy();
 }
 
-/// A 101 answer turns the backend connection into another protocol: it must never go
-/// back into the pool, and the client connection ends after it (no tunnel yet).
+/// A 101 answer turns both connections into one tunnel (WebSocket and friends): bytes
+/// flow both ways, a half-close is passed on, and the backend connection is never pooled.
 #[test]
-fn switching_protocols_connection_is_never_pooled() {
+fn switching_protocols_tunnels_and_is_never_pooled() {
     use std::io::{Read, Write};
     let backend = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = backend.local_addr().unwrap().to_string();
     std::thread::spawn(move || {
         if let Ok((mut s, _)) = backend.accept() {
-            let mut buf = [0u8; 4096];
-            let _ = s.read(&mut buf);
+            s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") {
+                if s.read(&mut byte).unwrap_or(0) == 0 {
+                    return;
+                }
+                head.push(byte[0]);
+            }
+            assert!(String::from_utf8_lossy(&head)
+                .to_ascii_lowercase()
+                .contains("upgrade: websocket"));
             let _ = s.write_all(
                 b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
             );
-            std::thread::sleep(std::time::Duration::from_secs(3));
+            // Echo in upper case until the client half-closes, then say goodbye.
+            let mut buf = [0u8; 1024];
+            loop {
+                match s.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        let _ = s.write_all(&buf[..n].to_ascii_uppercase());
+                    }
+                }
+            }
+            let _ = s.write_all(b"bye");
         }
     });
     let proxy = Proxy::start(&["--backend", &addr, "--reuse", "always"]);
     let mut c = proxy.connect();
-    let r = c.request(
-        "GET",
-        "/ws",
-        &[("Connection", "Upgrade"), ("Upgrade", "websocket")],
-        None,
-    );
+    c.send(b"GET /ws HTTP/1.1\r\nHost: test\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n");
+    let r = c.read_head().expect("101 head");
     assert_eq!(r.status, 101);
-    let m = wait_for(Duration::from_secs(5), "request finished", || {
+    c.send(b"hello");
+    let mut got = c.unread_bytes(Duration::from_millis(500));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while got.len() < 5 && Instant::now() < deadline {
+        got.extend(c.unread_bytes(Duration::from_millis(100)));
+    }
+    assert_eq!(got, b"HELLO");
+    c.shutdown_write();
+    let mut rest = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while rest.len() < 3 && Instant::now() < deadline {
+        rest.extend(c.unread_bytes(Duration::from_millis(100)));
+    }
+    assert_eq!(rest, b"bye", "the half-close was not passed on");
+    let m = wait_for(Duration::from_secs(5), "tunnel finished", || {
         let m = proxy.metrics();
         (metric(&m, "ringway_inflight_requests{shard=\"all\"}") == 0).then_some(m)
     });
