@@ -312,6 +312,7 @@ json.dump({
   "nginx": sh("nginx -v 2>&1"),
   "h2o": sh("h2o --version 2>&1 | head -1"),
   "ringway_commit": sh("git rev-parse --short HEAD"),
+  "ringway_built": sh("date -u -r '$RINGWAY' +'%Y-%m-%d %H:%M UTC' 2>/dev/null"),
   "proxy_cpus": "$PROXY_CPUS", "origin_cpus": "$ORIGIN_CPUS", "load_cpus": "$LOAD_CPUS",
   "shards": $SHARDS, "dur": "$DUR", "warmup": "$WARMUP", "rounds": $ROUNDS,
   "quick": "$QUICK", "systems": "$SYSTEMS", "active": "${ACTIVE[*]}",

@@ -214,7 +214,9 @@ def main():
     notes = setup.get("notes", {})
     missing = ", ".join(f"{k}: {v}" for k, v in notes.items() if v)
     gen = [BEGIN, "",
-           f"Run of {setup.get('date', '?')} at commit `{setup.get('ringway_commit', '?')}`, produced by:",
+           f"Run of {setup.get('date', '?')} at commit `{setup.get('ringway_commit', '?')}`"
+           + (f" (the `ringway` binary was built {setup['ringway_built']})" if setup.get("ringway_built") else "")
+           + ", produced by:",
            "", "```", setup.get("command", "bench/run.sh"), "```", "",
            "Machine: " + f"{setup.get('nproc', '?')} CPUs ({setup.get('cpu_model', '?')}), Linux {setup.get('kernel', '?')}; "
            + f"{setup.get('haproxy', '')}; {setup.get('nginx', '')}; {setup.get('h2o', '')}.",
