@@ -10,6 +10,7 @@ pub mod buf;
 pub mod config;
 pub mod demo;
 pub mod fd;
+pub mod h2front;
 pub mod http1;
 pub mod listener;
 pub mod mesh;

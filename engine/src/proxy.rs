@@ -79,7 +79,7 @@ impl Drop for ConnGuard {
 }
 
 /// Counts a request in flight (the drain waits for these).
-struct InflightGuard(Rc<Shard>);
+pub(crate) struct InflightGuard(pub(crate) Rc<Shard>);
 impl Drop for InflightGuard {
     fn drop(&mut self) {
         self.0.inflight.set(self.0.inflight.get().saturating_sub(1));
@@ -105,10 +105,18 @@ pub async fn serve_client(shard: Rc<Shard>, stream: TcpStream) {
         private: None,
         first: true,
     };
-    c.run().await;
+    let http2 = c.run().await;
     if let Some(bc) = c.private.take() {
         c.shard.pool.borrow_mut().released(bc.server);
         c.shard.close_conn(bc);
+    }
+    if http2 {
+        // The client opened with the HTTP/2 preface: the connection (still counted by
+        // `_guard`) is HTTP/2 from here on, starting with the bytes already read.
+        let Client {
+            shard, stream, buf, ..
+        } = c;
+        crate::h2front::serve(shard, stream, peer, buf.data().to_vec()).await;
     }
 }
 
@@ -163,15 +171,23 @@ enum HeadRead {
 }
 
 impl Client {
-    async fn run(&mut self) {
+    /// Serves requests until the connection ends; true when the client turned out to
+    /// speak HTTP/2 (prior knowledge) and nothing was answered yet.
+    async fn run(&mut self) -> bool {
         loop {
             let head = match self.read_head().await {
                 HeadRead::Head(h) => h,
-                HeadRead::Closed => return,
+                HeadRead::Closed => return false,
                 HeadRead::Timeout => {
                     self.shard.metrics.borrow_mut().c.head_timeout += 1;
                     self.send_error(408, true).await;
-                    return;
+                    return false;
+                }
+                HeadRead::Bad(HeadError::UnsupportedVersion)
+                    if self.first
+                        && ringway_h2mux::server::starts_with_preface(self.buf.data()) =>
+                {
+                    return true;
                 }
                 HeadRead::Bad(e) => {
                     {
@@ -184,7 +200,7 @@ impl Client {
                     }
                     tracing::debug!(peer = %self.peer, error = %e, "bad request head");
                     self.send_error(e.status(), true).await;
-                    return;
+                    return false;
                 }
             };
             let start = Instant::now();
@@ -204,7 +220,7 @@ impl Client {
                 let _ = m.latency.record(us.max(1));
             }
             if !outcome.keep_alive || self.shard.draining.get() {
-                return;
+                return false;
             }
         }
     }
@@ -702,7 +718,7 @@ async fn relay_response(
     })
 }
 
-async fn read_response_head(
+pub(crate) async fn read_response_head(
     max_head: usize,
     bc: &mut BackendConn,
     bbuf: &mut Buf,
@@ -747,7 +763,7 @@ async fn read_response_head(
     }
 }
 
-enum RespErr {
+pub(crate) enum RespErr {
     /// The connection failed before any response byte: a reused connection the server
     /// had closed meanwhile; retryable for idempotent requests.
     NothingReceived(io::Error),

@@ -132,6 +132,9 @@ pub struct Shard {
     pub down_since: Vec<Cell<Option<Instant>>>,
     pub client_conns: Cell<u64>,
     pub inflight: Cell<u64>,
+    /// HTTP/2 client connections that have not yet closed after a drain's GOAWAY (the
+    /// drain waits for these too, so every HTTP/2 client hears the GOAWAY).
+    pub h2_conns: Cell<u64>,
     /// Backend connections this shard holds (in use or idle), for --max-conns-per-shard.
     pub backend_conns: Cell<usize>,
     pub draining: Cell<bool>,
@@ -453,6 +456,7 @@ async fn run_shard(
         down_since: (0..n_servers).map(|_| Cell::new(None)).collect(),
         client_conns: Cell::new(0),
         inflight: Cell::new(0),
+        h2_conns: Cell::new(0),
         backend_conns: Cell::new(0),
         draining: Cell::new(false),
         faults: RefCell::new(cfg.fault.as_ref().map(|f| f.for_shard(id))),
@@ -509,7 +513,7 @@ async fn run_shard(
         drop(t);
     }
     let deadline = Instant::now() + shard.config().grace;
-    while shard.inflight.get() > 0 && Instant::now() < deadline {
+    while (shard.inflight.get() > 0 || shard.h2_conns.get() > 0) && Instant::now() < deadline {
         glommio::timer::sleep(Duration::from_millis(10)).await;
     }
     drop(admin_task);

@@ -1,3 +1,10 @@
 //! ringway-h2mux: HTTP/2 on both sides of the proxy over the `h2` crate.
+//!
+//! Generic plumbing only: it knows nothing of ringway's engine. [`io`] bridges glommio's
+//! IO traits to tokio's (what `h2` speaks), [`rewind`] replays bytes the caller already
+//! read from a stream, and [`server`] runs the h2c server handshake on such a stream and
+//! sends bodies under flow control.
 
 pub mod io;
+pub mod rewind;
+pub mod server;

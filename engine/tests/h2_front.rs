@@ -1,0 +1,342 @@
+//! The HTTP/2 front (h2c with prior knowledge) end to end: real clients (`nghttp`,
+//! `h2load`) and an `h2` client on glommio, through ringway to `ringway-origin` over
+//! HTTP/1.1. Many concurrent streams, 16 MiB each way checked by digest, error statuses
+//! on streams that leave the connection usable, and HTTP/1.1 on the same listener.
+
+mod common;
+
+use std::future::poll_fn;
+use std::net::SocketAddr;
+use std::process::Command;
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::*;
+use glommio::net::TcpStream;
+use h2::client::SendRequest;
+use ringway_h2mux::io::TokioIo;
+use sha2::{Digest, Sha256};
+
+const BIG: u64 = 16 << 20;
+
+fn have(tool: &str) -> bool {
+    Command::new(tool).arg("--version").output().is_ok()
+}
+
+/// Runs `f` on a fresh glommio executor in its own thread and returns its result.
+fn on_glommio<T, F, Fut>(f: F) -> T
+where
+    T: Send + 'static,
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = T> + 'static,
+{
+    glommio::LocalExecutorBuilder::default()
+        .spawn(f)
+        .expect("executor starts")
+        .join()
+        .expect("executor thread")
+}
+
+async fn h2_connect(addr: SocketAddr) -> SendRequest<Bytes> {
+    let stream = TcpStream::connect(addr).await.expect("connect");
+    stream.set_nodelay(true).unwrap();
+    let (send, conn) = h2::client::Builder::new()
+        .initial_window_size(1 << 20)
+        .initial_connection_window_size(4 << 20)
+        .handshake::<_, Bytes>(TokioIo::new(stream))
+        .await
+        .expect("h2 handshake");
+    glommio::spawn_local(async move {
+        let _ = conn.await;
+    })
+    .detach();
+    send
+}
+
+/// One exchange: (status, selected headers, SHA-256 of the body, body length, body if
+/// short). A `body` is sent with flow control in 64 KiB pieces.
+struct Got {
+    status: u16,
+    headers: http::HeaderMap,
+    digest: [u8; 32],
+    len: u64,
+    text: String,
+}
+
+async fn exchange(
+    send: &SendRequest<Bytes>,
+    method: &str,
+    uri: &str,
+    body: Option<Vec<u8>>,
+) -> Result<Got, h2::Error> {
+    let mut ready = send.clone().ready().await?;
+    let req = http::Request::builder()
+        .method(method)
+        .uri(uri)
+        .body(())
+        .unwrap();
+    let (response, mut stream) = ready.send_request(req, body.is_none())?;
+    let upload = async {
+        if let Some(body) = body {
+            let mut data = Bytes::from(body);
+            while !data.is_empty() {
+                stream.reserve_capacity(data.len().min(64 << 10));
+                let cap = match poll_fn(|cx| stream.poll_capacity(cx)).await {
+                    Some(Ok(n)) => n,
+                    Some(Err(e)) => return Err(e),
+                    None => break,
+                };
+                if cap == 0 {
+                    continue;
+                }
+                let piece = data.split_to(cap.min(data.len()));
+                stream.send_data(piece, data.is_empty())?;
+            }
+        }
+        Ok(())
+    };
+    let download = async {
+        let response = response.await?;
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let mut body = response.into_body();
+        let mut h = Sha256::new();
+        let mut len = 0u64;
+        let mut text = Vec::new();
+        while let Some(chunk) = body.data().await {
+            let chunk = chunk?;
+            h.update(&chunk);
+            len += chunk.len() as u64;
+            if text.len() < 4096 {
+                text.extend_from_slice(&chunk);
+            }
+            let _ = body.flow_control().release_capacity(chunk.len());
+        }
+        Ok(Got {
+            status,
+            headers,
+            digest: h.finalize().into(),
+            len,
+            text: String::from_utf8_lossy(&text).into_owned(),
+        })
+    };
+    let (up, down) = futures_lite::future::zip(upload, download).await;
+    up?;
+    down
+}
+
+#[test]
+fn nghttp_prior_knowledge_get() {
+    if !have("nghttp") {
+        eprintln!("skipped: nghttp not installed (apt-get install nghttp2-client)");
+        return;
+    }
+    let o = origin();
+    let mut proxy = Proxy::start(&["--backend", &o.addr().to_string()]);
+    let out = Command::new("nghttp")
+        .args(["-nv", "-t", "10", &proxy.url("/")])
+        .output()
+        .expect("run nghttp");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains(":status: 200"), "{text}");
+    assert!(text.contains("via: 2.0 ringway"), "{text}");
+    assert!(
+        text.contains("SETTINGS_MAX_CONCURRENT_STREAMS(0x03):256"),
+        "{text}"
+    );
+    for bad in [
+        "connection:",
+        "keep-alive:",
+        "transfer-encoding:",
+        "upgrade:",
+    ] {
+        assert!(!text.contains(bad), "{bad} in {text}");
+    }
+    // The backend sees an HTTP/1.1 request with Host from :authority and our fields.
+    let out = Command::new("nghttp")
+        .args(["-t", "10", &proxy.url("/headers")])
+        .output()
+        .expect("run nghttp");
+    let seen = String::from_utf8_lossy(&out.stdout);
+    assert!(seen.starts_with("GET /headers HTTP/1.1\r\n"), "{seen}");
+    assert!(
+        seen.contains(&format!("Host: {}\r\n", proxy.addr)),
+        "{seen}"
+    );
+    assert!(seen.contains("X-Forwarded-For: 127.0.0.1\r\n"), "{seen}");
+    assert!(seen.contains("X-Forwarded-Proto: http\r\n"), "{seen}");
+    assert!(seen.contains("Via: 2.0 ringway\r\n"), "{seen}");
+    proxy.assert_healthy();
+}
+
+#[test]
+fn h2load_streams_all_succeed() {
+    if !have("h2load") {
+        eprintln!("skipped: h2load not installed (apt-get install nghttp2-client)");
+        return;
+    }
+    let o = origin();
+    let mut proxy = Proxy::start(&["--backend", &o.addr().to_string()]);
+    o.reset_stats();
+    let out = Command::new("h2load")
+        .args(["-n", "2000", "-c", "4", "-m", "16", &proxy.url("/")])
+        .output()
+        .expect("run h2load");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("requests:"))
+        .unwrap_or_else(|| panic!("no requests line in {text}"));
+    let count = |what: &str| -> u64 {
+        let words: Vec<&str> = line.split([',', ' ']).filter(|w| !w.is_empty()).collect();
+        let i = words
+            .iter()
+            .position(|w| *w == what)
+            .unwrap_or_else(|| panic!("{what} in {line}"));
+        words[i - 1].parse().unwrap()
+    };
+    assert_eq!(count("succeeded"), 2000, "{text}");
+    assert_eq!(count("failed"), 0, "{text}");
+    assert!(text.contains("2000 2xx"), "{text}");
+    assert_eq!(o.stats().requests_total, 2000);
+    let m = proxy.metrics();
+    assert!(metric(&m, "ringway_requests_total{shard=\"all\"}") >= 2000);
+    proxy.assert_healthy();
+}
+
+#[test]
+fn h2_streams_bodies_errors_and_http1_alongside() {
+    let o = origin();
+    let dead = format!("dead=127.0.0.1:{}", closed_port());
+    let live = format!("live={}", o.addr());
+    let mut proxy = Proxy::start(&[
+        "--backend",
+        &live,
+        "--backend",
+        &dead,
+        "--route",
+        "127.0.0.1=live",
+        "--route",
+        "dead.test=dead",
+        "--default-backend",
+        "none",
+    ]);
+    let addr = proxy.addr;
+    let base = format!("http://127.0.0.1:{}", addr.port());
+    o.reset_stats();
+    let report = on_glommio(move || async move {
+        let send = h2_connect(addr).await;
+        // Many concurrent streams on one connection.
+        let mut tasks = Vec::new();
+        for i in 0..200 {
+            let send = send.clone();
+            let uri = format!("{base}/size/{}", 1000 + i);
+            tasks.push(glommio::spawn_local(async move {
+                exchange(&send, "GET", &uri, None)
+                    .await
+                    .map(|g| (g.status, g.len))
+            }));
+        }
+        let mut statuses = Vec::new();
+        for (i, t) in tasks.into_iter().enumerate() {
+            let (status, len) = t.await.expect("stream");
+            assert_eq!(len, 1000 + i as u64);
+            statuses.push(status);
+        }
+        // 16 MiB up to /echo and 16 MiB down from /size, at the same time.
+        let body = pattern(BIG as usize);
+        let up_digest: [u8; 32] = Sha256::digest(&body).into();
+        let (echo_uri, size_uri) = (format!("{base}/echo"), format!("{base}/size/{BIG}"));
+        let echo = exchange(&send, "POST", &echo_uri, Some(body));
+        let size = exchange(&send, "GET", &size_uri, None);
+        let (echo, size) = futures_lite::future::zip(echo, size).await;
+        let (echo, size) = (echo.expect("echo"), size.expect("size"));
+        assert_eq!((echo.status, echo.len), (200, BIG));
+        assert_eq!(echo.digest, up_digest, "echoed body differs");
+        assert_eq!((size.status, size.len), (200, BIG));
+        assert_eq!(size.digest, pattern_sha256(BIG), "downloaded body differs");
+        assert_eq!(size.headers["content-length"], BIG.to_string().as_str());
+        // A chunked response arrives de-chunked, without transfer-encoding.
+        let chunked = exchange(&send, "GET", &format!("{base}/chunked/100000"), None)
+            .await
+            .expect("chunked");
+        assert_eq!((chunked.status, chunked.len), (200, 100_000));
+        assert_eq!(chunked.digest, pattern_sha256(100_000));
+        assert!(!chunked.headers.contains_key("transfer-encoding"));
+        // Errors are statuses on their stream; the connection stays usable.
+        let none = exchange(&send, "GET", "http://nowhere.test/", None)
+            .await
+            .expect("404 stream");
+        assert_eq!(none.status, 404, "{}", none.text);
+        let gone = exchange(&send, "GET", "http://dead.test/", None)
+            .await
+            .expect("502 stream");
+        assert_eq!(gone.status, 502, "{}", gone.text);
+        let status = exchange(&send, "GET", &format!("{base}/status/503"), None)
+            .await
+            .expect("503 stream");
+        assert_eq!(status.status, 503);
+        let after = exchange(&send, "GET", &format!("{base}/"), None)
+            .await
+            .expect("after errors");
+        assert_eq!(after.status, 200);
+        assert_eq!(after.text, "hello, world\n");
+        statuses
+    });
+    assert!(report.iter().all(|s| *s == 200), "{report:?}");
+    // HTTP/1.1 clients still work on the same listener.
+    let mut c = proxy.connect();
+    let r = c.request("GET", "/", &[("Host", "127.0.0.1")], None);
+    assert_eq!(r.status, 200);
+    assert_eq!(r.text(), "hello, world\n");
+    // 200 + echo + size + chunked + 503 + after + the HTTP/1.1 GET reached the origin.
+    assert_eq!(o.stats().requests_total, 200 + 6);
+    let m = proxy.metrics();
+    assert!(metric(&m, "ringway_no_route_total{shard=\"all\"}") >= 1);
+    proxy.assert_healthy();
+}
+
+#[test]
+fn graceful_shutdown_sends_goaway() {
+    let o = origin();
+    let mut proxy = Proxy::start(&["--backend", &o.addr().to_string()]);
+    let addr = proxy.addr;
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    let (done_tx, done_rx) = std::sync::mpsc::channel::<bool>();
+    let client = std::thread::spawn(move || {
+        on_glommio(move || async move {
+            let send = h2_connect(addr).await;
+            let got = exchange(&send, "GET", &format!("http://{addr}/"), None)
+                .await
+                .expect("first");
+            assert_eq!(got.status, 200);
+            let _ = tx.send(());
+            // After the proxy's GOAWAY, new streams fail and the connection ends.
+            let mut refused = false;
+            for _ in 0..100 {
+                glommio::timer::sleep(Duration::from_millis(50)).await;
+                match send.clone().ready().await {
+                    Err(e) if e.is_go_away() || e.is_io() => {
+                        refused = true;
+                        break;
+                    }
+                    Err(_) => {
+                        refused = true;
+                        break;
+                    }
+                    Ok(_) => {}
+                }
+            }
+            let _ = done_tx.send(refused);
+        })
+    });
+    rx.recv_timeout(Duration::from_secs(20))
+        .expect("first response");
+    let status = proxy.terminate();
+    assert!(status.success(), "{status:?}; stderr:\n{}", proxy.stderr());
+    assert!(done_rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("client"));
+    client.join().unwrap();
+}
