@@ -71,6 +71,16 @@ metrics=$(curl -sS "http://$admin/metrics")
 echo "$metrics" | grep -q '^ringway_requests_total{shard="all"} [1-9]' || fail "/metrics totals"
 ok "/metrics totals"
 
+# h2c with prior knowledge on the same listener: h2load, every stream answered 2xx.
+if command -v h2load >/dev/null; then
+  h2load -n 2000 -c 4 -m 16 "http://$proxy/" >"$work/h2load.out" 2>&1 || fail "h2load failed: $(cat "$work/h2load.out")"
+  grep -q "2000 succeeded, 0 failed" "$work/h2load.out" || { cat "$work/h2load.out"; fail "h2load saw failures"; }
+  ok "h2load -n 2000 -c 4 -m 16 (h2c): 2000 succeeded, 0 failed"
+  h2sum=$(nghttp "http://$proxy/size/1048576" | sha256sum | cut -d' ' -f1)
+  [ "$h2sum" = "$(curl -sS "http://$origin/size/1048576" | sha256sum | cut -d' ' -f1)" ] || fail "nghttp 1 MiB download differs"
+  ok "nghttp 1 MiB download over h2c, same digest as the origin direct"
+fi
+
 # SIGTERM: drains and exits 0.
 kill -TERM "$proxy_pid"
 for _ in $(seq 1 100); do kill -0 "$proxy_pid" 2>/dev/null || break; sleep 0.1; done

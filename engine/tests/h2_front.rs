@@ -340,3 +340,114 @@ fn graceful_shutdown_sends_goaway() {
         .expect("client"));
     client.join().unwrap();
 }
+
+/// Reads until the proxy closes the connection; false if it is still open after `within`.
+fn closes_within(c: &mut Conn, within: Duration) -> bool {
+    use std::io::Read;
+    let deadline = std::time::Instant::now() + within;
+    let mut b = [0u8; 4096];
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return false;
+        }
+        c.stream.set_read_timeout(Some(left)).unwrap();
+        match c.stream.read(&mut b) {
+            Ok(0) => return true,
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return true,
+            Err(_) => return false,
+        }
+    }
+}
+
+#[test]
+fn broken_prefaces_and_frames_close_without_harm() {
+    let o = origin();
+    let mut proxy = Proxy::start(&["--backend", &o.addr().to_string()]);
+    let cases: [&[u8]; 4] = [
+        // A preface that goes wrong after its first line.
+        b"PRI * HTTP/2.0\r\n\r\nXY\r\n\r\n",
+        // A good preface, then a frame header announcing a huge SETTINGS frame.
+        b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\xff\xff\xff\x04\x00\x00\x00\x00\x00garbage",
+        // A good preface, then HEADERS on stream 0.
+        b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00\x00\x00\x05\x01\x05\x00\x00\x00\x00\x82\x84\x86\x41\x00",
+        // A partial preface, then the client closes its side.
+        b"PRI * HTTP/2.0\r\n",
+    ];
+    for raw in cases {
+        let mut c = proxy.connect();
+        c.send(raw);
+        c.shutdown_write();
+        assert!(
+            closes_within(&mut c, Duration::from_secs(10)),
+            "still open after {:?}",
+            String::from_utf8_lossy(raw)
+        );
+    }
+    // Still serving both protocols.
+    assert_eq!(proxy.connect().get("/").status, 200);
+    let addr = proxy.addr;
+    let status = on_glommio(move || async move {
+        let send = h2_connect(addr).await;
+        exchange(&send, "GET", &format!("http://{addr}/"), None)
+            .await
+            .map(|g| g.status)
+            .ok()
+    });
+    assert_eq!(status, Some(200));
+    proxy.assert_healthy();
+}
+
+#[test]
+fn client_reset_abandons_the_exchange_and_idle_connections_get_goaway() {
+    let o = origin();
+    let mut proxy = Proxy::start(&[
+        "--backend",
+        &o.addr().to_string(),
+        "--timeout-client-idle",
+        "1s",
+    ]);
+    let addr = proxy.addr;
+    let admin = proxy.admin;
+    let (after_reset, goaway) = on_glommio(move || async move {
+        let send = h2_connect(addr).await;
+        let mut ready = send.clone().ready().await.expect("ready");
+        let req = http::Request::builder()
+            .uri(format!("http://{addr}/delay/5000"))
+            .body(())
+            .unwrap();
+        let (response, mut stream) = ready.send_request(req, true).expect("send");
+        glommio::timer::sleep(Duration::from_millis(200)).await;
+        stream.send_reset(h2::Reason::CANCEL);
+        drop(response);
+        // The proxy notices at once (well before the 5 s delay ends).
+        let mut aborted = false;
+        for _ in 0..100 {
+            let m = metrics(admin);
+            if metric(&m, "ringway_client_aborts_total{shard=\"all\"}") >= 1 {
+                aborted = true;
+                break;
+            }
+            glommio::timer::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(aborted, "the reset was not noticed within 2 s");
+        let after = exchange(&send, "GET", &format!("http://{addr}/"), None)
+            .await
+            .map(|g| g.status)
+            .ok();
+        // Idle for longer than --timeout-client-idle: GOAWAY, and new streams are refused.
+        let mut goaway = false;
+        for _ in 0..100 {
+            glommio::timer::sleep(Duration::from_millis(50)).await;
+            if send.clone().ready().await.is_err() {
+                goaway = true;
+                break;
+            }
+        }
+        (after, goaway)
+    });
+    assert_eq!(after_reset, Some(200));
+    assert!(goaway, "no GOAWAY after the idle timeout");
+    proxy.assert_healthy();
+}
