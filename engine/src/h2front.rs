@@ -55,7 +55,7 @@ use crate::shard::Shard;
 /// This hop's `Via` entry for a request received over HTTP/2.
 const VIA: &str = "2.0 ringway";
 /// How often a connection looks at the shard's drain flag and its own idleness.
-const TICK: Duration = Duration::from_millis(100);
+const TICK: Duration = Duration::from_millis(250);
 /// A connection that sent GOAWAY and has no streams left is closed after this long even
 /// if the client never acknowledges.
 const GOAWAY_LINGER: Duration = Duration::from_secs(1);

@@ -311,7 +311,22 @@ fn graceful_shutdown_sends_goaway() {
                 .await
                 .expect("first");
             assert_eq!(got.status, 200);
+            // A stream in flight when the drain starts still gets its whole response.
+            let slow_send = send.clone();
+            let slow = glommio::spawn_local(async move {
+                exchange(
+                    &slow_send,
+                    "GET",
+                    &format!("http://{addr}/delay/1000"),
+                    None,
+                )
+                .await
+                .map(|g| (g.status, g.text))
+                .ok()
+            });
+            glommio::timer::sleep(Duration::from_millis(200)).await;
             let _ = tx.send(());
+            let slow = slow.await;
             // After the proxy's GOAWAY, new streams fail and the connection ends.
             let mut refused = false;
             for _ in 0..100 {
@@ -328,7 +343,7 @@ fn graceful_shutdown_sends_goaway() {
                     Ok(_) => {}
                 }
             }
-            let _ = done_tx.send(refused);
+            let _ = done_tx.send(refused && slow == Some((200, "hello, world\n".to_string())));
         })
     });
     rx.recv_timeout(Duration::from_secs(20))
