@@ -330,7 +330,12 @@ async fn handle(
             None
         };
         let (relayed, uploaded) = {
-            let mut up = pin!(upload(&mut body, head.framing, backend_w.as_mut()));
+            let mut up = pin!(upload(
+                cfg.timeouts.client_idle,
+                &mut body,
+                head.framing,
+                backend_w.as_mut()
+            ));
             let mut down = pin!(relay(&shard, head.method, &mut bc, &mut bbuf, respond));
             let mut up_done: Option<Result<(), UploadError>> = None;
             let relayed = poll_fn(|cx| {
@@ -465,6 +470,7 @@ fn build_h1_head(parts: &http::request::Parts, has_body: bool, out: &mut Vec<u8>
 /// Sends the request body to the backend (`dst`; `None` when there is none), releasing
 /// flow-control capacity to the client as each piece is written. Trailers are ignored.
 async fn upload(
+    idle: Duration,
     body: &mut RecvStream,
     framing: Framing,
     dst: Option<&mut TcpStream>,
@@ -472,7 +478,12 @@ async fn upload(
     let Some(dst) = dst else { return Ok(()) };
     let chunked = framing == Framing::Chunked;
     let mut frame = Vec::new();
-    while let Some(data) = body.data().await {
+    loop {
+        // A client that stops sending its body for `idle` is given up on, as in HTTP/1.1.
+        let next = glommio::timer::timeout(idle, async { Ok(body.data().await) })
+            .await
+            .map_err(|_| UploadError::Client)?;
+        let Some(data) = next else { break };
         let data = data.map_err(|_| UploadError::Client)?;
         let n = data.len();
         if n == 0 {
@@ -555,7 +566,8 @@ async fn relay(
     if empty {
         return Ok((status, reusable && bbuf.is_empty()));
     }
-    match stream_body(resp.framing, bc, bbuf, &mut send).await {
+    let idle = shard.config().timeouts.client_idle;
+    match stream_body(idle, resp.framing, bc, bbuf, &mut send).await {
         Ok(()) => Ok((status, reusable && bbuf.is_empty())),
         Err(BodyError::Client) => Err(RelayError::ClientGone),
         Err(BodyError::Backend(why)) => {
@@ -584,16 +596,36 @@ async fn read_more(
     }
 }
 
+/// Sends one piece of a response body. A client that gives no window for `idle` (it
+/// stopped reading) gets RST_STREAM, as an HTTP/1.1 client that stops reading is closed.
+async fn send_piece(
+    send: &mut SendStream<Bytes>,
+    piece: Bytes,
+    end: bool,
+    idle: Duration,
+) -> Result<(), BodyError> {
+    let sent =
+        glommio::timer::timeout(idle, async { Ok(h2s::send_body(send, piece, end).await) }).await;
+    match sent {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(_)) => Err(BodyError::Client),
+        Err(_) => {
+            send.send_reset(Reason::CANCEL);
+            Err(BodyError::Client)
+        }
+    }
+}
+
 /// Streams a response body from the backend to the client stream.
 async fn stream_body(
+    idle: Duration,
     framing: Framing,
     bc: &mut BackendConn,
     bbuf: &mut Buf,
     send: &mut SendStream<Bytes>,
 ) -> Result<(), BodyError> {
-    let sent = |r: Result<(), h2s::ServerError>| r.map_err(|_| BodyError::Client);
     match framing {
-        Framing::Empty => sent(h2s::send_body(send, Bytes::new(), true).await),
+        Framing::Empty => send_piece(send, Bytes::new(), true, idle).await,
         Framing::Length(mut left) => {
             while left > 0 {
                 if bbuf.is_empty() {
@@ -603,7 +635,7 @@ async fn stream_body(
                 left -= take as u64;
                 let piece = Bytes::copy_from_slice(&bbuf.data()[..take]);
                 bbuf.consume(take);
-                sent(h2s::send_body(send, piece, left == 0).await)?;
+                send_piece(send, piece, left == 0, idle).await?;
             }
             Ok(())
         }
@@ -621,7 +653,7 @@ async fn stream_body(
                 bbuf.consume(used);
                 if done || !plain.is_empty() {
                     let piece = Bytes::copy_from_slice(&plain);
-                    sent(h2s::send_body(send, piece, done).await)?;
+                    send_piece(send, piece, done, idle).await?;
                 }
                 if done {
                     return Ok(());
@@ -633,14 +665,14 @@ async fn stream_body(
                 match read_more(bbuf, &mut bc.stream, send).await {
                     Ok(()) => {}
                     Err(BodyError::Backend(e)) if e.kind() == io::ErrorKind::UnexpectedEof => {
-                        return sent(h2s::send_body(send, Bytes::new(), true).await);
+                        return send_piece(send, Bytes::new(), true, idle).await;
                     }
                     Err(e) => return Err(e),
                 }
             }
             let piece = Bytes::copy_from_slice(bbuf.data());
             bbuf.clear();
-            sent(h2s::send_body(send, piece, false).await)?;
+            send_piece(send, piece, false, idle).await?;
         },
     }
 }

@@ -466,3 +466,56 @@ fn client_reset_abandons_the_exchange_and_idle_connections_get_goaway() {
     assert!(goaway, "no GOAWAY after the idle timeout");
     proxy.assert_healthy();
 }
+
+#[test]
+fn a_client_that_stops_reading_gets_rst_stream_after_the_idle_timeout() {
+    let o = origin();
+    let mut proxy = Proxy::start(&[
+        "--backend",
+        &o.addr().to_string(),
+        "--timeout-client-idle",
+        "1s",
+    ]);
+    let addr = proxy.addr;
+    let admin = proxy.admin;
+    let outcome = on_glommio(move || async move {
+        let send = h2_connect(addr).await;
+        let mut ready = send.clone().ready().await.expect("ready");
+        let req = http::Request::builder()
+            .uri(format!("http://{addr}/size/{BIG}"))
+            .body(())
+            .unwrap();
+        let (response, _stream) = ready.send_request(req, true).expect("send");
+        let response = response.await.expect("response head");
+        assert_eq!(response.status(), 200);
+        // Never read the body: the window closes, and the proxy gives up on the stream.
+        let mut body = response.into_body();
+        let mut aborted = false;
+        for _ in 0..250 {
+            glommio::timer::sleep(Duration::from_millis(20)).await;
+            let m = metrics(admin);
+            if metric(&m, "ringway_client_aborts_total{shard=\"all\"}") >= 1 {
+                aborted = true;
+                break;
+            }
+        }
+        // What arrived before the window closed, then the reset.
+        let mut got = 0usize;
+        let mut reset = false;
+        while let Some(chunk) = body.data().await {
+            match chunk {
+                Ok(c) => got += c.len(),
+                Err(e) => {
+                    reset = e.is_reset();
+                    break;
+                }
+            }
+        }
+        (aborted, reset, got)
+    });
+    let (aborted, reset, got) = outcome;
+    assert!(aborted, "the stalled stream was never given up");
+    assert!(reset, "no RST_STREAM after {got} bytes");
+    assert!((got as u64) < BIG);
+    proxy.assert_healthy();
+}
