@@ -179,7 +179,7 @@ fn answer_reserve(
                 }))) => {
                     // Could not send: the connection comes back to this shard's pool.
                     let stream = crate::fd::attach(conn.fd);
-                    let ic = shard.idle_conn(BackendConn {
+                    let ic = IdleConn::new(BackendConn {
                         stream,
                         server,
                         uses,
@@ -278,11 +278,4 @@ pub async fn gather(shard: &Rc<Shard>, timeout: Duration) -> Vec<Snapshot> {
     };
     own.extend(got);
     own
-}
-
-impl Shard {
-    /// Wraps a connection for the pool (watcher started by the pool insertion path).
-    pub fn idle_conn(&self, conn: BackendConn) -> IdleConn {
-        IdleConn::new(conn)
-    }
 }

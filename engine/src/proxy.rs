@@ -19,8 +19,9 @@ use glommio::net::{TcpListener, TcpStream};
 use ringway_pool::ServerId;
 
 use crate::backend::{AcquireError, BackendConn};
+use crate::body::{copy_body, copy_dechunked, CopyError};
 use crate::buf::Buf;
-use crate::http1::{self, ChunkedScanner, Framing, HeadError, Method, RequestHead, ResponseHead};
+use crate::http1::{self, Framing, HeadError, Method, RequestHead, ResponseHead};
 use crate::shard::Shard;
 
 const VIA: &str = "1.1 ringway";
@@ -133,16 +134,6 @@ impl Outcome {
             keep_alive: false,
         }
     }
-}
-
-/// An error while streaming a body, by side.
-enum CopyError {
-    /// Reading the source failed or it ended early.
-    Src(io::Error),
-    /// Writing the destination failed.
-    Dst(io::Error),
-    /// The body's framing is broken (bad chunk syntax).
-    Framing,
 }
 
 struct Client {
@@ -769,97 +760,4 @@ pub(crate) enum RespErr {
     NothingReceived(io::Error),
     Io(io::Error),
     Bad(HeadError),
-}
-
-/// Streams one body from `src` (with `buf` holding what was already read) to `dst`.
-async fn copy_body(
-    framing: Framing,
-    src: &mut TcpStream,
-    buf: &mut Buf,
-    dst: &mut TcpStream,
-) -> Result<(), CopyError> {
-    match framing {
-        Framing::Empty => Ok(()),
-        Framing::Length(mut left) => {
-            while left > 0 {
-                if buf.is_empty() {
-                    fill_or_eof(buf, src).await?;
-                }
-                let take = (buf.len() as u64).min(left) as usize;
-                dst.write_all(&buf.data()[..take])
-                    .await
-                    .map_err(CopyError::Dst)?;
-                buf.consume(take);
-                left -= take as u64;
-            }
-            Ok(())
-        }
-        Framing::Chunked => {
-            let mut scanner = ChunkedScanner::new();
-            loop {
-                if buf.is_empty() {
-                    fill_or_eof(buf, src).await?;
-                }
-                let (used, done) = scanner.feed(buf.data()).map_err(|_| CopyError::Framing)?;
-                dst.write_all(&buf.data()[..used])
-                    .await
-                    .map_err(CopyError::Dst)?;
-                buf.consume(used);
-                if done {
-                    return Ok(());
-                }
-            }
-        }
-        Framing::UntilClose => loop {
-            if buf.is_empty() {
-                buf.clear();
-                match buf.fill_from(src).await {
-                    Ok(0) => return Ok(()),
-                    Ok(_) => {}
-                    Err(e) => return Err(CopyError::Src(e)),
-                }
-            }
-            dst.write_all(buf.data()).await.map_err(CopyError::Dst)?;
-            let n = buf.len();
-            buf.consume(n);
-        },
-    }
-}
-
-/// Relays a chunked body to an HTTP/1.0 client as plain bytes (then the connection closes).
-async fn copy_dechunked(
-    src: &mut TcpStream,
-    buf: &mut Buf,
-    dst: &mut TcpStream,
-) -> Result<(), CopyError> {
-    let mut scanner = ChunkedScanner::new();
-    let mut plain = Vec::with_capacity(BUF_SIZE);
-    loop {
-        if buf.is_empty() {
-            fill_or_eof(buf, src).await?;
-        }
-        plain.clear();
-        let (used, done) = scanner
-            .feed_decoded(buf.data(), |d| plain.extend_from_slice(d))
-            .map_err(|_| CopyError::Framing)?;
-        buf.consume(used);
-        if !plain.is_empty() {
-            dst.write_all(&plain).await.map_err(CopyError::Dst)?;
-        }
-        if done {
-            return Ok(());
-        }
-    }
-}
-
-async fn fill_or_eof(buf: &mut Buf, src: &mut TcpStream) -> Result<(), CopyError> {
-    buf.clear();
-    match buf.fill_from(src).await {
-        Ok(0) => Err(CopyError::Src(io::Error::new(
-            io::ErrorKind::UnexpectedEof,
-            "body ended early",
-        ))),
-        Ok(_) => Ok(()),
-        Err(e) => Err(CopyError::Src(e)),
-    }
 }

@@ -1,0 +1,114 @@
+//! Streaming one HTTP/1.1 body from a socket to another through a connection's buffer:
+//! by length, chunked (validated and forwarded as is), until close, or de-chunked for an
+//! HTTP/1.0 client. Nothing here holds a whole body or allocates per chunk.
+
+use std::io;
+
+use futures_lite::AsyncWriteExt;
+use glommio::net::TcpStream;
+
+use crate::buf::Buf;
+use crate::http1::{ChunkedScanner, Framing};
+
+/// An error while streaming a body, by side.
+pub(crate) enum CopyError {
+    /// Reading the source failed or it ended early.
+    Src(io::Error),
+    /// Writing the destination failed.
+    Dst(io::Error),
+    /// The body's framing is broken (bad chunk syntax).
+    Framing,
+}
+
+/// Streams one body from `src` (with `buf` holding what was already read) to `dst`.
+pub(crate) async fn copy_body(
+    framing: Framing,
+    src: &mut TcpStream,
+    buf: &mut Buf,
+    dst: &mut TcpStream,
+) -> Result<(), CopyError> {
+    match framing {
+        Framing::Empty => Ok(()),
+        Framing::Length(mut left) => {
+            while left > 0 {
+                if buf.is_empty() {
+                    fill_or_eof(buf, src).await?;
+                }
+                let take = (buf.len() as u64).min(left) as usize;
+                dst.write_all(&buf.data()[..take])
+                    .await
+                    .map_err(CopyError::Dst)?;
+                buf.consume(take);
+                left -= take as u64;
+            }
+            Ok(())
+        }
+        Framing::Chunked => {
+            let mut scanner = ChunkedScanner::new();
+            loop {
+                if buf.is_empty() {
+                    fill_or_eof(buf, src).await?;
+                }
+                let (used, done) = scanner.feed(buf.data()).map_err(|_| CopyError::Framing)?;
+                dst.write_all(&buf.data()[..used])
+                    .await
+                    .map_err(CopyError::Dst)?;
+                buf.consume(used);
+                if done {
+                    return Ok(());
+                }
+            }
+        }
+        Framing::UntilClose => loop {
+            if buf.is_empty() {
+                buf.clear();
+                match buf.fill_from(src).await {
+                    Ok(0) => return Ok(()),
+                    Ok(_) => {}
+                    Err(e) => return Err(CopyError::Src(e)),
+                }
+            }
+            dst.write_all(buf.data()).await.map_err(CopyError::Dst)?;
+            let n = buf.len();
+            buf.consume(n);
+        },
+    }
+}
+
+/// Relays a chunked body to an HTTP/1.0 client as plain bytes (then the connection closes).
+pub(crate) async fn copy_dechunked(
+    src: &mut TcpStream,
+    buf: &mut Buf,
+    dst: &mut TcpStream,
+) -> Result<(), CopyError> {
+    let mut scanner = ChunkedScanner::new();
+    let mut plain = Vec::with_capacity(16 << 10);
+    loop {
+        if buf.is_empty() {
+            fill_or_eof(buf, src).await?;
+        }
+        plain.clear();
+        let (used, done) = scanner
+            .feed_decoded(buf.data(), |d| plain.extend_from_slice(d))
+            .map_err(|_| CopyError::Framing)?;
+        buf.consume(used);
+        if !plain.is_empty() {
+            dst.write_all(&plain).await.map_err(CopyError::Dst)?;
+        }
+        if done {
+            return Ok(());
+        }
+    }
+}
+
+async fn fill_or_eof(buf: &mut Buf, src: &mut TcpStream) -> Result<(), CopyError> {
+    buf.clear();
+    match buf.fill_from(src).await {
+        Ok(0) => Err(CopyError::Src(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "body ended early",
+        ))),
+        Ok(_) => Ok(()),
+        Err(e) => Err(CopyError::Src(e)),
+    }
+}
