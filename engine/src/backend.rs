@@ -35,6 +35,16 @@ pub struct BackendConn {
     pub uses: u32,
 }
 
+impl BackendConn {
+    /// The connection is about to carry one more request: count it, and bound each of its
+    /// reads and writes by `--timeout-backend` (idle pooled connections have no timeout).
+    pub fn begin_request(&mut self, timeout: Duration) {
+        self.uses += 1;
+        let _ = self.stream.set_read_timeout(Some(timeout));
+        let _ = self.stream.set_write_timeout(Some(timeout));
+    }
+}
+
 /// A pooled connection. (A newtype so the pool's entries say what they hold.)
 pub struct IdleConn {
     pub conn: BackendConn,

@@ -293,9 +293,7 @@ async fn handle(
                 return answer_locally(respond, e.status(), is_head);
             }
         };
-        bc.uses += 1;
-        let _ = bc.stream.set_read_timeout(Some(backend_timeout));
-        let _ = bc.stream.set_write_timeout(Some(backend_timeout));
+        bc.begin_request(backend_timeout);
         bbuf.clear();
         let retryable = reused && !retried && !has_body && head.method.is_idempotent();
 

@@ -139,7 +139,7 @@ fn answer_reserve(
             uses,
         } => {
             shard.publish_idle(server);
-            // Hand over: stop watching (cancel the watcher), detach the fd.
+            // Hand over: detach the fd (no operation on this shard's ring refers to it after).
             let bc = shard.unwrap_idle(conn);
             let fd = match crate::fd::detach(bc.stream) {
                 Ok(fd) => fd,

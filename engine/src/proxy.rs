@@ -378,9 +378,7 @@ impl Client {
                     return self.answer_locally(head, e.status()).await;
                 }
             };
-            bc.uses += 1;
-            let _ = bc.stream.set_read_timeout(Some(backend_timeout));
-            let _ = bc.stream.set_write_timeout(Some(backend_timeout));
+            bc.begin_request(backend_timeout);
             let _ = self.stream.set_write_timeout(Some(client_idle));
             self.bbuf.clear();
             let retryable = reused && !retried && !has_body && head.method.is_idempotent();

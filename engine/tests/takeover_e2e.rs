@@ -51,11 +51,11 @@ fn try_get(c: &mut Conn) -> std::io::Result<Response> {
     c.try_read_response(false)
 }
 
-#[test]
-fn idle_connections_move_to_the_shard_that_needs_them() {
-    let origin = origin();
+/// Two shards with one listener each (`[0]` reaches shard 0, `[1]` shard 1), reuse
+/// `always`, in front of `origin`, plus `extra` flags.
+fn two_shards(origin: &Origin, extra: &[&str]) -> Proxy {
     let backend = origin.addr().to_string();
-    let proxy = Proxy::start(&[
+    let mut args = vec![
         "--backend",
         &backend,
         "--shards",
@@ -66,11 +66,19 @@ fn idle_connections_move_to_the_shard_that_needs_them() {
         "127.0.0.1:0@1",
         "--reuse",
         "always",
-        "--pool-purge-delay",
-        "60s",
-        "--takeover-timeout",
-        "200ms",
-    ]);
+    ];
+    args.extend_from_slice(extra);
+    Proxy::start(&args)
+}
+
+#[test]
+fn idle_connections_move_to_the_shard_that_needs_them() {
+    let origin = origin();
+    let backend = origin.addr().to_string();
+    let proxy = two_shards(
+        &origin,
+        &["--pool-purge-delay", "60s", "--takeover-timeout", "200ms"],
+    );
     let (on0, on1) = (proxy.listeners[0], proxy.listeners[1]);
 
     // Phase 1: all clients on shard 0; its pool fills.
@@ -132,21 +140,7 @@ fn idle_connections_move_to_the_shard_that_needs_them() {
 #[test]
 fn takeover_off_connects_anew() {
     let origin = origin();
-    let backend = origin.addr().to_string();
-    let proxy = Proxy::start(&[
-        "--backend",
-        &backend,
-        "--shards",
-        "2",
-        "--listen",
-        "127.0.0.1:0@0",
-        "--listen",
-        "127.0.0.1:0@1",
-        "--reuse",
-        "always",
-        "--takeover",
-        "off",
-    ]);
+    let proxy = two_shards(&origin, &["--takeover", "off"]);
     assert!(load(proxy.listeners[0], 4, 10).iter().all(|&s| s == 200));
     let before = origin.stats().connections_total;
     assert!(load(proxy.listeners[1], 4, 10).iter().all(|&s| s == 200));
@@ -157,21 +151,7 @@ fn takeover_off_connects_anew() {
 #[test]
 fn low_idle_threshold_prevents_takeover() {
     let origin = origin();
-    let backend = origin.addr().to_string();
-    let proxy = Proxy::start(&[
-        "--backend",
-        &backend,
-        "--shards",
-        "2",
-        "--listen",
-        "127.0.0.1:0@0",
-        "--listen",
-        "127.0.0.1:0@1",
-        "--reuse",
-        "always",
-        "--pool-low-idle",
-        "1000",
-    ]);
+    let proxy = two_shards(&origin, &["--pool-low-idle", "1000"]);
     assert!(load(proxy.listeners[0], 4, 10).iter().all(|&s| s == 200));
     assert!(load(proxy.listeners[1], 4, 10).iter().all(|&s| s == 200));
     let m = proxy.metrics();
@@ -190,29 +170,21 @@ fn faults_lose_nothing_and_leak_nothing() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(60);
     let origin = origin();
-    let backend = origin.addr().to_string();
-    let mut proxy = Proxy::start(&[
-        "--backend",
-        &backend,
-        "--shards",
-        "2",
-        "--listen",
-        "127.0.0.1:0@0",
-        "--listen",
-        "127.0.0.1:0@1",
-        "--reuse",
-        "always",
-        "--pool-purge-delay",
-        "300ms",
-        "--pool-max-idle",
-        "3",
-        "--takeover-timeout",
-        "2ms",
-        "--fault",
-        "reserve=20%,grant-delay=20%,channel-full=20%,connect=5%,adopt=10%",
-        "--fault-seed",
-        "7",
-    ]);
+    let mut proxy = two_shards(
+        &origin,
+        &[
+            "--pool-purge-delay",
+            "300ms",
+            "--pool-max-idle",
+            "3",
+            "--takeover-timeout",
+            "2ms",
+            "--fault",
+            "reserve=20%,grant-delay=20%,channel-full=20%,connect=5%,adopt=10%",
+            "--fault-seed",
+            "7",
+        ],
+    );
     let baseline = metric(&proxy.metrics(), "ringway_open_fds");
     let listeners = proxy.listeners.clone();
 

@@ -57,7 +57,7 @@ pub struct Checkout<C> {
 /// What [`IdlePool::checkin`] (and the other ways into the pool) did with a connection.
 #[derive(Debug)]
 pub enum PutResult<C> {
-    /// Pooled; the key lets the idle watcher find it.
+    /// Pooled; the key names it for a later `remove` (the engine's idle sweep).
     Pooled(IdleKey),
     /// Not pooled: the caller must close it (with RST), for the reason given.
     Rejected(C, RejectReason),
@@ -209,7 +209,7 @@ impl<C> IdlePool<C> {
         }
     }
 
-    /// The idle watcher saw EOF, RST or unexpected bytes: take the connection out so the
+    /// The idle check saw EOF, RST or unexpected bytes: take the connection out so the
     /// caller can close it. `None` if the key is stale (the connection already left).
     pub fn remove(&mut self, key: IdleKey) -> Option<C> {
         self.entry(key)?;
@@ -231,7 +231,7 @@ impl<C> IdlePool<C> {
         }
     }
 
-    /// The pooled connection behind `key`, for its watcher to poll in place.
+    /// The pooled connection behind `key`, to inspect it in place.
     pub fn get_mut(&mut self, key: IdleKey) -> Option<&mut C> {
         self.entry(key)?;
         self.entries.get_mut(key.index).map(|e| &mut e.conn)

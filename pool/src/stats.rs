@@ -37,7 +37,7 @@ pub struct ServerStats {
     pub adopted_idle: u64,
     /// Granted connections that came back because the grant could not be sent.
     pub grant_returned: u64,
-    /// Idle connections removed because their watcher saw EOF, RST or unexpected bytes.
+    /// Idle connections removed because their check saw EOF, RST or unexpected bytes.
     pub removed: u64,
     /// Idle connections drained because the server went down.
     pub drained_down: u64,

@@ -449,7 +449,7 @@ impl Owner {
     }
 
     /// Answers a `Reserve`: pops the most recent connection the taker's request may use
-    /// and grants it, or denies. The engine stops the connection's watcher and detaches
+    /// and grants it, or denies. The engine detaches
     /// it before sending the grant; from then on this shard holds no reference to it.
     pub fn handle_reserve<C>(
         &mut self,
@@ -477,7 +477,7 @@ impl Owner {
     }
 
     /// The reply could not be sent (channel full). A grant's connection goes back into
-    /// the pool: `Some(Pooled(key))` (re-arm its watcher with the new key), or
+    /// the pool: `Some(Pooled(key))` (pooled under a new key), or
     /// `Some(Rejected(conn, why))` if the pool refuses it (limits, server down) and it
     /// must be closed. `None` for a deny (the taker's deadline resolves its ticket).
     pub fn reply_failed<C>(

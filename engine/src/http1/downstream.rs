@@ -17,7 +17,10 @@ use httparse::Header;
 
 use super::fields::{name_is, named_in_connection, ConnectionOptions};
 use super::rewrite::{is_hop_by_hop, push_combined, via_parts};
-use super::{header_slots, parse_response_into, push_field, push_u64, Framing, ResponseHead};
+use super::{
+    header_slots, parse_response_into, push_field, push_field_parts, push_u64, Framing,
+    ResponseHead,
+};
 
 impl ResponseHead {
     /// The body must be de-chunked for this client: a chunked response to an HTTP/1.0
@@ -135,10 +138,7 @@ pub fn write_response_downstream(
         }
     }
     if !wrote_via {
-        out.extend_from_slice(b"Via: ");
-        out.extend_from_slice(via[0]);
-        out.extend_from_slice(via[1]);
-        out.extend_from_slice(b"\r\n");
+        push_field_parts(out, b"Via", &via);
     }
     out.extend_from_slice(b"\r\n");
 }

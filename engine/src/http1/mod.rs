@@ -196,9 +196,17 @@ fn push_u64(out: &mut Vec<u8>, mut n: u64) {
 
 /// Append `name: value\r\n`.
 fn push_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    push_field_parts(out, name, &[value]);
+}
+
+/// A field whose value is the concatenation of `parts` (e.g. a `Via` entry rewritten for
+/// an HTTP/1.0 hop), without building the value first.
+fn push_field_parts(out: &mut Vec<u8>, name: &[u8], parts: &[&[u8]]) {
     out.extend_from_slice(name);
     out.extend_from_slice(b": ");
-    out.extend_from_slice(value);
+    for p in parts {
+        out.extend_from_slice(p);
+    }
     out.extend_from_slice(b"\r\n");
 }
 

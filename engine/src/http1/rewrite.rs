@@ -33,7 +33,10 @@ use std::net::IpAddr;
 use httparse::Header;
 
 use super::fields::{name_is, named_in_connection, ConnectionOptions};
-use super::{header_slots, parse_request_into, push_field, push_u64, Framing, Method, RequestHead};
+use super::{
+    header_slots, parse_request_into, push_field, push_field_parts, push_u64, Framing, Method,
+    RequestHead,
+};
 
 /// What the proxy adds about the client to a forwarded request.
 #[derive(Debug, Clone, Copy)]
@@ -228,10 +231,7 @@ pub fn write_request_upstream(buf: &[u8], head: &RequestHead, fwd: &Forwarded, o
     }
     push_field(out, b"X-Forwarded-Proto", fwd.proto.as_bytes());
     if !wrote_via {
-        out.extend_from_slice(b"Via: ");
-        out.extend_from_slice(via[0]);
-        out.extend_from_slice(via[1]);
-        out.extend_from_slice(b"\r\n");
+        push_field_parts(out, b"Via", &via);
     }
     out.extend_from_slice(b"\r\n");
 }
