@@ -10,14 +10,18 @@ use std::time::Duration;
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::{TcpListener, TcpStream};
 
-use crate::metrics::{render, ServerLabels};
-use crate::shard::Shard;
+/// What the admin listener serves: the metrics of every shard, rendered as Prometheus
+/// text. The shard implements it (gathering through the mesh); this module only speaks
+/// HTTP.
+pub trait Source: 'static {
+    fn metrics(&self) -> impl std::future::Future<Output = String>;
+}
 
-pub async fn serve(shard: Rc<Shard>, listener: TcpListener) {
+pub async fn serve<S: Source>(src: Rc<S>, listener: TcpListener) {
     loop {
         match listener.accept().await {
             Ok(stream) => {
-                glommio::spawn_local(handle(shard.clone(), stream)).detach();
+                glommio::spawn_local(handle(src.clone(), stream)).detach();
             }
             Err(e) => {
                 tracing::warn!(error = %e, "admin accept failed");
@@ -27,7 +31,7 @@ pub async fn serve(shard: Rc<Shard>, listener: TcpListener) {
     }
 }
 
-async fn handle(shard: Rc<Shard>, mut stream: TcpStream) {
+async fn handle<S: Source>(src: Rc<S>, mut stream: TcpStream) {
     let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
     let _ = stream.set_write_timeout(Some(Duration::from_secs(5)));
     let mut buf = vec![0u8; 4096];
@@ -51,18 +55,7 @@ async fn handle(shard: Rc<Shard>, mut stream: TcpStream) {
         }
     };
     let (status, body) = match path.as_str() {
-        "/metrics" => {
-            let mut snaps = crate::mesh::gather(&shard, Duration::from_secs(2)).await;
-            let labels = shard.shared.server_labels();
-            (
-                "200 OK",
-                render(
-                    &mut snaps,
-                    ServerLabels { labels: &labels },
-                    crate::fd::open_fds(),
-                ),
-            )
-        }
+        "/metrics" => ("200 OK", src.metrics().await),
         "/healthz" => ("200 OK", "ok\n".to_string()),
         _ => ("404 Not Found", "try /metrics\n".to_string()),
     };

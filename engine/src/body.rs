@@ -1,14 +1,15 @@
-//! Streaming one HTTP/1.1 body from a socket to another through a connection's buffer:
+//! Streaming one HTTP/1.1 body from a reader to a writer through a connection's buffer:
 //! by length, chunked (validated and forwarded as is), until close, or de-chunked for an
-//! HTTP/1.0 client. Nothing here holds a whole body or allocates per chunk.
+//! HTTP/1.0 client. Generic over the streams (a client socket, a backend
+//! [`Transport`](crate::upstream::Transport), a half of a [`Duplex`](crate::duplex::Duplex)).
+//! Nothing here holds a whole body or allocates per chunk.
 
 use std::io;
 
-use futures_lite::AsyncWriteExt;
-use glommio::net::TcpStream;
+use futures_lite::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
 use crate::buf::Buf;
-use crate::http1::{ChunkedScanner, Framing};
+use ringway_http1::{ChunkedScanner, Framing};
 
 /// An error while streaming a body, by side.
 pub(crate) enum CopyError {
@@ -21,12 +22,16 @@ pub(crate) enum CopyError {
 }
 
 /// Streams one body from `src` (with `buf` holding what was already read) to `dst`.
-pub(crate) async fn copy_body(
+pub(crate) async fn copy_body<R, W>(
     framing: Framing,
-    src: &mut TcpStream,
+    src: &mut R,
     buf: &mut Buf,
-    dst: &mut TcpStream,
-) -> Result<(), CopyError> {
+    dst: &mut W,
+) -> Result<(), CopyError>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
     match framing {
         Framing::Empty => Ok(()),
         Framing::Length(mut left) => {
@@ -76,11 +81,15 @@ pub(crate) async fn copy_body(
 }
 
 /// Relays a chunked body to an HTTP/1.0 client as plain bytes (then the connection closes).
-pub(crate) async fn copy_dechunked(
-    src: &mut TcpStream,
+pub(crate) async fn copy_dechunked<R, W>(
+    src: &mut R,
     buf: &mut Buf,
-    dst: &mut TcpStream,
-) -> Result<(), CopyError> {
+    dst: &mut W,
+) -> Result<(), CopyError>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
     let mut scanner = ChunkedScanner::new();
     let mut plain = Vec::with_capacity(16 << 10);
     loop {
@@ -101,7 +110,10 @@ pub(crate) async fn copy_dechunked(
     }
 }
 
-async fn fill_or_eof(buf: &mut Buf, src: &mut TcpStream) -> Result<(), CopyError> {
+pub(crate) async fn fill_or_eof<R: AsyncRead + Unpin>(
+    buf: &mut Buf,
+    src: &mut R,
+) -> Result<(), CopyError> {
     buf.clear();
     match buf.fill_from(src).await {
         Ok(0) => Err(CopyError::Src(io::Error::new(

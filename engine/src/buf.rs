@@ -6,8 +6,7 @@
 
 use std::io;
 
-use futures_lite::AsyncReadExt;
-use glommio::net::TcpStream;
+use futures_lite::{AsyncRead, AsyncReadExt};
 
 pub struct Buf {
     store: Vec<u8>,
@@ -66,8 +65,8 @@ impl Buf {
         true
     }
 
-    /// Reads once from `stream` into the free space; returns the bytes read (0 = EOF).
-    pub async fn fill_from(&mut self, stream: &mut TcpStream) -> io::Result<usize> {
+    /// Reads once from `stream` (a socket, a TLS session, one half of a [`crate::duplex::Duplex`]) into the free space; returns the bytes read (0 = EOF).
+    pub async fn fill_from<R: AsyncRead + Unpin>(&mut self, stream: &mut R) -> io::Result<usize> {
         if self.end == self.store.len() && self.start > 0 {
             self.store.copy_within(self.start..self.end, 0);
             self.end -= self.start;

@@ -11,7 +11,7 @@ use ringway_bench::load::{self, LoadConfig};
 use ringway_bench::origin::{Origin, OriginConfig};
 
 use crate::config::{Cli, Config, DemoArgs};
-use crate::shard::Proxy;
+use crate::process::Proxy;
 
 pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
     let origin = Origin::start(OriginConfig {

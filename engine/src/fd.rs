@@ -1,16 +1,27 @@
-//! The one audited place where ringway touches raw file descriptors of live connections:
-//! detaching a backend connection's fd from the shard that owns it, attaching an fd on
-//! the shard that adopts it, and arming `SO_LINGER 0` so a policy close sends RST.
+//! The one audited place where ringway touches raw file descriptors of live sockets:
+//! detaching a backend connection's fd from the shard that owns it, attaching it on the
+//! shard that adopts it, handing a listening socket to glommio, and the two socket
+//! options and checks that glommio 0.9 does not expose (`SO_LINGER 0`, a non-blocking
+//! `MSG_PEEK`).
 //!
-//! glommio 0.9's `TcpStream` has no `IntoRawFd`. Detaching duplicates the fd
-//! (`F_DUPFD_CLOEXEC`) and then drops the glommio stream, which closes the old number and
-//! cancels its pending poll on the owner's ring; the duplicate, an `OwnedFd`, is the only
-//! thing that crosses threads. Nothing else in ringway may build a stream from a raw fd.
+//! glommio 0.9's `TcpStream` has no `IntoRawFd`. [`detach`] duplicates the fd
+//! (`F_DUPFD_CLOEXEC`) *before* it gives anything up: if the duplicate cannot be made
+//! (the fd limit), the stream comes back untouched and stays usable where it was. Only
+//! once the duplicate exists is the glommio stream dropped, which closes the old number
+//! and cancels its pending poll on the owner's ring. The duplicate travels as a
+//! [`DetachedFd`], a newtype only [`detach`] can build, so [`attach`] can only ever be
+//! given a connected TCP socket that nothing else owns. Every `unsafe` block of the engine
+//! is in this file.
 
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, IntoRawFd, OwnedFd};
 
 use glommio::net::TcpStream;
+
+/// A connected TCP socket detached from every shard: the only form in which a live
+/// connection crosses threads. Built only by [`detach`]; consumed only by [`attach`].
+#[derive(Debug)]
+pub struct DetachedFd(OwnedFd);
 
 fn borrow(stream: &TcpStream) -> BorrowedFd<'_> {
     // SAFETY: the fd belongs to `stream`, which outlives the returned borrow (same lifetime),
@@ -18,27 +29,35 @@ fn borrow(stream: &TcpStream) -> BorrowedFd<'_> {
     unsafe { BorrowedFd::borrow_raw(stream.as_raw_fd()) }
 }
 
-/// Detaches a stream from this shard: returns an independent fd for the same socket.
-/// The caller must not hold any buffered bytes for this stream (ours are unbuffered).
-pub fn detach(stream: TcpStream) -> io::Result<OwnedFd> {
-    let owned = borrow(&stream).try_clone_to_owned()?;
-    drop(stream);
-    Ok(owned)
+/// Detaches a stream from this shard. On failure (no fd left for the duplicate) the
+/// stream is given back as it was, still registered and usable on this shard.
+/// The caller must not hold buffered bytes for this stream (ringway's are unbuffered).
+#[allow(clippy::result_large_err)] // the stream itself comes back, on a path taken at the fd limit only
+pub fn detach(stream: TcpStream) -> Result<DetachedFd, (TcpStream, io::Error)> {
+    match borrow(&stream).try_clone_to_owned() {
+        Ok(owned) => {
+            drop(stream);
+            Ok(DetachedFd(owned))
+        }
+        Err(e) => Err((stream, e)),
+    }
 }
 
-/// Attaches a detached fd to the current shard's reactor.
-pub fn attach(fd: OwnedFd) -> TcpStream {
-    let raw = fd.into_raw_fd();
-    // SAFETY: `raw` comes from an `OwnedFd` we just consumed, so it is open, refers to a
-    // connected TCP socket (only `detach` produces these), and has no other owner.
+/// Attaches a detached socket to the current shard's reactor.
+pub fn attach(fd: DetachedFd) -> TcpStream {
+    let raw = fd.0.into_raw_fd();
+    // SAFETY: `raw` comes from the `OwnedFd` inside a `DetachedFd`, which only `detach`
+    // builds from a connected glommio TCP stream; we just consumed it, so it is open and
+    // has no other owner.
     unsafe { TcpStream::from_raw_fd(raw) }
 }
 
-/// A second stream object on the same socket (a duplicated fd), so that one task can
-/// write while another reads. Dropping it closes only the duplicate.
-pub fn duplicate(stream: &TcpStream) -> io::Result<TcpStream> {
-    let owned = borrow(stream).try_clone_to_owned()?;
-    Ok(attach(owned))
+/// Moves a listening std socket onto the current glommio executor.
+pub fn listener_into_glommio(l: std::net::TcpListener) -> glommio::net::TcpListener {
+    let fd = l.into_raw_fd();
+    // SAFETY: `fd` was just released by `into_raw_fd` from a listening TCP socket we own;
+    // nothing else refers to it, so glommio becomes its single owner and closes it on drop.
+    unsafe { glommio::net::TcpListener::from_raw_fd(fd) }
 }
 
 /// Whether an idle connection is still usable: no EOF, no error, and nothing sent by

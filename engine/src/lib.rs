@@ -1,22 +1,31 @@
 //! ringway: a thread-per-core io_uring reverse proxy.
 //!
 //! The binary (`main.rs`) parses flags into a [`config::Config`] and starts a
-//! [`shard::Proxy`]. The library form exists so that `ringway demo` and the tests can run
-//! the real proxy in-process. See `docs/architecture.md` for how the pieces fit.
+//! [`process::Proxy`]. The library form exists so that `ringway demo` and the tests can
+//! run the real proxy in-process. See `docs/architecture.md` for how the pieces fit.
+//!
+//! Layering, top to bottom (a module only uses those below it):
+//! `process` → `shard` → `admin`, `front` (`h1`, `h2`) → `exchange` → `ctx` →
+//! `upstream` → `body`, `buf`, `duplex`, `mesh`, `metrics`, `route`, `fd`, `warn`.
 
 pub mod admin;
-pub mod backend;
 pub mod body;
 pub mod buf;
 pub mod config;
+pub mod ctx;
 pub mod demo;
+pub mod duplex;
+pub mod exchange;
 pub mod fd;
-pub mod h2front;
-pub mod http1;
+pub mod front;
 pub mod listener;
 pub mod mesh;
 pub mod metrics;
 pub mod oneshot;
-pub mod proxy;
+pub mod process;
 pub mod route;
 pub mod shard;
+pub mod upstream;
+pub mod warn;
+
+pub use process::Proxy;

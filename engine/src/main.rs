@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use ringway::config::{Cli, Command, Config};
-use ringway::shard::Proxy;
+use ringway::Proxy;
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {

@@ -12,7 +12,9 @@ use std::str::FromStr;
 
 use thiserror::Error;
 
-/// Index of a backend server in the engine's global server table.
+/// Index of a [`PoolKey`](crate::PoolKey) in the engine's [`KeyTable`](crate::KeyTable): what the
+/// pool's lists, published counts and takeover messages are indexed by. While every
+/// configured server has exactly one key (HTTP/1.1, plaintext), it is also the server's index.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, PartialOrd, Ord)]
 pub struct ServerId(pub u32);
 

@@ -55,12 +55,14 @@
 mod config;
 pub mod fault;
 mod idle;
+mod key;
 mod stats;
 pub mod takeover;
 
 pub use config::{Allowed, PoolConfig, ReuseMode, ReuseModeError, ServerId};
 pub use fault::{FaultError, FaultPlan, FaultPoint};
 pub use idle::{Checkout, ConnClass, IdleKey, IdlePool, PutResult, RejectReason};
+pub use key::{KeyTable, PoolKey, Proto};
 pub use stats::ServerStats;
 pub use takeover::{
     ConnectReason, GrantFate, Msg, Next, Owner, OwnerStats, Taker, TakerConfig, TakerStats, Ticket,

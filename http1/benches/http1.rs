@@ -8,7 +8,7 @@ use std::net::Ipv4Addr;
 
 use divan::counter::BytesCount;
 use divan::Bencher;
-use ringway::http1::{
+use ringway_http1::{
     parse_request, parse_response, write_request_upstream, write_response_downstream,
     ChunkedScanner, Forwarded, Method, RequestHead, ResponseHead,
 };

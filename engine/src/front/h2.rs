@@ -1,11 +1,9 @@
 //! The HTTP/2 front (h2c, prior knowledge): a client whose first bytes are the HTTP/2
-//! preface is served here, on the same listeners as HTTP/1.1, and each of its streams is
-//! proxied to the backends over the HTTP/1.1 backend path and pool.
+//! preface is handed here by the accept layer, and each of its streams goes through the
+//! same [exchange](crate::exchange) as an HTTP/1.1 request, to the HTTP/1.1 backends.
 //!
-//! `proxy.rs` reads a connection's first bytes; when they are the preface it hands the
-//! stream and those bytes to [`serve`] (the connection stays counted in `client_conns`
-//! by `serve_client`). [`serve`] runs the `h2` server (`ringway_h2mux::server`) and
-//! spawns one task per stream, up to SETTINGS_MAX_CONCURRENT_STREAMS (256). A stream:
+//! [`serve`] runs the `h2` server (`ringway_h2mux::server`) and spawns one task per
+//! stream, up to SETTINGS_MAX_CONCURRENT_STREAMS (256). A stream:
 //!
 //! 1. becomes an HTTP/1.1 request head: `:method`, `:path`, `Host` from `:authority`,
 //!    the other fields (cookies folded into one line, RFC 9113 §8.2.3) and the body's
@@ -13,44 +11,42 @@
 //!    the HEADERS). That head goes through `http1::parse_request` and
 //!    `http1::write_request_upstream`, exactly as an HTTP/1.1 request would: routing, the
 //!    Host and framing checks, hop-by-hop removal, `X-Forwarded-For`/`-Proto` and `Via`
-//!    are then the same code for both protocols, never two copies that drift apart. The
-//!    cost is one small head built and parsed per stream.
-//! 2. takes a backend connection (`Shard::acquire`, `first` only for the connection's
-//!    first stream), writes the head, and streams the request body (chunked-encoded or by
-//!    length) while the response is read (a backend may answer before the body ends);
-//!    flow-control capacity is released to the client as bytes reach the backend.
-//! 3. reads the response head with the HTTP/1 parser, re-emits it through
-//!    `http1::write_response_downstream` (same hop-by-hop and `Via` rules) and sends it as
-//!    HTTP/2 headers without connection-specific fields, then streams the body (chunked
-//!    decoded, trailers dropped) as flow control allows, and gives the connection back.
+//!    are then the same code for both protocols. The cost is one small head built and
+//!    parsed per stream.
+//! 2. is forwarded by [`exchange::forward`] with an [`H2Body`] (DATA frames, re-framed
+//!    for HTTP/1.1, flow-control capacity released as bytes reach the backend) and an
+//!    [`H2Sink`] (the response head re-emitted through `http1::write_response_downstream`
+//!    and sent as HTTP/2 headers without connection-specific fields; the body de-chunked,
+//!    trailers dropped, sent as the client's window allows).
 //!
-//! Errors before the response head become responses with HTTP/1's statuses (400, 404,
-//! 431, 502, 503, 504); after it, RST_STREAM. A client's RST_STREAM abandons the backend
-//! connection. A draining shard or an idle connection (`--timeout-client-idle` without
-//! streams) sends GOAWAY. Nothing from the peer can panic here.
+//! The connection's [`Session`] is shared by its streams: its first stream is the
+//! session's first request, and with `--reuse never` its backend connections stay
+//! private to it, as an HTTP/1.1 client's do. Errors before the response head become
+//! responses with HTTP/1's statuses (400, 404, 431, 502, 503, 504); after it,
+//! RST_STREAM. A client's RST_STREAM abandons the backend exchange. A draining shard or
+//! an idle connection (`--timeout-client-idle` without streams) sends GOAWAY. Nothing
+//! from the peer can panic here.
 
 use std::cell::Cell;
-use std::future::{poll_fn, Future};
+use std::future::poll_fn;
 use std::io;
 use std::net::IpAddr;
-use std::pin::pin;
 use std::rc::Rc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use futures_lite::AsyncWriteExt;
+use futures_lite::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use glommio::net::TcpStream;
 use h2::server::SendResponse;
 use h2::{Reason, RecvStream, SendStream};
 use http::{HeaderName, HeaderValue, Response, StatusCode};
 use ringway_h2mux::server::{self as h2s, Settings};
+use ringway_http1::{self as http1, ChunkedScanner, Framing, HeadError, ResponseHead};
 
-use crate::backend::{AcquireError, BackendConn};
 use crate::buf::Buf;
-use crate::http1::{self, ChunkedScanner, Framing, HeadError, Method, ResponseHead};
-use crate::proxy::{read_response_head, InflightGuard, RespErr};
-use crate::shard::Shard;
+use crate::ctx::{Counted, ShardCtx};
+use crate::exchange::{self, BodyError, BodySource, DeliverError, Failure, ResponseSink, Session};
 
 /// This hop's `Via` entry for a request received over HTTP/2.
 const VIA: &str = "2.0 ringway";
@@ -72,22 +68,13 @@ const CONNECTION_SPECIFIC: [&str; 6] = [
 
 /// One HTTP/2 client connection, shared by its stream tasks.
 struct ConnCtx {
-    shard: Rc<Shard>,
+    ctx: Rc<ShardCtx>,
     peer: IpAddr,
-    /// No stream has asked for a backend connection yet (HAProxy's "first request").
-    first: Cell<bool>,
+    session: Session,
     /// Streams being served.
     active: Cell<usize>,
     /// When `active` last dropped to zero (or the connection started).
     idle_since: Cell<Instant>,
-}
-
-/// Counts an HTTP/2 connection for the drain.
-struct H2ConnGuard(Rc<Shard>);
-impl Drop for H2ConnGuard {
-    fn drop(&mut self) {
-        self.0.h2_conns.set(self.0.h2_conns.get().saturating_sub(1));
-    }
 }
 
 /// Counts a stream being served on its connection.
@@ -102,17 +89,15 @@ impl Drop for StreamGuard {
     }
 }
 
-/// Serves one HTTP/2 connection whose first bytes (`buffered`, the preface or part of
-/// it) were already read from `stream`.
-pub async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: IpAddr, buffered: Vec<u8>) {
-    shard.h2_conns.set(shard.h2_conns.get() + 1);
-    let _h2_guard = H2ConnGuard(shard.clone());
-    let cfg = shard.config();
+/// Serves one HTTP/2 connection whose first bytes (`buffered`, the preface and maybe
+/// more) were already read from `stream`.
+pub async fn serve(ctx: Rc<ShardCtx>, stream: TcpStream, peer: IpAddr, buffered: Vec<u8>) {
+    let _h2_conn = Counted::new(&ctx, |l| &l.h2_conns);
+    let cfg = ctx.config();
     let (client_head, client_idle) = (cfg.timeouts.client_head, cfg.timeouts.client_idle);
     // h2 reads whenever it likes; only a stuck write is bounded by the socket.
     let _ = stream.set_read_timeout(None);
     let _ = stream.set_write_timeout(Some(client_idle));
-    let _ = stream.set_nodelay(true);
     let settings = Settings {
         max_header_list_size: u32::try_from(cfg.max_head).unwrap_or(u32::MAX),
         ..Settings::default()
@@ -124,31 +109,31 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: IpAddr, buffered: 
     let mut conn = match handshake {
         Ok(Ok(c)) => c,
         Ok(Err(e)) => {
-            shard.metrics.borrow_mut().c.bad_request += 1;
+            ctx.metrics.borrow_mut().c.bad_request += 1;
             tracing::debug!(%peer, error = %e, "HTTP/2 handshake failed");
             return;
         }
         Err(_) => {
-            shard.metrics.borrow_mut().c.head_timeout += 1;
+            ctx.metrics.borrow_mut().c.head_timeout += 1;
             return;
         }
     };
-    let ctx = Rc::new(ConnCtx {
-        shard: shard.clone(),
+    let cc = Rc::new(ConnCtx {
+        ctx: ctx.clone(),
         peer,
-        first: Cell::new(true),
+        session: Session::new(),
         active: Cell::new(0),
         idle_since: Cell::new(Instant::now()),
     });
     let mut goaway_at: Option<Instant> = None;
     loop {
         if goaway_at.is_none() {
-            let idle = ctx.active.get() == 0 && ctx.idle_since.get().elapsed() >= client_idle;
-            if shard.draining.get() || idle {
+            let idle = cc.active.get() == 0 && cc.idle_since.get().elapsed() >= client_idle;
+            if ctx.load.draining.get() || idle {
                 conn.graceful_shutdown();
                 goaway_at = Some(Instant::now());
             }
-        } else if goaway_at.is_some_and(|t| t.elapsed() >= GOAWAY_LINGER) && ctx.active.get() == 0 {
+        } else if goaway_at.is_some_and(|t| t.elapsed() >= GOAWAY_LINGER) && cc.active.get() == 0 {
             return;
         }
         let next = futures_lite::future::or(async { Some(conn.accept().await) }, async {
@@ -160,8 +145,8 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: IpAddr, buffered: 
             None => {}
             Some(None) => return,
             Some(Some(Ok((req, respond)))) => {
-                ctx.active.set(ctx.active.get() + 1);
-                let guard = StreamGuard(ctx.clone());
+                cc.active.set(cc.active.get() + 1);
+                let guard = StreamGuard(cc.clone());
                 glommio::spawn_local(serve_stream(guard, req, respond)).detach();
             }
             Some(Some(Err(e))) => {
@@ -183,16 +168,15 @@ async fn serve_stream(
     req: http::Request<RecvStream>,
     mut respond: SendResponse<Bytes>,
 ) {
-    let ctx = guard.0.clone();
-    let shard = ctx.shard.clone();
+    let cc = guard.0.clone();
+    let ctx = cc.ctx.clone();
     let start = Instant::now();
-    shard.metrics.borrow_mut().c.requests += 1;
-    shard.inflight.set(shard.inflight.get() + 1);
+    ctx.metrics.borrow_mut().c.requests += 1;
     let status = {
-        let _inflight = InflightGuard(shard.clone());
-        handle(&ctx, req, &mut respond).await
+        let _inflight = Counted::new(&ctx, |l| &l.inflight);
+        handle(&cc, req, &mut respond).await
     };
-    let mut m = shard.metrics.borrow_mut();
+    let mut m = ctx.metrics.borrow_mut();
     // 499: the client went away; nothing was sent, nothing to count as a response.
     if status != 499 {
         m.record_status(status);
@@ -203,211 +187,92 @@ async fn serve_stream(
     drop(guard);
 }
 
-/// Why the request body could not be sent.
-enum UploadError {
-    /// The client reset the stream or broke its framing.
-    Client,
-    /// The backend stopped reading.
-    Backend(io::Error),
-}
-
-/// Why a response could not be relayed.
-enum RelayError {
-    /// Nothing was sent to the client yet: answer with an error status.
-    BeforeHead(RespErr),
-    /// The backend answered 101, which has no HTTP/2 equivalent.
-    Switching,
-    /// The client reset the stream (or the connection is gone).
-    ClientGone,
-    /// The response started and then the backend failed: RST_STREAM.
-    AfterHead(u16),
-}
-
 /// Proxies one stream; returns the status for the metrics (499 when the client left).
 async fn handle(
-    ctx: &Rc<ConnCtx>,
+    cc: &Rc<ConnCtx>,
     req: http::Request<RecvStream>,
     respond: &mut SendResponse<Bytes>,
 ) -> u16 {
-    let shard = ctx.shard.clone();
-    let cfg = shard.config();
+    let ctx = cc.ctx.clone();
+    let cfg = ctx.config();
     let (parts, mut body) = req.into_parts();
     let has_body = !body.is_end_stream();
     let is_head = parts.method == http::Method::HEAD;
 
     if parts.method == http::Method::CONNECT {
         // No tunnels over HTTP/2 streams (yet); h2 did not enable extended CONNECT.
-        shard.metrics.borrow_mut().c.bad_request += 1;
+        ctx.metrics.borrow_mut().c.bad_request += 1;
         return answer_locally(respond, 501, is_head);
     }
     let mut h1 = Vec::with_capacity(512);
     if !build_h1_head(&parts, has_body, &mut h1) {
-        shard.metrics.borrow_mut().c.bad_request += 1;
+        ctx.metrics.borrow_mut().c.bad_request += 1;
         return answer_locally(respond, 400, is_head);
     }
     drop(parts);
     let head = match http1::parse_request(&h1, cfg.max_head) {
         Ok(Some(h)) => h,
         Ok(None) | Err(HeadError::TooLarge) => {
-            shard.metrics.borrow_mut().c.head_too_large += 1;
+            ctx.metrics.borrow_mut().c.head_too_large += 1;
             return answer_locally(respond, 431, is_head);
         }
         Err(e) => {
-            shard.metrics.borrow_mut().c.bad_request += 1;
-            tracing::debug!(peer = %ctx.peer, error = %e, "bad HTTP/2 request");
+            ctx.metrics.borrow_mut().c.bad_request += 1;
+            tracing::debug!(peer = %cc.peer, error = %e, "bad HTTP/2 request");
             return answer_locally(respond, e.status(), is_head);
         }
     };
-    let backend = shard
+    let backend = ctx
         .shared
         .router
         .route(head.host.clone().map(|r| &h1[r]), &h1[head.path.clone()]);
     let Some(backend) = backend else {
-        shard.metrics.borrow_mut().c.no_route += 1;
+        ctx.metrics.borrow_mut().c.no_route += 1;
         return answer_locally(respond, 404, is_head);
     };
-    let server = shard.choose_server(backend);
+    let slot = ctx.upstreams.choose(backend);
     let mut upstream = Vec::with_capacity(h1.len() + 128);
     http1::write_request_upstream(
         &h1,
         &head,
         &http1::Forwarded {
-            client_ip: ctx.peer,
+            client_ip: cc.peer,
             proto: "http",
             via: VIA,
         },
         &mut upstream,
     );
-    let first = ctx.first.replace(false);
-    let backend_timeout = cfg.timeouts.backend;
+    let req = exchange::Request {
+        slot,
+        method: head.method,
+        head: &upstream,
+    };
+    let idle = cfg.timeouts.client_idle;
+    let mut src = H2Body {
+        body: &mut body,
+        framing: head.framing,
+        pending: has_body,
+        idle,
+    };
     let mut bbuf = Buf::with_capacity(BUF_SIZE);
-    let mut retried = false;
-
-    loop {
-        let (mut bc, reused) = match shard.acquire(server, first, retried).await {
-            Ok(x) => x,
-            Err(e) => {
-                if let AcquireError::Refused(err) = &e {
-                    tracing::debug!(error = %err, "backend connect refused");
-                }
-                return answer_locally(respond, e.status(), is_head);
-            }
+    let result = {
+        let mut sink = H2Sink {
+            respond: &mut *respond,
+            idle,
         };
-        bc.begin_request(backend_timeout);
-        bbuf.clear();
-        let retryable = reused && !retried && !has_body && head.method.is_idempotent();
-
-        if let Err(e) = bc.stream.write_all(&upstream).await {
-            shard.release(bc, false);
-            if retryable {
-                retried = true;
-                shard.metrics.borrow_mut().c.retries += 1;
-                continue;
-            }
-            tracing::debug!(error = %e, "writing the request head to the backend failed");
-            shard.metrics.borrow_mut().c.backend_errors += 1;
-            return answer_locally(respond, 502, is_head);
+        exchange::forward(&ctx, &cc.session, &req, &mut src, &mut sink, &mut bbuf).await
+    };
+    match result {
+        Ok(ex) => ex.status,
+        Err(Failure::Answer { status, .. }) => answer_locally(respond, status, is_head),
+        Err(Failure::ClientGone) => {
+            respond.send_reset(Reason::CANCEL);
+            499
         }
-
-        // The body goes up on a second stream object (one side writes while the other
-        // reads the response).
-        let mut backend_w = if has_body {
-            match crate::fd::duplicate(&bc.stream) {
-                Ok(w) => {
-                    let _ = w.set_write_timeout(Some(backend_timeout));
-                    Some(w)
-                }
-                Err(e) => {
-                    tracing::debug!(error = %e, "cannot duplicate a socket (fd limit?)");
-                    shard.release(bc, false);
-                    shard.metrics.borrow_mut().c.local_exhaustion += 1;
-                    return answer_locally(respond, 503, is_head);
-                }
-            }
-        } else {
-            None
-        };
-        let (relayed, uploaded) = {
-            let mut up = pin!(upload(
-                cfg.timeouts.client_idle,
-                &mut body,
-                head.framing,
-                backend_w.as_mut()
-            ));
-            let mut down = pin!(relay(&shard, head.method, &mut bc, &mut bbuf, respond));
-            let mut up_done: Option<Result<(), UploadError>> = None;
-            let relayed = poll_fn(|cx| {
-                if up_done.is_none() {
-                    if let Poll::Ready(r) = up.as_mut().poll(cx) {
-                        up_done = Some(r);
-                    }
-                }
-                if let Some(Err(UploadError::Client)) = &up_done {
-                    return Poll::Ready(None);
-                }
-                down.as_mut().poll(cx).map(Some)
-            })
-            .await;
-            (relayed, up_done)
-        };
-        drop(backend_w);
-        let body_sent = matches!(uploaded, Some(Ok(())));
-        match relayed {
-            None => {
-                // The client reset the stream or broke its body: abandon the exchange.
-                shard.release(bc, false);
-                shard.metrics.borrow_mut().c.client_aborts += 1;
-                respond.send_reset(Reason::CANCEL);
-                return 499;
-            }
-            Some(Ok((status, reusable))) => {
-                shard.release(bc, reusable && body_sent);
-                return status;
-            }
-            Some(Err(RelayError::BeforeHead(RespErr::NothingReceived(_)))) if retryable => {
-                shard.release(bc, false);
-                retried = true;
-                shard.metrics.borrow_mut().c.retries += 1;
-                continue;
-            }
-            Some(Err(RelayError::BeforeHead(RespErr::NothingReceived(e) | RespErr::Io(e)))) => {
-                shard.release(bc, false);
-                let status = if e.kind() == io::ErrorKind::TimedOut {
-                    shard.metrics.borrow_mut().c.backend_timeouts += 1;
-                    504
-                } else {
-                    shard.metrics.borrow_mut().c.backend_errors += 1;
-                    502
-                };
-                if let Some(Err(UploadError::Backend(e))) = &uploaded {
-                    tracing::debug!(error = %e, "backend stopped reading the request body");
-                }
-                tracing::debug!(error = %e, status, "backend failed before responding");
-                return answer_locally(respond, status, is_head);
-            }
-            Some(Err(RelayError::BeforeHead(RespErr::Bad(e)))) => {
-                tracing::debug!(error = %e, "backend sent a bad response head");
-                shard.release(bc, false);
-                shard.metrics.borrow_mut().c.backend_errors += 1;
-                return answer_locally(respond, 502, is_head);
-            }
-            Some(Err(RelayError::Switching)) => {
-                tracing::debug!("backend answered 101 to an HTTP/2 request");
-                shard.release(bc, false);
-                shard.metrics.borrow_mut().c.backend_errors += 1;
-                return answer_locally(respond, 502, is_head);
-            }
-            Some(Err(RelayError::ClientGone)) => {
-                shard.release(bc, false);
-                shard.metrics.borrow_mut().c.client_aborts += 1;
-                return 499;
-            }
-            Some(Err(RelayError::AfterHead(status))) => {
-                shard.release(bc, false);
-                shard.metrics.borrow_mut().c.backend_errors += 1;
-                return status;
-            }
-        }
+        Err(Failure::Broken {
+            client_gone: true, ..
+        }) => 499,
+        Err(Failure::Broken { status, .. }) => status,
     }
 }
 
@@ -465,132 +330,141 @@ fn build_h1_head(parts: &http::request::Parts, has_body: bool, out: &mut Vec<u8>
     true
 }
 
-/// Sends the request body to the backend (`dst`; `None` when there is none), releasing
-/// flow-control capacity to the client as each piece is written. Trailers are ignored.
-async fn upload(
-    idle: Duration,
-    body: &mut RecvStream,
+/// The request body of one stream: DATA frames, written to the backend as the HTTP/1.1
+/// framing of the head says (by length, or chunk-encoded here), with flow-control
+/// capacity released to the client as each piece is written. Trailers are ignored.
+struct H2Body<'a> {
+    body: &'a mut RecvStream,
     framing: Framing,
-    dst: Option<&mut TcpStream>,
-) -> Result<(), UploadError> {
-    let Some(dst) = dst else { return Ok(()) };
-    let chunked = framing == Framing::Chunked;
-    let mut frame = Vec::new();
-    loop {
-        // A client that stops sending its body for `idle` is given up on, as in HTTP/1.1.
-        let next = glommio::timer::timeout(idle, async { Ok(body.data().await) })
-            .await
-            .map_err(|_| UploadError::Client)?;
-        let Some(data) = next else { break };
-        let data = data.map_err(|_| UploadError::Client)?;
-        let n = data.len();
-        if n == 0 {
-            continue;
+    pending: bool,
+    idle: Duration,
+}
+
+impl BodySource for H2Body<'_> {
+    fn pending(&self) -> bool {
+        self.pending
+    }
+
+    /// Always: the client sends at the pace its window allows, and the backend may
+    /// answer first.
+    fn duplex(&self) -> bool {
+        true
+    }
+
+    async fn send<W: AsyncWrite + Unpin>(&mut self, dst: &mut W) -> Result<(), BodyError> {
+        let chunked = self.framing == Framing::Chunked;
+        let mut frame = Vec::new();
+        loop {
+            // A client that stops sending its body for `idle` is given up on, as in HTTP/1.1.
+            let next = glommio::timer::timeout(self.idle, async { Ok(self.body.data().await) })
+                .await
+                .map_err(|_| BodyError::Client)?;
+            let Some(data) = next else { break };
+            let data = data.map_err(|_| BodyError::Client)?;
+            let n = data.len();
+            if n == 0 {
+                continue;
+            }
+            if chunked {
+                frame.clear();
+                frame.extend_from_slice(format!("{n:x}\r\n").as_bytes());
+                frame.extend_from_slice(&data);
+                frame.extend_from_slice(b"\r\n");
+                dst.write_all(&frame).await.map_err(BodyError::Backend)?;
+            } else {
+                dst.write_all(&data).await.map_err(BodyError::Backend)?;
+            }
+            let _ = self.body.flow_control().release_capacity(n);
         }
         if chunked {
-            frame.clear();
-            frame.extend_from_slice(format!("{n:x}\r\n").as_bytes());
-            frame.extend_from_slice(&data);
-            frame.extend_from_slice(b"\r\n");
-            dst.write_all(&frame).await.map_err(UploadError::Backend)?;
-        } else {
-            dst.write_all(&data).await.map_err(UploadError::Backend)?;
+            dst.write_all(b"0\r\n\r\n")
+                .await
+                .map_err(BodyError::Backend)?;
         }
-        let _ = body.flow_control().release_capacity(n);
+        self.pending = false;
+        Ok(())
     }
-    if chunked {
-        dst.write_all(b"0\r\n\r\n")
-            .await
-            .map_err(UploadError::Backend)?;
-    }
-    Ok(())
 }
 
-/// Runs `fut` unless the client resets the stream first (`reset` polls for that): `None`.
-async fn or_reset<F: Future>(
-    fut: F,
-    mut reset: impl FnMut(&mut Context<'_>) -> Poll<()>,
-) -> Option<F::Output> {
-    let mut fut = pin!(fut);
-    poll_fn(|cx| {
-        if let Poll::Ready(v) = fut.as_mut().poll(cx) {
-            return Poll::Ready(Some(v));
+/// The client end of one stream's response.
+struct H2Sink<'a> {
+    respond: &'a mut SendResponse<Bytes>,
+    idle: Duration,
+}
+
+impl ResponseSink for H2Sink<'_> {
+    fn can_switch(&self) -> bool {
+        false
+    }
+
+    fn poll_gone(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        self.respond.poll_reset(cx).map(|_| ())
+    }
+
+    async fn deliver<R: AsyncRead + Unpin>(
+        &mut self,
+        resp: &ResponseHead,
+        bbuf: &mut Buf,
+        src: &mut R,
+    ) -> Result<bool, DeliverError> {
+        let response = response_head(bbuf.data(), resp);
+        bbuf.consume(resp.head_len);
+        let empty = matches!(resp.framing, Framing::Empty | Framing::Length(0));
+        let mut send = self
+            .respond
+            .send_response(response, empty)
+            .map_err(|_| DeliverError::ClientGone)?;
+        if empty {
+            return Ok(true);
         }
-        reset(cx).map(|()| None)
-    })
-    .await
-}
-
-/// Reads once more from the backend into the (empty) `bbuf`; EOF is an error.
-async fn fill(bbuf: &mut Buf, src: &mut TcpStream) -> io::Result<()> {
-    bbuf.clear();
-    match bbuf.fill_from(src).await {
-        Ok(0) => Err(io::Error::new(
-            io::ErrorKind::UnexpectedEof,
-            "backend response body ended early",
-        )),
-        Ok(_) => Ok(()),
-        Err(e) => Err(e),
-    }
-}
-
-/// Reads the backend's response head, sends it to the client as HTTP/2 and streams the
-/// body. Returns the status and whether the backend connection may be reused.
-async fn relay(
-    shard: &Rc<Shard>,
-    method: Method,
-    bc: &mut BackendConn,
-    bbuf: &mut Buf,
-    respond: &mut SendResponse<Bytes>,
-) -> Result<(u16, bool), RelayError> {
-    let max_head = shard.config().max_head;
-    let resp = or_reset(read_response_head(max_head, bc, bbuf, method), |cx| {
-        respond.poll_reset(cx).map(|_| ())
-    })
-    .await
-    .ok_or(RelayError::ClientGone)?
-    .map_err(RelayError::BeforeHead)?;
-    if resp.status == 101 {
-        return Err(RelayError::Switching);
-    }
-    let response = response_head(bbuf.data(), &resp);
-    bbuf.consume(resp.head_len);
-    let empty = matches!(resp.framing, Framing::Empty | Framing::Length(0));
-    let mut send = respond
-        .send_response(response, empty)
-        .map_err(|_| RelayError::ClientGone)?;
-    let status = resp.status;
-    let reusable = resp.keep_alive && resp.framing != Framing::UntilClose;
-    if empty {
-        return Ok((status, reusable && bbuf.is_empty()));
-    }
-    let idle = shard.config().timeouts.client_idle;
-    match stream_body(idle, resp.framing, bc, bbuf, &mut send).await {
-        Ok(()) => Ok((status, reusable && bbuf.is_empty())),
-        Err(BodyError::Client) => Err(RelayError::ClientGone),
-        Err(BodyError::Backend(why)) => {
-            tracing::debug!(error = %why, "backend response body failed");
-            send.send_reset(Reason::INTERNAL_ERROR);
-            Err(RelayError::AfterHead(status))
+        match stream_body(self.idle, resp.framing, src, bbuf, &mut send).await {
+            Ok(()) => Ok(true),
+            Err(BodyErr::Client) => Err(DeliverError::ClientGone),
+            Err(BodyErr::Backend(why)) => {
+                tracing::debug!(error = %why, "backend response body failed");
+                send.send_reset(Reason::INTERNAL_ERROR);
+                Err(DeliverError::Backend)
+            }
         }
     }
 }
 
-enum BodyError {
+enum BodyErr {
     Client,
     Backend(io::Error),
 }
 
-/// Reads more of a response body, unless the client resets the stream first.
-async fn read_more(
-    bbuf: &mut Buf,
-    src: &mut TcpStream,
+/// Runs `fut` unless the client resets the stream first: `None`.
+async fn or_reset<F: std::future::Future>(
+    fut: F,
     send: &mut SendStream<Bytes>,
-) -> Result<(), BodyError> {
-    match or_reset(fill(bbuf, src), |cx| send.poll_reset(cx).map(|_| ())).await {
-        None => Err(BodyError::Client),
-        Some(Err(e)) => Err(BodyError::Backend(e)),
-        Some(Ok(())) => Ok(()),
+) -> Option<F::Output> {
+    let mut fut = std::pin::pin!(fut);
+    poll_fn(|cx| {
+        if let Poll::Ready(v) = fut.as_mut().poll(cx) {
+            return Poll::Ready(Some(v));
+        }
+        send.poll_reset(cx).map(|_| None)
+    })
+    .await
+}
+
+/// Reads more of a response body into the (empty) `bbuf`, unless the client resets the
+/// stream first. EOF is an error (the body ended early).
+async fn read_more<R: AsyncRead + Unpin>(
+    bbuf: &mut Buf,
+    src: &mut R,
+    send: &mut SendStream<Bytes>,
+) -> Result<(), BodyErr> {
+    bbuf.clear();
+    match or_reset(bbuf.fill_from(src), send).await {
+        None => Err(BodyErr::Client),
+        Some(Ok(0)) => Err(BodyErr::Backend(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "backend response body ended early",
+        ))),
+        Some(Ok(_)) => Ok(()),
+        Some(Err(e)) => Err(BodyErr::Backend(e)),
     }
 }
 
@@ -601,33 +475,33 @@ async fn send_piece(
     piece: Bytes,
     end: bool,
     idle: Duration,
-) -> Result<(), BodyError> {
+) -> Result<(), BodyErr> {
     let sent =
         glommio::timer::timeout(idle, async { Ok(h2s::send_body(send, piece, end).await) }).await;
     match sent {
         Ok(Ok(())) => Ok(()),
-        Ok(Err(_)) => Err(BodyError::Client),
+        Ok(Err(_)) => Err(BodyErr::Client),
         Err(_) => {
             send.send_reset(Reason::CANCEL);
-            Err(BodyError::Client)
+            Err(BodyErr::Client)
         }
     }
 }
 
 /// Streams a response body from the backend to the client stream.
-async fn stream_body(
+async fn stream_body<R: AsyncRead + Unpin>(
     idle: Duration,
     framing: Framing,
-    bc: &mut BackendConn,
+    src: &mut R,
     bbuf: &mut Buf,
     send: &mut SendStream<Bytes>,
-) -> Result<(), BodyError> {
+) -> Result<(), BodyErr> {
     match framing {
         Framing::Empty => send_piece(send, Bytes::new(), true, idle).await,
         Framing::Length(mut left) => {
             while left > 0 {
                 if bbuf.is_empty() {
-                    read_more(bbuf, &mut bc.stream, send).await?;
+                    read_more(bbuf, src, send).await?;
                 }
                 let take = (bbuf.len() as u64).min(left) as usize;
                 left -= take as u64;
@@ -642,12 +516,12 @@ async fn stream_body(
             let mut plain = Vec::with_capacity(BUF_SIZE);
             loop {
                 if bbuf.is_empty() {
-                    read_more(bbuf, &mut bc.stream, send).await?;
+                    read_more(bbuf, src, send).await?;
                 }
                 plain.clear();
                 let (used, done) = scanner
                     .feed_decoded(bbuf.data(), |d| plain.extend_from_slice(d))
-                    .map_err(|e| BodyError::Backend(io::Error::other(e)))?;
+                    .map_err(|e| BodyErr::Backend(io::Error::other(e)))?;
                 bbuf.consume(used);
                 if done || !plain.is_empty() {
                     let piece = Bytes::copy_from_slice(&plain);
@@ -660,9 +534,9 @@ async fn stream_body(
         }
         Framing::UntilClose => loop {
             if bbuf.is_empty() {
-                match read_more(bbuf, &mut bc.stream, send).await {
+                match read_more(bbuf, src, send).await {
                     Ok(()) => {}
-                    Err(BodyError::Backend(e)) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                    Err(BodyErr::Backend(e)) if e.kind() == io::ErrorKind::UnexpectedEof => {
                         return send_piece(send, Bytes::new(), true, idle).await;
                     }
                     Err(e) => return Err(e),
@@ -734,6 +608,7 @@ fn answer_locally(respond: &mut SendResponse<Bytes>, status: u16, is_head: bool)
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ringway_http1::Method;
 
     fn head_of(req: http::Request<()>, has_body: bool) -> String {
         let (parts, ()) = req.into_parts();

@@ -1,4 +1,4 @@
-//! The sans-IO HTTP/1.1 codec of the proxy path.
+//! ringway-http1: the sans-IO HTTP/1.1 codec of the proxy path.
 //!
 //! This module owns everything ringway knows about HTTP/1.1 *bytes*: parsing a request or
 //! response head out of a buffer ([`parse_request`], [`parse_response`]), deciding how the
@@ -9,13 +9,16 @@
 //!
 //! It must never do I/O, know about glommio or sockets, allocate while parsing, or panic on
 //! input: every function here is a pure function over byte slices that the proxy loop
-//! (`proxy.rs`) drives. Writers only ever *extend* the caller's (reused) output buffer.
+//! (`engine/src/front/h1.rs`) drives. It is its own crate so that
+//! the promise is a compile-time fact: it depends on `httparse` and `thiserror` only, and
+//! holds no `unsafe`. Writers only ever *extend* the caller's (reused) output buffer.
 //!
 //! Files, one concept each: `request.rs` (request head and smuggling checks), `response.rs`
 //! (response head and its framing), `fields.rs` (header-value grammar shared by both),
 //! `rewrite.rs` (the request head we send upstream, and the hop-by-hop rules),
 //! `downstream.rs` (the response head we send to the client), `canned.rs` (the error
 //! responses ringway makes itself), `chunked.rs` and `length.rs` (body boundaries).
+#![forbid(unsafe_code)]
 
 mod canned;
 mod chunked;

@@ -1,0 +1,485 @@
+//! One request's exchange with a backend, the same for every front.
+//!
+//! A front (HTTP/1.1 or HTTP/2 today, TLS fronts next) turns a client request into a
+//! [`Request`] — the pool slot chosen by routing, the method and the head to send
+//! upstream — plus a [`BodySource`] for the body still to come, and gives a
+//! [`ResponseSink`] that turns a backend response back into its protocol. [`forward`]
+//! does everything in between, once: takes a [`Lease`] (through the client's
+//! [`Session`], which keeps private connections for `--reuse never`), sends the head,
+//! streams the body while the response comes back when it must, applies the retry rule,
+//! bounds the backend by `--timeout-backend`, decides whether the connection can be
+//! pooled again, counts errors, and maps every failure to what the client should get
+//! ([`Failure`]). The front then says it in its own protocol.
+//!
+//! The retry rule: an idempotent request with no body still to send, whose *reused*
+//! connection failed before any response byte (the server closed it while idle), is
+//! sent once more on a fresh connection. Never after a response byte; never twice.
+
+use std::cell::{Cell, RefCell};
+use std::future::{poll_fn, Future};
+use std::io;
+use std::pin::pin;
+use std::rc::Rc;
+use std::task::{Context, Poll};
+
+use futures_lite::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use ringway_http1::{self as http1, Framing, HeadError, Method, ResponseHead};
+use ringway_pool::{ReuseMode, ServerId};
+
+use crate::buf::Buf;
+use crate::ctx::ShardCtx;
+use crate::duplex::Duplex;
+use crate::upstream::{AcquireError, Lease, Upstreams};
+
+/// A client connection's standing with the backends: whether its first request is yet
+/// to be sent (HAProxy's reuse modes treat it apart), and, with `--reuse never`, the
+/// backend connections private to it, kept between its requests (one per concurrent
+/// request at most) and closed with it.
+#[derive(Default)]
+pub struct Session {
+    first: Cell<bool>,
+    private: RefCell<Vec<Lease>>,
+}
+
+impl Session {
+    pub fn new() -> Session {
+        Session {
+            first: Cell::new(true),
+            private: RefCell::new(Vec::new()),
+        }
+    }
+
+    async fn lease(
+        &self,
+        ups: &Rc<Upstreams>,
+        slot: ServerId,
+        first: bool,
+        fresh: bool,
+    ) -> Result<Lease, AcquireError> {
+        if !fresh {
+            let mut private = self.private.borrow_mut();
+            if let Some(i) = private.iter().position(|l| l.slot() == slot) {
+                return Ok(private.swap_remove(i));
+            }
+        }
+        ups.acquire(slot, first, fresh).await
+    }
+
+    /// The exchange is over with this lease: keep it private (`--reuse never`) or let it
+    /// go back to the pool (or close) as it was marked.
+    fn finish(&self, lease: Lease, reuse: ReuseMode) {
+        if lease.is_reusable() && reuse == ReuseMode::Never {
+            self.private.borrow_mut().push(lease);
+        }
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        // Private connections end with their client (a plain close, not a policy RST).
+        for mut lease in self.private.get_mut().drain(..) {
+            lease.set_reusable(false);
+        }
+    }
+}
+
+/// What a front asks the exchange to send.
+pub struct Request<'a> {
+    /// Where: the pool slot of the server routing chose.
+    pub slot: ServerId,
+    pub method: Method,
+    /// The head to send upstream, with the body already folded in when it was small and
+    /// complete (then `BodySource::pending` is false).
+    pub head: &'a [u8],
+}
+
+/// Why a request body could not be sent.
+pub enum BodyError {
+    /// The client went away, reset the stream, or stopped sending.
+    Client,
+    /// The body's framing is broken (bad chunk syntax): a 400.
+    Framing,
+    /// The backend stopped reading it.
+    Backend(io::Error),
+}
+
+/// The request body still to come from the client.
+#[allow(async_fn_in_trait)] // one shard, one thread: no `Send` bound is ever wanted
+pub trait BodySource {
+    /// True while body bytes remain to be sent after the head.
+    fn pending(&self) -> bool;
+    /// Whether the body must flow while the response is read: a backend may answer (and
+    /// stop reading) before a large or unbounded body ends.
+    fn duplex(&self) -> bool;
+    /// Sends the rest of the body to the backend.
+    async fn send<W: AsyncWrite + Unpin>(&mut self, dst: &mut W) -> Result<(), BodyError>;
+}
+
+/// Why a response could not be passed on after it started.
+pub enum DeliverError {
+    /// The client went away (or reset the stream).
+    ClientGone,
+    /// The backend's body broke (ended early, bad chunking, timed out).
+    Backend,
+}
+
+/// Where the response goes: the client, in the front's protocol.
+#[allow(async_fn_in_trait)]
+pub trait ResponseSink {
+    /// Whether a `101 Switching Protocols` can be passed on (HTTP/1.1 only).
+    fn can_switch(&self) -> bool;
+    /// Ready once the client has given up on this request (HTTP/2 `RST_STREAM`), so a
+    /// wait for the backend's head is abandoned. HTTP/1.1 notices on its next write.
+    fn poll_gone(&mut self, _cx: &mut Context<'_>) -> Poll<()> {
+        Poll::Pending
+    }
+    /// Sends the response head (`resp`, its bytes at the front of `bbuf`) and streams
+    /// the body from `src`. Consumes what it used of `bbuf`. Returns whether the client
+    /// connection may carry another request.
+    async fn deliver<R: AsyncRead + Unpin>(
+        &mut self,
+        resp: &ResponseHead,
+        bbuf: &mut Buf,
+        src: &mut R,
+    ) -> Result<bool, DeliverError>;
+}
+
+/// A response passed on to its end.
+pub struct Exchanged {
+    pub status: u16,
+    /// The client connection may carry another request.
+    pub client_keep_alive: bool,
+    /// After a `101`: the backend connection, for the front to tunnel (or drop).
+    pub upgraded: Option<Lease>,
+}
+
+/// What the client should get when the exchange failed.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Failure {
+    /// Nothing was sent to the client yet: answer `status`; `close` when the client
+    /// connection can no longer be trusted (its request body was not all read).
+    Answer { status: u16, close: bool },
+    /// The client went away before the response started (499 in the metrics).
+    ClientGone,
+    /// The response started and then broke: the only way to say so is to close the
+    /// client connection (or reset the stream). `status` is the one that was sent.
+    Broken { status: u16, client_gone: bool },
+}
+
+/// Forwards one request and its response. See the module docs.
+pub async fn forward(
+    ctx: &ShardCtx,
+    session: &Session,
+    req: &Request<'_>,
+    src: &mut impl BodySource,
+    sink: &mut impl ResponseSink,
+    bbuf: &mut Buf,
+) -> Result<Exchanged, Failure> {
+    let cfg = ctx.config();
+    let (backend_timeout, max_head) = (cfg.timeouts.backend, cfg.max_head);
+    let first = session.first.replace(false);
+    let reuse = ctx.upstreams.reuse_mode();
+    let mut retried = false;
+    loop {
+        let mut lease = match session
+            .lease(&ctx.upstreams, req.slot, first, retried)
+            .await
+        {
+            Ok(l) => l,
+            Err(e) => {
+                if let AcquireError::Refused(err) = &e {
+                    tracing::debug!(error = %err, "backend connect refused");
+                }
+                return Err(Failure::Answer {
+                    status: e.status(),
+                    close: src.pending(),
+                });
+            }
+        };
+        lease.begin_request(backend_timeout);
+        bbuf.clear();
+        let retryable = lease.reused() && !retried && !src.pending() && req.method.is_idempotent();
+
+        if let Err(e) = lease.transport().write_all(req.head).await {
+            drop(lease);
+            if retryable {
+                retried = true;
+                ctx.metrics.borrow_mut().c.retries += 1;
+                continue;
+            }
+            tracing::debug!(error = %e, "writing the request head to the backend failed");
+            ctx.metrics.borrow_mut().c.backend_errors += 1;
+            return Err(Failure::Answer {
+                status: 502,
+                close: src.pending(),
+            });
+        }
+
+        let (relayed, body_sent) = {
+            let backend = Duplex::new(lease.transport());
+            let (mut up, mut down) = (&backend, &backend);
+            if src.pending() && !src.duplex() {
+                // Small body: send it all, then read the answer.
+                if let Err(e) = src.send(&mut up).await {
+                    return Err(body_failed(ctx, e));
+                }
+                (
+                    relay(sink, req.method, max_head, bbuf, &mut down).await,
+                    true,
+                )
+            } else if src.pending() {
+                match duplex(ctx, src, sink, req.method, max_head, bbuf, &backend).await {
+                    Ok(x) => x,
+                    Err(f) => return Err(f),
+                }
+            } else {
+                (
+                    relay(sink, req.method, max_head, bbuf, &mut down).await,
+                    true,
+                )
+            }
+        };
+
+        match relayed {
+            Ok((status, client_keep_alive, backend_ok)) => {
+                if status == 101 {
+                    lease.set_reusable(false);
+                    return Ok(Exchanged {
+                        status,
+                        client_keep_alive: false,
+                        upgraded: Some(lease),
+                    });
+                }
+                // Both framings intact, nothing unread on the connection: it can carry
+                // another request. A body the backend answered before it was all sent
+                // leaves neither connection trustworthy.
+                lease.set_reusable(backend_ok && body_sent && bbuf.is_empty());
+                session.finish(lease, reuse);
+                return Ok(Exchanged {
+                    status,
+                    client_keep_alive: client_keep_alive && body_sent,
+                    upgraded: None,
+                });
+            }
+            Err(RelayError::NothingReceived(_)) if retryable => {
+                drop(lease);
+                retried = true;
+                ctx.metrics.borrow_mut().c.retries += 1;
+                continue;
+            }
+            Err(RelayError::NothingReceived(e) | RelayError::Io(e)) => {
+                let status = if e.kind() == io::ErrorKind::TimedOut {
+                    ctx.metrics.borrow_mut().c.backend_timeouts += 1;
+                    504
+                } else {
+                    ctx.metrics.borrow_mut().c.backend_errors += 1;
+                    502
+                };
+                tracing::debug!(error = %e, status, "backend failed before responding");
+                return Err(Failure::Answer {
+                    status,
+                    close: !body_sent,
+                });
+            }
+            Err(RelayError::Bad(e)) => {
+                tracing::debug!(error = %e, "backend sent a bad response head");
+                ctx.metrics.borrow_mut().c.backend_errors += 1;
+                return Err(Failure::Answer {
+                    status: 502,
+                    close: true,
+                });
+            }
+            Err(RelayError::Switching) => {
+                tracing::debug!("backend answered 101 to a request that cannot switch");
+                ctx.metrics.borrow_mut().c.backend_errors += 1;
+                return Err(Failure::Answer {
+                    status: 502,
+                    close: !body_sent,
+                });
+            }
+            Err(RelayError::ClientGoneBeforeHead) => {
+                ctx.metrics.borrow_mut().c.client_aborts += 1;
+                return Err(Failure::ClientGone);
+            }
+            Err(RelayError::AfterHead {
+                status,
+                client_gone,
+            }) => {
+                let mut m = ctx.metrics.borrow_mut();
+                if client_gone {
+                    m.c.client_aborts += 1;
+                } else {
+                    m.c.backend_errors += 1;
+                }
+                return Err(Failure::Broken {
+                    status,
+                    client_gone,
+                });
+            }
+        }
+    }
+}
+
+/// Maps a request body that could not be sent (nothing was answered yet).
+fn body_failed(ctx: &ShardCtx, e: BodyError) -> Failure {
+    let mut m = ctx.metrics.borrow_mut();
+    match e {
+        BodyError::Client => {
+            m.c.client_aborts += 1;
+            Failure::ClientGone
+        }
+        BodyError::Framing => {
+            m.c.bad_request += 1;
+            Failure::Answer {
+                status: 400,
+                close: true,
+            }
+        }
+        BodyError::Backend(e) => {
+            tracing::debug!(error = %e, "backend stopped reading the request body");
+            m.c.backend_errors += 1;
+            Failure::Answer {
+                status: 502,
+                close: true,
+            }
+        }
+    }
+}
+
+type Relayed = Result<(u16, bool, bool), RelayError>;
+
+/// Sends the body and relays the response at the same time. A body the client breaks
+/// ends the exchange; a backend that stops reading it may still answer.
+#[allow(clippy::too_many_arguments)]
+async fn duplex<T: AsyncRead + AsyncWrite + Unpin>(
+    ctx: &ShardCtx,
+    src: &mut impl BodySource,
+    sink: &mut impl ResponseSink,
+    method: Method,
+    max_head: usize,
+    bbuf: &mut Buf,
+    backend: &Duplex<'_, T>,
+) -> Result<(Relayed, bool), Failure> {
+    let (mut up, mut down) = (backend, backend);
+    let mut request = pin!(src.send(&mut up));
+    let mut response = pin!(relay(sink, method, max_head, bbuf, &mut down));
+    let mut request_done: Option<Result<(), BodyError>> = None;
+    let relayed = poll_fn(|cx| {
+        if request_done.is_none() {
+            if let Poll::Ready(r) = request.as_mut().poll(cx) {
+                request_done = Some(r);
+            }
+        }
+        if let Some(Err(BodyError::Client | BodyError::Framing)) = &request_done {
+            return Poll::Ready(None);
+        }
+        response.as_mut().poll(cx).map(Some)
+    })
+    .await;
+    match (relayed, request_done) {
+        (Some(r), done) => Ok((r, matches!(done, Some(Ok(()))))),
+        (None, Some(Err(e))) => Err(body_failed(ctx, e)),
+        (None, _) => Err(Failure::ClientGone),
+    }
+}
+
+/// How relaying a response failed.
+enum RelayError {
+    /// The connection failed before any response byte (retryable on a reused one).
+    NothingReceived(io::Error),
+    Io(io::Error),
+    Bad(HeadError),
+    /// A `101` the front cannot pass on.
+    Switching,
+    /// The client gave up while the backend's head was awaited.
+    ClientGoneBeforeHead,
+    /// The response started and then broke.
+    AfterHead {
+        status: u16,
+        client_gone: bool,
+    },
+}
+
+/// Reads the backend's response head (skipping interim responses) and passes the
+/// response on. Returns (status, client keep-alive, backend framing intact).
+async fn relay<R: AsyncRead + Unpin>(
+    sink: &mut impl ResponseSink,
+    method: Method,
+    max_head: usize,
+    bbuf: &mut Buf,
+    src: &mut R,
+) -> Relayed {
+    let resp = {
+        let mut read = pin!(read_response_head(max_head, src, bbuf, method));
+        poll_fn(|cx| {
+            if let Poll::Ready(r) = read.as_mut().poll(cx) {
+                return Poll::Ready(Some(r));
+            }
+            sink.poll_gone(cx).map(|()| None)
+        })
+        .await
+    };
+    let resp = match resp {
+        None => return Err(RelayError::ClientGoneBeforeHead),
+        Some(r) => r?,
+    };
+    if resp.status == 101 && !sink.can_switch() {
+        return Err(RelayError::Switching);
+    }
+    let client_keep_alive =
+        sink.deliver(&resp, bbuf, src)
+            .await
+            .map_err(|e| RelayError::AfterHead {
+                status: resp.status,
+                client_gone: matches!(e, DeliverError::ClientGone),
+            })?;
+    // After a 101 the connection speaks another protocol: never pool it.
+    let backend_ok = resp.keep_alive && resp.framing != Framing::UntilClose && resp.status != 101;
+    Ok((resp.status, client_keep_alive, backend_ok))
+}
+
+/// Reads until a complete final response head is buffered in `bbuf` (interim `1xx`
+/// other than 101 are dropped: the client was already told to continue).
+async fn read_response_head<R: AsyncRead + Unpin>(
+    max_head: usize,
+    src: &mut R,
+    bbuf: &mut Buf,
+    method: Method,
+) -> Result<ResponseHead, RelayError> {
+    let mut received = false;
+    loop {
+        if !bbuf.is_empty() {
+            match http1::parse_response(bbuf.data(), method, max_head) {
+                Ok(Some(r)) if r.is_interim() && r.status != 101 => {
+                    bbuf.consume(r.head_len);
+                    continue;
+                }
+                Ok(Some(r)) => return Ok(r),
+                Ok(None) => {}
+                Err(e) => return Err(RelayError::Bad(e)),
+            }
+        }
+        if bbuf.spare_capacity() == 0 && !bbuf.grow(max_head + 1) {
+            return Err(RelayError::Bad(HeadError::TooLarge));
+        }
+        match bbuf.fill_from(src).await {
+            Ok(0) => {
+                let e = io::Error::new(io::ErrorKind::UnexpectedEof, "backend closed");
+                return Err(if received {
+                    RelayError::Io(e)
+                } else {
+                    RelayError::NothingReceived(e)
+                });
+            }
+            Ok(_) => received = true,
+            Err(e) if e.kind() == io::ErrorKind::TimedOut => return Err(RelayError::Io(e)),
+            Err(e) => {
+                return Err(if received {
+                    RelayError::Io(e)
+                } else {
+                    RelayError::NothingReceived(e)
+                })
+            }
+        }
+    }
+}

@@ -1,0 +1,439 @@
+//! The HTTP/1.1 front: read a client's requests one after another (pipelined ones in
+//! order), route each, hand it to the [exchange](crate::exchange) with an
+//! HTTP/1.1 body source and response sink, and answer what fails.
+//!
+//! This is the fast path and stays specialised behind the exchange: heads are rewritten
+//! in place from the client's buffer (`ringway_http1::write_request_upstream`), a small
+//! complete body travels in the same write as its head, chunked bodies are forwarded
+//! verbatim, and a small response leaves in one write (head and first body bytes).
+//! Each client connection is one task with two buffers it keeps for its life (client
+//! side, backend side) and one scratch vector for heads: nothing is allocated per
+//! request. Every failure becomes a status the client can read or, once a response has
+//! started, a closed connection; nothing here panics on what a peer sent.
+
+use std::io;
+use std::net::IpAddr;
+use std::rc::Rc;
+use std::time::Instant;
+
+use futures_lite::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use glommio::net::TcpStream;
+use ringway_http1::{self as http1, Framing, HeadError, RequestHead, ResponseHead};
+
+use crate::body::{copy_body, copy_dechunked, CopyError};
+use crate::buf::Buf;
+use crate::ctx::{Counted, ShardCtx};
+use crate::duplex::Duplex;
+use crate::exchange::{self, BodyError, BodySource, DeliverError, Failure, ResponseSink, Session};
+use crate::upstream::Lease;
+
+const VIA: &str = "1.1 ringway";
+/// Bodies up to this size are sent whole before the response is read.
+const DUPLEX_ABOVE: u64 = 256 << 10;
+
+/// Serves an HTTP/1.1 client connection whose first bytes are already in `buf`.
+pub async fn serve(ctx: Rc<ShardCtx>, stream: TcpStream, peer: IpAddr, buf: Buf) {
+    let mut c = Client {
+        ctx,
+        stream,
+        peer,
+        buf,
+        bbuf: Buf::with_capacity(super::BUF_SIZE),
+        out: Vec::with_capacity(1024),
+        session: Session::new(),
+    };
+    c.run().await;
+}
+
+/// What became of one request, for the connection's next step.
+struct Outcome {
+    status: u16,
+    keep_alive: bool,
+}
+
+impl Outcome {
+    fn close(status: u16) -> Outcome {
+        Outcome {
+            status,
+            keep_alive: false,
+        }
+    }
+}
+
+struct Client {
+    ctx: Rc<ShardCtx>,
+    stream: TcpStream,
+    peer: IpAddr,
+    /// Bytes from the client not yet consumed (head, body, next pipelined request).
+    buf: Buf,
+    /// Bytes from the backend not yet consumed.
+    bbuf: Buf,
+    /// Scratch for heads we write.
+    out: Vec<u8>,
+    session: Session,
+}
+
+enum HeadRead {
+    Head(RequestHead),
+    /// The client closed (or idled out) between requests: close quietly.
+    Closed,
+    /// The head did not complete in time.
+    Timeout,
+    Bad(HeadError),
+}
+
+impl Client {
+    /// Serves requests until the connection ends.
+    async fn run(&mut self) {
+        loop {
+            let head = match self.read_head().await {
+                HeadRead::Head(h) => h,
+                HeadRead::Closed => return,
+                HeadRead::Timeout => {
+                    self.ctx.metrics.borrow_mut().c.head_timeout += 1;
+                    self.send_error(408, true).await;
+                    return;
+                }
+                HeadRead::Bad(e) => {
+                    {
+                        let mut m = self.ctx.metrics.borrow_mut();
+                        if matches!(e, HeadError::TooLarge) {
+                            m.c.head_too_large += 1;
+                        } else {
+                            m.c.bad_request += 1;
+                        }
+                    }
+                    tracing::debug!(peer = %self.peer, error = %e, "bad request head");
+                    self.send_error(e.status(), true).await;
+                    return;
+                }
+            };
+            let start = Instant::now();
+            self.ctx.metrics.borrow_mut().c.requests += 1;
+            let outcome = {
+                let _inflight = Counted::new(&self.ctx, |l| &l.inflight);
+                self.handle(head).await
+            };
+            {
+                let mut m = self.ctx.metrics.borrow_mut();
+                // 499: the client went away; nothing was sent, nothing to count as a response.
+                if outcome.status != 499 {
+                    m.record_status(outcome.status);
+                }
+                let us = start.elapsed().as_micros() as u64;
+                let _ = m.latency.record(us.max(1));
+            }
+            if !outcome.keep_alive || self.ctx.load.draining.get() {
+                return;
+            }
+        }
+    }
+
+    /// Reads until a complete request head is buffered.
+    async fn read_head(&mut self) -> HeadRead {
+        let cfg = self.ctx.config();
+        let max_head = cfg.max_head;
+        let mut head_deadline: Option<Instant> = None;
+        loop {
+            if !self.buf.is_empty() {
+                match http1::parse_request(self.buf.data(), max_head) {
+                    Ok(Some(h)) => return HeadRead::Head(h),
+                    Ok(None) => {}
+                    Err(e) => return HeadRead::Bad(e),
+                }
+                if head_deadline.is_none() {
+                    head_deadline = Some(Instant::now() + cfg.timeouts.client_head);
+                }
+            }
+            let timeout = match head_deadline {
+                None => cfg.timeouts.client_idle,
+                Some(d) => {
+                    let left = d.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return HeadRead::Timeout;
+                    }
+                    left
+                }
+            };
+            let _ = self.stream.set_read_timeout(Some(timeout));
+            if self.buf.spare_capacity() == 0 && !self.buf.grow(max_head + 1) {
+                return HeadRead::Bad(HeadError::TooLarge);
+            }
+            match self.buf.fill_from(&mut self.stream).await {
+                Ok(0) => return HeadRead::Closed,
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::TimedOut => {
+                    return if head_deadline.is_some() {
+                        HeadRead::Timeout
+                    } else {
+                        HeadRead::Closed
+                    };
+                }
+                Err(_) => return HeadRead::Closed,
+            }
+        }
+    }
+
+    async fn send_error(&mut self, status: u16, close: bool) {
+        self.out.clear();
+        http1::write_error(status, close, &mut self.out);
+        let _ = self
+            .stream
+            .set_write_timeout(Some(self.ctx.config().timeouts.client_idle));
+        let _ = self.stream.write_all(&self.out).await;
+        if close {
+            let _ = self.stream.shutdown(std::net::Shutdown::Write).await;
+        }
+    }
+
+    async fn handle(&mut self, mut head: RequestHead) -> Outcome {
+        let ctx = self.ctx.clone();
+        let backend = {
+            let data = self.buf.data();
+            let host = head.host.clone().map(|r| &data[r]);
+            ctx.shared.router.route(host, &data[head.path.clone()])
+        };
+        let Some(backend) = backend else {
+            ctx.metrics.borrow_mut().c.no_route += 1;
+            // Answered without a backend; a body we did not read means we must close.
+            let close = !head.keep_alive || head.framing != Framing::Empty;
+            if !close {
+                self.buf.consume(head.head_len);
+            }
+            self.send_error(404, close).await;
+            return Outcome {
+                status: 404,
+                keep_alive: !close,
+            };
+        };
+        let slot = ctx.upstreams.choose(backend);
+
+        // The upstream head, kept until a response head arrives (a retry resends it).
+        self.out.clear();
+        http1::write_request_upstream(
+            self.buf.data(),
+            &head,
+            &http1::Forwarded {
+                client_ip: self.peer,
+                proto: "http",
+                via: VIA,
+            },
+            &mut self.out,
+        );
+        self.buf.consume(head.head_len);
+        // A body that is already here in full travels in the same write as the head (and
+        // is resent with it on a retry).
+        if let Framing::Length(n) = head.framing {
+            if n <= self.buf.len() as u64 {
+                self.out.extend_from_slice(&self.buf.data()[..n as usize]);
+                self.buf.consume(n as usize);
+                head.framing = Framing::Empty;
+                head.expect_continue = false;
+            }
+        }
+        let idle = ctx.config().timeouts.client_idle;
+        let _ = self.stream.set_write_timeout(Some(idle));
+        let _ = self.stream.set_read_timeout(Some(idle));
+        if head.expect_continue && head.framing != Framing::Empty {
+            // We answer 100 ourselves and stream the body at once; the backend's own
+            // interim 100, if any, is dropped when its response is read.
+            if self
+                .stream
+                .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
+                .await
+                .is_err()
+            {
+                return Outcome::close(499);
+            }
+        }
+
+        let upstream_head = std::mem::take(&mut self.out);
+        let req = exchange::Request {
+            slot,
+            method: head.method,
+            head: &upstream_head,
+        };
+        let result = {
+            let Client {
+                stream,
+                buf,
+                bbuf,
+                out,
+                session,
+                ..
+            } = self;
+            let client = Duplex::new(stream);
+            let mut src = H1Body {
+                framing: head.framing,
+                duplex: needs_duplex(head.framing, buf.len()),
+                reader: &client,
+                buf,
+            };
+            let mut sink = H1Sink {
+                writer: &client,
+                out,
+                minor: head.minor,
+                keep_alive: head.keep_alive,
+                draining: ctx.load.draining.get(),
+            };
+            exchange::forward(&ctx, session, &req, &mut src, &mut sink, bbuf).await
+        };
+        self.out = upstream_head;
+        match result {
+            Ok(ex) => {
+                if let (Some(lease), true) = (ex.upgraded, head.upgrade) {
+                    // The backend switched protocols (WebSocket and friends): from here
+                    // on both connections are one tunnel, then both close.
+                    self.tunnel(lease).await;
+                    return Outcome::close(101);
+                }
+                Outcome {
+                    status: ex.status,
+                    keep_alive: ex.client_keep_alive,
+                }
+            }
+            Err(Failure::Answer { status, close }) => {
+                let close = close || !head.keep_alive;
+                self.send_error(status, close).await;
+                Outcome {
+                    status,
+                    keep_alive: !close,
+                }
+            }
+            Err(Failure::ClientGone) => Outcome::close(499),
+            Err(Failure::Broken { status, .. }) => Outcome::close(status),
+        }
+    }
+
+    /// Relays bytes both ways after a `101 Switching Protocols`, until each side has
+    /// closed its half (a half-close is passed on) or stays silent for
+    /// `--timeout-client-idle`.
+    async fn tunnel(&mut self, mut lease: Lease) {
+        let idle = self.ctx.config().timeouts.client_idle;
+        let _ = self.stream.set_read_timeout(Some(idle));
+        let _ = self.stream.set_write_timeout(Some(idle));
+        lease.transport().set_timeouts(Some(idle));
+        let client = Duplex::new(&mut self.stream);
+        let backend = Duplex::new(lease.transport());
+        let (mut cr, mut cw, mut br, mut bw) = (&client, &client, &backend, &backend);
+        let (buf, bbuf) = (&mut self.buf, &mut self.bbuf);
+        let up = async {
+            let _ = copy_body(Framing::UntilClose, &mut cr, buf, &mut bw).await;
+            let _ = bw.close().await;
+        };
+        let down = async {
+            let _ = copy_body(Framing::UntilClose, &mut br, bbuf, &mut cw).await;
+            let _ = cw.close().await;
+        };
+        futures_lite::future::zip(up, down).await;
+    }
+}
+
+/// Whether the request body must flow while the response is already being read: a
+/// backend may answer (and stop reading) before the body ends, and a body larger than
+/// the socket buffers would then stall both sides until a timeout.
+fn needs_duplex(framing: Framing, buffered: usize) -> bool {
+    match framing {
+        Framing::Length(n) => n > DUPLEX_ABOVE && n > buffered as u64,
+        Framing::Chunked => true,
+        Framing::Empty | Framing::UntilClose => false,
+    }
+}
+
+/// The rest of an HTTP/1.1 request body, read from the client through its buffer.
+struct H1Body<'a, R> {
+    framing: Framing,
+    duplex: bool,
+    reader: R,
+    buf: &'a mut Buf,
+}
+
+impl<R: AsyncRead + Unpin> BodySource for H1Body<'_, R> {
+    fn pending(&self) -> bool {
+        self.framing != Framing::Empty
+    }
+
+    fn duplex(&self) -> bool {
+        self.duplex
+    }
+
+    async fn send<W: AsyncWrite + Unpin>(&mut self, dst: &mut W) -> Result<(), BodyError> {
+        copy_body(self.framing, &mut self.reader, self.buf, dst)
+            .await
+            .map_err(|e| match e {
+                CopyError::Src(_) => BodyError::Client,
+                CopyError::Framing => BodyError::Framing,
+                CopyError::Dst(e) => BodyError::Backend(e),
+            })
+    }
+}
+
+/// The client end of an HTTP/1.1 response: the head rewritten for this hop, then the
+/// body as the backend framed it (de-chunked for an HTTP/1.0 client).
+struct H1Sink<'a, W> {
+    writer: W,
+    out: &'a mut Vec<u8>,
+    minor: u8,
+    keep_alive: bool,
+    draining: bool,
+}
+
+impl<W: AsyncWrite + Unpin> ResponseSink for H1Sink<'_, W> {
+    fn can_switch(&self) -> bool {
+        true
+    }
+
+    async fn deliver<R: AsyncRead + Unpin>(
+        &mut self,
+        resp: &ResponseHead,
+        bbuf: &mut Buf,
+        src: &mut R,
+    ) -> Result<bool, DeliverError> {
+        let dechunk = resp.needs_dechunk(self.minor);
+        let client_keep_alive = self.keep_alive
+            && !self.draining
+            && resp.framing != Framing::UntilClose
+            && !dechunk
+            && resp.status != 101;
+        let out = &mut *self.out;
+        out.clear();
+        http1::write_response_downstream(
+            bbuf.data(),
+            resp,
+            VIA,
+            client_keep_alive,
+            self.minor,
+            out,
+        );
+        bbuf.consume(resp.head_len);
+        // Body bytes that came with the head leave in the same write as the head.
+        let mut framing = resp.framing;
+        if let (Framing::Length(n), false) = (framing, dechunk) {
+            let take = (bbuf.len() as u64).min(n) as usize;
+            out.extend_from_slice(&bbuf.data()[..take]);
+            bbuf.consume(take);
+            framing = Framing::Length(n - take as u64);
+        }
+        self.writer
+            .write_all(out)
+            .await
+            .map_err(|_| DeliverError::ClientGone)?;
+        let copied = if dechunk {
+            copy_dechunked(src, bbuf, &mut self.writer).await
+        } else {
+            copy_body(framing, src, bbuf, &mut self.writer).await
+        };
+        match copied {
+            Ok(()) => Ok(client_keep_alive),
+            Err(CopyError::Dst(_)) => Err(DeliverError::ClientGone),
+            Err(CopyError::Src(e)) => {
+                tracing::debug!(error = %e, "backend response body ended early");
+                Err(DeliverError::Backend)
+            }
+            Err(CopyError::Framing) => {
+                tracing::debug!("backend sent a bad chunked body");
+                Err(DeliverError::Backend)
+            }
+        }
+    }
+}

@@ -1,0 +1,216 @@
+//! The process: binds every listener, starts one executor per shard (pinned or not),
+//! waits until each has joined the shard mesh, and stops them.
+//!
+//! [`Proxy::start`] checks `RLIMIT_MEMLOCK`, binds every shard's `SO_REUSEPORT` listener
+//! up front (so a bad address is an error before anything runs), starts the executors and
+//! waits until each serves. Shards share only [`Shared`]: the configuration, the server
+//! table with its published idle counts, and the stop flag. What each shard runs is
+//! `shard::run`.
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::{mpsc, Arc};
+use std::time::Duration;
+
+use glommio::channels::channel_mesh::MeshBuilder;
+use glommio::{LocalExecutorBuilder, Placement as GPlacement};
+
+use crate::config::{Config, Placement};
+use crate::ctx::Shared;
+use crate::shard::{ShardMsg, MESH_CAPACITY};
+
+/// A running proxy: its shards' threads and the addresses they serve.
+pub struct Proxy {
+    pub listen: Vec<SocketAddr>,
+    pub admin: Option<SocketAddr>,
+    pub shared: Arc<Shared>,
+    handles: Vec<glommio::ExecutorJoinHandle<()>>,
+}
+
+/// Why the proxy could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("RLIMIT_MEMLOCK is {have} KiB; ringway's io_uring rings need at least {need} KiB of locked memory per process. Raise it with `ulimit -l {need}` (or more) in this shell, `LimitMEMLOCK=infinity` in the systemd unit, or `memlock` in /etc/security/limits.conf")]
+    MemLock { have: u64, need: u64 },
+    #[error("{0}")]
+    Bind(std::io::Error),
+    #[error("cannot start shard {shard} on {placement}: {err}")]
+    Executor {
+        shard: usize,
+        placement: String,
+        err: String,
+    },
+}
+
+/// glommio refuses to build an executor below this much locked memory.
+const MEMLOCK_NEEDED_KIB: u64 = 512;
+
+/// Reads RLIMIT_MEMLOCK (soft limit, KiB) from /proc, without unsafe.
+fn memlock_kib() -> Option<u64> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max locked memory"))?;
+    let soft = line.split_whitespace().nth(3)?;
+    if soft == "unlimited" {
+        return Some(u64::MAX);
+    }
+    soft.parse::<u64>().ok().map(|b| b / 1024)
+}
+
+pub fn check_memlock() -> Result<(), StartError> {
+    match memlock_kib() {
+        Some(have) if have < MEMLOCK_NEEDED_KIB => Err(StartError::MemLock {
+            have,
+            need: MEMLOCK_NEEDED_KIB,
+        }),
+        _ => Ok(()),
+    }
+}
+
+impl Proxy {
+    /// Starts every shard; returns once all of them serve their listeners.
+    pub fn start(config: Config) -> Result<Proxy, StartError> {
+        check_memlock()?;
+        let placement = config.placement.clone();
+        let n = placement.shards();
+        // Bind everything first: errors surface here, and port 0 resolves once, on the
+        // first shard that accepts on that address; the others bind the same port.
+        let mut per_shard: Vec<Vec<std::net::TcpListener>> = (0..n).map(|_| Vec::new()).collect();
+        let mut listen = Vec::with_capacity(config.listen.len());
+        for (j, requested) in config.listen.iter().enumerate() {
+            let shards: Vec<usize> = match config.listen_shards.get(j) {
+                Some(Some(v)) => v.clone(),
+                _ => (0..n).collect(),
+            };
+            let mut addr = *requested;
+            for (k, &s) in shards.iter().enumerate() {
+                let l = crate::listener::bind_reuseport(addr).map_err(|e| {
+                    StartError::Bind(std::io::Error::new(
+                        e.kind(),
+                        format!("cannot listen on {addr}: {e}"),
+                    ))
+                })?;
+                if k == 0 {
+                    addr = l.local_addr().map_err(StartError::Bind)?;
+                }
+                if let Some(v) = per_shard.get_mut(s) {
+                    v.push(l);
+                }
+            }
+            listen.push(addr);
+        }
+        let (admin_addr, admin_listener) = match config.admin {
+            Some(a) => {
+                let l = std::net::TcpListener::bind(a).map_err(|e| {
+                    StartError::Bind(std::io::Error::new(
+                        e.kind(),
+                        format!("cannot listen on --admin {a}: {e}"),
+                    ))
+                })?;
+                l.set_nonblocking(true).map_err(StartError::Bind)?;
+                (Some(l.local_addr().map_err(StartError::Bind)?), Some(l))
+            }
+            None => (None, None),
+        };
+        let mut admin_listener = admin_listener;
+
+        let shared = Arc::new(Shared::new(config, n));
+        let mesh = MeshBuilder::<ShardMsg, _>::full(n, MESH_CAPACITY);
+        let (ready_tx, ready_rx) = mpsc::channel::<Result<usize, String>>();
+        let mut handles = Vec::with_capacity(n);
+        for (i, listeners) in per_shard.into_iter().enumerate() {
+            let (gp, cpu, desc) = match &placement {
+                Placement::Pinned(cpus) => (
+                    GPlacement::Fixed(cpus[i]),
+                    Some(cpus[i]),
+                    format!("CPU {}", cpus[i]),
+                ),
+                Placement::Unpinned(_) => (GPlacement::Unbound, None, "any CPU".to_string()),
+            };
+            let mut b = LocalExecutorBuilder::new(gp)
+                .name(&format!("ringway-{i}"))
+                .io_memory(64 << 10)
+                .ring_depth(1024)
+                .preempt_timer(Duration::from_millis(50));
+            if let Some(spin) = shared.config.spin_before_park {
+                b = b.spin_before_park(spin);
+            }
+            let shared2 = shared.clone();
+            let mesh2 = mesh.clone();
+            let ready = ready_tx.clone();
+            let admin = if i == 0 { admin_listener.take() } else { None };
+            let h = b
+                .spawn(move || async move {
+                    crate::shard::run(i, cpu, shared2, listeners, admin, mesh2, n, ready).await
+                })
+                .map_err(|e| StartError::Executor {
+                    shard: i,
+                    placement: desc.clone(),
+                    err: e.to_string(),
+                })?;
+            handles.push(h);
+        }
+        drop(ready_tx);
+        // Wait until every shard is up (or one failed to start).
+        let mut up = 0;
+        while up < n {
+            match ready_rx.recv_timeout(Duration::from_secs(10)) {
+                Ok(Ok(_)) => up += 1,
+                Ok(Err(e)) => {
+                    shared.stop.store(true, Ordering::SeqCst);
+                    return Err(StartError::Executor {
+                        shard: up,
+                        placement: String::new(),
+                        err: e,
+                    });
+                }
+                Err(_) => {
+                    shared.stop.store(true, Ordering::SeqCst);
+                    // An executor that failed to build reports it on join.
+                    let mut errs = Vec::new();
+                    for (i, h) in handles.into_iter().enumerate() {
+                        if let Err(e) = h.join() {
+                            errs.push(format!("shard {i}: {e}"));
+                        }
+                    }
+                    return Err(StartError::Executor {
+                        shard: up,
+                        placement: String::new(),
+                        err: if errs.is_empty() {
+                            "shards did not start in time".into()
+                        } else {
+                            errs.join("; ")
+                        },
+                    });
+                }
+            }
+        }
+        Ok(Proxy {
+            listen,
+            admin: admin_addr,
+            shared,
+            handles,
+        })
+    }
+
+    /// Asks every shard to stop: stop accepting, finish in-flight requests within the grace period.
+    pub fn stop(&self) {
+        self.shared.stop.store(true, Ordering::SeqCst);
+    }
+
+    /// Waits until every shard has exited.
+    pub fn join(self) -> Result<(), String> {
+        let mut errs = Vec::new();
+        for (i, h) in self.handles.into_iter().enumerate() {
+            if let Err(e) = h.join() {
+                errs.push(format!("shard {i}: {e}"));
+            }
+        }
+        if errs.is_empty() {
+            Ok(())
+        } else {
+            Err(errs.join("; "))
+        }
+    }
+}

@@ -1,0 +1,86 @@
+//! [`Lease`]: a backend connection lent to one request (or to one client session, for
+//! `--reuse never`). Like hyper's `Pooled<T>`, it gives the connection back when it is
+//! dropped: to the pool if the exchange marked it reusable, else closed and accounted.
+//! No path — success, error, client gone, task cancelled — can leak it or forget the
+//! pool's counters.
+
+use std::rc::Rc;
+use std::time::Duration;
+
+use ringway_pool::ServerId;
+
+use super::{BackendConn, Transport, Upstreams};
+
+pub struct Lease {
+    ups: Rc<Upstreams>,
+    /// Always `Some` until the lease is dropped.
+    conn: Option<BackendConn>,
+    reused: bool,
+    reusable: bool,
+}
+
+impl Lease {
+    pub(super) fn new(ups: Rc<Upstreams>, conn: BackendConn, reused: bool) -> Lease {
+        Lease {
+            ups,
+            conn: Some(conn),
+            reused,
+            reusable: false,
+        }
+    }
+
+    fn conn(&self) -> &BackendConn {
+        self.conn
+            .as_ref()
+            .expect("a lease holds its connection until it is dropped")
+    }
+
+    /// The connection's transport, to write the request and read the response.
+    pub fn transport(&mut self) -> &mut Transport {
+        &mut self
+            .conn
+            .as_mut()
+            .expect("a lease holds its connection until it is dropped")
+            .transport
+    }
+
+    /// The pool slot (server and protocol) of the connection.
+    pub fn slot(&self) -> ServerId {
+        self.conn().slot
+    }
+
+    /// Whether the connection carried a request before this lease (a failure before any
+    /// response byte may then mean the server closed it meanwhile: retryable).
+    pub fn reused(&self) -> bool {
+        self.reused
+    }
+
+    /// The connection is about to carry one more request: count it, and bound each of
+    /// its reads and writes by `timeout` (idle pooled connections have no timeout).
+    pub fn begin_request(&mut self, timeout: Duration) {
+        if let Some(c) = self.conn.as_mut() {
+            c.uses += 1;
+            c.transport.set_timeouts(Some(timeout));
+        }
+        self.reusable = false;
+    }
+
+    /// Whether the connection goes back to the pool when the lease is dropped. Only an
+    /// exchange that ended with the framing intact on both sides says yes.
+    pub fn set_reusable(&mut self, reusable: bool) {
+        self.reusable = reusable;
+    }
+
+    /// Whether the lease would go back to the pool now.
+    pub fn is_reusable(&self) -> bool {
+        self.reusable
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            self.ups.give_back(conn, self.reusable);
+        }
+    }
+}
