@@ -53,12 +53,16 @@
 #![forbid(unsafe_code)]
 
 mod config;
+pub mod driver;
 pub mod fault;
 mod idle;
 mod stats;
 pub mod takeover;
 
 pub use config::{Allowed, PoolConfig, ReuseMode, ReuseModeError, ServerId};
+#[cfg(feature = "planted-bug")]
+pub use driver::PlantedBug;
+pub use driver::{Driver, GrantEffect};
 pub use fault::{FaultError, FaultPlan, FaultPoint};
 pub use idle::{Checkout, ConnClass, IdleKey, IdlePool, PutResult, RejectReason};
 pub use stats::ServerStats;

@@ -366,6 +366,23 @@ impl Taker {
         self.pending.get(&ticket).map(|p| (p.server, p.shard))
     }
 
+    /// Server, reuse mode and owner shard of a pending ticket whose request still waits:
+    /// what its `Reserve` says. `None` once resolved or abandoned.
+    pub(crate) fn pending_reserve(&self, ticket: Ticket) -> Option<(ServerId, Allowed, usize)> {
+        self.pending
+            .get(&ticket)
+            .filter(|p| p.waiter)
+            .map(|p| (p.server, p.allowed, p.shard))
+    }
+
+    /// A grant answered with [`GrantFate::Deliver`] could not be handed to its request
+    /// (it went away without [`abandon`](Self::abandon)): counted as if it had been
+    /// abandoned before the grant arrived, so the figures do not depend on which came first.
+    pub(crate) fn count_undelivered(&mut self) {
+        self.stats.abandoned += 1;
+        self.stats.late_grant_adopted += 1;
+    }
+
     /// Tickets issued and not yet resolved (their requests may have gone).
     pub fn pending(&self) -> usize {
         self.pending.len()
