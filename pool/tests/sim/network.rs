@@ -8,7 +8,7 @@
 //! other than its addressee.
 
 use rand::Rng;
-use ringway_pool::{ConnClass, FaultPoint, GrantEffect, Msg, Next, PutResult, Ticket};
+use ringway_pool::{ConnClass, FaultPoint, GrantEffect, Msg, Next, PutResult, ServerId, Ticket};
 
 use crate::world::{Meta, Req, ReqState, Res, SimConn, World};
 
@@ -174,7 +174,7 @@ impl World {
                     match sh.driver.reply_failed(&mut sh.pool, reply, now) {
                         None => {}
                         Some(PutResult::Pooled(_)) => self.tally.grant_returned += 1,
-                        Some(r) => self.close_rejected(r)?,
+                        Some(r) => self.close_rejected(o, server, r)?,
                     }
                     return Ok(());
                 }
@@ -236,7 +236,7 @@ impl World {
                             let r = sh
                                 .driver
                                 .undeliverable(&mut sh.pool, server, conn, uses, now);
-                            return self.adopted_idle(r);
+                            return self.adopted_idle(t, server, r);
                         }
                         let req = self
                             .reqs
@@ -262,7 +262,7 @@ impl World {
                         if waits {
                             return Err(format!("I5: adopted idle while {ticket:?} waits"));
                         }
-                        self.adopted_idle(r)
+                        self.adopted_idle(t, server, r)
                     }
                 }
             }
@@ -278,12 +278,12 @@ impl World {
     }
 
     /// A late or undeliverable grant went to the idle pool: pooled, or closed by policy.
-    fn adopted_idle(&mut self, r: PutResult<SimConn>) -> Res {
+    fn adopted_idle(&mut self, t: usize, server: ServerId, r: PutResult<SimConn>) -> Res {
         self.tally.adopt_idle_calls += 1;
         if matches!(r, PutResult::Pooled(_)) {
             self.tally.adopt_idle_pooled += 1;
         }
-        self.close_rejected(r)
+        self.close_rejected(t, server, r)
     }
 
     /// The client of a waiting request went away, and the runtime tells the driver.

@@ -304,10 +304,30 @@ impl World {
         }
     }
 
-    pub fn close_rejected(&mut self, r: PutResult<SimConn>) -> Res {
-        match r {
-            PutResult::Pooled(_) => Ok(()),
-            PutResult::Rejected(conn, why) => self.close(conn, Close::Policy(why.into())),
+    /// Closes what shard `shard`'s pool refused for `server`, after checking the reason
+    /// holds there now (I6: a protocol close must not pass itself off as a policy).
+    /// `MaxReuse` is checked as a total in `check.rs` (the connection's uses are gone).
+    pub fn close_rejected(&mut self, shard: usize, server: ServerId, r: PutResult<SimConn>) -> Res {
+        let PutResult::Rejected(conn, why) = r else {
+            return Ok(());
+        };
+        let pool = &self.shards[shard].pool;
+        let holds = match why {
+            RejectReason::ServerDown => pool.is_server_down(server),
+            RejectReason::ReuseNever => self.cfg.pool.reuse == ReuseMode::Never,
+            RejectReason::MaxIdle => pool.idle_count(server) >= self.cfg.pool.max_idle_per_server,
+            RejectReason::MaxReuse => self.cfg.pool.max_reuse.is_some(),
+            RejectReason::UnknownServer => false,
+        };
+        let id = conn.id;
+        self.close(conn, Close::Policy(why.into()))?;
+        if holds {
+            Ok(())
+        } else {
+            Err(format!(
+                "I6: connection {id} closed for {why:?}, which does not hold on shard {shard} for server {}",
+                server.0
+            ))
         }
     }
 
@@ -453,7 +473,7 @@ impl World {
             return self.close(conn, Close::RequestEnd);
         }
         let r = sh.pool.checkin(meta.server, conn, uses + 1, now);
-        self.close_rejected(r)
+        self.close_rejected(meta.shard, meta.server, r)
     }
 
     pub fn advance(&mut self) -> Res {
