@@ -13,7 +13,9 @@
 //! never touches a socket, never waits (every wait is a deadline the engine polls with
 //! [`Taker::poll_timeouts`]), and never drops a connection: a grant that arrives after
 //! its request gave up is answered with [`GrantFate::AdoptIdle`], and a grant that could
-//! not be sent goes back into the owner's pool ([`Owner::reply_failed`]).
+//! not be sent goes back into the owner's pool ([`Owner::reply_failed`]). The table of
+//! requests waiting on tickets, and the routing of answers to them, is
+//! [`Driver`](crate::Driver)'s: a runtime drives that, not these two machines directly.
 //!
 //! Counter identity, true after every call (not only at rest):
 //! `asked == granted + denied + timeout + reservation_failed + channel_full + pending`.

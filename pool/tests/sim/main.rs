@@ -3,8 +3,9 @@
 //! Each seed builds a random world (2-16 shards, 1-3 servers, a random reuse mode and
 //! limits, random fault rates at every point, bounded links with random delays), runs a
 //! few hundred random steps, checks invariants I1-I6 after every step, then stops traffic,
-//! drains and checks that everything returned to zero. A failing seed prints the command
-//! that replays it with a step-by-step trace.
+//! drains and checks that everything returned to zero. Every shard's takeover runs through
+//! `ringway_pool::Driver`, the code the engine runs, so the checks cover it and not a copy.
+//! A failing seed prints the command that replays it with a step-by-step trace.
 //!
 //! Environment: `SIM_SEED=n` replays one seed verbosely; `SIM_SEEDS=n` (default 10000) and
 //! `SIM_SEED_START=n` choose the batch.
