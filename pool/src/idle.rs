@@ -351,6 +351,17 @@ impl<C> IdlePool<C> {
         }
     }
 
+    /// Taker side: a connection counted by [`adopted`](Self::adopted) never reached its
+    /// request (it went away in between); undoes that count so the connection can be
+    /// pooled with [`adopt_idle`](Self::adopt_idle) instead, as if the grant had been late.
+    pub(crate) fn adoption_undone(&mut self, server: ServerId) {
+        if let Some(slot) = self.servers.get_mut(server.index()) {
+            dec(&mut slot.stats.adopted, "adopted");
+            dec(&mut slot.stats.reuse, "reuse");
+            dec(&mut slot.stats.used_cur, "used_cur");
+        }
+    }
+
     /// Taker side: a grant arrived after its request gave up (I5); the connection joins
     /// this shard's pool instead of being dropped. Limits still apply.
     pub fn adopt_idle(

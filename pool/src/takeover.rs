@@ -13,7 +13,9 @@
 //! never touches a socket, never waits (every wait is a deadline the engine polls with
 //! [`Taker::poll_timeouts`]), and never drops a connection: a grant that arrives after
 //! its request gave up is answered with [`GrantFate::AdoptIdle`], and a grant that could
-//! not be sent goes back into the owner's pool ([`Owner::reply_failed`]).
+//! not be sent goes back into the owner's pool ([`Owner::reply_failed`]). The table of
+//! requests waiting on tickets, and the routing of answers to them, is
+//! [`Driver`](crate::Driver)'s: a runtime drives that, not these two machines directly.
 //!
 //! Counter identity, true after every call (not only at rest):
 //! `asked == granted + denied + timeout + reservation_failed + channel_full + pending`.
@@ -364,6 +366,23 @@ impl Taker {
     /// The server and owner shard of a pending ticket.
     pub fn pending_ask(&self, ticket: Ticket) -> Option<(ServerId, usize)> {
         self.pending.get(&ticket).map(|p| (p.server, p.shard))
+    }
+
+    /// Server, reuse mode and owner shard of a pending ticket whose request still waits:
+    /// what its `Reserve` says. `None` once resolved or abandoned.
+    pub(crate) fn pending_reserve(&self, ticket: Ticket) -> Option<(ServerId, Allowed, usize)> {
+        self.pending
+            .get(&ticket)
+            .filter(|p| p.waiter)
+            .map(|p| (p.server, p.allowed, p.shard))
+    }
+
+    /// A grant answered with [`GrantFate::Deliver`] could not be handed to its request
+    /// (it went away without [`abandon`](Self::abandon)): counted as if it had been
+    /// abandoned before the grant arrived, so the figures do not depend on which came first.
+    pub(crate) fn count_undelivered(&mut self) {
+        self.stats.abandoned += 1;
+        self.stats.late_grant_adopted += 1;
     }
 
     /// Tickets issued and not yet resolved (their requests may have gone).

@@ -1,14 +1,15 @@
 //! The invariants I1-I6 of DESIGN.md, checked against the simulated world after every step.
 //!
 //! This module only reads the world; it never changes it. I2 and I5 are also enforced
-//! where they can be broken (the grant path in `world.rs`) and I6 where connections are
-//! closed (`World::close`); here they are checked as totals that must balance.
+//! where they can be broken (the grant path in `network.rs`) and I6 where connections are
+//! closed (`World::close`); here they are checked as totals that must balance. The
+//! takeover's tables are read from each shard's `Driver`, the code the engine runs.
 
 use std::collections::BTreeMap;
 
 use ringway_pool::{ConnClass, ServerId, ServerStats};
 
-use crate::world::{Flight, ReqState, Res, World};
+use crate::world::{Close, Flight, RejectReasonKey as R, ReqState, Res, World};
 use ringway_pool::Msg;
 
 pub fn check(w: &World, at_rest: bool) -> Res {
@@ -16,6 +17,7 @@ pub fn check(w: &World, at_rest: bool) -> Res {
     i3_bounded_waits(w)?;
     i4_counters(w)?;
     i5_grants_balance(w)?;
+    i6_policy_closes(w)?;
     if at_rest {
         rest(w)?;
     }
@@ -58,42 +60,67 @@ fn i1_one_owner(w: &World) -> Res {
 }
 
 /// I3: every waiting request has a pending ticket with a deadline in the future and
-/// within one ask timeout; no request has waited longer than one timeout per shard.
+/// within one ask timeout, and its shard's driver holds it as that ticket's waiter; no
+/// request has waited longer than one timeout per shard; a waiter the driver holds is a
+/// waiting request or one that vanished, each in one place only.
 fn i3_bounded_waits(w: &World) -> Res {
     let now = w.now();
     let timeout = std::time::Duration::from_millis(w.cfg.ask_timeout);
     let mut per_shard = vec![0usize; w.cfg.n_shards];
-    for (&(s, ticket), &rid) in &w.waiting {
-        per_shard[s] += 1;
-        let req = w.reqs.get(&rid).ok_or(format!("I3: waiter {rid} gone"))?;
-        if !matches!(req.state, ReqState::Waiting(t) if t == ticket) {
-            return Err(format!("I3: request {rid} not waiting on {ticket:?}"));
-        }
-        let deadline = w.shards[s].taker.deadline(ticket).ok_or(format!(
-            "I3: request {rid} waits on a ticket that is not pending"
-        ))?;
-        if deadline > now + timeout {
-            return Err(format!("I3: ticket {ticket:?} deadline beyond one timeout"));
-        }
-        let bound = (w.cfg.n_shards as u64) * (w.cfg.ask_timeout + 5);
-        if w.tick - req.meta.started > bound {
-            return Err(format!("I3: request {rid} waited more than {bound} ms"));
-        }
-    }
-    for r in w.reqs.values() {
-        if let ReqState::Waiting(t) = r.state {
-            if !w.waiting.contains_key(&(r.meta.shard, t)) {
-                return Err(format!("I3: request waits on {t:?} unindexed"));
+    let mut held = BTreeMap::new();
+    for (s, sh) in w.shards.iter().enumerate() {
+        for (ticket, &rid) in sh.driver.waiters() {
+            per_shard[s] += 1;
+            if let Some(prev) = held.insert(rid, ticket) {
+                return Err(format!(
+                    "I3: request {rid} waits on {prev:?} and {ticket:?}"
+                ));
+            }
+            let started = match (w.reqs.get(&rid), w.vanished.get(&rid)) {
+                (Some(req), None) => {
+                    if !matches!(req.state, ReqState::Waiting(t) if t == ticket)
+                        || req.meta.shard != s
+                    {
+                        return Err(format!("I3: request {rid} not waiting on {ticket:?}"));
+                    }
+                    req.meta.started
+                }
+                (None, Some(meta)) if meta.shard == s => meta.started,
+                _ => return Err(format!("I3: shard {s} holds waiter {rid}, which is gone")),
+            };
+            let deadline = sh.driver.deadline(ticket).ok_or(format!(
+                "I3: request {rid} waits on a ticket that is not pending"
+            ))?;
+            if deadline > now + timeout {
+                return Err(format!("I3: ticket {ticket:?} deadline beyond one timeout"));
+            }
+            let bound = (w.cfg.n_shards as u64) * (w.cfg.ask_timeout + 5);
+            if w.tick - started > bound {
+                return Err(format!("I3: request {rid} waited more than {bound} ms"));
             }
         }
     }
+    for (rid, r) in &w.reqs {
+        if let ReqState::Waiting(t) = r.state {
+            if w.shards[r.meta.shard].driver.waiter(t) != Some(rid) {
+                return Err(format!(
+                    "I3: request {rid} waits on {t:?} but its driver does not hold it"
+                ));
+            }
+        }
+    }
+    for rid in w.vanished.keys() {
+        if !held.contains_key(rid) {
+            return Err(format!("I3: vanished request {rid} is held by no driver"));
+        }
+    }
     for (s, sh) in w.shards.iter().enumerate() {
-        if per_shard[s] > sh.taker.pending() {
+        if per_shard[s] > sh.driver.pending() {
             return Err(format!(
                 "I3: shard {s} has more waiters than pending tickets"
             ));
         }
-        if let Some(d) = sh.taker.next_deadline() {
+        if let Some(d) = sh.driver.next_deadline() {
             if d <= now {
                 return Err(format!(
                     "I3: shard {s} has a deadline past that nobody polled"
@@ -150,13 +177,14 @@ fn i4_counters(w: &World) -> Res {
             return Err(format!("I4: shard {s} servers do not sum to its totals"));
         }
         grand.add(&shard_sum);
-        if !sh.taker.identity_holds() {
+        if !sh.driver.identity_holds() {
             return Err(format!(
-                "I4: shard {s} takeover identity broken: {:?}",
-                sh.taker.stats()
+                "I4: shard {s} takeover identity broken: {:?} {:?}",
+                sh.driver.taker_stats(),
+                sh.driver.owner_stats()
             ));
         }
-        let o = sh.owner.stats();
+        let o = sh.driver.owner_stats();
         if o.reserve_received != o.granted + o.denied {
             return Err(format!("I4: shard {s} owner identity broken: {o:?}"));
         }
@@ -168,7 +196,11 @@ fn i4_counters(w: &World) -> Res {
     if grand.reuse != t.reused_local + t.adopted || grand.adopted != t.adopted {
         return Err(format!("I4: reuse/adopted drift {grand:?} {t:?}"));
     }
-    let owner_granted: u64 = w.shards.iter().map(|s| s.owner.stats().granted).sum();
+    let owner_granted: u64 = w
+        .shards
+        .iter()
+        .map(|s| s.driver.owner_stats().granted)
+        .sum();
     if grand.taken_over != owner_granted {
         return Err("I4: taken_over != owner grants".into());
     }
@@ -184,7 +216,7 @@ fn i5_grants_balance(w: &World) -> Res {
         .shards
         .iter()
         .map(|s| {
-            let o = s.owner.stats();
+            let o = s.driver.owner_stats();
             o.granted - o.grant_returned - o.grant_closed
         })
         .sum();
@@ -202,7 +234,7 @@ fn i5_grants_balance(w: &World) -> Res {
     let late: u64 = w
         .shards
         .iter()
-        .map(|s| s.taker.stats().late_grant_adopted)
+        .map(|s| s.driver.taker_stats().late_grant_adopted)
         .sum();
     if late != w.tally.adopt_idle_calls || w.tally.grants_received != w.tally.adopted + late {
         return Err(format!(
@@ -213,13 +245,34 @@ fn i5_grants_balance(w: &World) -> Res {
     Ok(())
 }
 
+/// I6: a connection closed "by policy" was refused by a pool for that reason: the pools'
+/// refusal counters match the closes the world recorded, so no protocol close can pass
+/// itself off as a limit.
+fn i6_policy_closes(w: &World) -> Res {
+    let (mut max_idle, mut max_reuse) = (0, 0);
+    for sh in &w.shards {
+        let t = sh.pool.totals();
+        max_idle += t.rejected_max_idle;
+        max_reuse += t.rejected_max_reuse;
+    }
+    let closed = |r| w.tally.closes.get(&Close::Policy(r)).copied().unwrap_or(0);
+    let (c_idle, c_reuse) = (closed(R::MaxIdle), closed(R::MaxReuse));
+    if (c_idle, c_reuse) != (max_idle, max_reuse) {
+        return Err(format!(
+            "I6: {c_idle} connections closed for max-idle and {c_reuse} for max-reuse, but the pools refused {max_idle} and {max_reuse}"
+        ));
+    }
+    Ok(())
+}
+
 /// After the final drain: nothing open, nothing pending, every gauge at zero.
 fn rest(w: &World) -> Res {
-    if !w.open.is_empty() || !w.reqs.is_empty() || !w.flights.is_empty() {
+    if !w.open.is_empty() || !w.reqs.is_empty() || !w.flights.is_empty() || !w.vanished.is_empty() {
         return Err(format!(
-            "I4: not at rest: {} open, {} requests, {} messages",
+            "I4: not at rest: {} open, {} requests, {} vanished, {} messages",
             w.open.len(),
             w.reqs.len(),
+            w.vanished.len(),
             w.flights.len()
         ));
     }
@@ -228,10 +281,10 @@ fn rest(w: &World) -> Res {
         if t.idle_cur + t.safe_cur + t.used_cur != 0 {
             return Err(format!("I4: shard {s} gauges not zero after drain: {t:?}"));
         }
-        if sh.taker.pending() != 0 {
+        if sh.driver.pending() != 0 || sh.driver.waiters().next().is_some() {
             return Err(format!("I3: shard {s} has pending tickets at rest"));
         }
-        let st = sh.taker.stats();
+        let st = sh.driver.taker_stats();
         if st.asked != st.resolved() {
             return Err(format!("I4: shard {s} asked != resolved at rest: {st:?}"));
         }

@@ -1,13 +1,16 @@
-//! The simulated network: messages in flight between shards, with random delays,
-//! reordering (any ready message may be delivered next) and bounded links (a full link
-//! is a miss). It plays the engine's side of the takeover protocol exactly as the engine
-//! must: reserve before asking, treat a full link as a miss, adopt every grant (I2, I5).
-//! It never delivers a message to a shard other than its addressee.
+//! The simulated network and the simulation's side of the takeover: messages in flight
+//! between shards, with random delays, reordering (any ready message may be delivered
+//! next) and bounded links (a full link is a miss), and the runtime's few duties around
+//! the shared [`ringway_pool::Driver`]: reserve before asking, send what `ask` returns,
+//! report a full link, hand a granted connection to its request, and carry out the next
+//! step the driver hands back with a waiter. Every decision and every table of the
+//! takeover lives in the driver, as in the engine. It never delivers a message to a shard
+//! other than its addressee.
 
 use rand::Rng;
-use ringway_pool::{ConnClass, FaultPoint, GrantFate, Msg, Next, PutResult, Ticket};
+use ringway_pool::{ConnClass, FaultPoint, GrantEffect, Msg, Next, PutResult, ServerId, Ticket};
 
-use crate::world::{Bug, Close, Meta, Req, ReqState, Res, SimConn, World};
+use crate::world::{Meta, Req, ReqState, Res, SimConn, World};
 
 pub struct Flight {
     pub from: usize,
@@ -24,8 +27,9 @@ impl World {
             .count()
     }
 
-    /// Carries out what the taker said for request `id` (which is in no table now).
-    pub fn follow(&mut self, id: u64, meta: Meta, mut next: Next) -> Res {
+    /// Carries out the driver's next step for request `id` (which is in no table now,
+    /// or has vanished: then it is asked for but never connects).
+    pub fn carry(&mut self, id: u64, meta: Meta, mut next: Next) -> Res {
         let s = meta.shard;
         let now = self.now();
         loop {
@@ -40,10 +44,27 @@ impl World {
                     if o == s || o >= self.cfg.n_shards {
                         return Err(format!("scan: shard {s} asked shard {o}"));
                     }
+                    let (to, msg) = self.shards[s].driver.ask(ticket, id).map_err(|rid| {
+                        format!("I3: the driver refused to ask {ticket:?} for request {rid}")
+                    })?;
+                    let right = matches!(msg, Msg::Reserve { from, server, ticket: tk, allowed }
+                        if from == s && server == meta.server && tk == ticket && allowed == meta.allowed);
+                    if to != o || !right {
+                        return Err(format!(
+                            "ask: {ticket:?} for shard {o} became {msg:?} to {to}"
+                        ));
+                    }
                     let full = self.link_len(s, o) >= self.cfg.link_cap
                         || self.shards[s].faults.should_fail(FaultPoint::ChannelFull);
                     if full {
-                        next = self.shards[s].taker.on_send_failed(ticket, now);
+                        let (rid, n) = self.shards[s]
+                            .driver
+                            .send_failed(ticket, now)
+                            .ok_or_else(|| format!("I3: send of {ticket:?} failed, no waiter"))?;
+                        if rid != id {
+                            return Err(format!("send_failed gave back {rid}, not {id}"));
+                        }
+                        next = n;
                         continue;
                     }
                     let at = self.tick + self.delay();
@@ -51,26 +72,55 @@ impl World {
                         from: s,
                         to: o,
                         at,
-                        msg: Msg::Reserve {
-                            from: s,
-                            server: meta.server,
-                            ticket,
-                            allowed: meta.allowed,
-                        },
+                        msg,
                     });
-                    self.waiting.insert((s, ticket), id);
-                    let state = ReqState::Waiting(ticket);
-                    self.reqs.insert(id, Req { meta, state });
+                    if !self.vanished.contains_key(&id) {
+                        let state = ReqState::Waiting(ticket);
+                        self.reqs.insert(id, Req { meta, state });
+                    }
                     return Ok(());
                 }
-                Next::ConnectNew(_) => return self.connect(id, meta),
+                Next::ConnectNew(_) => {
+                    if self.vanished.remove(&id).is_some() {
+                        return Ok(());
+                    }
+                    return self.connect(id, meta);
+                }
                 Next::WaiterGone => {
                     return Err(format!(
-                        "I3: request {id} waits but the taker said WaiterGone"
+                        "I3: request {id} waits but the driver said WaiterGone"
                     ))
                 }
             }
         }
+    }
+
+    /// The driver handed waiter `rid` of shard `s` back (deny or timeout) with its next step.
+    pub fn resume(&mut self, s: usize, rid: u64, next: Next) -> Res {
+        if let Some(&meta) = self.vanished.get(&rid) {
+            // Nobody waits any more. A runtime may notice (abandon the new ticket) or not
+            // (ask anyway; the grant will be undeliverable and pooled).
+            if let Next::Ask { ticket, .. } = next {
+                if self.rng.gen_bool(0.5) {
+                    self.vanished.remove(&rid);
+                    if self.shards[s].driver.abandon(ticket).is_some() {
+                        return Err(format!("I3: unasked {ticket:?} had a waiter"));
+                    }
+                    return Ok(());
+                }
+            }
+            return self.carry(rid, meta, next);
+        }
+        let req = self
+            .reqs
+            .remove(&rid)
+            .ok_or_else(|| format!("I3: the driver handed back unknown request {rid}"))?;
+        if !matches!(req.state, ReqState::Waiting(_)) || req.meta.shard != s {
+            return Err(format!(
+                "I3: request {rid} handed back but not waiting on {s}"
+            ));
+        }
+        self.carry(rid, req.meta, next)
     }
 
     pub fn ready_flights(&self) -> Vec<usize> {
@@ -103,9 +153,7 @@ impl World {
                 }
                 let o = f.to;
                 let sh = &mut self.shards[o];
-                let reply = sh
-                    .owner
-                    .handle_reserve(&mut sh.pool, server, ticket, allowed);
+                let reply = sh.driver.on_reserve(&mut sh.pool, server, ticket, allowed);
                 let granted = match &reply {
                     Msg::Grant { conn, uses, .. } => {
                         if !allowed.permits(ConnClass::for_uses(*uses)) {
@@ -123,10 +171,10 @@ impl World {
                     || self.shards[o].faults.should_fail(FaultPoint::ChannelFull);
                 if full {
                     let sh = &mut self.shards[o];
-                    match sh.owner.reply_failed(&mut sh.pool, reply, now) {
+                    match sh.driver.reply_failed(&mut sh.pool, reply, now) {
                         None => {}
                         Some(PutResult::Pooled(_)) => self.tally.grant_returned += 1,
-                        Some(r) => self.close_rejected(r)?,
+                        Some(r) => self.close_rejected(o, server, r)?,
                     }
                     return Ok(());
                 }
@@ -155,73 +203,116 @@ impl World {
                 self.tally.grants_received += 1;
                 self.note("grant", &[ticket.0, conn.id]);
                 // I2: from here nothing on the taker can fail. The `adopt` fault models the
-                // request going away just before the grant lands.
-                if let Some(&rid) = self.waiting.get(&(t, ticket)) {
+                // request going away just before the grant lands, told or not.
+                let waiter = self.shards[t].driver.waiter(ticket).copied();
+                if let Some(rid) = waiter.filter(|r| !self.vanished.contains_key(r)) {
                     if self.shards[t].faults.should_fail(FaultPoint::Adopt) {
-                        self.drop_waiter(t, ticket, rid)?;
+                        if self.rng.gen_bool(0.5) {
+                            self.drop_waiter(t, ticket, rid)?;
+                        } else {
+                            self.vanish(rid)?;
+                        }
                     }
                 }
-                match self.shards[t].taker.on_grant(ticket) {
-                    GrantFate::Deliver => {
-                        let rid = self.waiting.remove(&(t, ticket)).ok_or_else(|| {
-                            format!("I2: Deliver for ticket {ticket:?} with no waiting request")
-                        })?;
+                let sh = &mut self.shards[t];
+                match sh
+                    .driver
+                    .on_grant(&mut sh.pool, ticket, server, conn, uses, now)
+                {
+                    GrantEffect::Deliver {
+                        waiter: rid,
+                        server: s2,
+                        conn,
+                        uses,
+                    } => {
+                        if s2 != server {
+                            return Err("I2: grant delivered for another server".into());
+                        }
+                        if self.vanished.remove(&rid).is_some() {
+                            // The hand-off fails: the request is gone (I5).
+                            self.note("undeliverable", &[rid, conn.id]);
+                            self.tally.undeliverable += 1;
+                            let sh = &mut self.shards[t];
+                            let r = sh
+                                .driver
+                                .undeliverable(&mut sh.pool, server, conn, uses, now);
+                            return self.adopted_idle(t, server, r);
+                        }
                         let req = self
                             .reqs
                             .get_mut(&rid)
                             .ok_or_else(|| format!("I2: request {rid} vanished"))?;
-                        if req.meta.server != server {
-                            return Err("I2: grant for another server".into());
+                        if !matches!(req.state, ReqState::Waiting(tk) if tk == ticket) {
+                            return Err(format!(
+                                "I2: {ticket:?} delivered to request {rid}, which waits elsewhere"
+                            ));
+                        }
+                        if req.meta.server != server || req.meta.shard != t {
+                            return Err("I2: grant for another server or shard".into());
                         }
                         req.state = ReqState::Active { conn, uses };
-                        self.shards[t].pool.adopted(server);
                         self.tally.adopted += 1;
                         Ok(())
                     }
-                    GrantFate::AdoptIdle => {
-                        if self.waiting.contains_key(&(t, ticket)) {
-                            return Err(format!("I5: AdoptIdle while ticket {ticket:?} waits"));
+                    GrantEffect::AdoptedIdle(r) => {
+                        let waits = self.reqs.values().any(|q| {
+                            q.meta.shard == t
+                                && matches!(q.state, ReqState::Waiting(tk) if tk == ticket)
+                        });
+                        if waits {
+                            return Err(format!("I5: adopted idle while {ticket:?} waits"));
                         }
-                        self.tally.adopt_idle_calls += 1;
-                        if self.cfg.bug == Bug::DropLateGrant {
-                            return self.close(conn, Close::Protocol);
-                        }
-                        let r = self.shards[t].pool.adopt_idle(server, conn, uses, now);
-                        if matches!(r, PutResult::Pooled(_)) {
-                            self.tally.adopt_idle_pooled += 1;
-                        }
-                        self.close_rejected(r)
+                        self.adopted_idle(t, server, r)
                     }
                 }
             }
             Msg::Deny { ticket } => {
                 let t = f.to;
                 self.note("deny", &[ticket.0]);
-                let next = self.shards[t].taker.on_deny(ticket, now);
-                match self.waiting.remove(&(t, ticket)) {
-                    Some(rid) => {
-                        let req = self
-                            .reqs
-                            .remove(&rid)
-                            .ok_or_else(|| format!("request {rid} vanished"))?;
-                        self.follow(rid, req.meta, next)
-                    }
-                    None if next == Next::WaiterGone => Ok(()),
-                    None => Err(format!("I3: deny for a gone request returned {next:?}")),
+                match self.shards[t].driver.on_deny(ticket, now) {
+                    Some((rid, next)) => self.resume(t, rid, next),
+                    None => Ok(()),
                 }
             }
         }
     }
 
-    /// The client of a waiting request went away.
-    pub fn drop_waiter(&mut self, shard: usize, ticket: Ticket, rid: u64) -> Res {
-        if !self.shards[shard].taker.abandon(ticket) {
-            return Err(format!("I3: waiting ticket {ticket:?} was not pending"));
+    /// A late or undeliverable grant went to the idle pool: pooled, or closed by policy.
+    fn adopted_idle(&mut self, t: usize, server: ServerId, r: PutResult<SimConn>) -> Res {
+        self.tally.adopt_idle_calls += 1;
+        if matches!(r, PutResult::Pooled(_)) {
+            self.tally.adopt_idle_pooled += 1;
         }
-        self.waiting.remove(&(shard, ticket));
+        self.close_rejected(t, server, r)
+    }
+
+    /// The client of a waiting request went away, and the runtime tells the driver.
+    pub fn drop_waiter(&mut self, shard: usize, ticket: Ticket, rid: u64) -> Res {
+        match self.shards[shard].driver.abandon(ticket) {
+            Some(w) if w == rid => {}
+            other => {
+                return Err(format!(
+                    "I3: abandoning {ticket:?} of request {rid} gave {other:?}"
+                ))
+            }
+        }
         self.reqs.remove(&rid);
         self.tally.client_gone += 1;
         self.note("gone", &[rid]);
+        Ok(())
+    }
+
+    /// The client of a waiting request went away without the driver being told (the
+    /// engine's parked task dropped with its oneshot): the driver still holds its id.
+    pub fn vanish(&mut self, rid: u64) -> Res {
+        let req = self
+            .reqs
+            .remove(&rid)
+            .ok_or_else(|| format!("request {rid} cannot vanish: unknown"))?;
+        self.vanished.insert(rid, req.meta);
+        self.tally.client_gone += 1;
+        self.tally.vanished += 1;
+        self.note("vanished", &[rid]);
         Ok(())
     }
 }

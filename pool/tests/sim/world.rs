@@ -1,6 +1,7 @@
-//! The simulated world: N shards, each with an idle pool, a taker and an owner, a network
-//! of in-flight messages with random delays, reordering and bounded links, clients,
-//! servers and faults, all driven by one seeded PRNG.
+//! The simulated world: N shards, each with an idle pool and the crate's takeover
+//! [`Driver`] (the same code the engine runs), a network of in-flight messages with random
+//! delays, reordering and bounded links, clients, servers and faults, all driven by one
+//! seeded PRNG.
 //!
 //! It owns every simulated connection (`SimConn`, which cannot be copied and panics if
 //! dropped without being closed), records why each one was closed, and runs the client,
@@ -15,8 +16,8 @@ use std::time::{Duration, Instant};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use ringway_pool::{
-    Allowed, FaultPlan, FaultPoint, IdlePool, Next, Owner, PoolConfig, PutResult, RejectReason,
-    ReuseMode, ServerId, Taker, TakerConfig, Ticket,
+    Allowed, Driver, FaultPlan, FaultPoint, IdlePool, Next, PlantedBug, PoolConfig, PutResult,
+    RejectReason, ReuseMode, ServerId, TakerConfig, Ticket,
 };
 
 pub type Res = Result<(), String>;
@@ -44,7 +45,9 @@ impl Drop for SimConn {
     }
 }
 
-/// Why a connection was closed. Everything but `Protocol` is allowed by I6.
+/// Why a connection was closed. The takeover itself never closes one: the driver hands
+/// back only what a pool refused, and `check.rs` matches those closes against the pools'
+/// refusal counters (I6). An unknown server is a bug of ours, not a policy.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Close {
     Purge,
@@ -55,8 +58,6 @@ pub enum Close {
     ServerClosed,
     /// The request ended in error or with `Connection: close`.
     RequestEnd,
-    /// Closed by the takeover protocol itself: an I6 violation.
-    Protocol,
 }
 
 /// `RejectReason` with an order, for tallies.
@@ -81,16 +82,17 @@ impl From<RejectReason> for RejectReasonKey {
     }
 }
 
-/// A bug planted on purpose, to prove the checks catch it.
+/// A bug planted on purpose, to prove the checks catch it: in the simulation's own
+/// runtime glue, or inside the shared [`Driver`] (the code the engine runs).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Bug {
     None,
-    /// A grant whose request is gone is closed instead of adopted (violates I5/I6).
-    DropLateGrant,
     /// A request closed on error does not call `released` (violates I4).
     ForgetRelease,
     /// Timeouts are never polled (violates I3).
     NeverPollTimeouts,
+    /// A bug armed inside every shard's driver.
+    Driver(PlantedBug),
 }
 
 #[derive(Clone, Debug)]
@@ -158,8 +160,12 @@ pub struct Meta {
 
 #[derive(Debug)]
 pub enum ReqState {
+    /// The request's `Reserve` for this ticket is out; its shard's driver holds its id.
     Waiting(Ticket),
-    Active { conn: SimConn, uses: u32 },
+    Active {
+        conn: SimConn,
+        uses: u32,
+    },
 }
 
 #[derive(Debug)]
@@ -172,8 +178,8 @@ pub use crate::network::Flight;
 
 pub struct Shard {
     pub pool: IdlePool<SimConn>,
-    pub taker: Taker,
-    pub owner: Owner,
+    /// Taker, owner and waiter table; a waiter is a request id.
+    pub driver: Driver<SimConn, u64>,
     pub faults: FaultPlan,
 }
 
@@ -188,6 +194,10 @@ pub struct Tally {
     pub refused_down: u64,
     pub connect_failed: u64,
     pub client_gone: u64,
+    /// Requests that went away without telling the driver (the engine's dropped oneshot).
+    pub vanished: u64,
+    /// Grants delivered by the driver to a request that had vanished.
+    pub undeliverable: u64,
     pub adopt_idle_calls: u64,
     pub adopt_idle_pooled: u64,
     pub grants_received: u64,
@@ -205,7 +215,9 @@ pub struct World {
     /// `published[server][shard]`: idle counts as last published (may be stale).
     pub published: Vec<Vec<usize>>,
     pub reqs: BTreeMap<u64, Req>,
-    pub waiting: BTreeMap<(usize, Ticket), u64>,
+    /// Requests that went away without telling their driver, which may still hold their
+    /// id; the driver hands it back once (grant, deny, timeout) and it leaves this table.
+    pub vanished: BTreeMap<u64, Meta>,
     pub flights: Vec<Flight>,
     /// Open connections and their server; closed ones and why.
     pub open: BTreeMap<u64, ServerId>,
@@ -224,11 +236,16 @@ impl World {
             ask_timeout: Duration::from_millis(cfg.ask_timeout),
         };
         let shards = (0..cfg.n_shards)
-            .map(|s| Shard {
-                pool: IdlePool::new(cfg.pool.clone(), cfg.n_servers),
-                taker: Taker::new(s, cfg.n_shards, tcfg.clone()),
-                owner: Owner::new(),
-                faults: cfg.faults.for_shard(s),
+            .map(|s| {
+                let mut driver = Driver::new(s, cfg.n_shards, tcfg.clone());
+                if let Bug::Driver(b) = cfg.bug {
+                    driver.plant(b);
+                }
+                Shard {
+                    pool: IdlePool::new(cfg.pool.clone(), cfg.n_servers),
+                    driver,
+                    faults: cfg.faults.for_shard(s),
+                }
             })
             .collect();
         World {
@@ -239,7 +256,7 @@ impl World {
             tick: 0,
             shards,
             reqs: BTreeMap::new(),
-            waiting: BTreeMap::new(),
+            vanished: BTreeMap::new(),
             flights: Vec::new(),
             open: BTreeMap::new(),
             closed: BTreeMap::new(),
@@ -279,7 +296,7 @@ impl World {
         self.closed.insert(conn.id, why);
         *self.tally.closes.entry(why).or_default() += 1;
         match why {
-            Close::Protocol | Close::Policy(RejectReasonKey::UnknownServer) => Err(format!(
+            Close::Policy(RejectReasonKey::UnknownServer) => Err(format!(
                 "I6: connection {} closed by the protocol ({why:?})",
                 conn.id
             )),
@@ -287,10 +304,30 @@ impl World {
         }
     }
 
-    pub fn close_rejected(&mut self, r: PutResult<SimConn>) -> Res {
-        match r {
-            PutResult::Pooled(_) => Ok(()),
-            PutResult::Rejected(conn, why) => self.close(conn, Close::Policy(why.into())),
+    /// Closes what shard `shard`'s pool refused for `server`, after checking the reason
+    /// holds there now (I6: a protocol close must not pass itself off as a policy).
+    /// `MaxReuse` is checked as a total in `check.rs` (the connection's uses are gone).
+    pub fn close_rejected(&mut self, shard: usize, server: ServerId, r: PutResult<SimConn>) -> Res {
+        let PutResult::Rejected(conn, why) = r else {
+            return Ok(());
+        };
+        let pool = &self.shards[shard].pool;
+        let holds = match why {
+            RejectReason::ServerDown => pool.is_server_down(server),
+            RejectReason::ReuseNever => self.cfg.pool.reuse == ReuseMode::Never,
+            RejectReason::MaxIdle => pool.idle_count(server) >= self.cfg.pool.max_idle_per_server,
+            RejectReason::MaxReuse => self.cfg.pool.max_reuse.is_some(),
+            RejectReason::UnknownServer => false,
+        };
+        let id = conn.id;
+        self.close(conn, Close::Policy(why.into()))?;
+        if holds {
+            Ok(())
+        } else {
+            Err(format!(
+                "I6: connection {id} closed for {why:?}, which does not hold on shard {shard} for server {}",
+                server.0
+            ))
         }
     }
 
@@ -351,16 +388,16 @@ impl World {
             return Ok(());
         }
         let now = self.now();
-        let published = self.published[server.index()].clone();
+        let published = &self.published[server.index()];
         let sh = &mut self.shards[shard];
-        let mut next = sh.taker.begin(server, allowed, &published, now);
+        let mut next = sh.driver.begin(server, allowed, |i| published[i], now);
         if let Next::Ask { ticket, .. } = next {
             // Reserve before asking: a failure here sends nothing (DESIGN step 1).
             if sh.faults.should_fail(FaultPoint::Reserve) {
-                next = sh.taker.on_reserve_failed(ticket);
+                next = sh.driver.reserve_failed(ticket);
             }
         }
-        self.follow(id, meta, next)
+        self.carry(id, meta, next)
     }
 
     /// Connects anew, after one more look at the local pool: a late grant may have been
@@ -436,7 +473,7 @@ impl World {
             return self.close(conn, Close::RequestEnd);
         }
         let r = sh.pool.checkin(meta.server, conn, uses + 1, now);
-        self.close_rejected(r)
+        self.close_rejected(meta.shard, meta.server, r)
     }
 
     pub fn advance(&mut self) -> Res {
@@ -452,17 +489,9 @@ impl World {
         }
         let now = self.now();
         for s in 0..self.cfg.n_shards {
-            for (old, next) in self.shards[s].taker.poll_timeouts(now) {
-                let rid = self
-                    .waiting
-                    .remove(&(s, old))
-                    .ok_or_else(|| format!("I3: timeout of {old:?} reported with no waiter"))?;
-                let req = self
-                    .reqs
-                    .remove(&rid)
-                    .ok_or_else(|| format!("request {rid} vanished"))?;
-                self.note("timeout", &[old.0]);
-                self.follow(rid, req.meta, next)?;
+            for (rid, next) in self.shards[s].driver.poll_timeouts(now) {
+                self.note("timeout", &[rid]);
+                self.resume(s, rid, next)?;
             }
         }
         Ok(())
@@ -517,13 +546,26 @@ impl World {
         Ok(())
     }
 
+    /// The client of a waiting request goes away: the runtime tells the driver, or (as
+    /// when the engine's parked task is dropped with its oneshot) it does not.
     fn abandon(&mut self) -> Res {
-        let w: Vec<_> = self.waiting.iter().map(|(k, v)| (*k, *v)).collect();
+        let w: Vec<_> = self
+            .reqs
+            .iter()
+            .filter_map(|(id, r)| match r.state {
+                ReqState::Waiting(t) => Some((r.meta.shard, t, *id)),
+                ReqState::Active { .. } => None,
+            })
+            .collect();
         if w.is_empty() {
             return Ok(());
         }
-        let ((s, ticket), rid) = w[self.rng.gen_range(0..w.len())];
-        self.drop_waiter(s, ticket, rid)
+        let (s, ticket, rid) = w[self.rng.gen_range(0..w.len())];
+        if self.rng.gen_bool(0.5) {
+            self.drop_waiter(s, ticket, rid)
+        } else {
+            self.vanish(rid)
+        }
     }
 
     /// Stops traffic: finishes every request, delivers every message, fires every
@@ -539,7 +581,7 @@ impl World {
             if !self.flights.is_empty() {
                 let i = self.rng.gen_range(0..self.flights.len());
                 self.deliver_one(i)?;
-            } else if self.shards.iter().any(|s| s.taker.pending() > 0) {
+            } else if self.shards.iter().any(|s| s.driver.pending() > 0) {
                 self.advance_by(self.cfg.ask_timeout)?;
             } else if self.reqs.is_empty() {
                 break;
