@@ -28,6 +28,11 @@ pub fn channel<T>() -> (Sender<T>, Receiver<T>) {
 }
 
 impl<T> Sender<T> {
+    /// Whether the receiver is gone (a send would give the value back).
+    pub fn is_closed(&self) -> bool {
+        Rc::strong_count(&self.0) < 2
+    }
+
     /// Delivers the value; gives it back if the receiver is gone.
     pub fn send(self, v: T) -> Result<(), T> {
         if Rc::strong_count(&self.0) < 2 {

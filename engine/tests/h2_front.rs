@@ -519,3 +519,46 @@ fn a_client_that_stops_reading_gets_rst_stream_after_the_idle_timeout() {
     assert!((got as u64) < BIG);
     proxy.assert_healthy();
 }
+
+/// `--reuse never`: an HTTP/2 client keeps private backend connections for its session,
+/// as an HTTP/1.1 client does — 100 sequential streams on one connection are one backend
+/// connection at the origin, and it closes with the client.
+#[test]
+fn reuse_never_keeps_the_h2_sessions_backend_connection_private() {
+    let o = origin();
+    let backend = o.addr().to_string();
+    let proxy = Proxy::start(&["--backend", &backend, "--reuse", "never", "--shards", "1"]);
+    let addr = proxy.addr;
+    o.reset_stats();
+    let conns = on_glommio(move || async move {
+        let send = h2_connect(addr).await;
+        let mut seen = std::collections::BTreeSet::new();
+        for i in 0..100 {
+            let got = exchange(
+                &send,
+                "GET",
+                &format!("http://127.0.0.1:{}/", addr.port()),
+                None,
+            )
+            .await
+            .expect("stream");
+            assert_eq!(got.status, 200, "stream {i}: {}", got.text);
+            let conn = got.headers["x-origin-conn"].to_str().unwrap().to_string();
+            seen.insert(conn);
+        }
+        seen
+    });
+    assert_eq!(conns.len(), 1, "backend connections used: {conns:?}");
+    assert_eq!(
+        o.stats().connections_total,
+        1,
+        "the origin saw more than one connection"
+    );
+    assert_eq!(o.stats().requests_total, 100);
+    // The private connection ends with its client session.
+    wait_until(
+        Duration::from_secs(5),
+        "the private backend connection to close",
+        || o.stats().connections_open == 0,
+    );
+}

@@ -367,3 +367,20 @@ fn unsupported_version_and_junk_do_not_panic() {
     }
     f.check_unaffected();
 }
+
+/// Two pipelined requests to a backend that refuses connections: each gets its own 502
+/// and the connection stays usable. (The answer path once consumed the request head a
+/// second time, eating the next pipelined request.)
+#[test]
+fn pipelined_requests_to_a_dead_backend_each_get_502() {
+    let dead = format!("127.0.0.1:{}", closed_port());
+    let proxy = Proxy::start(&["--backend", &dead]);
+    let mut c = proxy.connect();
+    c.send(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\nGET /b HTTP/1.1\r\nHost: x\r\n\r\n");
+    let a = c.read_response(false);
+    let b = c.read_response(false);
+    assert_eq!((a.status, b.status), (502, 502));
+    assert!(!a.says_close() && !b.says_close());
+    let third = c.get("/c");
+    assert_eq!(third.status, 502);
+}

@@ -1,22 +1,24 @@
-//! The engine's side of the takeover protocol: what the sans-IO taker and owner decide,
-//! carried out with transports, the outbox and glommio timers.
+//! The engine's side of the takeover protocol: the sans-IO [`Driver`] of `ringway-pool`
+//! (taker, owner and the table of waiting requests — the same code the deterministic
+//! simulation drives) carried out with transports, the outbox and glommio timers. This
+//! module only moves messages, fds and wake-ups; every decision is the driver's.
 //!
-//! Taker: a request that found nothing locally reserves first (it is itself the task
-//! that will use the connection, with its buffers, and it parks on a oneshot slot put in
-//! the waiter table *before* `Reserve` is sent), then waits, bounded by its ticket's
-//! deadline. Owner: pops an idle connection, detaches it (the transport comes back intact
-//! if it cannot), and grants it; a grant that cannot be sent goes back into its pool.
-//! A grant that arrives after its request gave up is pooled here (I5).
+//! Taker: a request that found nothing locally reserves first — it is itself the task
+//! that will use the connection, with its buffers, and the oneshot slot it parks on is
+//! in the driver's waiter table *before* `Reserve` is sent — then waits, bounded by the
+//! tickets' deadlines (whichever waiting request wakes first resolves every expired
+//! ticket). Owner: pops an idle connection, detaches it (the transport comes back intact
+//! if it cannot) and grants it; a grant that cannot be sent goes back into its pool. A
+//! grant that arrives after its request gave up is pooled here (I5).
 
-use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use ringway_pool::{
-    Allowed, FaultPoint, GrantFate, Msg, Next, Owner, ServerId, Taker, TakerConfig, Ticket,
+    Allowed, Driver, FaultPoint, GrantEffect, Msg, Next, ServerId, TakerConfig, Ticket,
 };
 
-use super::{BackendConn, IdleConn, Transport, UpstreamMsg, Upstreams};
+use super::{BackendConn, IdleConn, Moved, Transport, UpstreamMsg, Upstreams};
 use crate::metrics::TakeoverCounters;
 use crate::oneshot;
 
@@ -24,22 +26,22 @@ use crate::oneshot;
 pub(super) enum Outcome {
     /// The owner granted a connection; it is attached to this shard already.
     Granted(BackendConn),
-    /// Try this next (another owner, or connect anew).
-    Next(Next),
+    /// Takeover is over for this request: connect anew.
+    ConnectNew,
 }
 
-/// The taker and owner state machines and the requests parked on tickets.
+type Waiter = oneshot::Sender<Outcome>;
+
+/// The shard's takeover driver and the delay of the `grant-delay` fault.
 pub(super) struct State {
-    taker: Taker,
-    owner: Owner,
-    waiters: HashMap<Ticket, oneshot::Sender<Outcome>>,
+    driver: Driver<IdleConn, Waiter>,
     timeout: Duration,
 }
 
 impl State {
     pub(super) fn new(shard: usize, n_shards: usize, low_idle: usize, timeout: Duration) -> Self {
         State {
-            taker: Taker::new(
+            driver: Driver::new(
                 shard,
                 n_shards,
                 TakerConfig {
@@ -47,15 +49,13 @@ impl State {
                     ask_timeout: timeout,
                 },
             ),
-            owner: Owner::new(),
-            waiters: HashMap::new(),
             timeout,
         }
     }
 
     pub(super) fn counters(&self) -> TakeoverCounters {
-        let ts = self.taker.stats();
-        let os = self.owner.stats();
+        let ts = self.driver.taker_stats();
+        let os = self.driver.owner_stats();
         TakeoverCounters {
             asked: ts.asked,
             granted: ts.granted,
@@ -70,7 +70,7 @@ impl State {
                 .granted
                 .saturating_sub(os.grant_returned + os.grant_closed),
             owner_denied: os.denied,
-            pending: self.taker.pending() as u64,
+            pending: self.driver.pending() as u64,
         }
     }
 }
@@ -85,88 +85,98 @@ impl Upstreams {
     ) -> Option<BackendConn> {
         let allowed = self.knobs.reuse.allowed(first);
         let table = self.table.clone();
-        let mut next = self.takeover.borrow_mut().taker.begin_with(
+        let next = self.takeover.borrow_mut().driver.begin(
             slot,
             allowed,
             |shard| table.published(shard, slot),
             Instant::now(),
         );
+        let Next::Ask { ticket, .. } = next else {
+            return None;
+        };
+        // 1. Reserve: everything the adoption needs exists before anything is sent:
+        //    this request's task (parked below) with its buffers, and its waiter slot.
+        if self.conns.get() >= self.knobs.max_conns || self.fault(FaultPoint::Reserve) {
+            let _ = self.takeover.borrow_mut().driver.reserve_failed(ticket);
+            return None;
+        }
+        let (tx, mut rx) = oneshot::channel();
+        // 2. Ask (and ask the next candidate whenever a deny or a timeout says so).
+        self.carry(tx, next);
+        // 3. Wait, bounded by the tickets' deadlines (I3).
         loop {
-            let (shard, ticket) = match next {
-                Next::Ask { shard, ticket } => (shard, ticket),
-                Next::ConnectNew(_) | Next::WaiterGone => return None,
-            };
-            // 1. Reserve: everything the adoption needs exists before anything is sent:
-            //    this request's task (parked below) with its buffers, and its waiter slot.
-            let over_capacity = self.conns.get() >= self.knobs.max_conns;
-            if over_capacity || self.fault(FaultPoint::Reserve) {
-                next = self.takeover.borrow_mut().taker.on_reserve_failed(ticket);
-                continue;
-            }
-            let (tx, rx) = oneshot::channel();
-            self.takeover.borrow_mut().waiters.insert(ticket, tx);
-            // 2. Ask. A full channel is a miss, never a wait.
-            let msg = UpstreamMsg::Takeover(Msg::Reserve {
-                from: self.shard,
-                server: slot,
-                ticket,
-                allowed,
-            });
-            let sent = !self.fault(FaultPoint::ChannelFull) && (self.outbox)(shard, msg).is_ok();
-            if !sent {
-                let mut st = self.takeover.borrow_mut();
-                st.waiters.remove(&ticket);
-                next = st.taker.on_send_failed(ticket, Instant::now());
-                continue;
-            }
-            // 3. Wait, bounded by the ticket's deadline (I3).
-            let deadline = self
-                .takeover
-                .borrow()
-                .taker
-                .deadline(ticket)
-                .unwrap_or_else(Instant::now);
-            let mut rx = rx;
-            let waited = futures_lite::future::or(async { (&mut rx).await }, async {
-                glommio::timer::sleep(deadline.saturating_duration_since(Instant::now())).await;
-                None
-            })
-            .await;
-            match waited {
-                Some(Outcome::Granted(conn)) => return self.healthy_adopted(conn),
-                Some(Outcome::Next(n)) => next = n,
-                None => {
-                    // Deadline: resolve every expired ticket; hand the others their next step.
-                    let expired = self
-                        .takeover
-                        .borrow_mut()
-                        .taker
-                        .poll_timeouts(Instant::now());
-                    let mut mine = None;
-                    for (t, n) in expired {
-                        let waiter = self.takeover.borrow_mut().waiters.remove(&t);
-                        if t == ticket {
-                            mine = Some(n);
-                        } else if let Some(w) = waiter {
-                            let _ = w.send(Outcome::Next(n));
-                        }
-                    }
-                    match mine {
-                        Some(n) => next = n,
+            let deadline = self.takeover.borrow().driver.next_deadline();
+            let woken = match deadline {
+                None => (&mut rx).await,
+                Some(d) => {
+                    let timer = async {
+                        glommio::timer::sleep(d.saturating_duration_since(Instant::now())).await;
+                        None
+                    };
+                    match futures_lite::future::or(async { Some((&mut rx).await) }, timer).await {
+                        Some(got) => got,
                         None => {
-                            // Resolved meanwhile (a grant or deny raced the timer): its
-                            // outcome is already in our slot.
-                            self.takeover.borrow_mut().waiters.remove(&ticket);
-                            match futures_lite::future::poll_once(&mut rx).await {
-                                Some(Some(Outcome::Granted(conn))) => {
-                                    return self.healthy_adopted(conn)
-                                }
-                                Some(Some(Outcome::Next(n))) => next = n,
-                                _ => return None,
+                            let expired = self
+                                .takeover
+                                .borrow_mut()
+                                .driver
+                                .poll_timeouts(Instant::now());
+                            for (w, n) in expired {
+                                self.carry(w, n);
                             }
+                            continue;
                         }
                     }
                 }
+            };
+            return match woken {
+                Some(Outcome::Granted(conn)) => self.healthy_adopted(conn),
+                Some(Outcome::ConnectNew) | None => None,
+            };
+        }
+    }
+
+    /// Carries out a waiting request's next step: ask the next owner (in the same turn
+    /// as the driver registers the waiter), or wake it to connect anew. A waiter whose
+    /// request has gone is abandoned rather than asked for.
+    fn carry(&self, mut w: Waiter, mut next: Next) {
+        loop {
+            let ticket = match next {
+                Next::Ask { ticket, .. } => ticket,
+                Next::ConnectNew(_) | Next::WaiterGone => {
+                    let _ = w.send(Outcome::ConnectNew);
+                    return;
+                }
+            };
+            if w.is_closed() {
+                let _ = self.takeover.borrow_mut().driver.abandon(ticket);
+                return;
+            }
+            let asked = self.takeover.borrow_mut().driver.ask::<Moved>(ticket, w);
+            let (to, msg) = match asked {
+                Ok(x) => x,
+                Err(back) => {
+                    let _ = back.send(Outcome::ConnectNew);
+                    return;
+                }
+            };
+            let sent = !self.fault(FaultPoint::ChannelFull)
+                && (self.outbox)(to, UpstreamMsg::Takeover(msg)).is_ok();
+            if sent {
+                return;
+            }
+            // A full channel is a miss, never a wait: the next candidate, or connect.
+            let back = self
+                .takeover
+                .borrow_mut()
+                .driver
+                .send_failed(ticket, Instant::now());
+            match back {
+                Some((w2, n)) => {
+                    w = w2;
+                    next = n;
+                }
+                None => return,
             }
         }
     }
@@ -184,7 +194,7 @@ impl Upstreams {
         None
     }
 
-    pub(super) fn on_takeover(self: &Rc<Self>, m: Msg<super::Moved>) {
+    pub(super) fn on_takeover(self: &Rc<Self>, m: Msg<Moved>) {
         match m {
             Msg::Reserve {
                 from,
@@ -210,65 +220,66 @@ impl Upstreams {
                 server,
                 conn,
                 uses,
-            } => {
-                // Adopt: bind the fd to this shard. Nothing below can fail but I/O (I2).
-                let bc = BackendConn {
-                    transport: Transport::attach(conn),
-                    slot: server,
-                    uses,
-                };
-                let (fate, waiter) = {
-                    let mut st = self.takeover.borrow_mut();
-                    let fate = st.taker.on_grant(ticket);
-                    (fate, st.waiters.remove(&ticket))
-                };
-                match (fate, waiter) {
-                    (GrantFate::Deliver, Some(w)) => {
-                        // Counted as adopted only once a request really takes it.
-                        match w.send(Outcome::Granted(bc)) {
-                            Ok(()) => {
-                                self.pool.borrow_mut().adopted(server);
-                                self.conns.set(self.conns.get() + 1);
-                            }
-                            // The request vanished in between: keep the connection idle (I5).
-                            Err(Outcome::Granted(bc)) => self.adopt_idle(bc),
-                            Err(Outcome::Next(_)) => {}
-                        }
-                    }
-                    _ => self.adopt_idle(bc),
-                }
-            }
+            } => self.on_grant(ticket, server, conn, uses),
             Msg::Deny { ticket } => {
-                let mut st = self.takeover.borrow_mut();
-                let next = st.taker.on_deny(ticket, Instant::now());
-                if let Some(w) = st.waiters.remove(&ticket) {
-                    drop(st);
-                    let _ = w.send(Outcome::Next(next));
+                let back = self
+                    .takeover
+                    .borrow_mut()
+                    .driver
+                    .on_deny(ticket, Instant::now());
+                if let Some((w, n)) = back {
+                    self.carry(w, n);
                 }
             }
         }
     }
 
-    /// Pools a connection that arrived from another shard after its request gave up (I5).
-    fn adopt_idle(&self, conn: BackendConn) {
-        let slot = conn.slot;
-        let uses = conn.uses;
+    /// Adopt: bind the fd to this shard. Nothing below can fail but I/O (I2).
+    fn on_grant(&self, ticket: Ticket, slot: ServerId, moved: Moved, uses: u32) {
+        let conn = IdleConn::new(BackendConn {
+            transport: Transport::attach(moved),
+            slot,
+            uses,
+        });
+        // The connection lives on this shard from now on, whatever happens to it.
         self.conns.set(self.conns.get() + 1);
-        let put =
-            self.pool
-                .borrow_mut()
-                .adopt_idle(slot, IdleConn::new(conn), uses, Instant::now());
+        let effect = self.takeover.borrow_mut().driver.on_grant(
+            &mut self.pool.borrow_mut(),
+            ticket,
+            slot,
+            conn,
+            uses,
+            Instant::now(),
+        );
+        let put = match effect {
+            GrantEffect::Deliver { waiter, conn, .. } => {
+                match waiter.send(Outcome::Granted(conn.conn)) {
+                    Ok(()) => return,
+                    // The request vanished in between: keep the connection idle (I5).
+                    Err(Outcome::Granted(bc)) => self.takeover.borrow_mut().driver.undeliverable(
+                        &mut self.pool.borrow_mut(),
+                        slot,
+                        IdleConn::new(bc),
+                        uses,
+                        Instant::now(),
+                    ),
+                    Err(Outcome::ConnectNew) => return,
+                }
+            }
+            GrantEffect::AdoptedIdle(put) => put,
+        };
         self.close_rejected(put);
         self.publish_idle(slot);
     }
 
     /// Owner side: hand over an idle connection (detached first) or deny.
     fn answer_reserve(&self, from: usize, slot: ServerId, ticket: Ticket, allowed: Allowed) {
-        let reply = {
-            let mut st = self.takeover.borrow_mut();
-            st.owner
-                .handle_reserve(&mut self.pool.borrow_mut(), slot, ticket, allowed)
-        };
+        let reply = self.takeover.borrow_mut().driver.on_reserve(
+            &mut self.pool.borrow_mut(),
+            slot,
+            ticket,
+            allowed,
+        );
         match reply {
             Msg::Grant {
                 ticket,
@@ -277,8 +288,7 @@ impl Upstreams {
                 uses,
             } => {
                 self.publish_idle(server);
-                let bc = conn.conn;
-                match bc.transport.detach() {
+                match conn.conn.transport.detach() {
                     Ok(moved) => {
                         let msg = UpstreamMsg::Takeover(Msg::Grant {
                             ticket,
@@ -300,8 +310,7 @@ impl Upstreams {
                                 uses,
                             }))) => {
                                 // Could not send: the connection comes back to this pool.
-                                let transport = Transport::attach(conn);
-                                self.regain(ticket, server, transport, uses);
+                                self.regain(ticket, server, Transport::attach(conn), uses);
                             }
                             Err(_) => self.forget_conn(),
                         }
@@ -329,7 +338,7 @@ impl Upstreams {
             slot,
             uses,
         });
-        let back = self.takeover.borrow_mut().owner.reply_failed(
+        let back = self.takeover.borrow_mut().driver.reply_failed(
             &mut self.pool.borrow_mut(),
             Msg::Grant {
                 ticket,
