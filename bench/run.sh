@@ -16,7 +16,9 @@
 #
 # Knobs (environment): QUICK ROUNDS DUR WARMUP PROXY_CPUS ORIGIN_CPUS LOAD_CPUS SYSTEMS
 # WORKLOADS PORT_BASE OUT DOC BUILD (1: cargo build --release first) INSTALL (1: apt-get
-# the missing proxies) RESUME (1: keep OUT's results of workloads not in WORKLOADS).
+# the missing proxies) RESUME (1: keep OUT's results of workloads not in WORKLOADS)
+# RINGWAY_BEFORE (a second ringway binary, e.g. built from an earlier commit: add
+# `ringway-before` to SYSTEMS to measure a change before and after in one interleaved run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -168,6 +170,7 @@ fi
 # ---------------------------------------------------------------- the proxies
 P_RINGWAY=$((PORT_BASE + 1)); P_HAPROXY=$((PORT_BASE + 2)); P_HAPROXY_H2=$((PORT_BASE + 3))
 P_NGINX=$((PORT_BASE + 4)); P_NGINX_H2=$((PORT_BASE + 5)); P_H2O=$((PORT_BASE + 6))
+P_RINGWAY_BEFORE=$((PORT_BASE + 7))
 declare -A PID_OF URL1 URL2 NOTE
 
 start_ringway() {
@@ -180,6 +183,15 @@ start_ringway() {
     --reuse always --log warn > "$OUT/ringway.log" 2>&1 &
   PID_OF[ringway]=$!; PIDS+=("$!")
   URL1[ringway]="http://127.0.0.1:$P_RINGWAY"; URL2[ringway]="http://127.0.0.1:$P_RINGWAY"
+}
+
+start_ringway-before() {
+  local bin=${RINGWAY_BEFORE:-}
+  if [ -z "$bin" ] || [ ! -x "$bin" ]; then NOTE[ringway-before]="RINGWAY_BEFORE not set to a binary"; return 1; fi
+  "$bin" --cpus "$PROXY_CPUS" --listen "127.0.0.1:$P_RINGWAY_BEFORE" --backend "$ORIGIN_ADDR" \
+    --reuse always --log warn > "$OUT/ringway-before.log" 2>&1 &
+  PID_OF[ringway-before]=$!; PIDS+=("$!")
+  URL1[ringway-before]="http://127.0.0.1:$P_RINGWAY_BEFORE"; URL2[ringway-before]="http://127.0.0.1:$P_RINGWAY_BEFORE"
 }
 
 start_haproxy() {
@@ -280,7 +292,7 @@ ACTIVE=()
 for s in $SYSTEMS; do
   case $s in
     direct) ACTIVE+=(direct); continue ;;
-    ringway|haproxy|nginx|h2o) "start_$s" || { log "$s: ${NOTE[$s]:-failed to start}"; continue; } ;;
+    ringway|ringway-before|haproxy|nginx|h2o) "start_$s" || { log "$s: ${NOTE[$s]:-failed to start}"; continue; } ;;
     *) log "unknown system $s"; continue ;;
   esac
   if wait_listening "${URL1[$s]}/"; then
@@ -302,7 +314,7 @@ def sh(c):
     try: return subprocess.run(c, shell=True, capture_output=True, text=True, timeout=10).stdout.strip()
     except Exception: return ""
 notes = {}
-$(for s in ringway haproxy nginx h2o; do echo "notes['$s'] = '''${NOTE[$s]:-}'''"; done)
+$(for s in ringway ringway-before haproxy nginx h2o; do echo "notes['$s'] = '''${NOTE[$s]:-}'''"; done)
 json.dump({
   "date": sh("date -u +'%Y-%m-%d %H:%M UTC'"),
   "nproc": sh("nproc"),
