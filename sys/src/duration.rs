@@ -57,7 +57,9 @@ mod tests {
 
     #[test]
     fn refuses_what_is_not_a_duration() {
-        for bad in ["", "ms", ".", "1x", "-1s", "5parsecs", "soon", "1..2", "inf"] {
+        for bad in [
+            "", "ms", ".", "1x", "-1s", "5parsecs", "soon", "1..2", "inf",
+        ] {
             assert_eq!(
                 parse_duration(bad),
                 Err(ValueError::Duration(bad.to_string())),

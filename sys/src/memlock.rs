@@ -63,16 +63,22 @@ mod tests {
 
     #[test]
     fn reads_the_soft_limit() {
-        let low = format!("{HEAD}Max locked memory         65536                8388608              bytes\n");
+        let low = format!(
+            "{HEAD}Max locked memory         65536                8388608              bytes\n"
+        );
         assert_eq!(soft_limit_kib(&low), Some(64));
-        let none = format!("{HEAD}Max locked memory         unlimited            unlimited            bytes\n");
+        let none = format!(
+            "{HEAD}Max locked memory         unlimited            unlimited            bytes\n"
+        );
         assert_eq!(soft_limit_kib(&none), None);
         assert_eq!(soft_limit_kib(HEAD), None);
     }
 
     #[test]
     fn below_the_floor_the_message_says_what_to_run() {
-        let low = format!("{HEAD}Max locked memory         65536                65536                bytes\n");
+        let low = format!(
+            "{HEAD}Max locked memory         65536                65536                bytes\n"
+        );
         let e = check_limits(&low).unwrap_err();
         assert_eq!(
             e,
@@ -84,9 +90,13 @@ mod tests {
         let msg = e.to_string();
         assert!(msg.starts_with("RLIMIT_MEMLOCK is 64 KiB;"), "{msg}");
         assert!(msg.contains("`ulimit -l 512`"), "{msg}");
-        let enough = format!("{HEAD}Max locked memory         524288               524288               bytes\n");
+        let enough = format!(
+            "{HEAD}Max locked memory         524288               524288               bytes\n"
+        );
         assert_eq!(check_limits(&enough), Ok(()));
-        let unlimited = format!("{HEAD}Max locked memory         unlimited            unlimited            bytes\n");
+        let unlimited = format!(
+            "{HEAD}Max locked memory         unlimited            unlimited            bytes\n"
+        );
         assert_eq!(check_limits(&unlimited), Ok(()));
     }
 }

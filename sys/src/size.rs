@@ -39,8 +39,19 @@ mod tests {
 
     #[test]
     fn refuses_what_is_not_a_size() {
-        for bad in ["", "lots", "12 parsecs", "-1", "1x", "99999999999999999999999"] {
-            assert_eq!(parse_size(bad), Err(ValueError::Size(bad.to_string())), "{bad}");
+        for bad in [
+            "",
+            "lots",
+            "12 parsecs",
+            "-1",
+            "1x",
+            "99999999999999999999999",
+        ] {
+            assert_eq!(
+                parse_size(bad),
+                Err(ValueError::Size(bad.to_string())),
+                "{bad}"
+            );
         }
     }
 }

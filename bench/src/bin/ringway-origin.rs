@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use clap::{CommandFactory, Parser};
 use ringway_bench::origin::{check_cpus, Origin, OriginConfig, DEFAULT_BODY_UNIT};
-use signal_hook::consts::{SIGINT, SIGTERM};
 use ringway_sys::{parse_cpu_list, parse_duration};
+use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
 /// A fast HTTP/1.1 origin for ringway's tests and benchmarks.
