@@ -743,7 +743,8 @@ fn binary_prints_its_address_and_exits_0_on_sigterm() {
 #[test]
 fn binary_rejects_bad_flags_with_exit_2() {
     for args in [
-        &["--delay", "5"][..],
+        // `5` alone is 5 s, as for ringway and ringway-bench (one duration grammar).
+        &["--delay", "5 parsecs"][..],
         &["--idle-close", "1x"],
         &["--cpus", "2-1"],
         &["--cpus", "100000"],

@@ -1,6 +1,6 @@
 //! The `ringway` command: parse flags, then run the proxy, check the configuration, or
-//! run the demo. Exit status: 0 after a clean stop, 2 for a bad flag or configuration,
-//! 1 when the proxy could not start or failed.
+//! run the demo. Exit status: 0 after a clean stop, 2 for a bad flag or configuration (or
+//! `demo` in a build without it), 1 when the proxy could not start or failed.
 
 use std::process::ExitCode;
 
@@ -22,8 +22,8 @@ fn main() -> ExitCode {
         return match ringway::demo::run(args) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
-                eprintln!("ringway demo: {e:#}");
-                ExitCode::FAILURE
+                eprintln!("ringway demo: {e}");
+                ExitCode::from(e.exit_code())
             }
         };
     }

@@ -30,8 +30,8 @@ pub struct Proxy {
 /// Why the proxy could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    #[error("RLIMIT_MEMLOCK is {have} KiB; ringway's io_uring rings need at least {need} KiB of locked memory per process. Raise it with `ulimit -l {need}` (or more) in this shell, `LimitMEMLOCK=infinity` in the systemd unit, or `memlock` in /etc/security/limits.conf")]
-    MemLock { have: u64, need: u64 },
+    #[error("{0}")]
+    MemLock(#[from] ringway_sys::memlock::MemlockError),
     #[error("{0}")]
     Bind(std::io::Error),
     #[error("cannot start shard {shard} on {placement}: {err}")]
@@ -42,36 +42,10 @@ pub enum StartError {
     },
 }
 
-/// glommio refuses to build an executor below this much locked memory.
-const MEMLOCK_NEEDED_KIB: u64 = 512;
-
-/// Reads RLIMIT_MEMLOCK (soft limit, KiB) from /proc, without unsafe.
-fn memlock_kib() -> Option<u64> {
-    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
-    let line = limits
-        .lines()
-        .find(|l| l.starts_with("Max locked memory"))?;
-    let soft = line.split_whitespace().nth(3)?;
-    if soft == "unlimited" {
-        return Some(u64::MAX);
-    }
-    soft.parse::<u64>().ok().map(|b| b / 1024)
-}
-
-pub fn check_memlock() -> Result<(), StartError> {
-    match memlock_kib() {
-        Some(have) if have < MEMLOCK_NEEDED_KIB => Err(StartError::MemLock {
-            have,
-            need: MEMLOCK_NEEDED_KIB,
-        }),
-        _ => Ok(()),
-    }
-}
-
 impl Proxy {
     /// Starts every shard; returns once all of them serve their listeners.
     pub fn start(config: Config) -> Result<Proxy, StartError> {
-        check_memlock()?;
+        ringway_sys::memlock::check()?;
         let placement = config.placement.clone();
         let n = placement.shards();
         // Bind everything first: errors surface here, and port 0 resolves once, on the

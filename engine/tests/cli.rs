@@ -311,6 +311,28 @@ fn check_config_prints_the_setup_and_exits_0() {
 }
 
 #[test]
+fn config_file_errors_name_the_file_the_line_and_the_key() {
+    let file = TempFile(temp_path("lines.toml"));
+    std::fs::write(
+        &file.0,
+        "backend = [\"127.0.0.1:1\"]\n# a comment\nmax-head = \"lots\"\n",
+    )
+    .unwrap();
+    let path = file.0.to_str().unwrap();
+    let (code, _out, err) = run(&["check-config", "--config", path]);
+    assert_eq!(code, Some(2), "stderr:\n{err}");
+    assert!(
+        err.contains("max-head: 'lots' is not a size") && err.contains(&format!("{path}, line 3")),
+        "{err}"
+    );
+    // A flag still wins over the (valid) file, and the summary shows where things went.
+    std::fs::write(&file.0, "backend = [\"127.0.0.1:1\"]\nmax-head = 2048\n").unwrap();
+    let (code, out, err) = run(&["check-config", "--config", path, "--max-head", "4KiB"]);
+    assert_eq!(code, Some(0), "stderr:\n{err}");
+    assert!(out.contains("max head 4096 bytes"), "{out}");
+}
+
+#[test]
 fn version_and_help_exit_0() {
     let (code, out, _) = run(&["--version"]);
     assert_eq!(code, Some(0));

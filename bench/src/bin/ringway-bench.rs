@@ -11,6 +11,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Parser;
 use ringway_bench::load::{self, config, LoadConfig};
+use ringway_sys::{parse_cpu_list as cpu_list, parse_duration};
 
 /// A glommio load generator for HTTP/1.1 and HTTP/2 (h2c), closed or open loop.
 ///
@@ -25,13 +26,13 @@ struct Args {
     #[arg(short = 'c', long, default_value_t = 10)]
     connections: usize,
     /// Measured duration (e.g. 10s, 500ms); ignored with -n
-    #[arg(short = 'd', long, default_value = "10s", value_parser = config::parse_duration)]
+    #[arg(short = 'd', long, default_value = "10s", value_parser = parse_duration)]
     duration: std::time::Duration,
     /// Measure exactly this many requests instead of a duration
     #[arg(short = 'n', long)]
     requests: Option<u64>,
     /// Warm-up before measuring (default 1s with -d, 0s with -n)
-    #[arg(short = 'w', long, value_parser = config::parse_duration)]
+    #[arg(short = 'w', long, value_parser = parse_duration)]
     warmup: Option<std::time::Duration>,
     /// Open loop: total requests per second, latency from intended send times
     #[arg(short = 'R', long)]
@@ -61,7 +62,7 @@ struct Args {
     #[arg(short = 't', long, default_value_t = 1)]
     threads: usize,
     /// Connect timeout and longest wait for response bytes
-    #[arg(long, default_value = "10s", value_parser = config::parse_duration)]
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
     timeout: std::time::Duration,
     /// Print the report as JSON on stdout
     #[arg(long)]
@@ -78,8 +79,8 @@ struct Args {
 #[derive(Debug, Clone)]
 struct CpuList(Vec<usize>);
 
-fn parse_cpu_list(s: &str) -> anyhow::Result<CpuList> {
-    config::parse_cpus(s).map(CpuList)
+fn parse_cpu_list(s: &str) -> Result<CpuList, ringway_sys::ValueError> {
+    cpu_list(s).map(CpuList)
 }
 
 fn main() -> ExitCode {

@@ -9,8 +9,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{CommandFactory, Parser};
-use ringway_bench::origin::flags::{parse_cpu_list, parse_duration};
 use ringway_bench::origin::{check_cpus, Origin, OriginConfig, DEFAULT_BODY_UNIT};
+use ringway_sys::{parse_cpu_list, parse_duration};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
@@ -46,7 +46,7 @@ struct Args {
 #[derive(Debug, Clone)]
 struct CpuList(Vec<usize>);
 
-fn cpu_list(s: &str) -> Result<CpuList, String> {
+fn cpu_list(s: &str) -> Result<CpuList, ringway_sys::ValueError> {
     parse_cpu_list(s).map(CpuList)
 }
 

@@ -33,13 +33,10 @@ const START_DELAY: Duration = Duration::from_millis(100);
 /// Memory glommio registers per ring; TCP never uses it, and small keeps us under memlock.
 const IO_MEMORY: usize = 64 << 10;
 
-/// The smallest `RLIMIT_MEMLOCK` glommio starts with.
-const MIN_MEMLOCK: u64 = 512 << 10;
-
 /// Runs the load described by `cfg` and returns what was measured.
 pub fn run(cfg: &LoadConfig) -> anyhow::Result<Report> {
     let plan = Plan::from_config(cfg)?;
-    check_memlock()?;
+    ringway_sys::memlock::check()?;
     let plan = Arc::new(plan);
     let start = Instant::now() + START_DELAY;
     let clock = Clock::new(&plan, start);
@@ -141,33 +138,11 @@ fn print_progress(plan: &Plan, clock: &Clock, progress: &[Arc<ShardProgress>]) {
     }
 }
 
-/// Refuses to start when `RLIMIT_MEMLOCK` is below what glommio needs, saying how to fix it.
-fn check_memlock() -> anyhow::Result<()> {
-    let limits = match std::fs::read_to_string("/proc/self/limits") {
-        Ok(l) => l,
-        Err(_) => return Ok(()), // cannot tell; glommio will say if it fails
-    };
-    let Some(line) = limits.lines().find(|l| l.starts_with("Max locked memory")) else {
-        return Ok(());
-    };
-    let soft = line.split_whitespace().nth(3).unwrap_or("unlimited");
-    if let Ok(bytes) = soft.parse::<u64>() {
-        if bytes < MIN_MEMLOCK {
-            bail!(
-                "the locked-memory limit (RLIMIT_MEMLOCK) is {} KiB; glommio needs at least {} KiB. \
-                 Raise it with `ulimit -l 8192` (or LimitMEMLOCK= in a systemd unit) and retry",
-                bytes >> 10,
-                MIN_MEMLOCK >> 10
-            );
-        }
-    }
-    Ok(())
-}
-
 fn executor_error(msg: &str, cpu: Option<usize>) -> String {
     if msg.contains("MemLock") || msg.contains("memlock") {
         return format!(
-            "glommio could not start: {msg}. Raise the locked-memory limit (`ulimit -l 8192`)"
+            "glommio could not start: {msg}. Raise the locked-memory limit (`ulimit -l {}`)",
+            ringway_sys::memlock::MIN_MEMLOCK_KIB
         );
     }
     match cpu {

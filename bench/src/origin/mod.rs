@@ -16,8 +16,6 @@
 mod chunked;
 mod config;
 mod conn;
-pub mod flags;
-mod memlock;
 pub mod payload;
 mod request;
 mod response;
@@ -35,7 +33,6 @@ use glommio::{CpuSet, ExecutorJoinHandle, Placement};
 
 pub use chunked::{ChunkedDecoder, ChunkedError, Step as ChunkedStep};
 pub use config::{OriginConfig, DEFAULT_BODY_UNIT};
-pub use memlock::MIN_MEMLOCK;
 pub use route::Route;
 pub use stats::OriginStats;
 
@@ -90,7 +87,7 @@ impl Origin {
             None if cfg.shards == 0 => bail!("shards must be at least 1"),
             None => vec![Placement::Unbound; cfg.shards],
         };
-        memlock::check().map_err(|e| anyhow!(e))?;
+        ringway_sys::memlock::check()?;
 
         let stats = Arc::new(StatsRegistry::new(placements.len()));
         let stop = Arc::new(AtomicBool::new(false));

@@ -1,0 +1,461 @@
+//! Command line and configuration file: what a user can say, and its validation.
+//!
+//! Every setting is declared once, in [`settings`]: its flag, its file key (the flag name
+//! without `--`: `--pool-max-idle` is `pool-max-idle = 64`), its kind of value, default and
+//! help. clap parses and types the flags, [`file`] reads the TOML file, and
+//! [`Settings::resolve`] lets a flag win over the file and the file over the default.
+//! [`build`] then checks what involves several settings and produces the [`Config`] the
+//! shards share read-only. A bad value produces a [`ConfigError`] that names the flag (or
+//! the file key, with the file and line) and what is wrong; `main` prints it and exits
+//! with status 2 (clap does the same for the flags it refuses). Nothing in this module
+//! panics on user input.
+
+#[macro_use]
+mod define;
+mod file;
+mod settings;
+pub mod values;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use ringway_pool::{FaultPlan, ReuseMode};
+
+pub use define::{Origin, Setting};
+pub use file::SettingsFile;
+pub use ringway_sys::format_cpu_list;
+pub use settings::{Flags, Settings};
+
+/// A configuration problem a user caused: which setting, and what is wrong with it.
+#[derive(Debug, thiserror::Error)]
+#[error("{flag}: {msg}")]
+pub struct ConfigError {
+    pub flag: String,
+    pub msg: String,
+}
+
+impl ConfigError {
+    pub fn new(flag: &str, msg: impl Into<String>) -> Self {
+        ConfigError {
+            flag: flag.to_string(),
+            msg: msg.into(),
+        }
+    }
+}
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "ringway",
+    version,
+    about = "ringway: a thread-per-core io_uring reverse proxy",
+    long_about = "ringway: a thread-per-core io_uring reverse proxy.\n\n\
+        One shard (an io_uring executor) runs on each CPU it is given; each shard accepts its own\n\
+        connections and keeps its own pool of idle backend connections.\n\n\
+        Example:\n  ringway --listen 0.0.0.0:8080 --backend api=10.0.0.5:9000,10.0.0.6:9000 --cpus 0-3 --admin 127.0.0.1:9100",
+    args_conflicts_with_subcommands = false,
+    subcommand_negates_reqs = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub opts: Opts,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the proxy (the default when no subcommand is given).
+    Run,
+    /// Validate the flags and configuration file, print the resulting setup, and exit.
+    CheckConfig,
+    /// Start a built-in origin, the proxy in front of it and a short load through it; print the figures.
+    Demo(DemoArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct DemoArgs {
+    /// How long the load runs.
+    #[arg(long, default_value = "3s", value_parser = ringway_sys::parse_duration)]
+    pub duration: Duration,
+    /// Client connections the load keeps open.
+    #[arg(long, default_value_t = 64)]
+    pub connections: usize,
+}
+
+/// What the command line says: the configuration file, if any, and every setting's flag.
+#[derive(Args, Debug, Default, Clone)]
+pub struct Opts {
+    /// TOML file with the same settings (keys are the flag names without `--`); flags win.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    #[command(flatten)]
+    pub settings: Flags,
+}
+
+/// Where shards run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Placement {
+    /// One shard pinned on each of these CPUs.
+    Pinned(Vec<usize>),
+    /// This many unpinned shards.
+    Unpinned(usize),
+}
+
+impl Placement {
+    pub fn shards(&self) -> usize {
+        match self {
+            Placement::Pinned(c) => c.len(),
+            Placement::Unpinned(n) => *n,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct BackendConfig {
+    pub name: String,
+    pub servers: Vec<SocketAddr>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteConfig {
+    /// Lower-case host without port, or `*`.
+    pub host: String,
+    pub path_prefix: String,
+    pub backend: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct Timeouts {
+    pub client_head: Duration,
+    pub client_idle: Duration,
+    pub connect: Duration,
+    pub backend: Duration,
+}
+
+/// The validated configuration every shard reads.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: Vec<SocketAddr>,
+    /// For each listen address, the shards that accept on it (`None` = all).
+    pub listen_shards: Vec<Option<Vec<usize>>>,
+    pub backends: Vec<BackendConfig>,
+    pub routes: Vec<RouteConfig>,
+    pub default_backend: Option<usize>,
+    pub placement: Placement,
+    pub admin: Option<SocketAddr>,
+    pub timeouts: Timeouts,
+    pub grace: Duration,
+    pub max_head: usize,
+    pub reuse: ReuseMode,
+    pub pool_max_idle: usize,
+    pub pool_purge_delay: Duration,
+    pub max_reuse: Option<u32>,
+    pub pool_low_idle: usize,
+    pub takeover: bool,
+    pub takeover_timeout: Duration,
+    pub max_conns_per_shard: usize,
+    pub fault: Option<FaultPlan>,
+    pub fault_seed: u64,
+    pub spin_before_park: Option<Duration>,
+    pub log: String,
+}
+
+impl Config {
+    /// Total servers over all backends (the pool's server ids are 0..this).
+    pub fn n_servers(&self) -> usize {
+        self.backends.iter().map(|b| b.servers.len()).sum()
+    }
+
+    /// Builds the configuration from flags and, if `--config` is given, the file.
+    pub fn from_opts(opts: &Opts) -> Result<Config, ConfigError> {
+        let file = match &opts.config {
+            Some(path) => Some(SettingsFile::read(path, &Settings::keys())?),
+            None => None,
+        };
+        build(Settings::resolve(&opts.settings, file.as_ref())?)
+    }
+}
+
+/// `n` (the value of `s`), or an error naming `s` when it is outside `min..=max`.
+fn in_range<T>(s: &Setting<T>, n: u64, min: u64, max: u64) -> Result<u64, ConfigError> {
+    if n < min || n > max {
+        return Err(s.err(format!("{n} is out of range ({min} to {max})")));
+    }
+    Ok(n)
+}
+
+/// Checks what involves more than one setting, and fills in the [`Config`].
+pub fn build(s: Settings) -> Result<Config, ConfigError> {
+    if s.backend.value.is_empty() {
+        return Err(ConfigError::new(
+            "--backend",
+            "at least one backend is required, e.g. --backend 127.0.0.1:9000",
+        ));
+    }
+    let mut backends: Vec<BackendConfig> = Vec::with_capacity(s.backend.value.len());
+    for (i, b) in s.backend.value.iter().enumerate() {
+        let name = match &b.name {
+            Some(n) => n.clone(),
+            None if i == 0 => "default".to_string(),
+            None => format!("backend{}", i + 1),
+        };
+        if backends.iter().any(|x| x.name == name) {
+            return Err(s
+                .backend
+                .err(format!("backend name '{name}' is used twice")));
+        }
+        backends.push(BackendConfig {
+            name,
+            servers: b.servers.clone(),
+        });
+    }
+    let names: HashMap<&str, usize> = backends
+        .iter()
+        .enumerate()
+        .map(|(i, b)| (b.name.as_str(), i))
+        .collect();
+
+    let mut routes = Vec::with_capacity(s.route.value.len());
+    for r in &s.route.value {
+        let backend = *names.get(r.backend.as_str()).ok_or_else(|| {
+            s.route.err(format!(
+                "'{}' names no known backend '{}'",
+                r.spec, r.backend
+            ))
+        })?;
+        routes.push(RouteConfig {
+            host: r.host.clone(),
+            path_prefix: r.path_prefix.clone(),
+            backend,
+        });
+    }
+
+    let default_backend = match s.default_backend.value.as_deref() {
+        None => Some(0),
+        Some("none") => None,
+        Some(name) => Some(*names.get(name).ok_or_else(|| {
+            s.default_backend.err(format!(
+                "no backend named '{name}' (known: {})",
+                known(&backends)
+            ))
+        })?),
+    };
+
+    let placement = placement(&s)?;
+    let n_shards = placement.shards();
+
+    let mut listen = Vec::with_capacity(s.listen.value.len());
+    let mut listen_shards = Vec::with_capacity(s.listen.value.len());
+    for l in &s.listen.value {
+        if let Some(bad) = l
+            .shards
+            .as_ref()
+            .and_then(|v| v.iter().find(|&&i| i >= n_shards))
+        {
+            return Err(s.listen.err(format!(
+                "{}@{bad}: there are only {n_shards} shard(s), numbered from 0",
+                l.addr
+            )));
+        }
+        listen.push(l.addr);
+        listen_shards.push(l.shards.clone());
+    }
+
+    let timeouts = Timeouts {
+        client_head: s.timeout_client_head.value,
+        client_idle: s.timeout_client_idle.value,
+        connect: s.timeout_connect.value,
+        backend: s.timeout_backend.value,
+    };
+    for t in [
+        &s.timeout_client_head,
+        &s.timeout_client_idle,
+        &s.timeout_connect,
+        &s.timeout_backend,
+        &s.takeover_timeout,
+    ] {
+        if t.value.is_zero() {
+            return Err(t.err("must be greater than zero"));
+        }
+    }
+
+    let max_head = s.max_head.value;
+    if !(1024..=(16 << 20)).contains(&max_head) {
+        return Err(s
+            .max_head
+            .err(format!("{max_head} bytes is out of range (1KiB to 16MiB)")));
+    }
+
+    if s.pool_purge_delay.value < Duration::from_millis(10) {
+        return Err(s.pool_purge_delay.err("must be at least 10ms"));
+    }
+    let max_reuse = match in_range(&s.max_reuse, s.max_reuse.value, 0, u32::MAX as u64)? {
+        0 => None,
+        n => Some(n as u32),
+    };
+    if s.max_conns_per_shard.value == 0 {
+        return Err(s.max_conns_per_shard.err("must be at least 1"));
+    }
+
+    let fault_seed = s.fault_seed.value;
+    let fault = match &s.fault.value {
+        Some(spec) => {
+            Some(FaultPlan::parse(spec, fault_seed).map_err(|e| s.fault.err(e.to_string()))?)
+        }
+        None => None,
+    };
+
+    Ok(Config {
+        listen,
+        listen_shards,
+        backends,
+        routes,
+        default_backend,
+        placement,
+        admin: s.admin.value,
+        timeouts,
+        grace: s.grace.value,
+        max_head: max_head as usize,
+        reuse: s.reuse.value,
+        pool_max_idle: in_range(&s.pool_max_idle, s.pool_max_idle.value, 0, 1_000_000)? as usize,
+        pool_purge_delay: s.pool_purge_delay.value,
+        max_reuse,
+        pool_low_idle: in_range(&s.pool_low_idle, s.pool_low_idle.value, 0, 1_000_000)? as usize,
+        takeover: s.takeover.value,
+        takeover_timeout: s.takeover_timeout.value,
+        max_conns_per_shard: in_range(
+            &s.max_conns_per_shard,
+            s.max_conns_per_shard.value,
+            1,
+            10_000_000,
+        )? as usize,
+        fault,
+        fault_seed,
+        spin_before_park: (!s.spin_before_park.value.is_zero()).then_some(s.spin_before_park.value),
+        log: s.log.value,
+    })
+}
+
+/// `--cpus` or `--shards`: a flag wins over the file; both from the same place is an error
+/// (clap refuses both flags; this refuses both keys).
+fn placement(s: &Settings) -> Result<Placement, ConfigError> {
+    let (cpus, shards) = (&s.cpus, &s.shards);
+    let use_cpus = match (&cpus.value, &shards.value) {
+        (Some(_), Some(_)) if cpus.origin.beats(&shards.origin) => true,
+        (Some(_), Some(_)) if shards.origin.beats(&cpus.origin) => false,
+        (Some(_), Some(_)) => {
+            return Err(cpus.err(format!(
+                "give either {} or {}, not both",
+                cpus.name(),
+                shards.name()
+            )))
+        }
+        (Some(_), None) => true,
+        (None, _) => false,
+    };
+    if use_cpus {
+        let list = cpus.value.clone().unwrap_or_default();
+        let online = online_cpus();
+        if let Some(bad) = list.iter().find(|c| !online.contains(c)) {
+            return Err(cpus.err(format!(
+                "CPU {bad} does not exist or is not available to this process (available: {})",
+                format_cpu_list(&online)
+            )));
+        }
+        return Ok(Placement::Pinned(list));
+    }
+    Ok(match &shards.value {
+        Some(n) => {
+            let n = in_range(shards, *n, 1, 1024)?;
+            Placement::Unpinned(n as usize)
+        }
+        None => Placement::Pinned(default_cpus()),
+    })
+}
+
+fn known(backends: &[BackendConfig]) -> String {
+    backends
+        .iter()
+        .map(|b| b.name.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// CPUs this process may run on (its affinity mask).
+pub fn online_cpus() -> Vec<usize> {
+    match core_affinity::get_core_ids() {
+        Some(ids) if !ids.is_empty() => {
+            let mut v: Vec<usize> = ids.into_iter().map(|c| c.id).collect();
+            v.sort_unstable();
+            v
+        }
+        _ => (0..std::thread::available_parallelism().map_or(1, |n| n.get())).collect(),
+    }
+}
+
+fn default_cpus() -> Vec<usize> {
+    online_cpus()
+}
+
+/// A human summary of the configuration (start-up log and `check-config`).
+pub fn describe(c: &Config) -> String {
+    let mut s = String::new();
+    let shards = match &c.placement {
+        Placement::Pinned(cpus) => format!(
+            "{} shard(s) pinned on CPU {}",
+            cpus.len(),
+            format_cpu_list(cpus)
+        ),
+        Placement::Unpinned(n) => format!("{n} unpinned shard(s)"),
+    };
+    s.push_str(&format!("shards: {shards}\n"));
+    let listen: Vec<String> = c.listen.iter().map(|a| a.to_string()).collect();
+    s.push_str(&format!("listen: {}\n", listen.join(", ")));
+    if let Some(a) = c.admin {
+        s.push_str(&format!("admin: http://{a}/metrics\n"));
+    }
+    for b in &c.backends {
+        let servers: Vec<String> = b.servers.iter().map(|a| a.to_string()).collect();
+        s.push_str(&format!("backend {}: {}\n", b.name, servers.join(", ")));
+    }
+    for r in &c.routes {
+        s.push_str(&format!(
+            "route: host {} path {} -> {}\n",
+            r.host, r.path_prefix, c.backends[r.backend].name
+        ));
+    }
+    s.push_str(&format!(
+        "default backend: {}\n",
+        c.default_backend
+            .map_or("none (404)".to_string(), |b| c.backends[b].name.clone())
+    ));
+    s.push_str(&format!(
+        "pool: reuse {}, max idle {}/server/shard, purge every {:?}, max reuse {}, low idle {}, takeover {}\n",
+        c.reuse,
+        c.pool_max_idle,
+        c.pool_purge_delay,
+        c.max_reuse.map_or("unlimited".to_string(), |n| n.to_string()),
+        c.pool_low_idle,
+        if c.takeover { "on" } else { "off" }
+    ));
+    s.push_str(&format!(
+        "limits: max head {} bytes, {} client connections/shard; timeouts: head {:?}, idle {:?}, connect {:?}, backend {:?}, grace {:?}\n",
+        c.max_head,
+        c.max_conns_per_shard,
+        c.timeouts.client_head,
+        c.timeouts.client_idle,
+        c.timeouts.connect,
+        c.timeouts.backend,
+        c.grace
+    ));
+    if let Some(f) = &c.fault {
+        s.push_str(&format!("FAULT INJECTION: {f} (seed {})\n", c.fault_seed));
+    }
+    s
+}

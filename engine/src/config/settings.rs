@@ -1,0 +1,91 @@
+//! Every setting ringway has, in one place: its flag and file key (the field name in
+//! kebab-case), its kind of value, its default and its help. To add a setting, add one
+//! entry here, then read it in `config::build` into a [`Config`](super::Config) field.
+//! `--help`, the TOML key, flag-over-file precedence and the messages naming the flag
+//! (or the key, file and line) follow from the entry; see [`define`](super::define).
+
+use super::values::{
+    Addr, Backend, Count, Cpus, Dur, Listen, LogFilter, OnOff, Reuse, Route, Size, Text,
+};
+
+settings! {
+    many {
+        /// Address to accept clients on (repeatable), optionally only on some shards: `ADDR@0-1`.
+        #[arg(value_name = "ADDR")]
+        listen: Listen = "127.0.0.1:8080";
+        /// A backend: [NAME=]HOST:PORT[,HOST:PORT...] (repeatable; the first is the default backend).
+        #[arg(value_name = "SPEC")]
+        backend: Backend;
+        /// A route: HOST[/PATH-PREFIX]=NAME (repeatable; longest matching prefix wins; HOST `*` matches any).
+        #[arg(value_name = "SPEC")]
+        route: Route;
+    }
+    one {
+        /// Backend for requests no route matches: a backend name, or `none` to answer 404. Default: the first backend.
+        #[arg(value_name = "NAME")]
+        default_backend: Text;
+        /// CPUs to run one pinned shard on each, e.g. `0-3,8`. Default: every CPU the process may use.
+        #[arg(value_name = "LIST", conflicts_with = "shards")]
+        cpus: Cpus;
+        /// Run N unpinned shards instead of pinned ones.
+        #[arg(value_name = "N")]
+        shards: Count;
+        /// Address of the admin listener serving /metrics (Prometheus text format).
+        #[arg(value_name = "ADDR")]
+        admin: Addr;
+        /// Time a client has to send a complete request head.
+        #[arg(value_name = "DUR")]
+        timeout_client_head: Dur = "10s";
+        /// Time an idle keep-alive client connection is kept open.
+        #[arg(value_name = "DUR")]
+        timeout_client_idle: Dur = "60s";
+        /// Time allowed to connect to a backend server.
+        #[arg(value_name = "DUR")]
+        timeout_connect: Dur = "3s";
+        /// Time a backend may stay silent while a response is expected.
+        #[arg(value_name = "DUR")]
+        timeout_backend: Dur = "30s";
+        /// On SIGINT/SIGTERM, how long in-flight requests may take to finish.
+        #[arg(value_name = "DUR")]
+        grace: Dur = "10s";
+        /// Largest request or response head accepted (1KiB to 16MiB); larger heads get 431.
+        #[arg(value_name = "SIZE")]
+        max_head: Size = "64KiB";
+        /// Backend connection reuse: never, safe, aggressive or always (HAProxy's meanings).
+        #[arg(value_name = "MODE")]
+        reuse: Reuse = "safe";
+        /// Idle backend connections kept per server per shard.
+        #[arg(value_name = "N")]
+        pool_max_idle: Count = "64";
+        /// Interval of the idle-pool purge (at least 10ms).
+        #[arg(value_name = "DUR")]
+        pool_purge_delay: Dur = "5s";
+        /// Requests a backend connection may carry before it is closed (0 = unlimited).
+        #[arg(value_name = "N")]
+        max_reuse: Count = "0";
+        /// No takeover while a server has fewer idle connections than this, over all shards (HAProxy's pool-low-conn).
+        #[arg(value_name = "N")]
+        pool_low_idle: Count = "0";
+        /// Take over idle backend connections from other shards: on or off.
+        #[arg(value_name = "on|off")]
+        takeover: OnOff = "on";
+        /// How long a taker waits for a Grant before it connects anew.
+        #[arg(value_name = "DUR")]
+        takeover_timeout: Dur = "5ms";
+        /// Client connections a shard serves at once; more are refused with 503.
+        #[arg(value_name = "N")]
+        max_conns_per_shard: Count = "20000";
+        /// Fault injection, e.g. `reserve=2%,connect=1%,grant-delay=5%` (testing only).
+        #[arg(value_name = "SPEC")]
+        fault: Text;
+        /// Seed for fault injection, for replayable runs.
+        #[arg(value_name = "N")]
+        fault_seed: Count = "1";
+        /// Busy-poll this long before a shard parks (lower latency, more CPU), e.g. 50us; 0 = never.
+        #[arg(value_name = "DUR")]
+        spin_before_park: Dur = "0s";
+        /// Log filter (error, warn, info, debug, trace or a tracing filter).
+        #[arg(value_name = "FILTER")]
+        log: LogFilter = "info";
+    }
+}

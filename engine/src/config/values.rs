@@ -1,0 +1,353 @@
+//! The kinds of value a setting can hold, and how each is read from a flag and from the
+//! TOML file. A kind is a type implementing [`Kind`]: `parse` reads the text a user typed
+//! (and is clap's value parser, so a bad flag is refused before anything else runs);
+//! `from_toml` reads a TOML value, which is usually that same text as a string, sometimes
+//! a native TOML integer or boolean. Both return a message that quotes the value and says
+//! what would be accepted; the caller adds which flag or key it came from.
+//!
+//! Durations, sizes and CPU lists are parsed by `ringway-sys`, shared with the bench tools.
+//! What depends on other settings (a route naming a backend, `ADDR@SHARDS` against the
+//! shard count, value ranges) is checked later, in `config::build`.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::time::Duration;
+
+use ringway_pool::ReuseMode;
+
+/// How one kind of setting value is read from a flag and from the configuration file.
+pub trait Kind {
+    /// The parsed value.
+    type Value: Clone + std::fmt::Debug + Send + Sync + 'static;
+    /// What a valid TOML value looks like, for the message when the TOML type is wrong.
+    const EXPECTED: &'static str;
+
+    /// Reads the text of a flag (or of a TOML string).
+    fn parse(s: &str) -> Result<Self::Value, String>;
+
+    /// Reads a TOML value: a string is parsed as a flag would be; other TOML types only
+    /// where a kind says so.
+    fn from_toml(v: &toml::Value) -> Result<Self::Value, String> {
+        match v {
+            toml::Value::String(s) => Self::parse(s),
+            other => Err(wrong_type::<Self>(other)),
+        }
+    }
+}
+
+/// "expected …, found an integer", for a TOML value of the wrong type.
+pub fn wrong_type<K: Kind + ?Sized>(v: &toml::Value) -> String {
+    format!(
+        "expected {}, found {} {v}",
+        K::EXPECTED,
+        article(v.type_str())
+    )
+}
+
+fn article(type_str: &str) -> String {
+    match type_str.as_bytes().first() {
+        Some(b'a' | b'e' | b'i' | b'o' | b'u') => format!("an {type_str}"),
+        _ => format!("a {type_str}"),
+    }
+}
+
+/// Reads a TOML array of values of kind `K` (a repeatable flag's file form).
+pub fn from_toml_list<K: Kind>(v: &toml::Value) -> Result<Vec<K::Value>, String> {
+    match v {
+        toml::Value::Array(items) => items.iter().map(K::from_toml).collect(),
+        other => Err(format!(
+            "expected an array (the flag is repeatable), each item {}; found {} {other}",
+            K::EXPECTED,
+            article(other.type_str())
+        )),
+    }
+}
+
+/// A non-negative TOML integer, or the message for a negative one.
+fn toml_whole(n: i64) -> Result<u64, String> {
+    u64::try_from(n).map_err(|_| format!("'{n}' is not a whole number"))
+}
+
+/// Free text, checked later if at all (`--default-backend`, `--fault`).
+pub struct Text;
+impl Kind for Text {
+    type Value = String;
+    const EXPECTED: &'static str = "a string";
+    fn parse(s: &str) -> Result<String, String> {
+        Ok(s.to_string())
+    }
+}
+
+/// A whole number (`64`); ranges are checked in `build`.
+pub struct Count;
+impl Kind for Count {
+    type Value = u64;
+    const EXPECTED: &'static str = "a whole number such as 64";
+    fn parse(s: &str) -> Result<u64, String> {
+        s.trim()
+            .parse()
+            .map_err(|_| format!("'{s}' is not a whole number"))
+    }
+    fn from_toml(v: &toml::Value) -> Result<u64, String> {
+        match v {
+            toml::Value::Integer(n) => toml_whole(*n),
+            toml::Value::String(s) => Self::parse(s),
+            other => Err(wrong_type::<Self>(other)),
+        }
+    }
+}
+
+/// A duration (`250ms`, `5s`, `2m`); in the file also an integer number of seconds.
+pub struct Dur;
+impl Kind for Dur {
+    type Value = Duration;
+    const EXPECTED: &'static str = "a duration such as \"250ms\" or \"5s\"";
+    fn parse(s: &str) -> Result<Duration, String> {
+        ringway_sys::parse_duration(s).map_err(|e| e.to_string())
+    }
+    fn from_toml(v: &toml::Value) -> Result<Duration, String> {
+        match v {
+            toml::Value::Integer(n) => Self::parse(&n.to_string()),
+            toml::Value::String(s) => Self::parse(s),
+            other => Err(wrong_type::<Self>(other)),
+        }
+    }
+}
+
+/// A size in bytes (`65536`, `64KiB`, `64k`, `1MiB`); in the file also an integer.
+pub struct Size;
+impl Kind for Size {
+    type Value = u64;
+    const EXPECTED: &'static str = "a size such as 65536 or \"64KiB\"";
+    fn parse(s: &str) -> Result<u64, String> {
+        ringway_sys::parse_size(s).map_err(|e| e.to_string())
+    }
+    fn from_toml(v: &toml::Value) -> Result<u64, String> {
+        match v {
+            toml::Value::Integer(n) => toml_whole(*n),
+            toml::Value::String(s) => Self::parse(s),
+            other => Err(wrong_type::<Self>(other)),
+        }
+    }
+}
+
+/// `on` or `off` (also true/false, yes/no, 1/0); in the file also a TOML boolean.
+pub struct OnOff;
+impl Kind for OnOff {
+    type Value = bool;
+    const EXPECTED: &'static str = "on or off (or true/false)";
+    fn parse(s: &str) -> Result<bool, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "on" | "true" | "yes" | "1" => Ok(true),
+            "off" | "false" | "no" | "0" => Ok(false),
+            _ => Err(format!("'{s}' is neither on nor off")),
+        }
+    }
+    fn from_toml(v: &toml::Value) -> Result<bool, String> {
+        match v {
+            toml::Value::Boolean(b) => Ok(*b),
+            toml::Value::String(s) => Self::parse(s),
+            other => Err(wrong_type::<Self>(other)),
+        }
+    }
+}
+
+/// `HOST:PORT`, resolved now (a name such as `localhost` is looked up once, at start-up).
+pub struct Addr;
+impl Kind for Addr {
+    type Value = SocketAddr;
+    const EXPECTED: &'static str = "an address such as \"127.0.0.1:8080\"";
+    fn parse(s: &str) -> Result<SocketAddr, String> {
+        parse_addr(s)
+    }
+}
+
+fn parse_addr(s: &str) -> Result<SocketAddr, String> {
+    let s = s.trim();
+    if let Ok(a) = s.parse::<SocketAddr>() {
+        return Ok(a);
+    }
+    if !s.contains(':') {
+        return Err(format!(
+            "'{s}' has no port; expected HOST:PORT such as 127.0.0.1:8080"
+        ));
+    }
+    match s.to_socket_addrs() {
+        Ok(mut it) => it
+            .next()
+            .ok_or_else(|| format!("'{s}' resolves to no address")),
+        Err(e) => Err(format!("'{s}' is not a valid HOST:PORT ({e})")),
+    }
+}
+
+/// A CPU list such as `0-3,8`; whether the CPUs exist is checked in `build`.
+pub struct Cpus;
+impl Kind for Cpus {
+    type Value = Vec<usize>;
+    const EXPECTED: &'static str = "a CPU list such as \"0-3,8\"";
+    fn parse(s: &str) -> Result<Vec<usize>, String> {
+        ringway_sys::parse_cpu_list(s).map_err(|e| e.to_string())
+    }
+}
+
+/// A backend connection reuse mode: never, safe, aggressive or always.
+pub struct Reuse;
+impl Kind for Reuse {
+    type Value = ReuseMode;
+    const EXPECTED: &'static str = "a reuse mode (never, safe, aggressive, always)";
+    fn parse(s: &str) -> Result<ReuseMode, String> {
+        s.parse::<ReuseMode>()
+            .map_err(|_| format!("'{s}' is not a reuse mode (never, safe, aggressive, always)"))
+    }
+}
+
+/// A `tracing` log filter (`info`, `ringway=debug,warn`).
+pub struct LogFilter;
+impl Kind for LogFilter {
+    type Value = String;
+    const EXPECTED: &'static str = "a log filter such as \"info\"";
+    fn parse(s: &str) -> Result<String, String> {
+        match tracing_subscriber::EnvFilter::try_new(s) {
+            Ok(_) => Ok(s.to_string()),
+            Err(_) => Err(format!(
+                "'{s}' is not a log filter (try error, warn, info or debug)"
+            )),
+        }
+    }
+}
+
+/// `--listen ADDR[@SHARDS]`: an address, and optionally the only shards that accept on it
+/// (like HAProxy's `bind ... thread`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenSpec {
+    pub addr: SocketAddr,
+    pub shards: Option<Vec<usize>>,
+}
+
+pub struct Listen;
+impl Kind for Listen {
+    type Value = ListenSpec;
+    const EXPECTED: &'static str =
+        "an address such as \"127.0.0.1:8080\" or \"127.0.0.1:8080@0-1\"";
+    fn parse(s: &str) -> Result<ListenSpec, String> {
+        let (addr, shards) = match s.rsplit_once('@') {
+            Some((a, shards)) => (a, Some(Cpus::parse(shards)?)),
+            None => (s, None),
+        };
+        Ok(ListenSpec {
+            addr: parse_addr(addr)?,
+            shards,
+        })
+    }
+}
+
+/// `--backend [NAME=]HOST:PORT[,HOST:PORT...]`. A missing name is given in `build`, from
+/// the backend's position (`default` for the first).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackendSpec {
+    pub name: Option<String>,
+    pub servers: Vec<SocketAddr>,
+}
+
+pub struct Backend;
+impl Kind for Backend {
+    type Value = BackendSpec;
+    const EXPECTED: &'static str = "a backend such as \"api=10.0.0.5:9000,10.0.0.6:9000\"";
+    fn parse(spec: &str) -> Result<BackendSpec, String> {
+        let (name, servers) = match spec.split_once('=') {
+            Some((n, s)) => (Some(n.trim().to_string()), s),
+            None => (None, spec),
+        };
+        if let Some(name) = &name {
+            let valid = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.';
+            if name.is_empty() || !name.chars().all(valid) {
+                return Err(format!(
+                    "'{name}' in '{spec}' is not a valid backend name (letters, digits, - _ .)"
+                ));
+            }
+        }
+        let servers = servers
+            .split(',')
+            .map(parse_addr)
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(BackendSpec { name, servers })
+    }
+}
+
+/// `--route HOST[/PATH-PREFIX]=NAME`; the name is looked up among the backends in `build`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteSpec {
+    /// The text as given, for messages.
+    pub spec: String,
+    /// Lower-case host without port, or `*`.
+    pub host: String,
+    pub path_prefix: String,
+    pub backend: String,
+}
+
+pub struct Route;
+impl Kind for Route {
+    type Value = RouteSpec;
+    const EXPECTED: &'static str = "a route such as \"example.com/static=static\"";
+    fn parse(spec: &str) -> Result<RouteSpec, String> {
+        let (target, name) = spec
+            .rsplit_once('=')
+            .ok_or_else(|| format!("'{spec}' should be HOST[/PATH-PREFIX]=BACKEND"))?;
+        let (host, path) = match target.find('/') {
+            Some(i) => (&target[..i], &target[i..]),
+            None => (target, "/"),
+        };
+        let host = host.trim().to_ascii_lowercase();
+        if host.is_empty() {
+            return Err(format!("'{spec}' has an empty host (use * for any host)"));
+        }
+        Ok(RouteSpec {
+            spec: spec.to_string(),
+            host,
+            path_prefix: path.to_string(),
+            backend: name.trim().to_string(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn toml_types_each_kind_accepts() {
+        let int = toml::Value::Integer(7);
+        assert_eq!(Count::from_toml(&int), Ok(7));
+        assert_eq!(Dur::from_toml(&int), Ok(Duration::from_secs(7)));
+        assert_eq!(Size::from_toml(&int), Ok(7));
+        assert_eq!(OnOff::from_toml(&toml::Value::Boolean(false)), Ok(false));
+        assert_eq!(OnOff::from_toml(&"on".into()), Ok(true));
+        assert_eq!(Size::from_toml(&"16KiB".into()), Ok(16 << 10));
+        let e = Count::from_toml(&toml::Value::Integer(-3)).unwrap_err();
+        assert!(e.contains("not a whole number"), "{e}");
+        let e = OnOff::from_toml(&int).unwrap_err();
+        assert_eq!(e, "expected on or off (or true/false), found an integer 7");
+        let e = Text::from_toml(&toml::Value::Boolean(true)).unwrap_err();
+        assert_eq!(e, "expected a string, found a boolean true");
+        let e = from_toml_list::<Listen>(&"127.0.0.1:1".into()).unwrap_err();
+        assert!(
+            e.starts_with("expected an array (the flag is repeatable), each item an address"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn specs_parse() {
+        let l = Listen::parse("127.0.0.1:0@0-1").unwrap();
+        assert_eq!(l.shards, Some(vec![0, 1]));
+        let b = Backend::parse("api=127.0.0.1:1,127.0.0.1:2").unwrap();
+        assert_eq!(b.name.as_deref(), Some("api"));
+        assert_eq!(b.servers.len(), 2);
+        assert_eq!(Backend::parse("127.0.0.1:1").unwrap().name, None);
+        let r = Route::parse("Example.com/static=static").unwrap();
+        assert_eq!(
+            (r.host.as_str(), r.path_prefix.as_str(), r.backend.as_str()),
+            ("example.com", "/static", "static")
+        );
+        assert_eq!(Route::parse("*=b").unwrap().path_prefix, "/");
+    }
+}
