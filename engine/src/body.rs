@@ -43,6 +43,7 @@ where
                 dst.write_all(&buf.data()[..take])
                     .await
                     .map_err(CopyError::Dst)?;
+                flush(dst).await?;
                 buf.consume(take);
                 left -= take as u64;
             }
@@ -58,6 +59,7 @@ where
                 dst.write_all(&buf.data()[..used])
                     .await
                     .map_err(CopyError::Dst)?;
+                flush(dst).await?;
                 buf.consume(used);
                 if done {
                     return Ok(());
@@ -74,6 +76,7 @@ where
                 }
             }
             dst.write_all(buf.data()).await.map_err(CopyError::Dst)?;
+            flush(dst).await?;
             let n = buf.len();
             buf.consume(n);
         },
@@ -103,6 +106,7 @@ where
         buf.consume(used);
         if !plain.is_empty() {
             dst.write_all(&plain).await.map_err(CopyError::Dst)?;
+            flush(dst).await?;
         }
         if done {
             return Ok(());
@@ -123,4 +127,10 @@ pub(crate) async fn fill_or_eof<R: AsyncRead + Unpin>(
         Ok(_) => Ok(()),
         Err(e) => Err(CopyError::Src(e)),
     }
+}
+
+/// Pushes out what a writer buffered (TLS records the socket could not take yet); free
+/// for plain TCP. After every write: the next step may wait on the other side.
+async fn flush<W: AsyncWrite + Unpin>(dst: &mut W) -> Result<(), CopyError> {
+    dst.flush().await.map_err(CopyError::Dst)
 }

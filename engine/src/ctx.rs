@@ -12,6 +12,7 @@ use std::sync::Arc;
 use crate::config::Config;
 use crate::metrics::ShardMetrics;
 use crate::route::Router;
+use crate::tls::{BackendTls, ServerTls};
 use crate::upstream::{Table, Upstreams};
 use crate::warn::RateLimited;
 
@@ -23,16 +24,24 @@ pub struct Shared {
     pub table: Arc<Table>,
     pub n_shards: usize,
     pub stop: AtomicBool,
+    /// TLS termination (certificates, ticket keys, reload counters), when `--listen-tls`.
+    pub server_tls: Option<Arc<ServerTls>>,
 }
 
 impl Shared {
-    pub fn new(config: Config, n_shards: usize) -> Shared {
+    pub fn new(
+        config: Config,
+        n_shards: usize,
+        server_tls: Option<Arc<ServerTls>>,
+        backend_tls: Option<BackendTls>,
+    ) -> Shared {
         Shared {
             router: Router::new(&config),
-            table: Arc::new(Table::new(&config, n_shards)),
+            table: Arc::new(Table::new(&config, n_shards, backend_tls)),
             config,
             n_shards,
             stop: AtomicBool::new(false),
+            server_tls,
         }
     }
 }

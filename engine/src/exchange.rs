@@ -200,7 +200,11 @@ pub async fn forward(
         bbuf.clear();
         let retryable = lease.reused() && !retried && !src.pending() && req.method.is_idempotent();
 
-        if let Err(e) = lease.transport().write_all(req.head).await {
+        let sent = match lease.transport().write_all(req.head).await {
+            Ok(()) => lease.transport().flush().await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = sent {
             drop(lease);
             if retryable {
                 retried = true;

@@ -73,6 +73,18 @@ pub fn idle_is_healthy(stream: &TcpStream) -> bool {
     }
 }
 
+/// Reads what is there without waiting (`MSG_DONTWAIT`): `WouldBlock` when nothing is.
+/// For idle checks that must consume what they look at (TLS records).
+pub fn recv_nonblocking(stream: &TcpStream, buf: &mut [u8]) -> io::Result<usize> {
+    let fd = borrow(stream);
+    let sock = socket2::SockRef::from(&fd);
+    let uninit: &mut [std::mem::MaybeUninit<u8>] =
+        // SAFETY: `u8` and `MaybeUninit<u8>` have the same layout, and recv only writes
+        // initialised bytes into it, so `buf` stays initialised.
+        unsafe { &mut *(buf as *mut [u8] as *mut [std::mem::MaybeUninit<u8>]) };
+    sock.recv_with_flags(uninit, libc::MSG_DONTWAIT)
+}
+
 /// Makes the next close of this stream send RST instead of FIN (`SO_LINGER` 0), so that
 /// connections closed by policy do not pile up in TIME_WAIT.
 pub fn set_linger_zero(stream: &TcpStream) {

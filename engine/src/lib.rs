@@ -25,6 +25,7 @@ pub mod oneshot;
 pub mod process;
 pub mod route;
 pub mod shard;
+pub mod tls;
 pub mod upstream;
 pub mod warn;
 

@@ -68,6 +68,9 @@ fn run(config: Config) -> ExitCode {
     for a in &listen {
         println!("listening on {a}");
     }
+    for a in &proxy.listen_tls {
+        println!("listening tls on {a}");
+    }
     if let Some(a) = proxy.admin {
         println!("admin on {a}");
     }
@@ -82,20 +85,27 @@ fn run(config: Config) -> ExitCode {
     for line in summary.lines() {
         tracing::info!("{line}");
     }
-    // Stop on SIGINT/SIGTERM: the shards stop accepting and drain within --grace.
-    let stop = proxy.shared.clone();
+    // SIGINT/SIGTERM: the shards stop accepting and drain within --grace.
+    // SIGHUP: re-read the TLS certificates and keys (open connections keep theirs).
+    let shared = proxy.shared.clone();
     let signals = signal_hook::iterator::Signals::new([
         signal_hook::consts::SIGINT,
         signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGHUP,
     ]);
     match signals {
         Ok(mut signals) => {
             std::thread::Builder::new()
                 .name("ringway-signals".into())
                 .spawn(move || {
-                    if let Some(sig) = signals.forever().next() {
+                    for sig in signals.forever() {
+                        if sig == signal_hook::consts::SIGHUP {
+                            reload(&shared);
+                            continue;
+                        }
                         tracing::info!(signal = sig, "stopping: draining in-flight requests");
-                        stop.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+                        shared.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+                        break;
                     }
                 })
                 .ok();
@@ -111,5 +121,18 @@ fn run(config: Config) -> ExitCode {
             eprintln!("ringway: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// SIGHUP: what can change without a restart is re-read; a failure keeps what runs.
+fn reload(shared: &ringway::ctx::Shared) {
+    match &shared.server_tls {
+        Some(tls) => match tls.reload() {
+            Ok(()) => tracing::info!("reloaded the TLS certificates and keys"),
+            Err(e) => {
+                tracing::error!(error = %e, "TLS reload failed; keeping the certificates in use")
+            }
+        },
+        None => tracing::info!("SIGHUP: nothing to reload (no --listen-tls)"),
     }
 }

@@ -31,6 +31,10 @@ pub struct Counters {
     pub server_down_events: u64,
     /// Connects that failed on our own limits (fds, memory): 503, server not marked down.
     pub local_exhaustion: u64,
+    /// TLS handshakes with clients completed, of which resumed, and failed.
+    pub tls_handshakes: u64,
+    pub tls_resumed: u64,
+    pub tls_handshake_errors: u64,
 }
 
 /// Takeover figures of one shard (as taker and as owner).
@@ -170,6 +174,24 @@ pub fn render(snaps: &mut [Snapshot], labels: ServerLabels<'_>, open_fds: usize)
             "Requests with no route (404).",
             "counter",
             |s| s.c.no_route,
+        ),
+        (
+            "tls_handshakes_total",
+            "TLS handshakes with clients completed.",
+            "counter",
+            |s| s.c.tls_handshakes,
+        ),
+        (
+            "tls_resumed_total",
+            "TLS handshakes with clients that resumed a session (ticket or cache).",
+            "counter",
+            |s| s.c.tls_resumed,
+        ),
+        (
+            "tls_handshake_errors_total",
+            "TLS handshakes with clients that failed (not TLS, no common protocol, timeout).",
+            "counter",
+            |s| s.c.tls_handshake_errors,
         ),
         (
             "backend_connect_errors_total",

@@ -22,6 +22,8 @@ use crate::shard::{ShardMsg, MESH_CAPACITY};
 /// A running proxy: its shards' threads and the addresses they serve.
 pub struct Proxy {
     pub listen: Vec<SocketAddr>,
+    /// The TLS listeners' addresses (`--listen-tls`).
+    pub listen_tls: Vec<SocketAddr>,
     pub admin: Option<SocketAddr>,
     pub shared: Arc<Shared>,
     handles: Vec<glommio::ExecutorJoinHandle<()>>,
@@ -34,6 +36,8 @@ pub enum StartError {
     MemLock(#[from] ringway_sys::memlock::MemlockError),
     #[error("{0}")]
     Bind(std::io::Error),
+    #[error("TLS: {0}")]
+    Tls(crate::tls::TlsError),
     #[error("cannot start shard {shard} on {placement}: {err}")]
     Executor {
         shard: usize,
@@ -50,29 +54,41 @@ impl Proxy {
         let n = placement.shards();
         // Bind everything first: errors surface here, and port 0 resolves once, on the
         // first shard that accepts on that address; the others bind the same port.
-        let mut per_shard: Vec<Vec<std::net::TcpListener>> = (0..n).map(|_| Vec::new()).collect();
+        let mut per_shard: Vec<Vec<(std::net::TcpListener, bool)>> =
+            (0..n).map(|_| Vec::new()).collect();
         let mut listen = Vec::with_capacity(config.listen.len());
-        for (j, requested) in config.listen.iter().enumerate() {
-            let shards: Vec<usize> = match config.listen_shards.get(j) {
-                Some(Some(v)) => v.clone(),
-                _ => (0..n).collect(),
-            };
-            let mut addr = *requested;
-            for (k, &s) in shards.iter().enumerate() {
-                let l = crate::listener::bind_reuseport(addr).map_err(|e| {
-                    StartError::Bind(std::io::Error::new(
-                        e.kind(),
-                        format!("cannot listen on {addr}: {e}"),
-                    ))
-                })?;
-                if k == 0 {
-                    addr = l.local_addr().map_err(StartError::Bind)?;
+        let mut listen_tls = Vec::with_capacity(config.listen_tls.len());
+        let groups = [
+            (&config.listen, &config.listen_shards, false),
+            (&config.listen_tls, &config.listen_tls_shards, true),
+        ];
+        for (addrs, shard_sets, tls) in groups {
+            for (j, requested) in addrs.iter().enumerate() {
+                let shards: Vec<usize> = match shard_sets.get(j) {
+                    Some(Some(v)) => v.clone(),
+                    _ => (0..n).collect(),
+                };
+                let mut addr = *requested;
+                for (k, &s) in shards.iter().enumerate() {
+                    let l = crate::listener::bind_reuseport(addr).map_err(|e| {
+                        StartError::Bind(std::io::Error::new(
+                            e.kind(),
+                            format!("cannot listen on {addr}: {e}"),
+                        ))
+                    })?;
+                    if k == 0 {
+                        addr = l.local_addr().map_err(StartError::Bind)?;
+                    }
+                    if let Some(v) = per_shard.get_mut(s) {
+                        v.push((l, tls));
+                    }
                 }
-                if let Some(v) = per_shard.get_mut(s) {
-                    v.push(l);
+                if tls {
+                    listen_tls.push(addr);
+                } else {
+                    listen.push(addr);
                 }
             }
-            listen.push(addr);
         }
         let (admin_addr, admin_listener) = match config.admin {
             Some(a) => {
@@ -89,7 +105,24 @@ impl Proxy {
         };
         let mut admin_listener = admin_listener;
 
-        let shared = Arc::new(Shared::new(config, n));
+        let server_tls = if config.listen_tls.is_empty() {
+            None
+        } else {
+            Some(Arc::new(
+                crate::tls::ServerTls::load(config.certs.clone()).map_err(StartError::Tls)?,
+            ))
+        };
+        let any_https = config.backends.iter().any(|b| {
+            b.schemes
+                .iter()
+                .any(|s| matches!(s, crate::config::values::Scheme::Https { .. }))
+        });
+        let backend_tls = if any_https {
+            Some(crate::tls::BackendTls::build(&config.backend_tls).map_err(StartError::Tls)?)
+        } else {
+            None
+        };
+        let shared = Arc::new(Shared::new(config, n, server_tls, backend_tls));
         let mesh = MeshBuilder::<ShardMsg, _>::full(n, MESH_CAPACITY);
         let (ready_tx, ready_rx) = mpsc::channel::<Result<usize, String>>();
         let mut handles = Vec::with_capacity(n);
@@ -162,6 +195,7 @@ impl Proxy {
         }
         Ok(Proxy {
             listen,
+            listen_tls,
             admin: admin_addr,
             shared,
             handles,

@@ -149,11 +149,24 @@ impl crate::admin::Source for Shard {
         let mut snaps = self.gather().await;
         let shared = &self.ctx.shared;
         let labels = shared.table.slot_labels(&shared.config);
-        crate::metrics::render(
+        let mut text = crate::metrics::render(
             &mut snaps,
             ServerLabels { labels: &labels },
             crate::fd::open_fds(),
-        )
+        );
+        if let Some(tls) = &shared.server_tls {
+            use std::fmt::Write as _;
+            let ok = tls.reloads.load(Ordering::Relaxed);
+            let failed = tls.reload_failures.load(Ordering::Relaxed);
+            let _ = write!(
+                text,
+                "# HELP ringway_tls_reloads_total Certificate reloads (SIGHUP) that took effect.\n\
+                 # TYPE ringway_tls_reloads_total counter\nringway_tls_reloads_total {ok}\n\
+                 # HELP ringway_tls_reload_failures_total Certificate reloads refused (a file did not load); the old certificates stay.\n\
+                 # TYPE ringway_tls_reload_failures_total counter\nringway_tls_reload_failures_total {failed}\n"
+            );
+        }
+        text
     }
 }
 
@@ -163,7 +176,7 @@ pub async fn run(
     id: usize,
     cpu: Option<usize>,
     shared: Arc<Shared>,
-    listeners: Vec<std::net::TcpListener>,
+    listeners: Vec<(std::net::TcpListener, bool)>,
     admin: Option<std::net::TcpListener>,
     mesh: MeshBuilder<ShardMsg, Full>,
     n: usize,
@@ -232,11 +245,23 @@ pub async fn run(
         glommio::spawn_local(upstreams.clone().sweep_loop()),
         glommio::spawn_local(upstreams.clone().purge_loop()),
     ];
+    // Each shard has its own TLS session cache; certificates and ticket keys are shared.
+    let tls = match &shared.server_tls {
+        Some(t) => match t.shard_config() {
+            Ok(c) => Some(c),
+            Err(e) => {
+                let _ = ready.send(Err(format!("shard {id}: TLS configuration: {e}")));
+                return;
+            }
+        },
+        None => None,
+    };
     let accept_tasks: Vec<_> = listeners
         .into_iter()
-        .map(|l| {
+        .map(|(l, is_tls)| {
             let l = crate::fd::listener_into_glommio(l);
-            glommio::spawn_local(crate::front::accept_loop(ctx.clone(), l))
+            let tls = if is_tls { tls.clone() } else { None };
+            glommio::spawn_local(crate::front::accept_loop(ctx.clone(), l, tls))
         })
         .collect();
     let admin_task = admin.map(|l| {

@@ -120,6 +120,8 @@ impl Placement {
 pub struct BackendConfig {
     pub name: String,
     pub servers: Vec<SocketAddr>,
+    /// How each server is spoken to, in the same order (plain or TLS, with its name).
+    pub schemes: Vec<values::Scheme>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -144,6 +146,13 @@ pub struct Config {
     pub listen: Vec<SocketAddr>,
     /// For each listen address, the shards that accept on it (`None` = all).
     pub listen_shards: Vec<Option<Vec<usize>>>,
+    /// TLS listeners (`--listen-tls`) and the shards that accept on each.
+    pub listen_tls: Vec<SocketAddr>,
+    pub listen_tls_shards: Vec<Option<Vec<usize>>>,
+    /// Certificates for the TLS listeners, first = default (`--cert`/`--key`).
+    pub certs: Vec<crate::tls::CertPair>,
+    /// How https:// backends are verified (and whom we say we are).
+    pub backend_tls: crate::tls::BackendTlsSpec,
     pub backends: Vec<BackendConfig>,
     pub routes: Vec<RouteConfig>,
     pub default_backend: Option<usize>,
@@ -213,6 +222,7 @@ pub fn build(s: Settings) -> Result<Config, ConfigError> {
         backends.push(BackendConfig {
             name,
             servers: b.servers.clone(),
+            schemes: b.schemes.clone(),
         });
     }
     let names: HashMap<&str, usize> = backends
@@ -250,21 +260,86 @@ pub fn build(s: Settings) -> Result<Config, ConfigError> {
     let placement = placement(&s)?;
     let n_shards = placement.shards();
 
-    let mut listen = Vec::with_capacity(s.listen.value.len());
-    let mut listen_shards = Vec::with_capacity(s.listen.value.len());
-    for l in &s.listen.value {
-        if let Some(bad) = l
-            .shards
-            .as_ref()
-            .and_then(|v| v.iter().find(|&&i| i >= n_shards))
-        {
-            return Err(s.listen.err(format!(
-                "{}@{bad}: there are only {n_shards} shard(s), numbered from 0",
-                l.addr
-            )));
+    let check_shards = |setting: &define::Setting<Vec<values::ListenSpec>>| {
+        for l in &setting.value {
+            if let Some(bad) = l
+                .shards
+                .as_ref()
+                .and_then(|v| v.iter().find(|&&i| i >= n_shards))
+            {
+                return Err(setting.err(format!(
+                    "{}@{bad}: there are only {n_shards} shard(s), numbered from 0",
+                    l.addr
+                )));
+            }
         }
-        listen.push(l.addr);
-        listen_shards.push(l.shards.clone());
+        Ok(())
+    };
+    check_shards(&s.listen)?;
+    check_shards(&s.listen_tls)?;
+    // A TLS-only setup does not also get the default plain listener.
+    let plain = if s.listen_tls.value.is_empty() || s.listen.origin != define::Origin::Default {
+        s.listen.value.clone()
+    } else {
+        Vec::new()
+    };
+    let listen = plain.iter().map(|l| l.addr).collect();
+    let listen_shards = plain.iter().map(|l| l.shards.clone()).collect();
+    let listen_tls = s.listen_tls.value.iter().map(|l| l.addr).collect();
+    let listen_tls_shards = s
+        .listen_tls
+        .value
+        .iter()
+        .map(|l| l.shards.clone())
+        .collect();
+
+    if s.cert.value.len() != s.key.value.len() {
+        return Err(s.key.err(format!(
+            "{} --cert but {} --key: give one key per certificate, in the same order",
+            s.cert.value.len(),
+            s.key.value.len()
+        )));
+    }
+    let certs: Vec<crate::tls::CertPair> = s
+        .cert
+        .value
+        .iter()
+        .zip(&s.key.value)
+        .map(|(c, k)| crate::tls::CertPair {
+            cert: c.into(),
+            key: k.into(),
+        })
+        .collect();
+    if !s.listen_tls.value.is_empty() {
+        if certs.is_empty() {
+            return Err(s
+                .listen_tls
+                .err("a TLS listener needs a certificate: give --cert FILE --key FILE"));
+        }
+        // Load them now: a missing or broken file is a configuration error (exit 2).
+        crate::tls::ServerTls::load(certs.clone()).map_err(|e| s.cert.err(e.to_string()))?;
+    }
+    let client_cert = match (&s.backend_cert.value, &s.backend_key.value) {
+        (Some(c), Some(k)) => Some(crate::tls::CertPair {
+            cert: c.into(),
+            key: k.into(),
+        }),
+        (None, None) => None,
+        (Some(_), None) => return Err(s.backend_key.err("--backend-cert needs --backend-key")),
+        (None, Some(_)) => return Err(s.backend_cert.err("--backend-key needs --backend-cert")),
+    };
+    let backend_tls = crate::tls::BackendTlsSpec {
+        ca: s.backend_ca.value.as_ref().map(Into::into),
+        client_cert,
+        sni: None,
+    };
+    let any_https = backends.iter().any(|b| {
+        b.schemes
+            .iter()
+            .any(|x| matches!(x, values::Scheme::Https { .. }))
+    });
+    if any_https {
+        crate::tls::BackendTls::build(&backend_tls).map_err(|e| s.backend_ca.err(e.to_string()))?;
     }
 
     let timeouts = Timeouts {
@@ -314,6 +389,10 @@ pub fn build(s: Settings) -> Result<Config, ConfigError> {
     Ok(Config {
         listen,
         listen_shards,
+        listen_tls,
+        listen_tls_shards,
+        certs,
+        backend_tls,
         backends,
         routes,
         default_backend,
@@ -417,11 +496,32 @@ pub fn describe(c: &Config) -> String {
     s.push_str(&format!("shards: {shards}\n"));
     let listen: Vec<String> = c.listen.iter().map(|a| a.to_string()).collect();
     s.push_str(&format!("listen: {}\n", listen.join(", ")));
+    if !c.listen_tls.is_empty() {
+        let tls: Vec<String> = c.listen_tls.iter().map(|a| a.to_string()).collect();
+        let certs: Vec<String> = c
+            .certs
+            .iter()
+            .map(|p| p.cert.display().to_string())
+            .collect();
+        s.push_str(&format!(
+            "listen (TLS): {} with {}\n",
+            tls.join(", "),
+            certs.join(", ")
+        ));
+    }
     if let Some(a) = c.admin {
         s.push_str(&format!("admin: http://{a}/metrics\n"));
     }
     for b in &c.backends {
-        let servers: Vec<String> = b.servers.iter().map(|a| a.to_string()).collect();
+        let servers: Vec<String> = b
+            .servers
+            .iter()
+            .zip(&b.schemes)
+            .map(|(a, sc)| match sc {
+                values::Scheme::Http => a.to_string(),
+                values::Scheme::Https { name } => format!("https://{name} ({a})"),
+            })
+            .collect();
         s.push_str(&format!("backend {}: {}\n", b.name, servers.join(", ")));
     }
     for r in &c.routes {

@@ -13,7 +13,16 @@ settings! {
         /// Address to accept clients on (repeatable), optionally only on some shards: `ADDR@0-1`.
         #[arg(value_name = "ADDR")]
         listen: Listen = "127.0.0.1:8080";
-        /// A backend: [NAME=]HOST:PORT[,HOST:PORT...] (repeatable; the first is the default backend).
+        /// Address to accept TLS clients on (repeatable, `ADDR[@SHARDS]`); ALPN picks HTTP/2 or HTTP/1.1. Needs --cert and --key.
+        #[arg(value_name = "ADDR")]
+        listen_tls: Listen;
+        /// PEM certificate chain for --listen-tls (repeatable, paired in order with --key); served for the names in its SAN, chosen by SNI; the first is the default.
+        #[arg(value_name = "FILE")]
+        cert: Text;
+        /// PEM private key of the --cert at the same position (repeatable).
+        #[arg(value_name = "FILE")]
+        key: Text;
+        /// A backend: [NAME=]SERVER[,SERVER...] (repeatable; the first is the default backend); SERVER is HOST:PORT, http://HOST:PORT or https://HOST:PORT (TLS, SNI = HOST).
         #[arg(value_name = "SPEC")]
         backend: Backend;
         /// A route: HOST[/PATH-PREFIX]=NAME (repeatable; longest matching prefix wins; HOST `*` matches any).
@@ -30,6 +39,15 @@ settings! {
         /// Run N unpinned shards instead of pinned ones.
         #[arg(value_name = "N")]
         shards: Count;
+        /// PEM CA bundle that https:// backends are verified against. Default: the system roots.
+        #[arg(value_name = "FILE")]
+        backend_ca: Text;
+        /// PEM client certificate presented to https:// backends (mTLS); needs --backend-key.
+        #[arg(value_name = "FILE")]
+        backend_cert: Text;
+        /// PEM private key of --backend-cert.
+        #[arg(value_name = "FILE")]
+        backend_key: Text;
         /// Address of the admin listener serving /metrics (Prometheus text format).
         #[arg(value_name = "ADDR")]
         admin: Addr;

@@ -240,12 +240,55 @@ impl Kind for Listen {
     }
 }
 
-/// `--backend [NAME=]HOST:PORT[,HOST:PORT...]`. A missing name is given in `build`, from
-/// the backend's position (`default` for the first).
+/// How ringway speaks to one server.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Scheme {
+    /// HTTP/1.1 in the clear (`HOST:PORT` or `http://HOST:PORT`).
+    Http,
+    /// HTTP/1.1 over TLS (`https://HOST:PORT`), with this name as SNI and verified name.
+    Https { name: String },
+}
+
+/// `--backend [NAME=]SERVER[,SERVER...]`. A missing name is given in `build`, from the
+/// backend's position (`default` for the first).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BackendSpec {
     pub name: Option<String>,
     pub servers: Vec<SocketAddr>,
+    /// The scheme of each server, in the same order.
+    pub schemes: Vec<Scheme>,
+}
+
+/// One server of a backend spec: its scheme (`http://`, `https://` or none) and address.
+fn parse_server(s: &str) -> Result<(Scheme, SocketAddr), String> {
+    let s = s.trim();
+    let (scheme, rest) = match s.split_once("://") {
+        None => ("http", s),
+        Some((scheme, rest)) => (scheme, rest),
+    };
+    let rest = rest.trim_end_matches('/');
+    match scheme.to_ascii_lowercase().as_str() {
+        "http" => Ok((Scheme::Http, parse_addr(rest)?)),
+        "https" => {
+            let addr = parse_addr(rest)?;
+            let host = match rest.rsplit_once(':') {
+                Some((h, _)) => h.trim_start_matches('[').trim_end_matches(']'),
+                None => rest,
+            };
+            Ok((
+                Scheme::Https {
+                    name: host.to_string(),
+                },
+                addr,
+            ))
+        }
+        "h2c" | "h2" => Err(format!(
+            "'{s}': HTTP/2 to backends ({scheme}://) is not supported yet; use http:// or https://"
+        )),
+        other => Err(format!(
+            "'{s}': unknown scheme '{other}://' (use http:// or https://)"
+        )),
+    }
 }
 
 pub struct Backend;
@@ -265,11 +308,16 @@ impl Kind for Backend {
                 ));
             }
         }
-        let servers = servers
+        let parsed = servers
             .split(',')
-            .map(parse_addr)
+            .map(parse_server)
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(BackendSpec { name, servers })
+        let (schemes, servers) = parsed.into_iter().unzip();
+        Ok(BackendSpec {
+            name,
+            servers,
+            schemes,
+        })
     }
 }
 
@@ -343,6 +391,22 @@ mod tests {
         assert_eq!(b.name.as_deref(), Some("api"));
         assert_eq!(b.servers.len(), 2);
         assert_eq!(Backend::parse("127.0.0.1:1").unwrap().name, None);
+        let tls = Backend::parse("api=https://localhost:443,http://127.0.0.1:2").unwrap();
+        assert_eq!(
+            tls.schemes,
+            vec![
+                Scheme::Https {
+                    name: "localhost".into()
+                },
+                Scheme::Http
+            ]
+        );
+        assert!(Backend::parse("h2c://127.0.0.1:1")
+            .unwrap_err()
+            .contains("not supported yet"));
+        assert!(Backend::parse("ftp://127.0.0.1:1")
+            .unwrap_err()
+            .contains("unknown scheme"));
         let r = Route::parse("Example.com/static=static").unwrap();
         assert_eq!(
             (r.host.as_str(), r.path_prefix.as_str(), r.backend.as_str()),

@@ -17,9 +17,9 @@ use std::rc::Rc;
 use std::time::Instant;
 
 use futures_lite::{AsyncRead, AsyncWrite, AsyncWriteExt};
-use glommio::net::TcpStream;
 use ringway_http1::{self as http1, Framing, HeadError, RequestHead, ResponseHead};
 
+use super::ClientStream;
 use crate::body::{copy_body, copy_dechunked, CopyError};
 use crate::buf::Buf;
 use crate::ctx::{Counted, ShardCtx};
@@ -32,7 +32,7 @@ const VIA: &str = "1.1 ringway";
 const DUPLEX_ABOVE: u64 = 256 << 10;
 
 /// Serves an HTTP/1.1 client connection whose first bytes are already in `buf`.
-pub async fn serve(ctx: Rc<ShardCtx>, stream: TcpStream, peer: IpAddr, buf: Buf) {
+pub async fn serve(ctx: Rc<ShardCtx>, stream: ClientStream, peer: IpAddr, buf: Buf) {
     let mut c = Client {
         ctx,
         stream,
@@ -62,7 +62,7 @@ impl Outcome {
 
 struct Client {
     ctx: Rc<ShardCtx>,
-    stream: TcpStream,
+    stream: ClientStream,
     peer: IpAddr,
     /// Bytes from the client not yet consumed (head, body, next pipelined request).
     buf: Buf,
@@ -155,7 +155,7 @@ impl Client {
                     left
                 }
             };
-            let _ = self.stream.set_read_timeout(Some(timeout));
+            self.stream.set_read_timeout(Some(timeout));
             if self.buf.spare_capacity() == 0 && !self.buf.grow(max_head + 1) {
                 return HeadRead::Bad(HeadError::TooLarge);
             }
@@ -177,12 +177,13 @@ impl Client {
     async fn send_error(&mut self, status: u16, close: bool) {
         self.out.clear();
         http1::write_error(status, close, &mut self.out);
-        let _ = self
-            .stream
+        self.stream
             .set_write_timeout(Some(self.ctx.config().timeouts.client_idle));
         let _ = self.stream.write_all(&self.out).await;
         if close {
-            let _ = self.stream.shutdown(std::net::Shutdown::Write).await;
+            let _ = self.stream.close().await;
+        } else {
+            let _ = self.stream.flush().await;
         }
     }
 
@@ -215,7 +216,7 @@ impl Client {
             &head,
             &http1::Forwarded {
                 client_ip: self.peer,
-                proto: "http",
+                proto: self.stream.proto(),
                 via: VIA,
             },
             &mut self.out,
@@ -232,17 +233,16 @@ impl Client {
             }
         }
         let idle = ctx.config().timeouts.client_idle;
-        let _ = self.stream.set_write_timeout(Some(idle));
-        let _ = self.stream.set_read_timeout(Some(idle));
+        self.stream.set_write_timeout(Some(idle));
+        self.stream.set_read_timeout(Some(idle));
         if head.expect_continue && head.framing != Framing::Empty {
             // We answer 100 ourselves and stream the body at once; the backend's own
             // interim 100, if any, is dropped when its response is read.
-            if self
+            let sent = self
                 .stream
                 .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
-                .await
-                .is_err()
-            {
+                .await;
+            if sent.is_err() || self.stream.flush().await.is_err() {
                 return Outcome::close(499);
             }
         }
@@ -310,8 +310,8 @@ impl Client {
     /// `--timeout-client-idle`.
     async fn tunnel(&mut self, mut lease: Lease) {
         let idle = self.ctx.config().timeouts.client_idle;
-        let _ = self.stream.set_read_timeout(Some(idle));
-        let _ = self.stream.set_write_timeout(Some(idle));
+        self.stream.set_read_timeout(Some(idle));
+        self.stream.set_write_timeout(Some(idle));
         lease.transport().set_timeouts(Some(idle));
         let client = Duplex::new(&mut self.stream);
         let backend = Duplex::new(lease.transport());
@@ -418,6 +418,12 @@ impl<W: AsyncWrite + Unpin> ResponseSink for H1Sink<'_, W> {
             .write_all(out)
             .await
             .map_err(|_| DeliverError::ClientGone)?;
+        if framing == Framing::Empty || framing == Framing::Length(0) {
+            self.writer
+                .flush()
+                .await
+                .map_err(|_| DeliverError::ClientGone)?;
+        }
         let copied = if dechunk {
             copy_dechunked(src, bbuf, &mut self.writer).await
         } else {

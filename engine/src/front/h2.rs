@@ -37,13 +37,13 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_lite::{AsyncRead, AsyncWrite, AsyncWriteExt};
-use glommio::net::TcpStream;
 use h2::server::SendResponse;
 use h2::{Reason, RecvStream, SendStream};
 use http::{HeaderName, HeaderValue, Response, StatusCode};
 use ringway_h2mux::server::{self as h2s, Settings};
 use ringway_http1::{self as http1, ChunkedScanner, Framing, HeadError, ResponseHead};
 
+use super::ClientStream;
 use crate::buf::Buf;
 use crate::ctx::{Counted, ShardCtx};
 use crate::exchange::{self, BodyError, BodySource, DeliverError, Failure, ResponseSink, Session};
@@ -70,6 +70,8 @@ const CONNECTION_SPECIFIC: [&str; 6] = [
 struct ConnCtx {
     ctx: Rc<ShardCtx>,
     peer: IpAddr,
+    /// `X-Forwarded-Proto`: `https` when the client came over TLS.
+    proto: &'static str,
     session: Session,
     /// Streams being served.
     active: Cell<usize>,
@@ -91,13 +93,14 @@ impl Drop for StreamGuard {
 
 /// Serves one HTTP/2 connection whose first bytes (`buffered`, the preface and maybe
 /// more) were already read from `stream`.
-pub async fn serve(ctx: Rc<ShardCtx>, stream: TcpStream, peer: IpAddr, buffered: Vec<u8>) {
+pub async fn serve(ctx: Rc<ShardCtx>, stream: ClientStream, peer: IpAddr, buffered: Vec<u8>) {
     let _h2_conn = Counted::new(&ctx, |l| &l.h2_conns);
     let cfg = ctx.config();
     let (client_head, client_idle) = (cfg.timeouts.client_head, cfg.timeouts.client_idle);
     // h2 reads whenever it likes; only a stuck write is bounded by the socket.
-    let _ = stream.set_read_timeout(None);
-    let _ = stream.set_write_timeout(Some(client_idle));
+    stream.set_read_timeout(None);
+    stream.set_write_timeout(Some(client_idle));
+    let proto = stream.proto();
     let settings = Settings {
         max_header_list_size: u32::try_from(cfg.max_head).unwrap_or(u32::MAX),
         ..Settings::default()
@@ -121,6 +124,7 @@ pub async fn serve(ctx: Rc<ShardCtx>, stream: TcpStream, peer: IpAddr, buffered:
     let cc = Rc::new(ConnCtx {
         ctx: ctx.clone(),
         peer,
+        proto,
         session: Session::new(),
         active: Cell::new(0),
         idle_since: Cell::new(Instant::now()),
@@ -237,7 +241,7 @@ async fn handle(
         &head,
         &http1::Forwarded {
             client_ip: cc.peer,
-            proto: "http",
+            proto: cc.proto,
             via: VIA,
         },
         &mut upstream,
@@ -374,12 +378,14 @@ impl BodySource for H2Body<'_> {
             } else {
                 dst.write_all(&data).await.map_err(BodyError::Backend)?;
             }
+            dst.flush().await.map_err(BodyError::Backend)?;
             let _ = self.body.flow_control().release_capacity(n);
         }
         if chunked {
             dst.write_all(b"0\r\n\r\n")
                 .await
                 .map_err(BodyError::Backend)?;
+            dst.flush().await.map_err(BodyError::Backend)?;
         }
         self.pending = false;
         Ok(())

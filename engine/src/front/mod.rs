@@ -2,9 +2,10 @@
 //!
 //! [`accept_loop`] accepts on one listener (refusing with 503 over
 //! `--max-conns-per-shard`), and [`serve`] decides which front a connection belongs to
-//! before either sees it: today by sniffing its first bytes for the HTTP/2 preface (h2c
-//! with prior knowledge), once TLS lands by ALPN. The bytes read for that decision are
-//! handed to the front, never read twice.
+//! before either sees it: on a TLS listener by the handshake's ALPN (`h2` or
+//! `http/1.1`), on a plain one by sniffing the first bytes for the HTTP/2 preface (h2c
+//! with prior knowledge). The bytes read for that decision are handed to the front,
+//! never read twice. Both fronts see a [`ClientStream`], plain or TLS.
 
 pub mod h1;
 pub mod h2;
@@ -14,19 +15,104 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use futures_lite::AsyncWriteExt;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use futures_lite::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use glommio::net::{TcpListener, TcpStream};
 use ringway_h2mux::server::PREFACE;
 use ringway_http1 as http1;
+use rustls::{ServerConfig, ServerConnection};
 
 use crate::buf::Buf;
 use crate::ctx::{Counted, ShardCtx};
+use crate::tls::TlsStream;
+
+/// A client connection as the fronts see it: plain TCP, or TLS terminated here.
+pub enum ClientStream {
+    Plain(TcpStream),
+    Tls(Box<TlsStream<ServerConnection>>),
+}
+
+impl ClientStream {
+    fn tcp(&self) -> &TcpStream {
+        match self {
+            ClientStream::Plain(s) => s,
+            ClientStream::Tls(t) => t.tcp(),
+        }
+    }
+
+    pub fn is_tls(&self) -> bool {
+        matches!(self, ClientStream::Tls(_))
+    }
+
+    /// The value of `X-Forwarded-Proto` for requests on this connection.
+    pub fn proto(&self) -> &'static str {
+        if self.is_tls() {
+            "https"
+        } else {
+            "http"
+        }
+    }
+
+    pub fn set_read_timeout(&self, t: Option<Duration>) {
+        let _ = self.tcp().set_read_timeout(t);
+    }
+
+    pub fn set_write_timeout(&self, t: Option<Duration>) {
+        let _ = self.tcp().set_write_timeout(t);
+    }
+}
+
+impl AsyncRead for ClientStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            ClientStream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            ClientStream::Tls(t) => Pin::new(&mut **t).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for ClientStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            ClientStream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            ClientStream::Tls(t) => Pin::new(&mut **t).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            ClientStream::Plain(s) => Pin::new(s).poll_flush(cx),
+            ClientStream::Tls(t) => Pin::new(&mut **t).poll_flush(cx),
+        }
+    }
+
+    /// Half-closes (TLS: close_notify first).
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            ClientStream::Plain(s) => Pin::new(s).poll_close(cx),
+            ClientStream::Tls(t) => Pin::new(&mut **t).poll_close(cx),
+        }
+    }
+}
 
 /// Each client connection's receive buffer (it grows up to `--max-head` for a large head).
 pub const BUF_SIZE: usize = 16 << 10;
 
-/// Accepts clients on one listener until the task is dropped (shard draining).
-pub async fn accept_loop(ctx: Rc<ShardCtx>, listener: TcpListener) {
+/// Accepts clients on one listener until the task is dropped (shard draining). With
+/// `tls`, each connection is a TLS client (this shard's config: shared certificates and
+/// ticket keys, its own session cache).
+pub async fn accept_loop(ctx: Rc<ShardCtx>, listener: TcpListener, tls: Option<Arc<ServerConfig>>) {
     loop {
         match listener.accept().await {
             Ok(stream) => {
@@ -36,7 +122,7 @@ pub async fn accept_loop(ctx: Rc<ShardCtx>, listener: TcpListener) {
                     glommio::spawn_local(refuse(stream)).detach();
                     continue;
                 }
-                glommio::spawn_local(serve(ctx.clone(), stream)).detach();
+                glommio::spawn_local(serve(ctx.clone(), stream, tls.clone())).detach();
             }
             Err(e) => {
                 // EMFILE/ENFILE and friends: back off briefly instead of spinning.
@@ -70,19 +156,75 @@ fn could_be_preface(data: &[u8]) -> bool {
     n > 0 && data[..n] == PREFACE[..n]
 }
 
-/// Serves one client connection to its end, in the front its first bytes call for.
-pub async fn serve(ctx: Rc<ShardCtx>, mut stream: TcpStream) {
+/// Serves one client connection to its end, in the front its first bytes (or its TLS
+/// handshake) call for.
+pub async fn serve(ctx: Rc<ShardCtx>, mut stream: TcpStream, tls: Option<Arc<ServerConfig>>) {
     let _conn = Counted::new(&ctx, |l| &l.client_conns);
     let _ = stream.set_nodelay(true);
     let peer = stream
         .peer_addr()
         .map(|a| a.ip())
         .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+    if let Some(config) = tls {
+        return serve_tls(ctx, stream, peer, config).await;
+    }
     let mut buf = Buf::with_capacity(BUF_SIZE);
     match sniff(&ctx, &mut stream, &mut buf).await {
         Sniffed::Nothing => {}
-        Sniffed::Http1 => h1::serve(ctx, stream, peer, buf).await,
-        Sniffed::Http2 => h2::serve(ctx, stream, peer, buf.data().to_vec()).await,
+        Sniffed::Http1 => h1::serve(ctx, ClientStream::Plain(stream), peer, buf).await,
+        Sniffed::Http2 => {
+            h2::serve(ctx, ClientStream::Plain(stream), peer, buf.data().to_vec()).await
+        }
+    }
+}
+
+/// The TLS handshake (bounded by `--timeout-client-head`), then the front ALPN chose.
+/// A handshake that fails (not TLS, no common protocol or cipher, a stalled or truncated
+/// client) closes the connection, after the alert rustls queued, and is counted.
+async fn serve_tls(ctx: Rc<ShardCtx>, stream: TcpStream, peer: IpAddr, config: Arc<ServerConfig>) {
+    let conn = match ServerConnection::new(config) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot start a TLS session");
+            return;
+        }
+    };
+    let mut tls = TlsStream::from_parts(stream, conn);
+    let t = ctx.config().timeouts.client_head;
+    let _ = tls.tcp().set_read_timeout(Some(t));
+    let _ = tls.tcp().set_write_timeout(Some(t));
+    let done = glommio::timer::timeout(t, async { Ok(tls.handshake().await) }).await;
+    match done {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            ctx.metrics.borrow_mut().c.tls_handshake_errors += 1;
+            tracing::debug!(%peer, error = %e, "TLS handshake failed");
+            return;
+        }
+        Err(_) => {
+            ctx.metrics.borrow_mut().c.tls_handshake_errors += 1;
+            tracing::debug!(%peer, "TLS handshake timed out");
+            return;
+        }
+    }
+    let session = tls.session();
+    let h2 = session.alpn_protocol() == Some(b"h2");
+    let resumed = matches!(
+        session.handshake_kind(),
+        Some(rustls::HandshakeKind::Resumed)
+    );
+    {
+        let mut m = ctx.metrics.borrow_mut();
+        m.c.tls_handshakes += 1;
+        if resumed {
+            m.c.tls_resumed += 1;
+        }
+    }
+    let stream = ClientStream::Tls(Box::new(tls));
+    if h2 {
+        h2::serve(ctx, stream, peer, Vec::new()).await
+    } else {
+        h1::serve(ctx, stream, peer, Buf::with_capacity(BUF_SIZE)).await
     }
 }
 

@@ -35,8 +35,12 @@ use ringway_pool::{
 pub use lease::Lease;
 pub use transport::{BackendConn, IdleConn, Moved, Transport};
 
+use rustls::pki_types::ServerName;
+
+use crate::config::values::Scheme;
 use crate::config::Config;
 use crate::route::RoundRobin;
+use crate::tls::BackendTls;
 use crate::warn::RateLimited;
 
 /// How often idle connections are checked for a close or stray bytes from the server.
@@ -53,6 +57,8 @@ pub struct ServerInfo {
     pub backend: usize,
     /// The index of its connections' [`PoolKey`].
     pub slot: ServerId,
+    /// For an `https://` server, the name it is verified as (and told in SNI).
+    pub tls_name: Option<ServerName<'static>>,
 }
 
 /// The server table every shard reads: built once before the shards start; only the
@@ -65,25 +71,44 @@ pub struct Table {
     /// Published idle counts: entry `[shard * keys.len() + slot]`, written only by `shard`.
     published: Vec<AtomicUsize>,
     n_shards: usize,
+    /// The client config for `https://` servers (one for all: `--backend-ca` and
+    /// `--backend-cert` are process-wide today).
+    pub backend_tls: Option<BackendTls>,
 }
 
 impl Table {
-    pub fn new(config: &Config, n_shards: usize) -> Table {
+    pub fn new(config: &Config, n_shards: usize, backend_tls: Option<BackendTls>) -> Table {
         let mut servers = Vec::new();
         let mut backend_servers = Vec::new();
         let mut keys = KeyTable::new();
         for (b, be) in config.backends.iter().enumerate() {
             let start = servers.len() as u32;
-            for addr in &be.servers {
+            for (i, addr) in be.servers.iter().enumerate() {
+                let tls_name = match be.schemes.get(i) {
+                    Some(Scheme::Https { name }) => ServerName::try_from(name.clone()).ok(),
+                    _ => None,
+                };
+                // Connections made with other TLS parameters never match: the digest of
+                // the client config is part of the key (pingora's reuse hash).
+                let tls = match (&tls_name, &backend_tls) {
+                    (Some(n), Some(t)) => {
+                        let mut h = std::collections::hash_map::DefaultHasher::new();
+                        std::hash::Hash::hash(&t.digest, &mut h);
+                        std::hash::Hash::hash(&n.to_str(), &mut h);
+                        Some(std::hash::Hasher::finish(&h))
+                    }
+                    _ => None,
+                };
                 let slot = keys.intern(PoolKey {
                     server: servers.len() as u32,
                     proto: Proto::Http1,
-                    tls: None,
+                    tls,
                 });
                 servers.push(ServerInfo {
                     addr: *addr,
                     backend: b,
                     slot,
+                    tls_name,
                 });
             }
             backend_servers.push(start..servers.len() as u32);
@@ -97,6 +122,7 @@ impl Table {
             keys,
             published,
             n_shards,
+            backend_tls,
         }
     }
 
@@ -342,8 +368,16 @@ impl Upstreams {
             return Err(AcquireError::Unavailable("shard connection limit"));
         }
         let server = self.server_of(slot);
-        let addr = self.table.servers[server as usize].addr;
-        match Transport::connect_tcp(addr, self.knobs.connect_timeout).await {
+        let info = &self.table.servers[server as usize];
+        let addr = info.addr;
+        let timeout = self.knobs.connect_timeout;
+        let connected = match (&info.tls_name, &self.table.backend_tls) {
+            (Some(name), Some(tls)) => {
+                Transport::connect_tls(addr, timeout, tls.config.clone(), name.clone()).await
+            }
+            _ => Transport::connect_tcp(addr, timeout).await,
+        };
+        match connected {
             Ok(transport) => {
                 self.pool.borrow_mut().connected(slot);
                 self.conns.set(self.conns.get() + 1);
@@ -478,12 +512,15 @@ impl Upstreams {
     pub async fn sweep_loop(self: Rc<Self>) {
         loop {
             glommio::timer::sleep(IDLE_SWEEP).await;
-            let dead: Vec<(IdleKey, ServerId)> = self
-                .pool
-                .borrow()
-                .iter()
-                .filter(|(_, _, ic)| !ic.conn.transport.idle_is_healthy())
-                .map(|(k, s, _)| (k, s))
+            let keys: Vec<(IdleKey, ServerId)> =
+                self.pool.borrow().iter().map(|(k, s, _)| (k, s)).collect();
+            let dead: Vec<(IdleKey, ServerId)> = keys
+                .into_iter()
+                .filter(|(k, _)| {
+                    let mut pool = self.pool.borrow_mut();
+                    pool.get_mut(*k)
+                        .is_some_and(|ic| !ic.conn.transport.idle_is_healthy())
+                })
                 .collect();
             for (key, slot) in dead {
                 let removed = self.pool.borrow_mut().remove(key);

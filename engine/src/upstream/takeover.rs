@@ -184,7 +184,7 @@ impl Upstreams {
     /// An adopted connection the server closed while it was idle on its owner is not used.
     /// The `adopt` fault point makes a healthy one look dead: after the fd left its owner,
     /// the connection's own I/O is the only thing that may fail (I2), and this is that path.
-    fn healthy_adopted(&self, conn: BackendConn) -> Option<BackendConn> {
+    fn healthy_adopted(&self, mut conn: BackendConn) -> Option<BackendConn> {
         if !self.fault(FaultPoint::Adopt) && conn.transport.idle_is_healthy() {
             return Some(conn);
         }

@@ -15,6 +15,7 @@
 
 use std::io;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -22,19 +23,34 @@ use futures_lite::{AsyncRead, AsyncWrite};
 use glommio::net::TcpStream;
 use ringway_pool::ServerId;
 
+use rustls::pki_types::ServerName;
+use rustls::{ClientConfig, ClientConnection};
+
 use crate::fd::{self, DetachedFd};
+use crate::tls::TlsStream;
 
 /// The byte stream to one backend server.
 pub enum Transport {
     Tcp(TcpStream),
+    /// HTTP/1.1 over TLS: a rustls client session over the TCP stream.
+    Tls(Box<TlsStream<ClientConnection>>),
 }
 
 /// A transport detached from its shard: the socket and whatever protocol state must
-/// travel with it (none for TCP; a TLS session's secrets and sequence numbers, or an
-/// HTTP/2 connection's HPACK tables, settings and windows, later).
-#[derive(Debug)]
+/// travel with it (none for TCP; for TLS the rustls session — keys, sequence numbers,
+/// records not yet read; an HTTP/2 connection's HPACK tables, settings and windows later).
 pub struct Moved {
     fd: DetachedFd,
+    tls: Option<Box<ClientConnection>>,
+}
+
+impl std::fmt::Debug for Moved {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Moved")
+            .field("fd", &self.fd)
+            .field("tls", &self.tls.is_some())
+            .finish()
+    }
 }
 
 impl Transport {
@@ -47,29 +63,58 @@ impl Transport {
         Ok(Transport::Tcp(stream))
     }
 
-    /// Bounds every read and write (`None`: no bound, for a pooled idle connection).
-    pub fn set_timeouts(&self, t: Option<Duration>) {
+    /// Opens a TCP connection and runs a TLS handshake on it, verifying the server as
+    /// `name`; both bounded by `timeout`.
+    pub async fn connect_tls(
+        addr: std::net::SocketAddr,
+        timeout: Duration,
+        config: Arc<ClientConfig>,
+        name: ServerName<'static>,
+    ) -> io::Result<Self> {
+        let started = Instant::now();
+        let Transport::Tcp(tcp) = Transport::connect_tcp(addr, timeout).await? else {
+            return Err(io::Error::other("connect_tcp gave a TLS stream"));
+        };
+        let conn = ClientConnection::new(config, name)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        let mut tls = TlsStream::from_parts(tcp, conn);
+        let left = timeout.saturating_sub(started.elapsed());
+        glommio::timer::timeout(left.max(Duration::from_millis(1)), async {
+            Ok(tls.handshake().await)
+        })
+        .await
+        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "TLS handshake timed out"))??;
+        Ok(Transport::Tls(Box::new(tls)))
+    }
+
+    fn tcp(&self) -> &TcpStream {
         match self {
-            Transport::Tcp(s) => {
-                let _ = s.set_read_timeout(t);
-                let _ = s.set_write_timeout(t);
-            }
+            Transport::Tcp(s) => s,
+            Transport::Tls(t) => t.tcp(),
         }
     }
 
+    /// Bounds every read and write (`None`: no bound, for a pooled idle connection).
+    pub fn set_timeouts(&self, t: Option<Duration>) {
+        let s = self.tcp();
+        let _ = s.set_read_timeout(t);
+        let _ = s.set_write_timeout(t);
+    }
+
     /// Whether an idle connection can carry another request: the server has not closed
-    /// it, reset it or sent anything unasked.
-    pub fn idle_is_healthy(&self) -> bool {
+    /// it, reset it or sent anything unasked. For TLS, records that arrived meanwhile are
+    /// read and processed: session tickets (TLS 1.3 servers send them unasked) are fine;
+    /// application data, a close_notify, an alert or EOF are not.
+    pub fn idle_is_healthy(&mut self) -> bool {
         match self {
             Transport::Tcp(s) => fd::idle_is_healthy(s),
+            Transport::Tls(t) => t.idle_is_healthy(),
         }
     }
 
     /// Makes the coming close an RST (connections closed by policy).
     pub fn arm_reset(&self) {
-        match self {
-            Transport::Tcp(s) => fd::set_linger_zero(s),
-        }
+        fd::set_linger_zero(self.tcp());
     }
 
     /// Detaches the transport from this shard for a hand-over. On failure it comes back
@@ -78,9 +123,22 @@ impl Transport {
     pub fn detach(self) -> Result<Moved, (Transport, io::Error)> {
         match self {
             Transport::Tcp(s) => match fd::detach(s) {
-                Ok(fd) => Ok(Moved { fd }),
+                Ok(fd) => Ok(Moved { fd, tls: None }),
                 Err((s, e)) => Err((Transport::Tcp(s), e)),
             },
+            Transport::Tls(t) => {
+                let (tcp, conn) = t.into_parts();
+                match fd::detach(tcp) {
+                    Ok(fd) => Ok(Moved {
+                        fd,
+                        tls: Some(Box::new(conn)),
+                    }),
+                    Err((tcp, e)) => Err((
+                        Transport::Tls(Box::new(TlsStream::from_parts(tcp, conn))),
+                        e,
+                    )),
+                }
+            }
         }
     }
 
@@ -89,7 +147,10 @@ impl Transport {
     pub fn attach(m: Moved) -> Transport {
         let s = fd::attach(m.fd);
         let _ = s.set_nodelay(true);
-        Transport::Tcp(s)
+        match m.tls {
+            None => Transport::Tcp(s),
+            Some(conn) => Transport::Tls(Box::new(TlsStream::from_parts(s, *conn))),
+        }
     }
 }
 
@@ -101,6 +162,7 @@ impl AsyncRead for Transport {
     ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             Transport::Tcp(s) => Pin::new(s).poll_read(cx, buf),
+            Transport::Tls(t) => Pin::new(&mut **t).poll_read(cx, buf),
         }
     }
 }
@@ -113,18 +175,21 @@ impl AsyncWrite for Transport {
     ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             Transport::Tcp(s) => Pin::new(s).poll_write(cx, buf),
+            Transport::Tls(t) => Pin::new(&mut **t).poll_write(cx, buf),
         }
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Transport::Tcp(s) => Pin::new(s).poll_flush(cx),
+            Transport::Tls(t) => Pin::new(&mut **t).poll_flush(cx),
         }
     }
 
     fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Transport::Tcp(s) => Pin::new(s).poll_close(cx),
+            Transport::Tls(t) => Pin::new(&mut **t).poll_close(cx),
         }
     }
 }

@@ -59,6 +59,8 @@ pub struct Proxy {
     pub addr: SocketAddr,
     /// Every listener, in the order printed.
     pub listeners: Vec<SocketAddr>,
+    /// Every TLS listener (`--listen-tls`), in the order printed.
+    pub tls_listeners: Vec<SocketAddr>,
     pub admin: SocketAddr,
     stderr: Arc<Mutex<Vec<u8>>>,
 }
@@ -128,6 +130,7 @@ impl Proxy {
             status: None,
             addr: SocketAddr::from(([0, 0, 0, 0], 0)),
             listeners: Vec::new(),
+            tls_listeners: Vec::new(),
             admin: SocketAddr::from(([0, 0, 0, 0], 0)),
             stderr,
         };
@@ -140,6 +143,10 @@ impl Proxy {
                         proxy
                             .listeners
                             .push(a.trim().parse().expect("listener address"));
+                    } else if let Some(a) = line.strip_prefix("listening tls on ") {
+                        proxy
+                            .tls_listeners
+                            .push(a.trim().parse().expect("TLS listener address"));
                     } else if let Some(a) = line.strip_prefix("admin on ") {
                         proxy.admin = a.trim().parse().expect("admin address");
                         break;
@@ -170,8 +177,16 @@ impl Proxy {
                 }
             }
         }
-        assert!(!proxy.listeners.is_empty(), "no `listening on` line");
-        proxy.addr = proxy.listeners[0];
+        assert!(
+            !proxy.listeners.is_empty() || !proxy.tls_listeners.is_empty(),
+            "no `listening on` line"
+        );
+        proxy.addr = proxy
+            .listeners
+            .first()
+            .or(proxy.tls_listeners.first())
+            .copied()
+            .expect("a listener");
         proxy
     }
 
