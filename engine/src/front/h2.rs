@@ -222,10 +222,11 @@ async fn handle(
             return answer_locally(respond, e.status(), is_head);
         }
     };
-    let backend = ctx
-        .shared
-        .router
-        .route(head.host.clone().map(|r| &h1[r]), &h1[head.path.clone()]);
+    let mut route_scratch = Vec::new();
+    let backend = ctx.shared.router.route(
+        head.host.clone().map(|r| &h1[r]),
+        http1::route_path(&h1[head.path.clone()], &mut route_scratch),
+    );
     let Some(backend) = backend else {
         ctx.metrics.borrow_mut().c.no_route += 1;
         return answer_locally(respond, 404, is_head);
@@ -239,6 +240,7 @@ async fn handle(
             client_ip: cc.peer,
             proto: "http",
             via: VIA,
+            host_when_absent: Some(b""),
         },
         &mut upstream,
     );
