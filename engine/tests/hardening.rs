@@ -101,3 +101,87 @@ fn route_bypass_attempts_land_on_the_route_they_name() {
     assert!(!seen.contains("public.example"), "{seen}");
     proxy.assert_healthy();
 }
+
+#[test]
+fn connect_is_refused_and_h2c_upgrades_are_stripped() {
+    let o = origin();
+    let be = format!("o={}", o.addr());
+    let mut proxy = Proxy::start(&["--backend", &be]);
+    // CONNECT never reaches a backend: 501, and the connection closes.
+    let mut c = proxy.connect();
+    c.send(b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n");
+    let r = c.read_response(false);
+    assert_eq!(r.status, 501);
+    assert!(r.says_close());
+    assert!(c.closed_within(Duration::from_secs(5)));
+    assert_eq!(o.stats().requests_total, 0, "CONNECT was forwarded");
+    // h2c: Upgrade and HTTP2-Settings do not go up, and the request is served as HTTP/1.1.
+    let mut c = proxy.connect();
+    c.send(
+        b"GET /headers HTTP/1.1\r\nHost: t\r\nConnection: Upgrade, HTTP2-Settings\r\n\
+          Upgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n",
+    );
+    let r = c.read_response(false);
+    assert_eq!(r.status, 200);
+    let seen = r.text().to_ascii_lowercase();
+    assert!(!seen.contains("upgrade"), "{seen}");
+    assert!(!seen.contains("http2-settings"), "{seen}");
+    // Even when Connection does not name it.
+    c.send(b"GET /headers HTTP/1.1\r\nHost: t\r\nHTTP2-Settings: AAMAAABk\r\n\r\n");
+    let r = c.read_response(false);
+    assert!(
+        !r.text().to_ascii_lowercase().contains("http2-settings"),
+        "{}",
+        r.text()
+    );
+    // The connection is still plain HTTP/1.1.
+    assert_eq!(c.get("/").status, 200);
+    proxy.assert_healthy();
+}
+
+/// A one-connection-at-a-time origin on std threads: `handler` gets the connection.
+fn raw_origin(handler: impl Fn(TcpStream) + Send + Sync + 'static) -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = l.local_addr().expect("addr");
+    let handler = Arc::new(handler);
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(s) = s else { return };
+            let h = handler.clone();
+            std::thread::spawn(move || h(s));
+        }
+    });
+    addr
+}
+
+/// Reads from `s` until `buf` holds a complete head (`\r\n\r\n`); false at EOF.
+fn read_head_into(s: &mut TcpStream, buf: &mut Vec<u8>) -> bool {
+    let mut b = [0u8; 4096];
+    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+        match s.read(&mut b) {
+            Ok(0) | Err(_) => return false,
+            Ok(n) => buf.extend_from_slice(&b[..n]),
+        }
+    }
+    true
+}
+
+#[test]
+fn a_101_to_a_request_that_did_not_ask_to_upgrade_is_refused() {
+    let addr = raw_origin(|mut s| {
+        let mut buf = Vec::new();
+        if read_head_into(&mut s, &mut buf) {
+            let _ = s.write_all(
+                b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2c\r\nConnection: Upgrade\r\n\r\n",
+            );
+            let _ = s.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
+        }
+    });
+    let be = format!("o={addr}");
+    let mut proxy = Proxy::start(&["--backend", &be]);
+    let mut c = proxy.connect();
+    c.send(b"GET / HTTP/1.1\r\nHost: t\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n");
+    let r = c.read_response(false);
+    assert_eq!(r.status, 502, "a switch nobody asked for must not pass");
+    proxy.assert_healthy();
+}

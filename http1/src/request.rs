@@ -601,6 +601,17 @@ mod tests {
     }
 
     #[test]
+    fn h2c_is_not_an_upgrade_and_fragments_are_refused() {
+        let h2c = "GET / HTTP/1.1\r\nHost: a\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMA\r\n\r\n";
+        assert!(!ok(h2c).upgrade);
+        let both =
+            "GET / HTTP/1.1\r\nHost: a\r\nConnection: upgrade\r\nUpgrade: websocket, H2C\r\n\r\n";
+        assert!(!ok(both).upgrade);
+        malformed("GET /a#frag HTTP/1.1\r\nHost: a\r\n\r\n");
+        malformed("GET http://h/#x HTTP/1.1\r\nHost: a\r\n\r\n");
+    }
+
+    #[test]
     fn pipelined_requests_are_left_alone() {
         let raw = b"GET /1 HTTP/1.1\r\nHost: a\r\n\r\nGET /2 HTTP/1.1\r\nHost: a\r\n\r\n";
         let h = parse_request(raw, MAX).unwrap().unwrap();

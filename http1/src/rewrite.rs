@@ -405,6 +405,38 @@ mod tests {
     }
 
     #[test]
+    fn h2c_upgrade_goes_up_as_a_plain_request() {
+        let out = upstream("GET / HTTP/1.1\r\nHost: a\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMA\r\n\r\n");
+        assert!(!out.to_ascii_lowercase().contains("upgrade"), "{out}");
+        assert!(
+            !out.to_ascii_lowercase().contains("http2-settings"),
+            "{out}"
+        );
+        let out = upstream("GET / HTTP/1.1\r\nHost: a\r\nHTTP2-Settings: AAMA\r\n\r\n");
+        assert!(
+            !out.to_ascii_lowercase().contains("http2-settings"),
+            "{out}"
+        );
+    }
+
+    #[test]
+    fn targets_go_up_normalised_and_hostless_10_gets_the_given_host() {
+        let out = upstream("GET /a/../%62?x=%61 HTTP/1.1\r\nHost: a\r\n\r\n");
+        assert!(out.starts_with("GET /b?x=%61 HTTP/1.1\r\n"), "{out}");
+        let raw = "GET / HTTP/1.0\r\n\r\n";
+        let h = parse_request(raw.as_bytes(), 8192).unwrap().unwrap();
+        let mut out = Vec::new();
+        let f = Forwarded {
+            host_when_absent: Some(b""),
+            ..fwd()
+        };
+        write_request_upstream(raw.as_bytes(), &h, &f, &mut out);
+        let out = String::from_utf8(out).unwrap();
+        assert!(out.starts_with("GET / HTTP/1.1\r\nHost: \r\n"), "{out}");
+        assert!(parse_request(out.as_bytes(), 8192).unwrap().is_some());
+    }
+
+    #[test]
     fn upgrade_request_keeps_upgrade() {
         let out = upstream("GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Key: k\r\n\r\n");
         assert!(out.contains("Upgrade: websocket\r\n"));
