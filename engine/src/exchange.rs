@@ -32,9 +32,10 @@ use crate::duplex::Duplex;
 use crate::upstream::{AcquireError, Lease, Upstreams};
 
 /// A client connection's standing with the backends: whether its first request is yet
-/// to be sent (HAProxy's reuse modes treat it apart), and, with `--reuse never`, the
-/// backend connections private to it, kept between its requests (one per concurrent
-/// request at most) and closed with it.
+/// to be sent (HAProxy's reuse modes treat it apart), and the backend connections
+/// private to it (with `--reuse never`, every one; otherwise those that have carried one
+/// of its request bodies), kept between its requests (one per concurrent request at
+/// most) and closed with it.
 #[derive(Default)]
 pub struct Session {
     first: Cell<bool>,
@@ -58,17 +59,25 @@ impl Session {
     ) -> Result<Lease, AcquireError> {
         if !fresh {
             let mut private = self.private.borrow_mut();
-            if let Some(i) = private.iter().position(|l| l.slot() == slot) {
-                return Ok(private.swap_remove(i));
+            while let Some(i) = private.iter().position(|l| l.slot() == slot) {
+                let mut lease = private.swap_remove(i);
+                // One that carried a body is peeked before each reuse (one syscall, on
+                // the body path only); one the server closed or wrote on is dropped.
+                if !lease.carried_body() || lease.still_quiet() {
+                    return Ok(lease);
+                }
+                lease.set_reusable(false);
             }
         }
         ups.acquire(slot, first, fresh).await
     }
 
-    /// The exchange is over with this lease: keep it private (`--reuse never`) or let it
+    /// The exchange is over with this lease: keep it private (`--reuse never`, or a
+    /// connection that has carried a request body: no other client may ever get an
+    /// answer a backend gave to what it took for a request inside that body) or let it
     /// go back to the pool (or close) as it was marked.
     fn finish(&self, lease: Lease, reuse: ReuseMode) {
-        if lease.is_reusable() && reuse == ReuseMode::Never {
+        if lease.is_reusable() && (reuse == ReuseMode::Never || lease.carried_body()) {
             self.private.borrow_mut().push(lease);
         }
     }
@@ -91,6 +100,9 @@ pub struct Request<'a> {
     /// The head to send upstream, with the body already folded in when it was small and
     /// complete (then `BodySource::pending` is false).
     pub head: &'a [u8],
+    /// The request has a body (folded into `head` or still pending): the connection is
+    /// then peeked before any reuse (see `BackendConn::carried_body`).
+    pub has_body: bool,
 }
 
 /// Why a request body could not be sent.
@@ -196,7 +208,7 @@ pub async fn forward(
                 });
             }
         };
-        lease.begin_request(backend_timeout);
+        lease.begin_request(backend_timeout, req.has_body);
         bbuf.clear();
         let retryable = lease.reused() && !retried && !src.pending() && req.method.is_idempotent();
 
@@ -253,6 +265,12 @@ pub async fn forward(
                 // Both framings intact, nothing unread on the connection: it can carry
                 // another request. A body the backend answered before it was all sent
                 // leaves neither connection trustworthy.
+                if !bbuf.is_empty() {
+                    // Bytes past the end of the response: the backend and we disagree on
+                    // where a message ended (a desync). Close it, count it, never pool it.
+                    ctx.metrics.borrow_mut().c.backend_desync += 1;
+                    tracing::debug!(extra = bbuf.len(), "bytes past the end of a backend response");
+                }
                 lease.set_reusable(backend_ok && body_sent && bbuf.is_empty());
                 session.finish(lease, reuse);
                 return Ok(Exchanged {

@@ -31,6 +31,9 @@ pub struct Counters {
     pub server_down_events: u64,
     /// Connects that failed on our own limits (fds, memory): 503, server not marked down.
     pub local_exhaustion: u64,
+    /// Backend connections closed because bytes came that no request asked for (past the
+    /// end of a response, or on an idle connection that carried a request body).
+    pub backend_desync: u64,
 }
 
 /// Takeover figures of one shard (as taker and as owner).
@@ -206,6 +209,12 @@ pub fn render(snaps: &mut [Snapshot], labels: ServerLabels<'_>, open_fds: usize)
             "Idle backend connections removed because the server closed or wrote on them.",
             "counter",
             |s| s.c.idle_closed_by_server,
+        ),
+        (
+            "backend_desync_total",
+            "Backend connections closed on bytes no request asked for (never reused).",
+            "counter",
+            |s| s.c.backend_desync,
         ),
         (
             "server_down_total",

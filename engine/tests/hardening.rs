@@ -185,3 +185,115 @@ fn a_101_to_a_request_that_did_not_ask_to_upgrade_is_refused() {
     assert_eq!(r.status, 502, "a switch nobody asked for must not pass");
     proxy.assert_healthy();
 }
+
+/// A naive origin: `POST /early` is answered as soon as its head is in, and its body is
+/// then parsed as the next request on the connection (servers like this exist). Every
+/// other request is answered with its own target as the body, so a client can tell
+/// whose answer it got.
+fn early_answering_origin() -> SocketAddr {
+    raw_origin(|mut s| {
+        let mut buf = Vec::new();
+        let mut b = [0u8; 4096];
+        loop {
+            if !read_head_into(&mut s, &mut buf) {
+                return;
+            }
+            let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+                return;
+            };
+            let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+            let target = head.split(' ').nth(1).unwrap_or("").to_string();
+            let len: usize = head
+                .lines()
+                .find_map(|l| {
+                    let (n, v) = l.split_once(':')?;
+                    n.eq_ignore_ascii_case("content-length").then(|| v.trim().parse().ok())?
+                })
+                .unwrap_or(0);
+            buf.drain(..end + 4);
+            if target == "/early" {
+                // The body stays in `buf`: it will be read as the next request.
+                if s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nearly").is_err() {
+                    return;
+                }
+                continue;
+            }
+            while buf.len() < len {
+                match s.read(&mut b) {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => buf.extend_from_slice(&b[..n]),
+                }
+            }
+            buf.drain(..len);
+            let resp = format!(
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{target}",
+                target.len()
+            );
+            if s.write_all(resp.as_bytes()).is_err() {
+                return;
+            }
+        }
+    })
+}
+
+fn no_answer_goes_to_the_wrong_client(reuse: &str) {
+    let addr = early_answering_origin();
+    let be = format!("o={addr}");
+    let mut proxy = Proxy::start(&["--backend", &be, "--reuse", reuse]);
+    let smuggled = b"GET /ok?SMUGGLED-BY-A HTTP/1.1\r\nHost: t\r\n\r\n";
+    let mut wrong = Vec::new();
+    for round in 0..5 {
+        let mut a = proxy.connect();
+        let r = a.request("POST", "/early", &[], Some(smuggled));
+        assert_eq!((r.status, r.text().as_str()), (200, "early"));
+        let mut b = proxy.connect();
+        for i in 0..20 {
+            let t = format!("/ok?B-{round}-{i}");
+            let r = b.get(&t);
+            if r.status != 200 || r.text() != t {
+                wrong.push(format!("{t} got {} {:?}", r.status, r.text()));
+            }
+        }
+    }
+    assert!(wrong.is_empty(), "--reuse {reuse}: answers for someone else: {wrong:?}");
+    proxy.assert_healthy();
+}
+
+#[test]
+fn no_answer_goes_to_the_wrong_client_reuse_always() {
+    no_answer_goes_to_the_wrong_client("always");
+}
+
+#[test]
+fn no_answer_goes_to_the_wrong_client_reuse_safe() {
+    no_answer_goes_to_the_wrong_client("safe");
+}
+
+#[test]
+fn bytes_past_the_end_of_a_response_are_a_desync() {
+    let conns = Arc::new(AtomicU64::new(0));
+    let counted = conns.clone();
+    let addr = raw_origin(move |mut s| {
+        counted.fetch_add(1, Ordering::SeqCst);
+        let mut buf = Vec::new();
+        while read_head_into(&mut s, &mut buf) {
+            let end = buf.windows(4).position(|w| w == b"\r\n\r\n").unwrap_or(0);
+            buf.drain(..end + 4);
+            // One write: the answer, then an answer to a request nobody sent.
+            let _ = s.write_all(
+                b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokHTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nstray!",
+            );
+        }
+    });
+    let be = format!("o={addr}");
+    let mut proxy = Proxy::start(&["--backend", &be, "--reuse", "always"]);
+    let mut c = proxy.connect();
+    for _ in 0..3 {
+        let r = c.get("/");
+        assert_eq!((r.status, r.text().as_str()), (200, "ok"));
+    }
+    let m = proxy.metrics();
+    assert_eq!(metric(&m, "ringway_backend_desync_total{shard=\"all\"}"), 3, "{m}");
+    assert_eq!(conns.load(Ordering::SeqCst), 3, "a desynchronised connection was reused");
+    proxy.assert_healthy();
+}

@@ -233,6 +233,7 @@ impl Client {
             &mut self.out,
         );
         self.buf.consume(head.head_len);
+        let has_body = !matches!(head.framing, Framing::Empty | Framing::Length(0));
         // A body that is already here in full travels in the same write as the head (and
         // is resent with it on a retry).
         if let Framing::Length(n) = head.framing {
@@ -264,6 +265,7 @@ impl Client {
             slot,
             method: head.method,
             head: &upstream_head,
+            has_body,
         };
         let result = {
             let Client {

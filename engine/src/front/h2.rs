@@ -248,6 +248,7 @@ async fn handle(
         slot,
         method: head.method,
         head: &upstream,
+        has_body,
     };
     let idle = cfg.timeouts.client_idle;
     let mut src = H2Body {

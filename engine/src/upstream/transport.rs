@@ -65,6 +65,13 @@ impl Transport {
         }
     }
 
+    /// Like [`Transport::idle_is_healthy`], saying what was found.
+    pub fn idle_peek(&self) -> fd::IdlePeek {
+        match self {
+            Transport::Tcp(s) => fd::idle_peek(s),
+        }
+    }
+
     /// Makes the coming close an RST (connections closed by policy).
     pub fn arm_reset(&self) {
         match self {
@@ -136,6 +143,12 @@ pub struct BackendConn {
     pub slot: ServerId,
     /// Requests carried so far (including the one in progress once it is sent).
     pub uses: u32,
+    /// It has carried a request body (sticky). A backend that answered before reading a
+    /// body may take the body for another request and answer that too, at any later
+    /// time; no peek can rule that out. So such a connection never goes back to a pool
+    /// (or to another shard): it stays private to the client connection whose body it
+    /// carried, and closes with it. Only that client can then get a shifted answer.
+    pub carried_body: bool,
 }
 
 /// A pooled connection and when it entered the pool.
