@@ -21,6 +21,7 @@ use std::io;
 use std::pin::pin;
 use std::rc::Rc;
 use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use futures_lite::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use ringway_http1::{self as http1, Framing, HeadError, Method, ResponseHead};
@@ -236,17 +237,41 @@ pub async fn forward(
                     return Err(body_failed(ctx, e));
                 }
                 (
-                    relay(sink, req.method, max_head, bbuf, &mut down).await,
+                    relay(
+                        sink,
+                        req.method,
+                        (max_head, backend_timeout),
+                        bbuf,
+                        &mut down,
+                    )
+                    .await,
                     true,
                 )
             } else if src.pending() {
-                match duplex(ctx, src, sink, req.method, max_head, bbuf, &backend).await {
+                match duplex(
+                    ctx,
+                    src,
+                    sink,
+                    req.method,
+                    (max_head, backend_timeout),
+                    bbuf,
+                    &backend,
+                )
+                .await
+                {
                     Ok(x) => x,
                     Err(f) => return Err(f),
                 }
             } else {
                 (
-                    relay(sink, req.method, max_head, bbuf, &mut down).await,
+                    relay(
+                        sink,
+                        req.method,
+                        (max_head, backend_timeout),
+                        bbuf,
+                        &mut down,
+                    )
+                    .await,
                     true,
                 )
             }
@@ -269,7 +294,10 @@ pub async fn forward(
                     // Bytes past the end of the response: the backend and we disagree on
                     // where a message ended (a desync). Close it, count it, never pool it.
                     ctx.metrics.borrow_mut().c.backend_desync += 1;
-                    tracing::debug!(extra = bbuf.len(), "bytes past the end of a backend response");
+                    tracing::debug!(
+                        extra = bbuf.len(),
+                        "bytes past the end of a backend response"
+                    );
                 }
                 lease.set_reusable(backend_ok && body_sent && bbuf.is_empty());
                 session.finish(lease, reuse);
@@ -374,13 +402,13 @@ async fn duplex<T: AsyncRead + AsyncWrite + Unpin>(
     src: &mut impl BodySource,
     sink: &mut impl ResponseSink,
     method: Method,
-    max_head: usize,
+    limits: (usize, Duration),
     bbuf: &mut Buf,
     backend: &Duplex<'_, T>,
 ) -> Result<(Relayed, bool), Failure> {
     let (mut up, mut down) = (backend, backend);
     let mut request = pin!(src.send(&mut up));
-    let mut response = pin!(relay(sink, method, max_head, bbuf, &mut down));
+    let mut response = pin!(relay(sink, method, limits, bbuf, &mut down));
     let mut request_done: Option<Result<(), BodyError>> = None;
     let relayed = poll_fn(|cx| {
         if request_done.is_none() {
@@ -423,12 +451,12 @@ enum RelayError {
 async fn relay<R: AsyncRead + Unpin>(
     sink: &mut impl ResponseSink,
     method: Method,
-    max_head: usize,
+    (max_head, head_time): (usize, Duration),
     bbuf: &mut Buf,
     src: &mut R,
 ) -> Relayed {
     let resp = {
-        let mut read = pin!(read_response_head(max_head, src, bbuf, method));
+        let mut read = pin!(read_response_head((max_head, head_time), src, bbuf, method));
         poll_fn(|cx| {
             if let Poll::Ready(r) = read.as_mut().poll(cx) {
                 return Poll::Ready(Some(r));
@@ -457,14 +485,24 @@ async fn relay<R: AsyncRead + Unpin>(
 }
 
 /// Reads until a complete final response head is buffered in `bbuf` (interim `1xx`
-/// other than 101 are dropped: the client was already told to continue).
+/// other than 101 are dropped: the client was already told to continue). From the first
+/// byte of a response, the final head must be complete within `head_time`
+/// (`--timeout-backend`), however many interim responses or slow bytes come before it;
+/// each read is also bounded by the transport's own timeout (backend silence).
 async fn read_response_head<R: AsyncRead + Unpin>(
-    max_head: usize,
+    (max_head, head_time): (usize, Duration),
     src: &mut R,
     bbuf: &mut Buf,
     method: Method,
 ) -> Result<ResponseHead, RelayError> {
     let mut received = false;
+    let mut deadline: Option<Instant> = None;
+    let too_slow = || {
+        RelayError::Io(io::Error::new(
+            io::ErrorKind::TimedOut,
+            "no final response head within --timeout-backend of its first byte",
+        ))
+    };
     loop {
         if !bbuf.is_empty() {
             match http1::parse_response(bbuf.data(), method, max_head) {
@@ -480,7 +518,24 @@ async fn read_response_head<R: AsyncRead + Unpin>(
         if bbuf.spare_capacity() == 0 && !bbuf.grow(max_head + 1) {
             return Err(RelayError::Bad(HeadError::TooLarge));
         }
-        match bbuf.fill_from(src).await {
+        let filled = match deadline {
+            None => bbuf.fill_from(src).await,
+            Some(d) => {
+                let left = d.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return Err(too_slow());
+                }
+                let timer = async {
+                    glommio::timer::sleep(left).await;
+                    Err(io::Error::from(io::ErrorKind::TimedOut))
+                };
+                futures_lite::future::or(bbuf.fill_from(src), timer).await
+            }
+        };
+        if deadline.is_none() {
+            deadline = Some(Instant::now() + head_time);
+        }
+        match filled {
             Ok(0) => {
                 let e = io::Error::new(io::ErrorKind::UnexpectedEof, "backend closed");
                 return Err(if received {

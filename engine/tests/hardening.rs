@@ -207,13 +207,16 @@ fn early_answering_origin() -> SocketAddr {
                 .lines()
                 .find_map(|l| {
                     let (n, v) = l.split_once(':')?;
-                    n.eq_ignore_ascii_case("content-length").then(|| v.trim().parse().ok())?
+                    n.eq_ignore_ascii_case("content-length")
+                        .then(|| v.trim().parse().ok())?
                 })
                 .unwrap_or(0);
             buf.drain(..end + 4);
             if target == "/early" {
                 // The body stays in `buf`: it will be read as the next request.
-                if s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nearly").is_err() {
+                if s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nearly")
+                    .is_err()
+                {
                     return;
                 }
                 continue;
@@ -255,7 +258,10 @@ fn no_answer_goes_to_the_wrong_client(reuse: &str) {
             }
         }
     }
-    assert!(wrong.is_empty(), "--reuse {reuse}: answers for someone else: {wrong:?}");
+    assert!(
+        wrong.is_empty(),
+        "--reuse {reuse}: answers for someone else: {wrong:?}"
+    );
     proxy.assert_healthy();
 }
 
@@ -293,7 +299,50 @@ fn bytes_past_the_end_of_a_response_are_a_desync() {
         assert_eq!((r.status, r.text().as_str()), (200, "ok"));
     }
     let m = proxy.metrics();
-    assert_eq!(metric(&m, "ringway_backend_desync_total{shard=\"all\"}"), 3, "{m}");
-    assert_eq!(conns.load(Ordering::SeqCst), 3, "a desynchronised connection was reused");
+    assert_eq!(
+        metric(&m, "ringway_backend_desync_total{shard=\"all\"}"),
+        3,
+        "{m}"
+    );
+    assert_eq!(
+        conns.load(Ordering::SeqCst),
+        3,
+        "a desynchronised connection was reused"
+    );
+    proxy.assert_healthy();
+}
+
+#[test]
+fn interim_responses_forever_get_504_within_the_backend_timeout() {
+    let stop = Arc::new(AtomicBool::new(false));
+    let stopped = stop.clone();
+    let addr = raw_origin(move |mut s| {
+        let mut buf = Vec::new();
+        if read_head_into(&mut s, &mut buf) {
+            // A 100 Continue every 100 ms, never a final status.
+            while !stopped.load(Ordering::SeqCst) {
+                if s.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").is_err() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    });
+    let be = format!("o={addr}");
+    let mut proxy = Proxy::start(&["--backend", &be, "--timeout-backend", "1s"]);
+    let mut c = proxy.connect();
+    let t0 = Instant::now();
+    c.send(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n");
+    let r = c.try_read_response(false);
+    let took = t0.elapsed();
+    stop.store(true, Ordering::SeqCst);
+    let r = r.expect("an answer, not a hang");
+    assert_eq!(r.status, 504);
+    assert!(took < Duration::from_secs(10), "took {took:?}");
+    let m = proxy.metrics();
+    assert_eq!(
+        metric(&m, "ringway_backend_timeouts_total{shard=\"all\"}"),
+        1
+    );
     proxy.assert_healthy();
 }
