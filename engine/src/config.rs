@@ -110,6 +110,9 @@ pub struct Opts {
     /// Time a backend may stay silent while a response is expected (e.g. 30s).
     #[arg(long, global = true, value_name = "DUR")]
     pub timeout_backend: Option<String>,
+    /// Time a client has to send a whole request body (e.g. 300s); then 408. Default 300s.
+    #[arg(long, global = true, value_name = "DUR")]
+    pub timeout_client_body: Option<String>,
     /// On SIGINT/SIGTERM, how long in-flight requests may take to finish (e.g. 10s).
     #[arg(long, global = true, value_name = "DUR")]
     pub grace: Option<String>,
@@ -169,6 +172,7 @@ struct FileConfig {
     timeout_client_idle: Option<String>,
     timeout_connect: Option<String>,
     timeout_backend: Option<String>,
+    timeout_client_body: Option<String>,
     grace: Option<String>,
     max_head: Option<toml::Value>,
     reuse: Option<String>,
@@ -223,6 +227,8 @@ pub struct Timeouts {
     pub client_idle: Duration,
     pub connect: Duration,
     pub backend: Duration,
+    /// Whole-request-body deadline (`--timeout-client-body`).
+    pub client_body: Duration,
 }
 
 /// The validated configuration every shard reads.
@@ -428,12 +434,19 @@ fn build(o: &Opts, f: FileConfig) -> Result<Config, ConfigError> {
             &f.timeout_backend,
             Duration::from_secs(30),
         )?,
+        client_body: dur(
+            "--timeout-client-body",
+            &o.timeout_client_body,
+            &f.timeout_client_body,
+            Duration::from_secs(300),
+        )?,
     };
     for (flag, d) in [
         ("--timeout-client-head", timeouts.client_head),
         ("--timeout-client-idle", timeouts.client_idle),
         ("--timeout-connect", timeouts.connect),
         ("--timeout-backend", timeouts.backend),
+        ("--timeout-client-body", timeouts.client_body),
     ] {
         if d.is_zero() {
             return Err(ConfigError::new(flag, "must be greater than zero"));

@@ -114,6 +114,8 @@ pub enum BodyError {
     Framing,
     /// The backend stopped reading it.
     Backend(io::Error),
+    /// The whole body did not arrive within `--timeout-client-body`: a 408.
+    TooSlow,
 }
 
 /// The request body still to come from the client.
@@ -190,6 +192,7 @@ pub async fn forward(
 ) -> Result<Exchanged, Failure> {
     let cfg = ctx.config();
     let (backend_timeout, max_head) = (cfg.timeouts.backend, cfg.max_head);
+    let body_time = cfg.timeouts.client_body;
     let first = session.first.replace(false);
     let reuse = ctx.upstreams.reuse_mode();
     let mut retried = false;
@@ -233,7 +236,7 @@ pub async fn forward(
             let (mut up, mut down) = (&backend, &backend);
             if src.pending() && !src.duplex() {
                 // Small body: send it all, then read the answer.
-                if let Err(e) = src.send(&mut up).await {
+                if let Err(e) = send_body(src, &mut up, body_time).await {
                     return Err(body_failed(ctx, e));
                 }
                 (
@@ -253,7 +256,7 @@ pub async fn forward(
                     src,
                     sink,
                     req.method,
-                    (max_head, backend_timeout),
+                    (max_head, backend_timeout, body_time),
                     bbuf,
                     &backend,
                 )
@@ -366,6 +369,20 @@ pub async fn forward(
     }
 }
 
+/// Sends the request body, all of it within `limit` (`--timeout-client-body`): a client
+/// that trickles its body cannot hold a backend connection longer than that.
+async fn send_body<W: AsyncWrite + Unpin>(
+    src: &mut impl BodySource,
+    dst: &mut W,
+    limit: Duration,
+) -> Result<(), BodyError> {
+    let deadline = async {
+        glommio::timer::sleep(limit).await;
+        Err(BodyError::TooSlow)
+    };
+    futures_lite::future::or(src.send(dst), deadline).await
+}
+
 /// Maps a request body that could not be sent (nothing was answered yet).
 fn body_failed(ctx: &ShardCtx, e: BodyError) -> Failure {
     let mut m = ctx.metrics.borrow_mut();
@@ -378,6 +395,13 @@ fn body_failed(ctx: &ShardCtx, e: BodyError) -> Failure {
             m.c.bad_request += 1;
             Failure::Answer {
                 status: 400,
+                close: true,
+            }
+        }
+        BodyError::TooSlow => {
+            m.c.body_timeout += 1;
+            Failure::Answer {
+                status: 408,
                 close: true,
             }
         }
@@ -402,13 +426,13 @@ async fn duplex<T: AsyncRead + AsyncWrite + Unpin>(
     src: &mut impl BodySource,
     sink: &mut impl ResponseSink,
     method: Method,
-    limits: (usize, Duration),
+    (max_head, head_time, body_time): (usize, Duration, Duration),
     bbuf: &mut Buf,
     backend: &Duplex<'_, T>,
 ) -> Result<(Relayed, bool), Failure> {
     let (mut up, mut down) = (backend, backend);
-    let mut request = pin!(src.send(&mut up));
-    let mut response = pin!(relay(sink, method, limits, bbuf, &mut down));
+    let mut request = pin!(send_body(src, &mut up, body_time));
+    let mut response = pin!(relay(sink, method, (max_head, head_time), bbuf, &mut down));
     let mut request_done: Option<Result<(), BodyError>> = None;
     let relayed = poll_fn(|cx| {
         if request_done.is_none() {
@@ -416,7 +440,9 @@ async fn duplex<T: AsyncRead + AsyncWrite + Unpin>(
                 request_done = Some(r);
             }
         }
-        if let Some(Err(BodyError::Client | BodyError::Framing)) = &request_done {
+        if let Some(Err(BodyError::Client | BodyError::Framing | BodyError::TooSlow)) =
+            &request_done
+        {
             return Poll::Ready(None);
         }
         response.as_mut().poll(cx).map(Some)

@@ -346,3 +346,60 @@ fn interim_responses_forever_get_504_within_the_backend_timeout() {
     );
     proxy.assert_healthy();
 }
+
+#[test]
+fn a_trickled_body_is_cut_at_the_body_deadline() {
+    let o = origin();
+    let be = format!("o={}", o.addr());
+    let mut proxy = Proxy::start(&["--backend", &be, "--timeout-client-body", "1s"]);
+    for (framing, small) in [
+        ("Content-Length: 100", true),
+        ("Transfer-Encoding: chunked", false),
+    ] {
+        let mut c = proxy.connect();
+        // `/` is answered once the whole body is in, so nothing can come before the cut.
+        c.send(format!("POST / HTTP/1.1\r\nHost: t\r\n{framing}\r\n\r\n").as_bytes());
+        let t0 = Instant::now();
+        // One byte every 200 ms (each read is well within --timeout-client-idle).
+        let mut got = None;
+        for _ in 0..100 {
+            if c.stream
+                .write_all(if small { b"x" } else { b"1\r\nx\r\n" })
+                .is_err()
+            {
+                break;
+            }
+            c.stream
+                .set_read_timeout(Some(Duration::from_millis(200)))
+                .unwrap();
+            let mut b = [0u8; 1024];
+            match c.stream.read(&mut b) {
+                Ok(n) if n > 0 => {
+                    got = Some(String::from_utf8_lossy(&b[..n]).into_owned());
+                    break;
+                }
+                Ok(_) => break,
+                Err(_) => {}
+            }
+        }
+        let took = t0.elapsed();
+        let got = got.unwrap_or_default();
+        assert!(
+            got.starts_with("HTTP/1.1 408"),
+            "{framing}: {got:?} after {took:?}"
+        );
+        assert!(got.contains("Connection: close"), "{got:?}");
+        assert!(
+            took >= Duration::from_millis(900),
+            "{framing}: cut early, {took:?}"
+        );
+        assert!(took < Duration::from_secs(8), "{framing}: took {took:?}");
+    }
+    let m = proxy.metrics();
+    assert_eq!(
+        metric(&m, "ringway_body_timeout_total{shard=\"all\"}"),
+        2,
+        "{m}"
+    );
+    proxy.assert_healthy();
+}
