@@ -403,3 +403,29 @@ fn a_trickled_body_is_cut_at_the_body_deadline() {
     );
     proxy.assert_healthy();
 }
+
+#[test]
+fn http10_without_host_goes_up_with_a_host_and_fragments_are_refused() {
+    let o = origin();
+    let be = format!("o={}", o.addr());
+    let mut proxy = Proxy::start(&["--backend", &be]);
+    let mut c = proxy.connect();
+    c.send(b"GET /headers HTTP/1.0\r\n\r\n");
+    let r = c.read_response(false);
+    assert_eq!(r.status, 200);
+    let seen = r.text();
+    assert!(seen.starts_with("GET /headers HTTP/1.1\r\n"), "{seen}");
+    assert!(
+        seen.contains("\r\nHost: \r\n"),
+        "HTTP/1.1 requires a Host: {seen}"
+    );
+    let mut c = proxy.connect();
+    c.send(b"GET /a#frag HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert_eq!(c.read_response(false).status, 400);
+    assert_eq!(
+        o.stats().requests_total,
+        1,
+        "the fragment request was forwarded"
+    );
+    proxy.assert_healthy();
+}
