@@ -21,6 +21,7 @@ use std::io;
 use std::pin::pin;
 use std::rc::Rc;
 use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use futures_lite::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use ringway_http1::{self as http1, Framing, HeadError, Method, ResponseHead};
@@ -32,9 +33,10 @@ use crate::duplex::Duplex;
 use crate::upstream::{AcquireError, Lease, Upstreams};
 
 /// A client connection's standing with the backends: whether its first request is yet
-/// to be sent (HAProxy's reuse modes treat it apart), and, with `--reuse never`, the
-/// backend connections private to it, kept between its requests (one per concurrent
-/// request at most) and closed with it.
+/// to be sent (HAProxy's reuse modes treat it apart), and the backend connections
+/// private to it (with `--reuse never`, every one; otherwise those that have carried one
+/// of its request bodies), kept between its requests (one per concurrent request at
+/// most) and closed with it.
 #[derive(Default)]
 pub struct Session {
     first: Cell<bool>,
@@ -58,17 +60,25 @@ impl Session {
     ) -> Result<Lease, AcquireError> {
         if !fresh {
             let mut private = self.private.borrow_mut();
-            if let Some(i) = private.iter().position(|l| l.slot() == slot) {
-                return Ok(private.swap_remove(i));
+            while let Some(i) = private.iter().position(|l| l.slot() == slot) {
+                let mut lease = private.swap_remove(i);
+                // One that carried a body is peeked before each reuse (one syscall, on
+                // the body path only); one the server closed or wrote on is dropped.
+                if !lease.carried_body() || lease.still_quiet() {
+                    return Ok(lease);
+                }
+                lease.set_reusable(false);
             }
         }
         ups.acquire(slot, first, fresh).await
     }
 
-    /// The exchange is over with this lease: keep it private (`--reuse never`) or let it
+    /// The exchange is over with this lease: keep it private (`--reuse never`, or a
+    /// connection that has carried a request body: no other client may ever get an
+    /// answer a backend gave to what it took for a request inside that body) or let it
     /// go back to the pool (or close) as it was marked.
     fn finish(&self, lease: Lease, reuse: ReuseMode) {
-        if lease.is_reusable() && reuse == ReuseMode::Never {
+        if lease.is_reusable() && (reuse == ReuseMode::Never || lease.carried_body()) {
             self.private.borrow_mut().push(lease);
         }
     }
@@ -91,6 +101,9 @@ pub struct Request<'a> {
     /// The head to send upstream, with the body already folded in when it was small and
     /// complete (then `BodySource::pending` is false).
     pub head: &'a [u8],
+    /// The request has a body (folded into `head` or still pending): the connection is
+    /// then peeked before any reuse (see `BackendConn::carried_body`).
+    pub has_body: bool,
 }
 
 /// Why a request body could not be sent.
@@ -101,6 +114,8 @@ pub enum BodyError {
     Framing,
     /// The backend stopped reading it.
     Backend(io::Error),
+    /// The whole body did not arrive within `--timeout-client-body`: a 408.
+    TooSlow,
 }
 
 /// The request body still to come from the client.
@@ -177,6 +192,7 @@ pub async fn forward(
 ) -> Result<Exchanged, Failure> {
     let cfg = ctx.config();
     let (backend_timeout, max_head) = (cfg.timeouts.backend, cfg.max_head);
+    let body_time = cfg.timeouts.client_body;
     let first = session.first.replace(false);
     let reuse = ctx.upstreams.reuse_mode();
     let mut retried = false;
@@ -196,7 +212,7 @@ pub async fn forward(
                 });
             }
         };
-        lease.begin_request(backend_timeout);
+        lease.begin_request(backend_timeout, req.has_body);
         bbuf.clear();
         let retryable = lease.reused() && !retried && !src.pending() && req.method.is_idempotent();
 
@@ -224,21 +240,45 @@ pub async fn forward(
             let (mut up, mut down) = (&backend, &backend);
             if src.pending() && !src.duplex() {
                 // Small body: send it all, then read the answer.
-                if let Err(e) = src.send(&mut up).await {
+                if let Err(e) = send_body(src, &mut up, body_time).await {
                     return Err(body_failed(ctx, e));
                 }
                 (
-                    relay(sink, req.method, max_head, bbuf, &mut down).await,
+                    relay(
+                        sink,
+                        req.method,
+                        (max_head, backend_timeout),
+                        bbuf,
+                        &mut down,
+                    )
+                    .await,
                     true,
                 )
             } else if src.pending() {
-                match duplex(ctx, src, sink, req.method, max_head, bbuf, &backend).await {
+                match duplex(
+                    ctx,
+                    src,
+                    sink,
+                    req.method,
+                    (max_head, backend_timeout, body_time),
+                    bbuf,
+                    &backend,
+                )
+                .await
+                {
                     Ok(x) => x,
                     Err(f) => return Err(f),
                 }
             } else {
                 (
-                    relay(sink, req.method, max_head, bbuf, &mut down).await,
+                    relay(
+                        sink,
+                        req.method,
+                        (max_head, backend_timeout),
+                        bbuf,
+                        &mut down,
+                    )
+                    .await,
                     true,
                 )
             }
@@ -257,6 +297,15 @@ pub async fn forward(
                 // Both framings intact, nothing unread on the connection: it can carry
                 // another request. A body the backend answered before it was all sent
                 // leaves neither connection trustworthy.
+                if !bbuf.is_empty() {
+                    // Bytes past the end of the response: the backend and we disagree on
+                    // where a message ended (a desync). Close it, count it, never pool it.
+                    ctx.metrics.borrow_mut().c.backend_desync += 1;
+                    tracing::debug!(
+                        extra = bbuf.len(),
+                        "bytes past the end of a backend response"
+                    );
+                }
                 lease.set_reusable(backend_ok && body_sent && bbuf.is_empty());
                 session.finish(lease, reuse);
                 return Ok(Exchanged {
@@ -324,6 +373,20 @@ pub async fn forward(
     }
 }
 
+/// Sends the request body, all of it within `limit` (`--timeout-client-body`): a client
+/// that trickles its body cannot hold a backend connection longer than that.
+async fn send_body<W: AsyncWrite + Unpin>(
+    src: &mut impl BodySource,
+    dst: &mut W,
+    limit: Duration,
+) -> Result<(), BodyError> {
+    let deadline = async {
+        glommio::timer::sleep(limit).await;
+        Err(BodyError::TooSlow)
+    };
+    futures_lite::future::or(src.send(dst), deadline).await
+}
+
 /// Maps a request body that could not be sent (nothing was answered yet).
 fn body_failed(ctx: &ShardCtx, e: BodyError) -> Failure {
     let mut m = ctx.metrics.borrow_mut();
@@ -336,6 +399,13 @@ fn body_failed(ctx: &ShardCtx, e: BodyError) -> Failure {
             m.c.bad_request += 1;
             Failure::Answer {
                 status: 400,
+                close: true,
+            }
+        }
+        BodyError::TooSlow => {
+            m.c.body_timeout += 1;
+            Failure::Answer {
+                status: 408,
                 close: true,
             }
         }
@@ -360,13 +430,13 @@ async fn duplex<T: AsyncRead + AsyncWrite + Unpin>(
     src: &mut impl BodySource,
     sink: &mut impl ResponseSink,
     method: Method,
-    max_head: usize,
+    (max_head, head_time, body_time): (usize, Duration, Duration),
     bbuf: &mut Buf,
     backend: &Duplex<'_, T>,
 ) -> Result<(Relayed, bool), Failure> {
     let (mut up, mut down) = (backend, backend);
-    let mut request = pin!(src.send(&mut up));
-    let mut response = pin!(relay(sink, method, max_head, bbuf, &mut down));
+    let mut request = pin!(send_body(src, &mut up, body_time));
+    let mut response = pin!(relay(sink, method, (max_head, head_time), bbuf, &mut down));
     let mut request_done: Option<Result<(), BodyError>> = None;
     let relayed = poll_fn(|cx| {
         if request_done.is_none() {
@@ -374,7 +444,9 @@ async fn duplex<T: AsyncRead + AsyncWrite + Unpin>(
                 request_done = Some(r);
             }
         }
-        if let Some(Err(BodyError::Client | BodyError::Framing)) = &request_done {
+        if let Some(Err(BodyError::Client | BodyError::Framing | BodyError::TooSlow)) =
+            &request_done
+        {
             return Poll::Ready(None);
         }
         response.as_mut().poll(cx).map(Some)
@@ -409,12 +481,12 @@ enum RelayError {
 async fn relay<R: AsyncRead + Unpin>(
     sink: &mut impl ResponseSink,
     method: Method,
-    max_head: usize,
+    (max_head, head_time): (usize, Duration),
     bbuf: &mut Buf,
     src: &mut R,
 ) -> Relayed {
     let resp = {
-        let mut read = pin!(read_response_head(max_head, src, bbuf, method));
+        let mut read = pin!(read_response_head((max_head, head_time), src, bbuf, method));
         poll_fn(|cx| {
             if let Poll::Ready(r) = read.as_mut().poll(cx) {
                 return Poll::Ready(Some(r));
@@ -443,14 +515,24 @@ async fn relay<R: AsyncRead + Unpin>(
 }
 
 /// Reads until a complete final response head is buffered in `bbuf` (interim `1xx`
-/// other than 101 are dropped: the client was already told to continue).
+/// other than 101 are dropped: the client was already told to continue). From the first
+/// byte of a response, the final head must be complete within `head_time`
+/// (`--timeout-backend`), however many interim responses or slow bytes come before it;
+/// each read is also bounded by the transport's own timeout (backend silence).
 async fn read_response_head<R: AsyncRead + Unpin>(
-    max_head: usize,
+    (max_head, head_time): (usize, Duration),
     src: &mut R,
     bbuf: &mut Buf,
     method: Method,
 ) -> Result<ResponseHead, RelayError> {
     let mut received = false;
+    let mut deadline: Option<Instant> = None;
+    let too_slow = || {
+        RelayError::Io(io::Error::new(
+            io::ErrorKind::TimedOut,
+            "no final response head within --timeout-backend of its first byte",
+        ))
+    };
     loop {
         if !bbuf.is_empty() {
             match http1::parse_response(bbuf.data(), method, max_head) {
@@ -466,7 +548,24 @@ async fn read_response_head<R: AsyncRead + Unpin>(
         if bbuf.spare_capacity() == 0 && !bbuf.grow(max_head + 1) {
             return Err(RelayError::Bad(HeadError::TooLarge));
         }
-        match bbuf.fill_from(src).await {
+        let filled = match deadline {
+            None => bbuf.fill_from(src).await,
+            Some(d) => {
+                let left = d.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return Err(too_slow());
+                }
+                let timer = async {
+                    glommio::timer::sleep(left).await;
+                    Err(io::Error::from(io::ErrorKind::TimedOut))
+                };
+                futures_lite::future::or(bbuf.fill_from(src), timer).await
+            }
+        };
+        if deadline.is_none() {
+            deadline = Some(Instant::now() + head_time);
+        }
+        match filled {
             Ok(0) => {
                 let e = io::Error::new(io::ErrorKind::UnexpectedEof, "backend closed");
                 return Err(if received {

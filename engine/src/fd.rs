@@ -63,13 +63,30 @@ pub fn listener_into_glommio(l: std::net::TcpListener) -> glommio::net::TcpListe
 /// Whether an idle connection is still usable: no EOF, no error, and nothing sent by
 /// the server unasked (one non-blocking `MSG_PEEK`; nothing is consumed).
 pub fn idle_is_healthy(stream: &TcpStream) -> bool {
+    idle_peek(stream) == IdlePeek::Quiet
+}
+
+/// What a non-blocking peek finds on an idle connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IdlePeek {
+    /// Nothing to read: the connection can carry a request.
+    Quiet,
+    /// The server closed or reset it.
+    Closed,
+    /// Bytes nobody asked for: the server and we disagree on where a message ended.
+    Unsolicited,
+}
+
+/// Peeks at an idle connection without consuming anything (one `recv` with
+/// `MSG_PEEK | MSG_DONTWAIT`).
+pub fn idle_peek(stream: &TcpStream) -> IdlePeek {
     let fd = borrow(stream);
     let sock = socket2::SockRef::from(&fd);
     let mut byte = [std::mem::MaybeUninit::<u8>::uninit(); 1];
     match sock.recv_with_flags(&mut byte, libc::MSG_PEEK | libc::MSG_DONTWAIT) {
-        Err(e) => e.kind() == io::ErrorKind::WouldBlock,
-        // 0: the server closed; >0: bytes nobody asked for.
-        Ok(_) => false,
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => IdlePeek::Quiet,
+        Err(_) | Ok(0) => IdlePeek::Closed,
+        Ok(_) => IdlePeek::Unsolicited,
     }
 }
 

@@ -35,6 +35,11 @@ pub struct Counters {
     pub tls_handshakes: u64,
     pub tls_resumed: u64,
     pub tls_handshake_errors: u64,
+    /// Backend connections closed because bytes came that no request asked for (past the
+    /// end of a response, or on an idle connection that carried a request body).
+    pub backend_desync: u64,
+    /// Request bodies not complete within `--timeout-client-body` (408).
+    pub body_timeout: u64,
 }
 
 /// Takeover figures of one shard (as taker and as owner).
@@ -228,6 +233,18 @@ pub fn render(snaps: &mut [Snapshot], labels: ServerLabels<'_>, open_fds: usize)
             "Idle backend connections removed because the server closed or wrote on them.",
             "counter",
             |s| s.c.idle_closed_by_server,
+        ),
+        (
+            "body_timeout_total",
+            "Request bodies not complete within --timeout-client-body (408).",
+            "counter",
+            |s| s.c.body_timeout,
+        ),
+        (
+            "backend_desync_total",
+            "Backend connections closed on bytes no request asked for (never reused).",
+            "counter",
+            |s| s.c.backend_desync,
         ),
         (
             "server_down_total",

@@ -3,6 +3,9 @@
 //!
 //! The routing table is built once from the configuration and shared read-only by the
 //! shards; the round-robin cursor is per shard, so choosing a server takes no lock.
+//! Routes match the normalised view of a request (`Host`, or the authority of an
+//! absolute-form target; the path as `ringway_http1::route_path` makes it), never the raw
+//! target: see docs/operations.md, "How targets are normalised".
 
 use std::cell::Cell;
 
@@ -31,6 +34,8 @@ impl Router {
     }
 
     /// The backend for a request; `None` means no route and no default backend (404).
+    /// `path` is the routing view of the target (`ringway_http1::route_path`); prefixes
+    /// match it ignoring ASCII case, so `/ADMIN` cannot step around a `/admin` route.
     pub fn route(&self, host: Option<&[u8]>, path: &[u8]) -> Option<usize> {
         if self.routes.is_empty() {
             return self.default_backend;
@@ -39,7 +44,10 @@ impl Router {
         for r in &self.routes {
             let host_ok =
                 r.host == "*" || host.is_some_and(|h| h.eq_ignore_ascii_case(r.host.as_bytes()));
-            if host_ok && path.starts_with(r.path_prefix.as_bytes()) {
+            let prefix = r.path_prefix.as_bytes();
+            let path_ok =
+                path.len() >= prefix.len() && path[..prefix.len()].eq_ignore_ascii_case(prefix);
+            if host_ok && path_ok {
                 return Some(r.backend);
             }
         }
@@ -111,6 +119,11 @@ mod tests {
         assert_eq!(r.route(Some(b"other"), b"/static/a.css"), Some(2));
         assert_eq!(r.route(Some(b"other"), b"/"), Some(0), "default backend");
         assert_eq!(r.route(None, b"/"), Some(0));
+        assert_eq!(
+            r.route(Some(b"x"), b"/STATIC/a.css"),
+            Some(2),
+            "prefixes ignore case"
+        );
     }
 
     #[test]

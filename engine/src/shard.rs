@@ -61,6 +61,7 @@ impl Shard {
         c.idle_closed_by_server = up.idle_closed_by_server;
         c.server_down_events = up.server_down_events;
         c.local_exhaustion = up.local_exhaustion;
+        c.backend_desync += up.backend_desync;
         Snapshot {
             shard: ctx.id,
             cpu: self.cpu,

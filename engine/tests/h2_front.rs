@@ -562,3 +562,56 @@ fn reuse_never_keeps_the_h2_sessions_backend_connection_private() {
         || o.stats().connections_open == 0,
     );
 }
+
+#[test]
+fn h2_paths_cannot_step_around_a_route() {
+    let (a, b) = (origin(), origin());
+    let (aa, ba) = (format!("a={}", a.addr()), format!("b={}", b.addr()));
+    let mut proxy = Proxy::start(&[
+        "--backend",
+        &aa,
+        "--backend",
+        &ba,
+        "--route",
+        "*/admin=b",
+        "--route",
+        "secret.test=b",
+    ]);
+    let addr = proxy.addr;
+    let port = addr.port();
+    let paths = [
+        "/admin/x",
+        "/ADMIN",
+        "/%61dmin",
+        "//admin",
+        "/x/../admin",
+        "/x/%2E%2E/admin",
+        "/admin;p=1",
+    ];
+    let n = paths.len() as u64;
+    let statuses = on_glommio(move || async move {
+        let send = h2_connect(addr).await;
+        let mut statuses = Vec::new();
+        for p in paths {
+            let uri = format!("http://public.test:{port}{p}");
+            statuses.push(exchange(&send, "GET", &uri, None).await.expect(p).status);
+        }
+        // `:authority` is what routes see.
+        let uri = format!("http://secret.test:{port}/");
+        statuses.push(
+            exchange(&send, "GET", &uri, None)
+                .await
+                .expect("authority")
+                .status,
+        );
+        statuses
+    });
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+    assert_eq!(
+        b.stats().requests_total,
+        n + 1,
+        "every spelling reached the /admin route"
+    );
+    assert_eq!(a.stats().requests_total, 0);
+    proxy.assert_healthy();
+}

@@ -50,6 +50,7 @@ fn forwarded() -> Forwarded<'static> {
         client_ip: Ipv4Addr::new(192, 0, 2, 17).into(),
         proto: "http",
         via: "1.1 ringway",
+        host_when_absent: Some(b""),
     }
 }
 

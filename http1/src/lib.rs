@@ -16,6 +16,7 @@
 //! Files, one concept each: `request.rs` (request head and smuggling checks), `response.rs`
 //! (response head and its framing), `fields.rs` (header-value grammar shared by both),
 //! `rewrite.rs` (the request head we send upstream, and the hop-by-hop rules),
+//! `target.rs` (the normalised request-target: what routes match and what goes upstream),
 //! `downstream.rs` (the response head we send to the client), `canned.rs` (the error
 //! responses ringway makes itself), `chunked.rs` and `length.rs` (body boundaries).
 #![forbid(unsafe_code)]
@@ -28,6 +29,7 @@ mod length;
 mod request;
 mod response;
 mod rewrite;
+mod target;
 
 use std::mem::MaybeUninit;
 
@@ -38,6 +40,7 @@ pub use length::LengthCounter;
 pub use request::{parse_request, RequestHead};
 pub use response::{parse_response, ResponseHead};
 pub use rewrite::{write_request_upstream, Forwarded};
+pub use target::{route_path, split_absolute, write_normalized_target};
 
 /// Most header fields accepted in one head; one more is [`HeadError::TooLarge`] (431).
 pub const MAX_HEADERS: usize = 128;
@@ -287,6 +290,7 @@ mod tests {
             client_ip: std::net::Ipv4Addr::LOCALHOST.into(),
             proto: "http",
             via: "1.1 ringway",
+            host_when_absent: None,
         };
         let mut rng: u64 = 0x9e37_79b9_7f4a_7c15;
         let mut next = || {

@@ -35,7 +35,7 @@ pub struct RequestHead {
     pub keep_alive: bool,
     /// `Expect: 100-continue` (case-insensitive).
     pub expect_continue: bool,
-    /// HTTP/1.1 with `Connection: upgrade` and an `Upgrade` field.
+    /// HTTP/1.1 with `Connection: upgrade` and an `Upgrade` field that does not offer `h2c`.
     pub upgrade: bool,
 }
 
@@ -69,6 +69,11 @@ pub fn parse_request(buf: &[u8], max_head: usize) -> Result<Option<RequestHead>,
     let minor = minor.min(1);
     let method = Method::from_bytes(method.as_bytes());
     let target_bytes = target.as_bytes();
+    if target_bytes.contains(&b'#') {
+        // RFC 9112 §3.2: a request-target has no fragment. Refused rather than stripped,
+        // as HAProxy does since 2.8.2: servers disagree on where such a path ends.
+        return Err(HeadError::Malformed("fragment (#) in the request-target"));
+    }
     let authority = check_target(method, target_bytes)?;
 
     let mut content_length: Option<u64> = None;
@@ -77,6 +82,7 @@ pub fn parse_request(buf: &[u8], max_head: usize) -> Result<Option<RequestHead>,
     let mut conn = ConnectionOptions::default();
     let mut expect_continue = false;
     let mut upgrade_field = false;
+    let mut upgrade_h2c = false;
 
     for h in req.headers.iter() {
         let name = h.name;
@@ -94,7 +100,15 @@ pub fn parse_request(buf: &[u8], max_head: usize) -> Result<Option<RequestHead>,
             6 if name_is(name, "expect") => {
                 expect_continue |= h.value.eq_ignore_ascii_case(b"100-continue");
             }
-            7 if name_is(name, "upgrade") => upgrade_field = true,
+            7 if name_is(name, "upgrade") => {
+                upgrade_field = true;
+                // h2c over HTTP/1.1 is refused as an upgrade (the backend side is
+                // HTTP/1.1, and after a 101 the client's HTTP/2 bytes would bypass us).
+                upgrade_h2c |= h
+                    .value
+                    .split(|&b| b == b',')
+                    .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"h2c"));
+            }
             10 if name_is(name, "connection") => conn.add(h.value),
             14 if name_is(name, "content-length") => {
                 content_length = Some(
@@ -165,7 +179,8 @@ pub fn parse_request(buf: &[u8], max_head: usize) -> Result<Option<RequestHead>,
         // RFC 9110 §10.1.1: an HTTP/1.0 request's 100-continue expectation is ignored.
         expect_continue: expect_continue && minor == 1,
         // RFC 9110 §7.8: Upgrade in an HTTP/1.0 request is ignored.
-        upgrade: minor == 1 && conn.upgrade && upgrade_field,
+        // An Upgrade offering h2c is not passed on (it is hop-by-hop, so it is dropped).
+        upgrade: minor == 1 && conn.upgrade && upgrade_field && !upgrade_h2c,
     }))
 }
 
@@ -583,6 +598,17 @@ mod tests {
         assert!(!ok("GET / HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\n\r\n").upgrade);
         assert!(!ok("GET / HTTP/1.1\r\nHost: a\r\nConnection: upgrade\r\n\r\n").upgrade);
         assert!(!ok("GET / HTTP/1.0\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n").upgrade);
+    }
+
+    #[test]
+    fn h2c_is_not_an_upgrade_and_fragments_are_refused() {
+        let h2c = "GET / HTTP/1.1\r\nHost: a\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMA\r\n\r\n";
+        assert!(!ok(h2c).upgrade);
+        let both =
+            "GET / HTTP/1.1\r\nHost: a\r\nConnection: upgrade\r\nUpgrade: websocket, H2C\r\n\r\n";
+        assert!(!ok(both).upgrade);
+        malformed("GET /a#frag HTTP/1.1\r\nHost: a\r\n\r\n");
+        malformed("GET http://h/#x HTTP/1.1\r\nHost: a\r\n\r\n");
     }
 
     #[test]

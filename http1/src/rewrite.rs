@@ -21,7 +21,11 @@
 //!   except `Host`, `Content-Length` and `Transfer-Encoding`.
 //! - For an absolute-form target, `Host` is replaced by the target's authority (RFC 9112
 //!   §3.2.2), so the backend routes on what we routed on. An HTTP/1.0 origin-form request
-//!   without Host gets none: the caller decides.
+//!   without Host gets [`Forwarded::host_when_absent`]: the caller decides.
+//! - The target goes up normalised to an RFC 3986-equivalent form (`target.rs`): unreserved
+//!   escapes decoded, dot-segments removed; routes match a view computed from that form.
+//! - `HTTP2-Settings` is removed, and an `Upgrade` offering `h2c` is not an upgrade (the
+//!   parser says so): the backend connection stays HTTP/1.1.
 //! - `X-Forwarded-For` is appended to (all client values folded into one field, then the
 //!   client address); `X-Forwarded-Proto` is replaced; `Expect` is forwarded as-is.
 //! - `Via` gets the received protocol of the hop it describes: `1.0 ringway` when the
@@ -34,8 +38,8 @@ use httparse::Header;
 
 use super::fields::{name_is, named_in_connection, ConnectionOptions};
 use super::{
-    header_slots, parse_request_into, push_field, push_field_parts, push_u64, Framing, Method,
-    RequestHead,
+    header_slots, parse_request_into, push_field, push_field_parts, push_u64,
+    write_normalized_target, Framing, Method, RequestHead,
 };
 
 /// What the proxy adds about the client to a forwarded request.
@@ -46,6 +50,11 @@ pub struct Forwarded<'a> {
     pub proto: &'static str,
     /// This hop's `Via` entry, e.g. `"1.1 ringway"`.
     pub via: &'a str,
+    /// The `Host` to send for a request that has none (HTTP/1.0 in origin-form): the
+    /// request goes up as HTTP/1.1, which requires one (RFC 9112 §3.2). The proxy sends
+    /// an empty one, as that section says a client must when the target URI has no
+    /// authority. `None` sends none.
+    pub host_when_absent: Option<&'a [u8]>,
 }
 
 /// Fields that only concern one connection (besides those named in `Connection`).
@@ -53,6 +62,9 @@ pub(super) fn is_hop_by_hop(name: &str) -> bool {
     match name.len() {
         2 => name_is(name, "te"),
         7 => name_is(name, "upgrade"),
+        // RFC 9113 §3.1 (and 7540 §3.2.1): HTTP2-Settings belongs to the h2c upgrade of
+        // one connection; ringway never lets a client upgrade a backend to h2c.
+        14 => name_is(name, "http2-settings"),
         10 => name_is(name, "connection") || name_is(name, "keep-alive"),
         16 => name_is(name, "proxy-connection"),
         _ => false,
@@ -151,7 +163,11 @@ pub fn write_request_upstream(buf: &[u8], head: &RequestHead, fwd: &Forwarded, o
     out.reserve(head.head_len + 128);
     out.extend_from_slice(method.as_bytes());
     out.push(b' ');
-    out.extend_from_slice(target);
+    if head.method == Method::Connect {
+        out.extend_from_slice(target);
+    } else {
+        write_normalized_target(target, out);
+    }
     out.extend_from_slice(b" HTTP/1.1\r\n");
 
     let mut conn = ConnectionOptions::default();
@@ -214,6 +230,11 @@ pub fn write_request_upstream(buf: &[u8], head: &RequestHead, fwd: &Forwarded, o
             push_field(out, b"Host", host);
         }
     }
+    if head.host.is_none() {
+        if let Some(host) = fwd.host_when_absent {
+            push_field(out, b"Host", host);
+        }
+    }
     match head.framing {
         Framing::Length(n) => {
             out.extend_from_slice(b"Content-Length: ");
@@ -246,6 +267,7 @@ mod tests {
             client_ip: "10.1.2.3".parse().unwrap(),
             proto: "https",
             via: "1.1 ringway",
+            host_when_absent: None,
         }
     }
 
@@ -336,6 +358,7 @@ mod tests {
                 client_ip: ip.parse().unwrap(),
                 proto: "http",
                 via: "1.1 ringway",
+                host_when_absent: None,
             };
             write_request_upstream(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n", &h, &f, &mut out);
             let out = String::from_utf8(out).unwrap();
@@ -379,6 +402,38 @@ mod tests {
             out.contains("Host: c.example\r\n") && !out.contains("evil"),
             "{out}"
         );
+    }
+
+    #[test]
+    fn h2c_upgrade_goes_up_as_a_plain_request() {
+        let out = upstream("GET / HTTP/1.1\r\nHost: a\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMA\r\n\r\n");
+        assert!(!out.to_ascii_lowercase().contains("upgrade"), "{out}");
+        assert!(
+            !out.to_ascii_lowercase().contains("http2-settings"),
+            "{out}"
+        );
+        let out = upstream("GET / HTTP/1.1\r\nHost: a\r\nHTTP2-Settings: AAMA\r\n\r\n");
+        assert!(
+            !out.to_ascii_lowercase().contains("http2-settings"),
+            "{out}"
+        );
+    }
+
+    #[test]
+    fn targets_go_up_normalised_and_hostless_10_gets_the_given_host() {
+        let out = upstream("GET /a/../%62?x=%61 HTTP/1.1\r\nHost: a\r\n\r\n");
+        assert!(out.starts_with("GET /b?x=%61 HTTP/1.1\r\n"), "{out}");
+        let raw = "GET / HTTP/1.0\r\n\r\n";
+        let h = parse_request(raw.as_bytes(), 8192).unwrap().unwrap();
+        let mut out = Vec::new();
+        let f = Forwarded {
+            host_when_absent: Some(b""),
+            ..fwd()
+        };
+        write_request_upstream(raw.as_bytes(), &h, &f, &mut out);
+        let out = String::from_utf8(out).unwrap();
+        assert!(out.starts_with("GET / HTTP/1.1\r\nHost: \r\n"), "{out}");
+        assert!(parse_request(out.as_bytes(), 8192).unwrap().is_some());
     }
 
     #[test]

@@ -138,6 +138,8 @@ pub struct Timeouts {
     pub client_idle: Duration,
     pub connect: Duration,
     pub backend: Duration,
+    /// Whole-request-body deadline (`--timeout-client-body`).
+    pub client_body: Duration,
 }
 
 /// The validated configuration every shard reads.
@@ -345,12 +347,14 @@ pub fn build(s: Settings) -> Result<Config, ConfigError> {
     let timeouts = Timeouts {
         client_head: s.timeout_client_head.value,
         client_idle: s.timeout_client_idle.value,
+        client_body: s.timeout_client_body.value,
         connect: s.timeout_connect.value,
         backend: s.timeout_backend.value,
     };
     for t in [
         &s.timeout_client_head,
         &s.timeout_client_idle,
+        &s.timeout_client_body,
         &s.timeout_connect,
         &s.timeout_backend,
         &s.takeover_timeout,

@@ -57,6 +57,9 @@ settings! {
         /// Time an idle keep-alive client connection is kept open.
         #[arg(value_name = "DUR")]
         timeout_client_idle: Dur = "60s";
+        /// Time a client has to send a whole request body; then 408 and the backend connection closes.
+        #[arg(value_name = "DUR")]
+        timeout_client_body: Dur = "300s";
         /// Time allowed to connect to a backend server.
         #[arg(value_name = "DUR")]
         timeout_connect: Dur = "3s";

@@ -40,6 +40,7 @@ pub async fn serve(ctx: Rc<ShardCtx>, stream: ClientStream, peer: IpAddr, buf: B
         buf,
         bbuf: Buf::with_capacity(super::BUF_SIZE),
         out: Vec::with_capacity(1024),
+        route_scratch: Vec::new(),
         session: Session::new(),
     };
     c.run().await;
@@ -70,6 +71,8 @@ struct Client {
     bbuf: Buf,
     /// Scratch for heads we write.
     out: Vec<u8>,
+    /// Scratch for the routing view of a target that needs normalising.
+    route_scratch: Vec<u8>,
     session: Session,
 }
 
@@ -189,10 +192,18 @@ impl Client {
 
     async fn handle(&mut self, mut head: RequestHead) -> Outcome {
         let ctx = self.ctx.clone();
+        if head.method == http1::Method::Connect {
+            // No tunnels: forwarded, a CONNECT that a backend answers 2xx would leave a
+            // tunnel where the pool expects HTTP. Whatever follows it cannot be trusted.
+            ctx.metrics.borrow_mut().c.bad_request += 1;
+            self.send_error(501, true).await;
+            return Outcome::close(501);
+        }
         let backend = {
             let data = self.buf.data();
             let host = head.host.clone().map(|r| &data[r]);
-            ctx.shared.router.route(host, &data[head.path.clone()])
+            let path = http1::route_path(&data[head.path.clone()], &mut self.route_scratch);
+            ctx.shared.router.route(host, path)
         };
         let Some(backend) = backend else {
             ctx.metrics.borrow_mut().c.no_route += 1;
@@ -218,10 +229,12 @@ impl Client {
                 client_ip: self.peer,
                 proto: self.stream.proto(),
                 via: VIA,
+                host_when_absent: Some(b""),
             },
             &mut self.out,
         );
         self.buf.consume(head.head_len);
+        let has_body = !matches!(head.framing, Framing::Empty | Framing::Length(0));
         // A body that is already here in full travels in the same write as the head (and
         // is resent with it on a retry).
         if let Framing::Length(n) = head.framing {
@@ -252,6 +265,7 @@ impl Client {
             slot,
             method: head.method,
             head: &upstream_head,
+            has_body,
         };
         let result = {
             let Client {
@@ -271,6 +285,7 @@ impl Client {
             };
             let mut sink = H1Sink {
                 writer: &client,
+                upgrade: head.upgrade,
                 out,
                 minor: head.minor,
                 keep_alive: head.keep_alive,
@@ -372,6 +387,8 @@ impl<R: AsyncRead + Unpin> BodySource for H1Body<'_, R> {
 /// body as the backend framed it (de-chunked for an HTTP/1.0 client).
 struct H1Sink<'a, W> {
     writer: W,
+    /// The request asked to switch protocols: only then may a `101` pass.
+    upgrade: bool,
     out: &'a mut Vec<u8>,
     minor: u8,
     keep_alive: bool,
@@ -380,7 +397,7 @@ struct H1Sink<'a, W> {
 
 impl<W: AsyncWrite + Unpin> ResponseSink for H1Sink<'_, W> {
     fn can_switch(&self) -> bool {
-        true
+        self.upgrade
     }
 
     async fn deliver<R: AsyncRead + Unpin>(

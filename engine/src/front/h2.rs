@@ -226,10 +226,11 @@ async fn handle(
             return answer_locally(respond, e.status(), is_head);
         }
     };
-    let backend = ctx
-        .shared
-        .router
-        .route(head.host.clone().map(|r| &h1[r]), &h1[head.path.clone()]);
+    let mut route_scratch = Vec::new();
+    let backend = ctx.shared.router.route(
+        head.host.clone().map(|r| &h1[r]),
+        http1::route_path(&h1[head.path.clone()], &mut route_scratch),
+    );
     let Some(backend) = backend else {
         ctx.metrics.borrow_mut().c.no_route += 1;
         return answer_locally(respond, 404, is_head);
@@ -243,6 +244,7 @@ async fn handle(
             client_ip: cc.peer,
             proto: cc.proto,
             via: VIA,
+            host_when_absent: Some(b""),
         },
         &mut upstream,
     );
@@ -250,6 +252,7 @@ async fn handle(
         slot,
         method: head.method,
         head: &upstream,
+        has_body,
     };
     let idle = cfg.timeouts.client_idle;
     let mut src = H2Body {

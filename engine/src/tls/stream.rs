@@ -116,32 +116,38 @@ where
     }
 
     /// For an idle pooled connection: reads whatever records arrived without waiting and
-    /// processes them. Healthy when nothing but handshake messages (session tickets, key
-    /// updates) came: no application data, no close_notify or alert, no EOF.
-    pub fn idle_is_healthy(&mut self) -> bool {
+    /// processes them. Quiet when nothing but handshake messages (session tickets, key
+    /// updates) came; application data is unsolicited; close_notify, an alert or EOF
+    /// mean closed.
+    pub fn idle_peek(&mut self) -> crate::fd::IdlePeek {
+        use crate::fd::IdlePeek;
         let mut buf = [0u8; 4096];
         loop {
             match crate::fd::recv_nonblocking(&self.io, &mut buf) {
-                Ok(0) => return false,
+                Ok(0) => return IdlePeek::Closed,
                 Ok(n) => {
                     let mut data = &buf[..n];
                     while !data.is_empty() {
                         if self.conn.read_tls(&mut data).is_err() {
-                            return false;
+                            return IdlePeek::Closed;
                         }
                         let state = match self.conn.process_new_packets() {
                             Ok(st) => st,
-                            Err(_) => return false,
+                            Err(_) => return IdlePeek::Closed,
                         };
-                        if state.plaintext_bytes_to_read() > 0 || state.peer_has_closed() {
-                            return false;
+                        if state.plaintext_bytes_to_read() > 0 {
+                            return IdlePeek::Unsolicited;
+                        }
+                        if state.peer_has_closed() {
+                            return IdlePeek::Closed;
                         }
                     }
                     if n < buf.len() {
-                        return true;
+                        return IdlePeek::Quiet;
                     }
                 }
-                Err(e) => return e.kind() == io::ErrorKind::WouldBlock,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return IdlePeek::Quiet,
+                Err(_) => return IdlePeek::Closed,
             }
         }
     }

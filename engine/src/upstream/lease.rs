@@ -10,6 +10,7 @@ use std::time::Duration;
 use ringway_pool::ServerId;
 
 use super::{BackendConn, Transport, Upstreams};
+use crate::fd::IdlePeek;
 
 pub struct Lease {
     ups: Rc<Upstreams>,
@@ -57,10 +58,11 @@ impl Lease {
 
     /// The connection is about to carry one more request: count it, and bound each of
     /// its reads and writes by `timeout` (idle pooled connections have no timeout).
-    pub fn begin_request(&mut self, timeout: Duration) {
+    pub fn begin_request(&mut self, timeout: Duration, carries_body: bool) {
         if let Some(c) = self.conn.as_mut() {
             c.uses += 1;
             c.transport.set_timeouts(Some(timeout));
+            c.carried_body |= carries_body;
         }
         self.reusable = false;
     }
@@ -74,6 +76,27 @@ impl Lease {
     /// Whether the lease would go back to the pool now.
     pub fn is_reusable(&self) -> bool {
         self.reusable
+    }
+
+    /// Whether the connection has ever carried a request body (then it is never pooled).
+    pub fn carried_body(&self) -> bool {
+        self.conn.as_ref().is_some_and(|c| c.carried_body)
+    }
+
+    /// Whether a kept connection is still quiet between requests: nothing from the
+    /// server since its last response. Unsolicited bytes are counted as a desync.
+    pub fn still_quiet(&mut self) -> bool {
+        let Some(c) = self.conn.as_mut() else {
+            return false;
+        };
+        match c.transport.idle_peek() {
+            IdlePeek::Quiet => true,
+            IdlePeek::Closed => false,
+            IdlePeek::Unsolicited => {
+                self.ups.count_desync();
+                false
+            }
+        }
     }
 }
 

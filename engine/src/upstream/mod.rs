@@ -9,9 +9,10 @@
 //! leave through an [`Outbox`] the shard gives it; it never sees the mesh itself.
 //!
 //! The pool's decisions come from `ringway-pool`; this layer carries them out with
-//! transports. An idle connection is checked ([`Transport::idle_is_healthy`]) when it is
-//! taken for a request (after [`PROBE_AFTER`] in the pool) and by a sweep every
-//! [`IDLE_SWEEP`]. Connections closed by policy (purge, limits, server down, shutdown)
+//! transports. An idle connection is checked ([`Transport::idle_peek`]) when it is
+//! taken for a request (always when its last exchange carried a request body; otherwise
+//! once it has been [`PROBE_AFTER`] in the pool) and by a sweep every [`IDLE_SWEEP`].
+//! Bytes found on an idle connection are a desync: it is closed and counted, never used. Connections closed by policy (purge, limits, server down, shutdown)
 //! close with RST so TIME_WAIT does not pile up.
 
 mod lease;
@@ -39,6 +40,7 @@ use rustls::pki_types::ServerName;
 
 use crate::config::values::Scheme;
 use crate::config::Config;
+use crate::fd::IdlePeek;
 use crate::route::RoundRobin;
 use crate::tls::BackendTls;
 use crate::warn::RateLimited;
@@ -196,6 +198,8 @@ pub struct Counters {
     pub server_down_events: u64,
     /// Connects that failed on our own limits (fds, memory): 503, server not marked down.
     pub local_exhaustion: u64,
+    /// Idle or kept connections found holding bytes nobody asked for before reuse.
+    pub backend_desync: u64,
 }
 
 /// What the upstream layer reads from the configuration.
@@ -342,17 +346,30 @@ impl Upstreams {
     fn checkout_local(&self, slot: ServerId, first: bool) -> Option<BackendConn> {
         loop {
             let got = self.pool.borrow_mut().checkout(slot, first)?;
-            // Just pooled: the sweep and the retry rule cover the rare close in between;
-            // skip the syscall on the hot path.
-            let fresh = got.conn.since.elapsed() < PROBE_AFTER;
+            // Just pooled after a bodiless exchange: the sweep and the retry rule cover the
+            // rare close in between, and a request without a body cannot have smuggled
+            // another one in, so the hot keep-alive GET path skips the syscall. A
+            // connection that carried a body is always peeked (see `carried_body`).
             let mut conn = got.conn.conn;
-            if fresh || conn.transport.idle_is_healthy() {
+            let skip_peek = !conn.carried_body && got.conn.since.elapsed() < PROBE_AFTER;
+            let peek = if skip_peek {
+                IdlePeek::Quiet
+            } else {
+                conn.transport.idle_peek()
+            };
+            if peek == IdlePeek::Quiet {
                 self.publish_idle(slot);
                 conn.uses = got.uses;
                 return Some(conn);
             }
             self.pool.borrow_mut().discard_checkout(slot);
-            self.counters.borrow_mut().idle_closed_by_server += 1;
+            let mut c = self.counters.borrow_mut();
+            if peek == IdlePeek::Unsolicited {
+                c.backend_desync += 1;
+            } else {
+                c.idle_closed_by_server += 1;
+            }
+            drop(c);
             self.close_policy(conn);
             self.publish_idle(slot);
         }
@@ -391,6 +408,7 @@ impl Upstreams {
                     transport,
                     slot,
                     uses: 0,
+                    carried_body: false,
                 })
             }
             Err(e) => {
@@ -466,10 +484,17 @@ impl Upstreams {
         }
     }
 
+    /// A kept connection was found holding bytes nobody asked for.
+    pub fn count_desync(&self) {
+        self.counters.borrow_mut().backend_desync += 1;
+    }
+
     /// A lease ends. `reusable`: the exchange left the connection in a known-good state.
+    /// A connection that carried a request body never enters the pool (see
+    /// `BackendConn::carried_body`); the exchange keeps it private to its client instead.
     fn give_back(&self, conn: BackendConn, reusable: bool) {
         let slot = conn.slot;
-        if !reusable {
+        if !reusable || conn.carried_body {
             self.pool.borrow_mut().released(slot);
             self.forget_conn();
             return;

@@ -240,6 +240,8 @@ impl Upstreams {
             transport: Transport::attach(moved),
             slot,
             uses,
+            // Connections that carried a body never enter a pool, so never move.
+            carried_body: false,
         });
         // The connection lives on this shard from now on, whatever happens to it.
         self.conns.set(self.conns.get() + 1);
@@ -337,6 +339,8 @@ impl Upstreams {
             transport,
             slot,
             uses,
+            // It came from this shard's pool, which holds no body-carrying connection.
+            carried_body: false,
         });
         let back = self.takeover.borrow_mut().driver.reply_failed(
             &mut self.pool.borrow_mut(),

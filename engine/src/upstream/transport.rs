@@ -106,9 +106,14 @@ impl Transport {
     /// read and processed: session tickets (TLS 1.3 servers send them unasked) are fine;
     /// application data, a close_notify, an alert or EOF are not.
     pub fn idle_is_healthy(&mut self) -> bool {
+        self.idle_peek() == fd::IdlePeek::Quiet
+    }
+
+    /// Like [`Transport::idle_is_healthy`], saying what was found.
+    pub fn idle_peek(&mut self) -> fd::IdlePeek {
         match self {
-            Transport::Tcp(s) => fd::idle_is_healthy(s),
-            Transport::Tls(t) => t.idle_is_healthy(),
+            Transport::Tcp(s) => fd::idle_peek(s),
+            Transport::Tls(t) => t.idle_peek(),
         }
     }
 
@@ -201,6 +206,12 @@ pub struct BackendConn {
     pub slot: ServerId,
     /// Requests carried so far (including the one in progress once it is sent).
     pub uses: u32,
+    /// It has carried a request body (sticky). A backend that answered before reading a
+    /// body may take the body for another request and answer that too, at any later
+    /// time; no peek can rule that out. So such a connection never goes back to a pool
+    /// (or to another shard): it stays private to the client connection whose body it
+    /// carried, and closes with it. Only that client can then get a shifted answer.
+    pub carried_body: bool,
 }
 
 /// A pooled connection and when it entered the pool.
