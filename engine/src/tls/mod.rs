@@ -4,9 +4,9 @@
 //! the system roots or `--backend-ca`, SNI from the server's name, optional client
 //! certificate).
 //!
-//! One crypto provider, `ring` (chosen by build time and handshake cost on this machine:
-//! see docs/tuning.md), and every config is built with `builder_with_provider`, so two
-//! providers can never both be active. The certificate store is shared by all shards
+//! One crypto provider, `aws-lc-rs` (chosen by handshake cost against build time on this
+//! machine: see docs/tuning.md), and every config is built with `builder_with_provider`,
+//! so two providers can never both be active (`ring` is not even compiled in). The certificate store is shared by all shards
 //! behind an `ArcSwap`: a reload swaps it whole, new handshakes see the new certificates,
 //! open connections keep the ones they started with, and a file that does not load
 //! leaves the old store in place.
@@ -31,7 +31,7 @@ pub use stream::TlsStream;
 
 /// The one crypto provider ringway uses.
 pub fn provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
+    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
 }
 
 /// Why TLS material could not be loaded: which file, and what is wrong with it.
@@ -152,7 +152,7 @@ impl ServerTls {
     pub fn load(pairs: Vec<CertPair>) -> Result<ServerTls, TlsError> {
         let provider = provider();
         let store = CertStore::load(&pairs, &provider)?;
-        let ticketer = rustls::crypto::ring::Ticketer::new().map_err(|e| TlsError {
+        let ticketer = rustls::crypto::aws_lc_rs::Ticketer::new().map_err(|e| TlsError {
             path: "(ticket keys)".into(),
             why: e.to_string(),
         })?;
