@@ -31,7 +31,7 @@ PROXY_CPUS=${PROXY_CPUS:-0}
 ORIGIN_CPUS=${ORIGIN_CPUS:-1}
 LOAD_CPUS=${LOAD_CPUS:-1}
 SYSTEMS=${SYSTEMS:-"direct ringway haproxy nginx h2o"}
-WORKLOADS=${WORKLOADS:-"h1-small h1-close h1-16k h1-1m h2-mux rate-50 rate-90"}
+WORKLOADS=${WORKLOADS:-"h1-small h1-close h1-16k h1-1m h2-mux rate-50 rate-90 tls-h1 tls-h2 tls-full tls-resume"}
 PORT_BASE=${PORT_BASE:-18080}
 OUT=${OUT:-bench/out/$(date -u +%Y%m%dT%H%M%SZ)}
 DOC=${DOC:-docs/benchmarks.md}
@@ -171,6 +171,17 @@ fi
 P_RINGWAY=$((PORT_BASE + 1)); P_HAPROXY=$((PORT_BASE + 2)); P_HAPROXY_H2=$((PORT_BASE + 3))
 P_NGINX=$((PORT_BASE + 4)); P_NGINX_H2=$((PORT_BASE + 5)); P_H2O=$((PORT_BASE + 6))
 P_RINGWAY_BEFORE=$((PORT_BASE + 7))
+P_RINGWAY_TLS=$((PORT_BASE + 8)); P_HAPROXY_TLS=$((PORT_BASE + 9)); P_NGINX_TLS=$((PORT_BASE + 10))
+declare -A URL3
+
+# One certificate for every TLS listener: ECDSA P-256, self-signed (the clients of the TLS
+# workloads do not verify; what is measured is the proxies' side of the handshake).
+TLS_DIR=$OUT/tls
+mkdir -p "$TLS_DIR"
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+  -subj "/CN=127.0.0.1" -addext "subjectAltName=IP:127.0.0.1" \
+  -keyout "$TLS_DIR/key.pem" -out "$TLS_DIR/cert.pem" 2>/dev/null
+cat "$TLS_DIR/cert.pem" "$TLS_DIR/key.pem" > "$TLS_DIR/combined.pem"
 declare -A PID_OF URL1 URL2 NOTE
 
 start_ringway() {
@@ -179,10 +190,14 @@ start_ringway() {
   for f in --listen --backend --cpus --reuse; do
     grep -q -- "$f" <<<"$help" || { NOTE[ringway]="binary lacks $f"; return 1; }
   done
+  local tls=()
+  grep -q -- "--listen-tls" <<<"$help" && tls=(--listen-tls "127.0.0.1:$P_RINGWAY_TLS" \
+    --cert "$TLS_DIR/cert.pem" --key "$TLS_DIR/key.pem")
   "$RINGWAY" --cpus "$PROXY_CPUS" --listen "127.0.0.1:$P_RINGWAY" --backend "$ORIGIN_ADDR" \
-    --reuse always --log warn > "$OUT/ringway.log" 2>&1 &
+    "${tls[@]}" --reuse always --log warn > "$OUT/ringway.log" 2>&1 &
   PID_OF[ringway]=$!; PIDS+=("$!")
   URL1[ringway]="http://127.0.0.1:$P_RINGWAY"; URL2[ringway]="http://127.0.0.1:$P_RINGWAY"
+  [ ${#tls[@]} -gt 0 ] && URL3[ringway]="https://127.0.0.1:$P_RINGWAY_TLS"
 }
 
 start_ringway-before() {
@@ -211,6 +226,7 @@ defaults
 frontend fe
     bind 127.0.0.1:$P_HAPROXY
     bind 127.0.0.1:$P_HAPROXY_H2 proto h2
+    bind 127.0.0.1:$P_HAPROXY_TLS ssl crt $TLS_DIR/combined.pem alpn h2,http/1.1
     default_backend be
 backend be
     server origin $ORIGIN_ADDR
@@ -218,6 +234,7 @@ CFG
   haproxy -db -f "$OUT/haproxy.cfg" > "$OUT/haproxy.log" 2>&1 &
   PID_OF[haproxy]=$!; PIDS+=("$!")
   URL1[haproxy]="http://127.0.0.1:$P_HAPROXY"; URL2[haproxy]="http://127.0.0.1:$P_HAPROXY_H2"
+  URL3[haproxy]="https://127.0.0.1:$P_HAPROXY_TLS"
 }
 
 start_nginx() {
@@ -250,6 +267,10 @@ http {
     server {
         listen 127.0.0.1:$P_NGINX;
         listen 127.0.0.1:$P_NGINX_H2 http2;
+        listen 127.0.0.1:$P_NGINX_TLS ssl http2;
+        ssl_certificate $TLS_DIR/cert.pem;
+        ssl_certificate_key $TLS_DIR/key.pem;
+        ssl_session_cache shared:SSL:10m;
         location / {
             proxy_pass http://origin;
             proxy_http_version 1.1;
@@ -262,6 +283,7 @@ CFG
   nginx -p "$OUT/nginx" -c "$OUT/nginx/nginx.conf" -e "$OUT/nginx/error.log" > "$OUT/nginx.log" 2>&1 &
   PID_OF[nginx]=$!; PIDS+=("$!")
   URL1[nginx]="http://127.0.0.1:$P_NGINX"; URL2[nginx]="http://127.0.0.1:$P_NGINX_H2"
+  URL3[nginx]="https://127.0.0.1:$P_NGINX_TLS"
 }
 
 start_h2o() {
@@ -343,6 +365,12 @@ declare -A WL=(
   [h2-mux]="--http2 -c 4 -m 16|/|2"
   [rate-50]="-c 32|/|1"
   [rate-90]="-c 32|/|1"
+  # TLS (front 3): keep-alive requests over TLS with h2load (ALPN http/1.1 and h2), and
+  # handshakes per second with openssl s_time (full, and resumed with the session id).
+  [tls-h1]="h2load --h1 -c 32|/|3"
+  [tls-h2]="h2load -c 4 -m 16|/|3"
+  [tls-full]="s_time -new|/|3"
+  [tls-resume]="s_time -reuse|/|3"
 )
 RESULTS=$OUT/results.jsonl
 if [ "${RESUME:-0}" = 1 ] && [ -f "$RESULTS" ]; then
@@ -400,6 +428,70 @@ else:
 PY
 }
 
+run_cell_tool() { # run_cell_tool WORKLOAD SYSTEM ROUND URL TOOL FLAGS...: h2load or openssl s_time
+  local w=$1 s=$2 r=$3 url=$4 tool=$5; shift 5
+  local pid=${PID_OF[$s]:-} p0=0 p1=0 o0 o1 t0 t1 secs=${DUR%s}
+  [ -n "$pid" ] && p0=$(tree_ticks "$pid")
+  o0=$(tree_ticks "$ORIGIN_PID"); m0=$(machine_busy); t0=$(date +%s.%N)
+  case $tool in
+    h2load) /usr/bin/time -f '%U %S' -o "$OUT/cell.time" taskset -c "$LOAD_CPUS" \
+              h2load "$@" -D "$secs" "$url" > "$OUT/cell.out" 2> "$OUT/cell.err" || true ;;
+    s_time) /usr/bin/time -f '%U %S' -o "$OUT/cell.time" taskset -c "$LOAD_CPUS" \
+              openssl s_time -connect "${url#https://}" "$@" -time "$secs" -www / \
+              > "$OUT/cell.out" 2> "$OUT/cell.err" || true ;;
+  esac
+  t1=$(date +%s.%N); m1=$(machine_busy); o1=$(tree_ticks "$ORIGIN_PID")
+  [ -n "$pid" ] && p1=$(tree_ticks "$pid")
+  python3 - "$OUT/cell.out" "$w" "$s" "$r" "$((p1 - p0))" "$((o1 - o0))" "$t0" "$t1" "$CLK_TCK" "$tool $*" \
+    "$OUT/cell.err" "$((m1 - m0))" "$OUT/cell.time" "$tool" >> "$RESULTS" <<'PY'
+import json, re, sys
+f, w, s, r, pt, ot, t0, t1, tck, flags, errf, mt, timef, tool = sys.argv[1:]
+text = open(f).read()
+tck = int(tck); wall = float(t1) - float(t0)
+rep = {"failed": (open(errf).read() + text)[-500:]}
+none = {k: None for k in ["p50", "p90", "p99", "p999", "p9999", "max"]}
+if tool == "h2load":
+    m = re.search(r"requests: (\d+) total, \d+ started, (\d+) done, (\d+) succeeded, (\d+) failed, (\d+) errored, (\d+) timeout", text)
+    t = re.search(r"finished in ([\d.]+)s", text)
+    lat = re.search(r"time for request:\s+(\S+)\s+(\S+)\s+(\S+)", text)
+    def us(v):
+        n = float(re.sub(r"[a-z]+$", "", v)); u = re.sub(r"^[\d.]+", "", v)
+        return n * {"us": 1, "ms": 1e3, "s": 1e6}.get(u, 1)
+    if m and t and int(m.group(3)) > 0:
+        ok = int(m.group(3)); bad = int(m.group(4)) + int(m.group(5)) + int(m.group(6))
+        l = dict(none)
+        if lat:
+            l["p50"] = us(lat.group(3)); l["max"] = us(lat.group(2))
+        rep = {"rps": ok / float(t.group(1)), "responses_incl_warmup": ok, "latency_us": l,
+               "errors": {"total": bad}}
+else:
+    m = re.search(r"(\d+) connections in [\d.]+ real seconds", text)
+    if m and int(m.group(1)) > 0:
+        n = int(m.group(1))
+        rep = {"rps": n / wall, "responses_incl_warmup": n, "latency_us": dict(none),
+               "errors": {"total": 0}}
+try:
+    load_cpu = sum(float(x) for x in open(timef).read().split()[-2:])
+except Exception:
+    load_cpu = None
+ours = int(pt) / tck + int(ot) / tck + (load_cpu or 0)
+print(json.dumps({"workload": w, "system": s, "round": int(r), "flags": flags,
+                  "proxy_cpu_s": int(pt) / tck, "origin_cpu_s": int(ot) / tck,
+                  "load_cpu_s": load_cpu, "machine_busy_s": int(mt) / tck,
+                  "other_cpu_s": max(0.0, int(mt) / tck - ours),
+                  "wall_s": wall, "report": rep}))
+PY
+  python3 - "$RESULTS" <<'PY' >&2
+import json, sys
+c = json.loads(open(sys.argv[1]).read().splitlines()[-1]); r = c["report"]
+if "failed" in r:
+    print(f"  {c['workload']:9} {c['system']:8} round {c['round']}: FAILED {r['failed'][-200:]}")
+else:
+    n = r.get("responses_incl_warmup") or 0
+    print(f"  {c['workload']:9} {c['system']:8} round {c['round']}: {r['rps']:9.0f} /s  {c['proxy_cpu_s']*1e6/max(n,1):7.1f} CPU-us each  errors {r['errors']['total']}")
+PY
+}
+
 rate_for() { # rate_for FRACTION: FRACTION x the lowest proxy peak (median) on h1-small
   python3 - "$RESULTS" "$1" <<'PY'
 import json, sys, statistics
@@ -429,8 +521,17 @@ for w in $WORKLOADS; do
   log "workload $w ($flags ${extra[*]} $path)"
   for r in $(seq 1 "$ROUNDS"); do
     for s in "${ACTIVE[@]}"; do
-      if [ "$front" = 2 ]; then base=${URL2[$s]:-}; else base=${URL1[$s]}; fi
+      case $front in
+        2) base=${URL2[$s]:-} ;;
+        3) base=${URL3[$s]:-} ;;
+        *) base=${URL1[$s]} ;;
+      esac
       [ -n "$base" ] || continue
+      if [ "$front" = 3 ]; then
+        # shellcheck disable=SC2086
+        run_cell_tool "$w" "$s" "$r" "$base$path" $flags
+        continue
+      fi
       # shellcheck disable=SC2086
       run_cell "$w" "$s" "$r" "$base$path" $flags "${extra[@]}"
     done
