@@ -366,11 +366,13 @@ declare -A WL=(
   [rate-50]="-c 32|/|1"
   [rate-90]="-c 32|/|1"
   # TLS (front 3): keep-alive requests over TLS with h2load (ALPN http/1.1 and h2), and
-  # handshakes per second with openssl s_time (full, and resumed with the session id).
+  # handshakes per second with openssl s_time (full TLS 1.3; resumed: TLS 1.2 session ids,
+  # since s_time takes its session right after the handshake and rustls, unlike OpenSSL,
+  # sends TLS 1.3 tickets only after the client's Finished).
   [tls-h1]="h2load --h1 -c 32|/|3"
   [tls-h2]="h2load -c 4 -m 16|/|3"
   [tls-full]="s_time -new|/|3"
-  [tls-resume]="s_time -reuse|/|3"
+  [tls-resume]="s_time -reuse -tls1_2|/|3"
 )
 RESULTS=$OUT/results.jsonl
 if [ "${RESUME:-0}" = 1 ] && [ -f "$RESULTS" ]; then
@@ -430,14 +432,19 @@ PY
 
 run_cell_tool() { # run_cell_tool WORKLOAD SYSTEM ROUND URL TOOL FLAGS...: h2load or openssl s_time
   local w=$1 s=$2 r=$3 url=$4 tool=$5; shift 5
-  local pid=${PID_OF[$s]:-} p0=0 p1=0 o0 o1 t0 t1 secs=${DUR%s}
+  local pid=${PID_OF[$s]:-} p0=0 p1=0 o0 o1 t0 t1 secs=${DUR%s} hostport=${url#https://}
+  hostport=${hostport%%/*}
+  case $tool in
+    h2load) need_pkg h2load nghttp2-client || { log "h2load missing"; return; } ;;
+    s_time) need_pkg openssl openssl || { log "openssl missing"; return; } ;;
+  esac
   [ -n "$pid" ] && p0=$(tree_ticks "$pid")
   o0=$(tree_ticks "$ORIGIN_PID"); m0=$(machine_busy); t0=$(date +%s.%N)
   case $tool in
     h2load) /usr/bin/time -f '%U %S' -o "$OUT/cell.time" taskset -c "$LOAD_CPUS" \
               h2load "$@" -D "$secs" "$url" > "$OUT/cell.out" 2> "$OUT/cell.err" || true ;;
     s_time) /usr/bin/time -f '%U %S' -o "$OUT/cell.time" taskset -c "$LOAD_CPUS" \
-              openssl s_time -connect "${url#https://}" "$@" -time "$secs" -www / \
+              openssl s_time -connect "$hostport" "$@" -time "$secs" -www / \
               > "$OUT/cell.out" 2> "$OUT/cell.err" || true ;;
   esac
   t1=$(date +%s.%N); m1=$(machine_busy); o1=$(tree_ticks "$ORIGIN_PID")

@@ -4,6 +4,7 @@
 //! IO traits to tokio's (what `h2` speaks), [`rewind`] replays bytes the caller already
 //! read from a stream, and [`server`] runs the h2c server handshake on such a stream and
 //! sends bodies under flow control.
+#![forbid(unsafe_code)]
 
 pub mod io;
 pub mod rewind;
