@@ -730,3 +730,105 @@ fn tls_backend_soak_under_takeover_faults_loses_and_mixes_up_nothing() {
     eprintln!("tls soak: {sent} requests ({unavailable} x 503) in {secs}s; takeover asked {asked}, granted {granted}");
     proxy.assert_healthy();
 }
+
+// ---------------------------------------------------------------------------------------
+// Configuration
+
+/// Runs `ringway ARGS` to its exit; returns (status, stdout, stderr).
+fn ringway(args: &[&str]) -> (Option<i32>, String, String) {
+    let out = run(BIN, args, b"");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).to_string(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
+#[test]
+fn tls_settings_in_flags_and_file_and_their_errors() {
+    let pki = Pki::new("tls-config");
+    let a = pki.leaf("a", "a.test", &["a.test"]);
+    let missing = pki.dir.join("missing.crt");
+    let garbage = pki.dir.join("garbage.key");
+    std::fs::write(&garbage, "not a key\n").unwrap();
+    const B: &str = "127.0.0.1:1";
+    // A missing or unreadable certificate or key names the file and exits 2.
+    for (args, want) in [
+        (
+            vec![
+                "check-config",
+                "--backend",
+                B,
+                "--listen-tls",
+                "127.0.0.1:0",
+                "--cert",
+                &s(&missing),
+                "--key",
+                &s(&a.key),
+            ],
+            s(&missing),
+        ),
+        (
+            vec![
+                "check-config",
+                "--backend",
+                B,
+                "--listen-tls",
+                "127.0.0.1:0",
+                "--cert",
+                &s(&a.cert),
+                "--key",
+                &s(&garbage),
+            ],
+            s(&garbage),
+        ),
+        (
+            vec![
+                "check-config",
+                "--backend",
+                B,
+                "--listen-tls",
+                "127.0.0.1:0",
+            ],
+            "--cert".to_string(),
+        ),
+        (
+            vec!["check-config", "--backend", B, "--cert", &s(&a.cert)],
+            "--key".to_string(),
+        ),
+        (
+            vec![
+                "check-config",
+                "--backend",
+                "https://127.0.0.1:1",
+                "--backend-ca",
+                &s(&missing),
+            ],
+            s(&missing),
+        ),
+        (
+            vec!["check-config", "--backend", "h2c://127.0.0.1:1"],
+            "--backend".to_string(),
+        ),
+    ] {
+        let (code, _, err) = ringway(&args);
+        assert_eq!(code, Some(2), "{args:?}: {err}");
+        assert!(err.contains(&want), "{args:?} should name {want}: {err}");
+    }
+    // The same settings in the TOML file.
+    let file = pki.dir.join("ringway.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "backend = [\"https://127.0.0.1:9443\"]\nbackend-ca = \"{}\"\nlisten-tls = [\"127.0.0.1:0\"]\ncert = [\"{}\"]\nkey = [\"{}\"]\n",
+            s(&pki.ca_file()),
+            s(&a.cert),
+            s(&a.key)
+        ),
+    )
+    .unwrap();
+    let (code, out, err) = ringway(&["check-config", "--config", &s(&file)]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("listen (TLS): 127.0.0.1:0"), "{out}");
+    assert!(out.contains("https://127.0.0.1"), "{out}");
+}
