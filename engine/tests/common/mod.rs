@@ -400,15 +400,20 @@ pub struct Conn {
 
 impl Conn {
     pub fn connect(addr: SocketAddr) -> Conn {
-        let stream = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+        Conn::try_connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"))
+    }
+
+    /// Like [`Conn::connect`], but a refused connect is an error to look at, not a panic.
+    pub fn try_connect(addr: SocketAddr) -> io::Result<Conn> {
+        let stream = TcpStream::connect(addr)?;
         stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
         stream.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
         let _ = stream.set_nodelay(true);
-        Conn {
+        Ok(Conn {
             stream,
             buf: Vec::with_capacity(64 << 10),
             pos: 0,
-        }
+        })
     }
 
     pub fn send(&mut self, bytes: &[u8]) {
