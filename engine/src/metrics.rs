@@ -35,6 +35,8 @@ pub struct Counters {
     pub tls_handshakes: u64,
     pub tls_resumed: u64,
     pub tls_handshake_errors: u64,
+    /// HTTP/2 connections closed with ENHANCE_YOUR_CALM for flooding cheap frames.
+    pub h2_flood_closed: u64,
     /// Backend connections closed because bytes came that no request asked for (past the
     /// end of a response, or on an idle connection that carried a request body).
     pub backend_desync: u64,
@@ -179,6 +181,12 @@ pub fn render(snaps: &mut [Snapshot], labels: ServerLabels<'_>, open_fds: usize)
             "Requests with no route (404).",
             "counter",
             |s| s.c.no_route,
+        ),
+        (
+            "h2_flood_closed_total",
+            "HTTP/2 client connections closed with ENHANCE_YOUR_CALM for sending too many frames that carry no request (PING, SETTINGS, WINDOW_UPDATE, PRIORITY, RST_STREAM, empty DATA, unknown).",
+            "counter",
+            |s| s.c.h2_flood_closed,
         ),
         (
             "tls_handshakes_total",

@@ -139,7 +139,7 @@ impl Proxy {
                 .name(&format!("ringway-{i}"))
                 .io_memory(64 << 10)
                 .ring_depth(1024)
-                .preempt_timer(Duration::from_millis(50));
+                .preempt_timer(Duration::from_millis(5));
             if let Some(spin) = shared.config.spin_before_park {
                 b = b.spin_before_park(spin);
             }

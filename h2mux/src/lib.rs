@@ -7,5 +7,6 @@
 #![forbid(unsafe_code)]
 
 pub mod io;
+pub mod meter;
 pub mod rewind;
 pub mod server;

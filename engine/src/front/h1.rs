@@ -28,6 +28,8 @@ use crate::exchange::{self, BodyError, BodySource, DeliverError, Failure, Respon
 use crate::upstream::Lease;
 
 const VIA: &str = "1.1 ringway";
+/// Pipelined requests served in a row from the buffer before the task yields.
+const PIPELINE_SLICE: usize = 16;
 /// Bodies up to this size are sent whole before the response is read.
 const DUPLEX_ABOVE: u64 = 256 << 10;
 
@@ -88,6 +90,7 @@ enum HeadRead {
 impl Client {
     /// Serves requests until the connection ends.
     async fn run(&mut self) {
+        let mut streak = 0usize;
         loop {
             let head = match self.read_head().await {
                 HeadRead::Head(h) => h,
@@ -128,6 +131,16 @@ impl Client {
             }
             if !outcome.keep_alive || self.ctx.load.draining.get() {
                 return;
+            }
+            // Pipelined requests answered without waiting on any socket (a 404 for each,
+            // say) must not hold the shard: let the other tasks run every few.
+            if self.buf.is_empty() {
+                streak = 0;
+            } else {
+                streak += 1;
+                if streak % PIPELINE_SLICE == 0 {
+                    futures_lite::future::yield_now().await;
+                }
             }
         }
     }

@@ -40,6 +40,7 @@ use futures_lite::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use h2::server::SendResponse;
 use h2::{Reason, RecvStream, SendStream};
 use http::{HeaderName, HeaderValue, Response, StatusCode};
+use ringway_h2mux::meter::{Budget, FrameMeter, Metered};
 use ringway_h2mux::server::{self as h2s, Settings};
 use ringway_http1::{self as http1, ChunkedScanner, Framing, HeadError, ResponseHead};
 
@@ -77,6 +78,8 @@ struct ConnCtx {
     active: Cell<usize>,
     /// When `active` last dropped to zero (or the connection started).
     idle_since: Cell<Instant>,
+    /// The peer went over its frame budget and got GOAWAY(ENHANCE_YOUR_CALM).
+    calmed: Cell<bool>,
 }
 
 /// Counts a stream being served on its connection.
@@ -105,6 +108,15 @@ pub async fn serve(ctx: Rc<ShardCtx>, stream: ClientStream, peer: IpAddr, buffer
         max_header_list_size: u32::try_from(cfg.max_head).unwrap_or(u32::MAX),
         ..Settings::default()
     };
+    // Frames that carry no request are counted, and no read streak holds the shard.
+    let meter = Rc::new(std::cell::RefCell::new(FrameMeter::server(
+        Budget::default(),
+    )));
+    // The bytes the accept layer already read (the preface, maybe more) are replayed to
+    // `h2` without passing through `Metered`: the meter sees them first, so it stays
+    // aligned on frame boundaries.
+    meter.borrow_mut().feed(&buffered, Instant::now());
+    let stream = Metered::new(stream, meter.clone());
     let handshake = glommio::timer::timeout(client_head, async {
         Ok(h2s::handshake(stream, buffered, &settings).await)
     })
@@ -128,9 +140,19 @@ pub async fn serve(ctx: Rc<ShardCtx>, stream: ClientStream, peer: IpAddr, buffer
         session: Session::new(),
         active: Cell::new(0),
         idle_since: Cell::new(Instant::now()),
+        calmed: Cell::new(false),
     });
     let mut goaway_at: Option<Instant> = None;
     loop {
+        if meter.borrow().over_budget() && !cc.calmed.get() {
+            // A flood of control frames (or empty DATA, resets, unknown frames): this
+            // connection is closed; the shard's other clients never waited on it.
+            cc.calmed.set(true);
+            ctx.metrics.borrow_mut().c.h2_flood_closed += 1;
+            tracing::debug!(%peer, "HTTP/2 peer over its frame budget: ENHANCE_YOUR_CALM");
+            conn.abrupt_shutdown(Reason::ENHANCE_YOUR_CALM);
+            goaway_at = Some(Instant::now());
+        }
         if goaway_at.is_none() {
             let idle = cc.active.get() == 0 && cc.idle_since.get().elapsed() >= client_idle;
             if ctx.load.draining.get() || idle {
