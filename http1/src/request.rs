@@ -256,10 +256,12 @@ fn version_error(window: &[u8]) -> HeadError {
     }
 }
 
-/// The HTTP/2 connection preface (`PRI * HTTP/2.0`), possibly still incomplete.
+/// The HTTP/2 connection preface (`PRI * HTTP/2.0`), possibly still incomplete, but at
+/// least up to the `2` of its version: `PRI * HTTP/1.1` is a bad request (400), not an
+/// HTTP/2 client, and the answer must not depend on how much of it has arrived.
 fn looks_like_h2_preface(buf: &[u8]) -> bool {
     const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
-    buf.len() >= 6 && PREFACE.starts_with(&buf[..buf.len().min(PREFACE.len())])
+    buf.len() >= b"PRI * HTTP/2".len() && PREFACE.starts_with(&buf[..buf.len().min(PREFACE.len())])
 }
 
 #[cfg(test)]
@@ -393,6 +395,32 @@ mod tests {
         let raw = b"GET / HTTP/1.1 x\r\nHost: a\r\n\r\n";
         for end in 15..=raw.len() {
             malformed(std::str::from_utf8(&raw[..end]).unwrap());
+        }
+    }
+
+    /// Found by `fuzz::request_prefix_invariance`: `PRI * ` was taken for the HTTP/2
+    /// preface as soon as it arrived, so `PRI * HTTP/1.1` got 505 when the first read
+    /// ended early and 400 when it did not.
+    #[test]
+    fn request_prefix_invariance_h2_preface() {
+        let raw = b"PRI * HTTP/1.1\r\nHost: a\r\n\r\n";
+        for end in 0..raw.len() {
+            match parse_request(&raw[..end], MAX) {
+                Ok(None) => {}
+                got => assert!(
+                    matches!(got, Err(HeadError::Malformed(_))),
+                    "{end}: {got:?}"
+                ),
+            }
+        }
+        malformed("PRI * HTTP/1.1\r\nHost: a\r\n\r\n");
+        let preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+        for end in 12..=preface.len() {
+            assert_eq!(
+                parse_request(&preface[..end], MAX),
+                Err(HeadError::UnsupportedVersion),
+                "{end}"
+            );
         }
     }
 
