@@ -298,7 +298,7 @@ fn clean_request_head() -> impl Strategy<Value = Vec<u8>> {
     ];
     (
         bytes_of(&[
-            "GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "CONNECT", "PATCH", "PURGE",
+            "GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "CONNECT", "PATCH", "PURGE", "PRI",
         ]),
         target,
         bytes_of(&["HTTP/1.1", "HTTP/1.1", "HTTP/1.0"]),
@@ -432,6 +432,11 @@ fn any_input(
             3 => head,
             3 => mutated,
             1 => prop::collection::vec(any::<u8>(), 0..256),
+            // The HTTP/2 preface, and request lines that start like it.
+            1 => bytes_of(&[
+                "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", "PRI * HTTP/1.1\r\nHost: a\r\n\r\n",
+                "PRI * HTTP/1.0\r\n\r\n", "PRI / HTTP/1.1\r\nHost: a\r\n\r\n",
+            ]),
         ],
         prop::collection::vec(any::<u8>(), 0..32),
     )
