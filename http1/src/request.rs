@@ -234,25 +234,34 @@ fn strip_scheme(t: &[u8]) -> Option<&[u8]> {
 
 /// `httparse` says "bad version" both for `HTTP/2.0` and for a request line with a space
 /// in its target (`GET /a b HTTP/1.1`): only the first is a 505, the second is a 400.
+///
+/// The answer depends only on the bytes up to the version (what follows it may not have
+/// arrived yet), so it is the same however the head was split across reads: a version
+/// `HTTP/` other than 1.0 and 1.1 is a 505; anything else (a space in the target, junk
+/// after a good version) a 400.
 fn version_error(window: &[u8]) -> HeadError {
     let line = window
         .split(|&b| b == b'\n')
         .find(|l| !l.is_empty() && *l != b"\r")
         .unwrap_or(b"");
-    let line = line.strip_suffix(b"\r").unwrap_or(line);
-    let version = line.rsplit(|&b| b == b' ').next().unwrap_or(b"");
-    let spaces = line.iter().filter(|&&b| b == b' ').count();
-    if spaces == 2 && version.starts_with(b"HTTP/") {
+    // The version starts after the second space (method SP target SP).
+    let version = line.splitn(3, |&b| b == b' ').nth(2).unwrap_or(b"");
+    if version.starts_with(b"HTTP/")
+        && !version.starts_with(b"HTTP/1.0")
+        && !version.starts_with(b"HTTP/1.1")
+    {
         HeadError::UnsupportedVersion
     } else {
         HeadError::Malformed("invalid request line")
     }
 }
 
-/// The HTTP/2 connection preface (`PRI * HTTP/2.0`), possibly still incomplete.
+/// The HTTP/2 connection preface (`PRI * HTTP/2.0`), possibly still incomplete, but at
+/// least up to the `2` of its version: `PRI * HTTP/1.1` is a bad request (400), not an
+/// HTTP/2 client, and the answer must not depend on how much of it has arrived.
 fn looks_like_h2_preface(buf: &[u8]) -> bool {
     const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
-    buf.len() >= 6 && PREFACE.starts_with(&buf[..buf.len().min(PREFACE.len())])
+    buf.len() >= b"PRI * HTTP/2".len() && PREFACE.starts_with(&buf[..buf.len().min(PREFACE.len())])
 }
 
 #[cfg(test)]
@@ -359,6 +368,60 @@ mod tests {
         malformed("GET / HTTP/1.1 x\r\nHost: a\r\n\r\n");
         // An extension method PRI is not taken for the preface until `PRI * ` is seen.
         assert_eq!(parse_request(b"PRI /", MAX), Ok(None));
+    }
+
+    /// Found by `fuzz::request_prefix_invariance`: the status for a bad version used to
+    /// depend on bytes after the version, so a client got 505 or 400 for the same head
+    /// depending on how it arrived (`HTTP/1.2` then `\r\rHost: a\r\n` was a 505 if the
+    /// first read ended at the version, a 400 if it did not).
+    #[test]
+    fn request_prefix_invariance_version_error() {
+        let raw = b"GET / HTTP/1.2\r\rHost: a b\r\n\r\n";
+        for end in 10..=raw.len() {
+            match parse_request(&raw[..end], MAX) {
+                Ok(None) => assert!(end < 14, "prefix {end}"),
+                got => assert_eq!(got, Err(HeadError::UnsupportedVersion), "prefix {end}"),
+            }
+        }
+        let raw = b"GET / HTTP/2x y\r\nHost: a\r\n\r\n";
+        for end in 12..=raw.len() {
+            assert_eq!(
+                parse_request(&raw[..end], MAX),
+                Err(HeadError::UnsupportedVersion),
+                "prefix {end}"
+            );
+        }
+        // Junk after a good version is a bad request line, whatever the split.
+        let raw = b"GET / HTTP/1.1 x\r\nHost: a\r\n\r\n";
+        for end in 15..=raw.len() {
+            malformed(std::str::from_utf8(&raw[..end]).unwrap());
+        }
+    }
+
+    /// Found by `fuzz::request_prefix_invariance`: `PRI * ` was taken for the HTTP/2
+    /// preface as soon as it arrived, so `PRI * HTTP/1.1` got 505 when the first read
+    /// ended early and 400 when it did not.
+    #[test]
+    fn request_prefix_invariance_h2_preface() {
+        let raw = b"PRI * HTTP/1.1\r\nHost: a\r\n\r\n";
+        for end in 0..raw.len() {
+            match parse_request(&raw[..end], MAX) {
+                Ok(None) => {}
+                got => assert!(
+                    matches!(got, Err(HeadError::Malformed(_))),
+                    "{end}: {got:?}"
+                ),
+            }
+        }
+        malformed("PRI * HTTP/1.1\r\nHost: a\r\n\r\n");
+        let preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+        for end in 12..=preface.len() {
+            assert_eq!(
+                parse_request(&preface[..end], MAX),
+                Err(HeadError::UnsupportedVersion),
+                "{end}"
+            );
+        }
     }
 
     #[test]
