@@ -162,8 +162,14 @@ impl Head {
 enum Attempt {
     /// The server did not process the stream: safe to send again elsewhere.
     Unprocessed(h2::Error),
-    /// Nothing of a response arrived (the usual retry rule may apply).
-    Failed { status: u16, why: String },
+    /// Nothing of a response arrived. `conn`: the connection failed (the usual retry
+    /// rule may apply); otherwise the server answered the stream with a reset or we
+    /// gave up waiting.
+    Failed {
+        status: u16,
+        why: String,
+        conn: bool,
+    },
     /// What the client gets; no retry.
     Final(Failure),
 }
@@ -205,25 +211,29 @@ pub(super) async fn forward(
         };
         let reused = stream.reused();
         drop(stream);
-        let (status, why) = match failed {
+        let (status, why, conn_failed) = match failed {
             Attempt::Unprocessed(e) => {
                 if !touched.get() && unprocessed < MAX_UNPROCESSED_RETRIES {
                     unprocessed += 1;
                     ctx.metrics.borrow_mut().c.retries += 1;
                     continue;
                 }
-                (502, e.to_string())
+                (502, e.to_string(), false)
             }
-            Attempt::Failed { status, why } => (status, why),
+            Attempt::Failed { status, why, conn } => (status, why, conn),
             Attempt::Final(f) => return Err(f),
         };
-        let retryable = status == 502
+        // The usual rule: only a connection that failed (closed while it sat idle), not a
+        // stream the server answered with a reset.
+        let retryable = conn_failed
+            && status == 502
             && reused
             && !fresh
             && !touched.get()
             && !src.pending()
             && req.method.is_idempotent();
         if retryable {
+            tracing::debug!(error = %why, "retrying on a fresh HTTP/2 connection");
             fresh = true;
             ctx.metrics.borrow_mut().c.retries += 1;
             continue;
@@ -258,6 +268,7 @@ fn before_head(stream: &H2Stream, e: h2::Error, idempotent: bool) -> Attempt {
         Attempt::Failed {
             status: 502,
             why: e.to_string(),
+            conn: e.is_io() || e.is_go_away(),
         }
     }
 }
@@ -294,6 +305,7 @@ async fn attempt(
             return Err(Attempt::Failed {
                 status: 504,
                 why: "no free HTTP/2 stream within --timeout-backend".into(),
+                conn: false,
             })
         }
         Some(Err(e)) => {
@@ -348,6 +360,7 @@ async fn attempt(
                 return Err(Attempt::Failed {
                     status: 504,
                     why: "no response head within --timeout-backend".into(),
+                    conn: false,
                 })
             }
             Some(Some(Err(e))) => return Err(before_head(stream, e, idempotent)),
@@ -363,6 +376,7 @@ async fn attempt(
                 return Err(Attempt::Failed {
                     status: 502,
                     why: "an HTTP/2 response head that cannot be said in HTTP/1.1".into(),
+                    conn: false,
                 })
             }
         };

@@ -284,7 +284,7 @@ impl Upstreams {
             Ok(h2client::handshake(conn.transport, &settings).await)
         })
         .await;
-        let (send, driver) = match handshake {
+        let (send, mut driver) = match handshake {
             Ok(Ok(x)) => x,
             Ok(Err(e)) => {
                 self.pool.borrow_mut().released(slot);
@@ -298,6 +298,10 @@ impl Upstreams {
                 return Err(AcquireError::Timeout);
             }
         };
+        // The server's SETTINGS (SETTINGS_MAX_CONCURRENT_STREAMS above all) come before
+        // its answer to our first PING: until then the connection is not offered, so no
+        // stream is ever opened over a limit we have not heard yet.
+        let ping = driver.ping_pong();
         let dead = Rc::new(Cell::new(false));
         let ended = dead.clone();
         glommio::spawn_local(async move {
@@ -311,6 +315,24 @@ impl Upstreams {
             ended.set(true);
         })
         .detach();
+        if let Some(mut ping) = ping {
+            let pong = glommio::timer::timeout(self.knobs.connect_timeout, async {
+                Ok(ping.ping(h2::Ping::opaque()).await)
+            })
+            .await;
+            let failed = match pong {
+                Ok(Ok(_)) => None,
+                Ok(Err(e)) => Some(AcquireError::Refused(io::Error::other(e))),
+                Err(_) => Some(AcquireError::Timeout),
+            };
+            if let Some(e) = failed {
+                // Dropping `send` ends the driver; the connection was counted: uncount it.
+                self.pool.borrow_mut().released(slot);
+                self.forget_conn();
+                tracing::debug!(error = ?e, "HTTP/2 backend did not answer its first PING");
+                return Err(e);
+            }
+        }
         Ok(Rc::new(H2Conn {
             send,
             slot,
