@@ -8,6 +8,10 @@
 //! lease is dropped, so no error path can forget to release it. Messages for other shards
 //! leave through an [`Outbox`] the shard gives it; it never sees the mesh itself.
 //!
+//! HTTP/2 servers (`h2c://`, `Proto::Http2` slots) have no idle pool entries: their
+//! connections are shared, one list per slot, and a request leases a stream on one
+//! ([`H2Stream`], `h2conns.rs`); they are never taken over.
+//!
 //! The pool's decisions come from `ringway-pool`; this layer carries them out with
 //! transports. An idle connection is checked ([`Transport::idle_peek`]) when it is
 //! taken for a request (always when its last exchange carried a request body; otherwise
