@@ -196,6 +196,16 @@ struct OriginCounters {
 /// body's length), without content-length; `/reset` is reset with INTERNAL_ERROR;
 /// `/big?n=N` answers N bytes.
 fn h2_origin(max_streams: u32, delay: Duration) -> (SocketAddr, Arc<OriginCounters>) {
+    h2_origin_opts(max_streams, delay, false)
+}
+
+/// Like [`h2_origin`]; with `freeze`, each connection serves its first stream and then
+/// stops reading (a server that hangs with the connection open: PINGs go unanswered).
+fn h2_origin_opts(
+    max_streams: u32,
+    delay: Duration,
+    freeze: bool,
+) -> (SocketAddr, Arc<OriginCounters>) {
     let counters = Arc::new(OriginCounters::default());
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = l.local_addr().unwrap();
@@ -214,7 +224,8 @@ fn h2_origin(max_streams: u32, delay: Duration) -> (SocketAddr, Arc<OriginCounte
                     let _ = stream.set_nodelay(true);
                     c.conns.fetch_add(1, Ordering::Relaxed);
                     let c = c.clone();
-                    glommio::spawn_local(serve_origin_conn(stream, max_streams, delay, c)).detach();
+                    glommio::spawn_local(serve_origin_conn(stream, max_streams, delay, freeze, c))
+                        .detach();
                 }
             })
             .expect("origin executor")
@@ -230,6 +241,7 @@ async fn serve_origin_conn(
     stream: glommio::net::TcpStream,
     max_streams: u32,
     delay: Duration,
+    freeze: bool,
     c: Arc<OriginCounters>,
 ) {
     let settings = Settings {
@@ -241,6 +253,22 @@ async fn serve_origin_conn(
         return;
     };
     let open = std::rc::Rc::new(std::cell::Cell::new(0u64));
+    if freeze {
+        if let Some(Ok((req, respond))) = conn.accept().await {
+            c.streams.fetch_add(1, Ordering::Relaxed);
+            let c = c.clone();
+            glommio::spawn_local(async move { origin_stream(req, respond, delay, &c).await })
+                .detach();
+        }
+        // Long enough for the answer to leave, then hang with the socket open.
+        futures_lite::future::or(
+            async { while let Some(Ok(_)) = conn.accept().await {} },
+            glommio::timer::sleep(Duration::from_millis(300)),
+        )
+        .await;
+        glommio::timer::sleep(Duration::from_secs(3600)).await;
+        return;
+    }
     while let Some(Ok((req, respond))) = conn.accept().await {
         c.streams.fetch_add(1, Ordering::Relaxed);
         open.set(open.get() + 1);
@@ -457,6 +485,29 @@ fn idle_h2_connections_are_closed_by_the_purge() {
         || counters.closed.load(Ordering::Relaxed) == 1,
     );
     let out = curl_ok(&[&proxy.url("/two")]);
+    assert!(String::from_utf8_lossy(&out).contains("path=/two"));
+    assert_eq!(counters.conns.load(Ordering::Relaxed), 2);
+    proxy.assert_healthy();
+}
+
+#[test]
+fn an_idle_h2_connection_that_stops_answering_pings_is_closed() {
+    let (addr, counters) = h2_origin_opts(100, Duration::ZERO, true);
+    let backend = format!("h2c://{addr}");
+    let mut proxy = Proxy::start(&["--backend", &backend, "--timeout-backend", "30s"]);
+    let out = curl_ok(&[&proxy.url("/one")]);
+    assert!(String::from_utf8_lossy(&out).contains("path=/one"));
+    // The sweep PINGs the idle connection; the hung server never answers.
+    wait_until(
+        Duration::from_secs(15),
+        "the hung connection to be closed",
+        || {
+            let m = proxy.metrics();
+            try_metric(&m, "ringway_idle_closed_by_server_total{shard=\"all\"}") == Some(1)
+        },
+    );
+    // The next request gets a new connection instead of waiting on the hung one.
+    let out = curl_ok(&["--max-time", "10", &proxy.url("/two")]);
     assert!(String::from_utf8_lossy(&out).contains("path=/two"));
     assert_eq!(counters.conns.load(Ordering::Relaxed), 2);
     proxy.assert_healthy();

@@ -15,17 +15,21 @@
 //! on it. A connection without open streams is closed by the purge after
 //! `--pool-purge-delay` idle, at shutdown and when its server is marked down; closing
 //! means dropping the last `SendRequest`, after which `h2` sends GOAWAY and ends the
-//! driver. HTTP/2 connections are never taken over by other shards (not yet).
+//! driver. Idle health is a PING with a deadline, sent by the sweep
+//! ([`Upstreams::ping_idle_h2`]). HTTP/2 connections are never taken over by other
+//! shards (not yet).
 //!
 //! It must never hold a connection in the list that cannot take a stream for a reason
 //! other than being full, and never count a connection twice in the shard's total.
 
 use std::cell::{Cell, RefCell};
 use std::future::poll_fn;
+use std::future::Future;
 use std::io;
+use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Poll, Waker};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use h2::client::SendRequest;
@@ -48,7 +52,14 @@ pub struct H2Conn {
     idle_since: Cell<Instant>,
     /// Still counted in the shard's backend connections.
     counted: Cell<bool>,
+    /// Our PING handle (`None` while a health check holds it).
+    ping: RefCell<Option<h2::PingPong>>,
 }
+
+/// An HTTP/2 connection idle this long is checked with a PING at the next sweep.
+pub const H2_PING_AFTER: Duration = Duration::from_secs(1);
+/// How long the server has to answer that PING before the connection is closed.
+pub const H2_PING_DEADLINE: Duration = Duration::from_secs(1);
 
 /// What one slot has: its live connections and the connect in progress, if any.
 #[derive(Default)]
@@ -315,7 +326,8 @@ impl Upstreams {
             ended.set(true);
         })
         .detach();
-        if let Some(mut ping) = ping {
+        let mut ping = ping;
+        if let Some(ping) = ping.as_mut() {
             let pong = glommio::timer::timeout(self.knobs.connect_timeout, async {
                 Ok(ping.ping(h2::Ping::opaque()).await)
             })
@@ -341,6 +353,7 @@ impl Upstreams {
             dead,
             idle_since: Cell::new(Instant::now()),
             counted: Cell::new(true),
+            ping: RefCell::new(ping),
         }))
     }
 
@@ -370,6 +383,80 @@ impl Upstreams {
             .collect();
         for c in closing {
             self.retire_h2(&c);
+        }
+    }
+
+    /// The idle health check for HTTP/2: every connection without streams for
+    /// [`H2_PING_AFTER`] gets a PING, all at once, and one that does not answer within
+    /// [`H2_PING_DEADLINE`] (or fails) is closed, counted as closed by the server. The
+    /// connection's own driver task answers the server's PINGs and sees its SETTINGS and
+    /// GOAWAY meanwhile; no task is added per connection.
+    pub(super) async fn ping_idle_h2(&self) {
+        let due: Vec<(Rc<H2Conn>, h2::PingPong)> = self
+            .h2
+            .slots
+            .borrow()
+            .iter()
+            .flat_map(|s| s.live.iter())
+            .filter(|c| {
+                !c.dead.get() && c.open.get() == 0 && c.idle_since.get().elapsed() >= H2_PING_AFTER
+            })
+            .filter_map(|c| {
+                let p = c.ping.borrow_mut().take()?;
+                Some((c.clone(), p))
+            })
+            .collect();
+        if due.is_empty() {
+            return;
+        }
+        type Check = Pin<Box<dyn Future<Output = (Rc<H2Conn>, h2::PingPong, bool)>>>;
+        let mut checks: Vec<Option<Check>> = due
+            .into_iter()
+            .map(|(c, mut p)| {
+                let check: Check = Box::pin(async move {
+                    let pong = futures_lite::future::or(
+                        async { Some(p.ping(h2::Ping::opaque()).await) },
+                        async {
+                            glommio::timer::sleep(H2_PING_DEADLINE).await;
+                            None
+                        },
+                    )
+                    .await;
+                    let ok = matches!(pong, Some(Ok(_)));
+                    (c, p, ok)
+                });
+                Some(check)
+            })
+            .collect();
+        let mut results = Vec::with_capacity(checks.len());
+        poll_fn(|cx| {
+            for slot in checks.iter_mut() {
+                if let Some(f) = slot {
+                    if let Poll::Ready(r) = f.as_mut().poll(cx) {
+                        results.push(r);
+                        *slot = None;
+                    }
+                }
+            }
+            if checks.iter().all(Option::is_none) {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        })
+        .await;
+        for (c, p, ok) in results {
+            if ok {
+                *c.ping.borrow_mut() = Some(p);
+            } else if c.open.get() == 0 || c.dead.get() {
+                tracing::debug!("an idle HTTP/2 backend connection did not answer a PING");
+                self.counters.borrow_mut().idle_closed_by_server += 1;
+                c.dead.set(true);
+                self.retire_h2(&c);
+            } else {
+                // Busy meanwhile: its streams will tell. Checked again when idle.
+                *c.ping.borrow_mut() = Some(p);
+            }
         }
     }
 

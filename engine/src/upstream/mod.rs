@@ -566,8 +566,10 @@ impl Upstreams {
     pub async fn sweep_loop(self: Rc<Self>) {
         loop {
             glommio::timer::sleep(IDLE_SWEEP).await;
-            // HTTP/2: the connections whose driver ended or that saw GOAWAY leave.
+            // HTTP/2: the connections whose driver ended or that saw GOAWAY leave, and
+            // the idle ones must answer a PING.
             self.close_idle_h2(|_| true);
+            self.ping_idle_h2().await;
             let keys: Vec<(IdleKey, ServerId)> =
                 self.pool.borrow().iter().map(|(k, s, _)| (k, s)).collect();
             let dead: Vec<(IdleKey, ServerId)> = keys
