@@ -417,6 +417,22 @@ fn own_origin_translation_bodies_resets_and_cancels() {
         let out = curl_ok(&args);
         assert_eq!(String::from_utf8_lossy(&out), format!("200 {}", 5 << 20));
     }
+    // HEAD: the head only, in both client protocols.
+    for h2 in [false, true] {
+        let url = proxy.url("/head");
+        let mut args = vec![
+            "-I",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code} %{size_download}",
+        ];
+        if h2 {
+            args.insert(0, "--http2-prior-knowledge");
+        }
+        args.push(&url);
+        assert_eq!(String::from_utf8_lossy(&curl_ok(&args)), "200 0");
+    }
     // A backend reset before the head: 502, and the connection stays usable.
     for h2 in [false, true] {
         let url = proxy.url("/reset");
@@ -510,5 +526,35 @@ fn an_idle_h2_connection_that_stops_answering_pings_is_closed() {
     let out = curl_ok(&["--max-time", "10", &proxy.url("/two")]);
     assert!(String::from_utf8_lossy(&out).contains("path=/two"));
     assert_eq!(counters.conns.load(Ordering::Relaxed), 2);
+    proxy.assert_healthy();
+}
+
+#[test]
+fn max_reuse_counts_streams_and_reuse_never_keeps_connections_private() {
+    let (addr, counters) = h2_origin(100, Duration::ZERO);
+    let backend = format!("h2c://{addr}");
+    let mut proxy = Proxy::start(&["--backend", &backend, "--max-reuse", "5"]);
+    for i in 0..20 {
+        let out = curl_ok(&[&proxy.url(&format!("/r{i}"))]);
+        assert!(String::from_utf8_lossy(&out).contains(&format!("path=/r{i}")));
+    }
+    // 5 streams per connection.
+    assert_eq!(counters.conns.load(Ordering::Relaxed), 4);
+    proxy.assert_healthy();
+    drop(proxy);
+
+    let (addr, counters) = h2_origin(100, Duration::ZERO);
+    let backend = format!("h2c://{addr}");
+    let mut proxy = Proxy::start(&["--backend", &backend, "--reuse", "never"]);
+    for i in 0..3 {
+        let out = curl_ok(&["--http2-prior-knowledge", &proxy.url(&format!("/n{i}"))]);
+        assert!(String::from_utf8_lossy(&out).contains(&format!("path=/n{i}")));
+    }
+    assert_eq!(counters.conns.load(Ordering::Relaxed), 3);
+    wait_until(
+        Duration::from_secs(10),
+        "private connections to close",
+        || counters.closed.load(Ordering::Relaxed) == 3,
+    );
     proxy.assert_healthy();
 }
