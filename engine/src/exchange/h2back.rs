@@ -18,9 +18,9 @@
 //! `h2` resets the backend stream with `CANCEL` if it was still open.
 //!
 //! Retries: a stream the server never processed (`REFUSED_STREAM`, or above a GOAWAY's
-//! `last_stream_id`) is sent again on another connection, up to
-//! [`MAX_UNPROCESSED_RETRIES`] times, as long as none of the request body still to come
-//! has been taken from the client; otherwise the usual rule of the module above applies
+//! `last_stream_id`) is sent again on another connection (a shared one first, then a new
+//! one), up to [`MAX_UNPROCESSED_RETRIES`] times, as long as none of the request body
+//! still to come has been taken from the client; otherwise the usual rule of the module above applies
 //! (idempotent, reused connection, nothing received: once, on a fresh connection).
 
 use std::cell::Cell;
@@ -215,6 +215,10 @@ pub(super) async fn forward(
             Attempt::Unprocessed(e) => {
                 if !touched.get() && unprocessed < MAX_UNPROCESSED_RETRIES {
                     unprocessed += 1;
+                    // A server that caps streams per connection below what it announces
+                    // (nginx's keepalive_requests) can refuse a stream on every shared
+                    // connection in turn; the first stream of a new one always gets in.
+                    fresh = unprocessed >= 2;
                     ctx.metrics.borrow_mut().c.retries += 1;
                     continue;
                 }
@@ -611,6 +615,9 @@ impl AsyncRead for BodyReader {
         buf: &mut [u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
+        if buf.is_empty() {
+            return Poll::Ready(Ok(0));
+        }
         loop {
             if !this.out.is_empty() {
                 let n = this.out.len().min(buf.len());
