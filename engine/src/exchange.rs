@@ -20,6 +20,7 @@
 //! contract towards the front and the same failures.
 
 mod h2back;
+mod h2body;
 
 use std::cell::{Cell, RefCell};
 use std::future::{poll_fn, Future};

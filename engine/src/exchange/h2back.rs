@@ -7,9 +7,9 @@
 //! at the edge of the backend: the head becomes an `http::Request` (`:authority` from
 //! Host, no connection-specific fields, `TE: trailers` only, `Expect` answered already by
 //! the front), the body is de-framed into DATA frames sent as the server's flow-control
-//! window allows ([`BodyWriter`]), and the response (status, fields, DATA) is seen by the
+//! window allows (`BodyWriter`, `h2body.rs`), and the response (status, fields, DATA) is seen by the
 //! sink as an HTTP/1.1 response — chunked when it has no `content-length` —
-//! ([`BodyReader`]); response trailers are dropped. Flow-control capacity is given back to
+//! (`BodyReader`); response trailers are dropped. Flow-control capacity is given back to
 //! the server only as the sink takes the bytes, so a slow client holds at most one stream
 //! window of its response in the proxy.
 //!
@@ -25,17 +25,16 @@
 
 use std::cell::Cell;
 use std::future::{poll_fn, Future};
-use std::io;
-use std::pin::{pin, Pin};
-use std::task::{Context, Poll};
+use std::pin::pin;
+use std::task::Poll;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
-use futures_lite::{AsyncRead, AsyncWrite, AsyncWriteExt};
-use h2::{Reason, RecvStream, SendStream};
+use futures_lite::AsyncWriteExt;
+use h2::Reason;
 use http::{HeaderMap, HeaderName, HeaderValue, Uri};
-use ringway_http1::{self as http1, ChunkedScanner, Framing};
+use ringway_http1::{self as http1, Framing};
 
+use super::h2body::{BodyReader, BodyWriter};
 use super::ResponseSink;
 use super::{body_failed, send_body, BodySource, DeliverError, Exchanged, Failure, Request};
 use crate::buf::Buf;
@@ -471,209 +470,6 @@ fn write_h1_response(parts: &http::response::Parts, method: http1::Method, out: 
         out.extend_from_slice(b"transfer-encoding: chunked\r\n");
     }
     out.extend_from_slice(b"\r\n");
-}
-
-/// Takes the request body in its HTTP/1.1 framing (what a [`BodySource`] writes) and
-/// sends its payload as DATA frames, never more than the server's window allows: a write
-/// is accepted only once the previous one has gone out.
-struct BodyWriter<'a> {
-    send: SendStream<Bytes>,
-    /// Length framing: payload bytes still expected.
-    remaining: u64,
-    chunks: Option<ChunkedScanner>,
-    pending: BytesMut,
-    touched: &'a Cell<bool>,
-}
-
-impl<'a> BodyWriter<'a> {
-    fn new(send: SendStream<Bytes>, framing: Framing, touched: &'a Cell<bool>) -> Self {
-        let (remaining, chunks) = match framing {
-            Framing::Length(n) => (n, None),
-            Framing::Chunked => (0, Some(ChunkedScanner::new())),
-            Framing::Empty | Framing::UntilClose => (0, None),
-        };
-        BodyWriter {
-            send,
-            remaining,
-            chunks,
-            pending: BytesMut::new(),
-            touched,
-        }
-    }
-
-    fn poll_drain(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        while !self.pending.is_empty() {
-            self.send.reserve_capacity(self.pending.len());
-            match self.send.poll_capacity(cx) {
-                Poll::Pending => return Poll::Pending,
-                Poll::Ready(None) => {
-                    return Poll::Ready(Err(io::Error::new(
-                        io::ErrorKind::BrokenPipe,
-                        "the backend stream closed",
-                    )))
-                }
-                Poll::Ready(Some(Err(e))) => return Poll::Ready(Err(io::Error::other(e))),
-                Poll::Ready(Some(Ok(0))) => {}
-                Poll::Ready(Some(Ok(n))) => {
-                    let piece = self.pending.split_to(n.min(self.pending.len())).freeze();
-                    if let Err(e) = self.send.send_data(piece, false) {
-                        return Poll::Ready(Err(io::Error::other(e)));
-                    }
-                }
-            }
-        }
-        Poll::Ready(Ok(()))
-    }
-
-    /// Sends what is left and ends the stream (trailers are not forwarded).
-    async fn finish(&mut self) -> io::Result<()> {
-        poll_fn(|cx| self.poll_drain(cx)).await?;
-        self.send
-            .send_data(Bytes::new(), true)
-            .map_err(io::Error::other)
-    }
-}
-
-impl AsyncWrite for BodyWriter<'_> {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        match this.poll_drain(cx) {
-            Poll::Ready(Ok(())) => {}
-            other => return other.map_ok(|()| 0),
-        }
-        this.touched.set(true);
-        let BodyWriter {
-            chunks,
-            pending,
-            remaining,
-            ..
-        } = this;
-        match chunks {
-            Some(scanner) => {
-                let fed = scanner.feed_decoded(buf, |d| pending.extend_from_slice(d));
-                if fed.is_err() {
-                    return Poll::Ready(Err(io::Error::new(
-                        io::ErrorKind::InvalidData,
-                        "bad chunked request body",
-                    )));
-                }
-            }
-            None => {
-                let take = (*remaining).min(buf.len() as u64) as usize;
-                pending.extend_from_slice(&buf[..take]);
-                *remaining -= take as u64;
-            }
-        }
-        Poll::Ready(Ok(buf.len()))
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.get_mut().poll_drain(cx)
-    }
-
-    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.get_mut().poll_drain(cx)
-    }
-}
-
-/// The response body as a sink reads it: DATA payload, chunk-encoded when the HTTP/1.1
-/// head says chunked. Flow-control capacity goes back to the server once the sink has
-/// taken the bytes of a frame. Silence for `idle` (`--timeout-backend`) is an error.
-struct BodyReader {
-    recv: RecvStream,
-    chunked: bool,
-    out: Bytes,
-    /// Payload bytes of `out` not yet given back to the server's window.
-    unreleased: usize,
-    ended: bool,
-    idle: Duration,
-    timer: Option<glommio::timer::Timer>,
-}
-
-impl BodyReader {
-    fn new(recv: RecvStream, chunked: bool, idle: Duration) -> Self {
-        BodyReader {
-            recv,
-            chunked,
-            out: Bytes::new(),
-            unreleased: 0,
-            ended: false,
-            idle,
-            timer: None,
-        }
-    }
-}
-
-impl AsyncRead for BodyReader {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut [u8],
-    ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        if buf.is_empty() {
-            return Poll::Ready(Ok(0));
-        }
-        loop {
-            if !this.out.is_empty() {
-                let n = this.out.len().min(buf.len());
-                buf[..n].copy_from_slice(&this.out[..n]);
-                let _ = this.out.split_to(n);
-                return Poll::Ready(Ok(n));
-            }
-            if this.unreleased > 0 {
-                let _ = this.recv.flow_control().release_capacity(this.unreleased);
-                this.unreleased = 0;
-            }
-            if this.ended {
-                return Poll::Ready(Ok(0));
-            }
-            match this.recv.poll_data(cx) {
-                Poll::Ready(Some(Ok(data))) => {
-                    this.timer = None;
-                    this.unreleased = data.len();
-                    if data.is_empty() {
-                        continue;
-                    }
-                    this.out = if this.chunked {
-                        let mut framed = BytesMut::with_capacity(data.len() + 16);
-                        framed.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
-                        framed.extend_from_slice(&data);
-                        framed.extend_from_slice(b"\r\n");
-                        framed.freeze()
-                    } else {
-                        data
-                    };
-                }
-                Poll::Ready(Some(Err(e))) => {
-                    return Poll::Ready(Err(io::Error::other(e)));
-                }
-                Poll::Ready(None) => {
-                    this.ended = true;
-                    if this.chunked {
-                        this.out = Bytes::from_static(b"0\r\n\r\n");
-                    }
-                }
-                Poll::Pending => {
-                    let idle = this.idle;
-                    let timer = this
-                        .timer
-                        .get_or_insert_with(|| glommio::timer::Timer::new(idle));
-                    if Pin::new(timer).poll(cx).is_ready() {
-                        return Poll::Ready(Err(io::Error::new(
-                            io::ErrorKind::TimedOut,
-                            "the HTTP/2 backend sent nothing within --timeout-backend",
-                        )));
-                    }
-                    return Poll::Pending;
-                }
-            }
-        }
-    }
 }
 
 #[cfg(test)]
