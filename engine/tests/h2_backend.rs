@@ -165,7 +165,8 @@ fn nginx_goaway_after_max_requests_is_retried_without_client_errors() {
     // nginx sends GOAWAY after 50 streams on a connection.
     let nginx = Nginx::start("goaway", 50);
     let backend = format!("h2c://127.0.0.1:{}", nginx.port);
-    let mut proxy = Proxy::start(&["--backend", &backend]);
+    // Two shards with takeover on: HTTP/2 connections stay on their shard.
+    let mut proxy = Proxy::start(&["--backend", &backend, "--shards", "2", "--takeover", "on"]);
     let base = nginx.accepts();
     let (ok, failed, text) = h2load(&["-c", "10", "-m", "10", "-n", "5000", &proxy.url("/")]);
     assert_eq!((ok, failed), (5000, 0), "{text}");
@@ -173,6 +174,9 @@ fn nginx_goaway_after_max_requests_is_retried_without_client_errors() {
     let conns = nginx.accepts() - base;
     // At most 50 streams each: GOAWAY was sent, and new connections were made.
     assert!(conns >= 100, "{conns} backend connections for 5000 streams");
+    let m = proxy.metrics();
+    // Streams above a GOAWAY's last_stream_id (or refused) were sent again, unseen.
+    assert!(metric(&m, "ringway_retries_total{shard=\"all\"}") > 0);
     proxy.assert_healthy();
 }
 
