@@ -81,6 +81,36 @@ if command -v h2load >/dev/null; then
   ok "nghttp 1 MiB download over h2c, same digest as the origin direct"
 fi
 
+# HTTP/2 backend: nginx with an h2c listener behind a second proxy (h2c://); HTTP/1.1
+# and HTTP/2 clients, 400 concurrent streams, and nginx's own connection count.
+if command -v h2load >/dev/null && command -v nginx >/dev/null; then
+  port=$((20000 + RANDOM % 20000))
+  mkdir -p "$work/nginx"
+  cat >"$work/nginx/nginx.conf" <<CONF
+daemon off; master_process off; worker_processes 1; pid $work/nginx/nginx.pid;
+error_log $work/nginx/error.log warn; events { worker_connections 4096; }
+http { access_log off; client_body_temp_path $work/nginx/body; proxy_temp_path $work/nginx/proxy;
+  fastcgi_temp_path $work/nginx/fastcgi; uwsgi_temp_path $work/nginx/uwsgi; scgi_temp_path $work/nginx/scgi;
+  keepalive_requests 1000000;
+  server { listen 127.0.0.1:$port http2; location = /nginx_status { stub_status; }
+    location / { default_type text/plain; return 200 "tok=\$arg_t\n"; } } }
+CONF
+  nginx -p "$work/nginx" -c "$work/nginx/nginx.conf" -e "$work/nginx/error.log" & pids+=($!)
+  for _ in $(seq 1 100); do curl -sS --http2-prior-knowledge "http://127.0.0.1:$port/" >/dev/null 2>&1 && break; sleep 0.1; done
+  "$bin/ringway" --listen 127.0.0.1:0 --admin 127.0.0.1:0 --backend "h2c://127.0.0.1:$port" --shards 1 \
+    >"$work/proxy2.out" 2>"$work/proxy2.err" & pids+=($!)
+  proxy2=$(wait_line "$work/proxy2.out" "listening on" | awk '{print $3}') || { cat "$work/proxy2.err"; fail "h2c proxy did not start"; }
+  accepts() { curl -sS --http2-prior-knowledge "http://127.0.0.1:$port/nginx_status" | awk 'NR==3 {print $1}'; }
+  before=$(accepts)
+  [ "$(curl -sS "http://$proxy2/?t=1")" = "tok=1" ] || fail "curl HTTP/1.1 to an h2c backend"; ok "curl HTTP/1.1 client to an h2c backend (nginx)"
+  [ "$(curl -sS --http2-prior-knowledge "http://$proxy2/?t=2")" = "tok=2" ] || fail "curl h2c to an h2c backend"; ok "curl --http2-prior-knowledge to an h2c backend (nginx)"
+  h2load -n 20000 -c 20 -m 20 "http://$proxy2/" >"$work/h2load2.out" 2>&1 || fail "h2load failed: $(cat "$work/h2load2.out")"
+  grep -q "20000 succeeded, 0 failed" "$work/h2load2.out" || { cat "$work/h2load2.out"; fail "h2load to an h2c backend saw failures"; }
+  conns=$(( $(accepts) - before - 1 ))
+  [ "$conns" -le 12 ] || fail "$conns backend connections for 400 concurrent streams"
+  ok "h2load -n 20000 -c 20 -m 20 to an h2c backend: 0 failed, $conns nginx connections"
+fi
+
 # SIGTERM: drains and exits 0.
 kill -TERM "$proxy_pid"
 for _ in $(seq 1 100); do kill -0 "$proxy_pid" 2>/dev/null || break; sleep 0.1; done

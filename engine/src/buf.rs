@@ -50,6 +50,21 @@ impl Buf {
         self.end = 0;
     }
 
+    /// Appends `data` after the unread bytes, growing the buffer as needed (for heads
+    /// that ringway writes itself, such as an HTTP/2 response seen as HTTP/1.1).
+    pub fn put(&mut self, data: &[u8]) {
+        if self.store.len() - self.end < data.len() {
+            self.store.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+            if self.store.len() - self.end < data.len() {
+                self.store.resize(self.end + data.len(), 0);
+            }
+        }
+        self.store[self.end..self.end + data.len()].copy_from_slice(data);
+        self.end += data.len();
+    }
+
     /// Room for more bytes, counting space reclaimable by compaction.
     pub fn spare_capacity(&self) -> usize {
         self.store.len() - self.len()

@@ -14,6 +14,13 @@
 //! The retry rule: an idempotent request with no body still to send, whose *reused*
 //! connection failed before any response byte (the server closed it while idle), is
 //! sent once more on a fresh connection. Never after a response byte; never twice.
+//!
+//! Slots whose servers speak HTTP/2 (`h2c://`) take the second path, [`h2back`]: a
+//! stream on a shared connection instead of a lease on a whole one, with the same
+//! contract towards the front and the same failures.
+
+mod h2back;
+mod h2body;
 
 use std::cell::{Cell, RefCell};
 use std::future::{poll_fn, Future};
@@ -194,6 +201,9 @@ pub async fn forward(
     let (backend_timeout, max_head) = (cfg.timeouts.backend, cfg.max_head);
     let body_time = cfg.timeouts.client_body;
     let first = session.first.replace(false);
+    if ctx.upstreams.is_h2(req.slot) {
+        return h2back::forward(ctx, req, src, sink, bbuf).await;
+    }
     let reuse = ctx.upstreams.reuse_mode();
     let mut retried = false;
     loop {

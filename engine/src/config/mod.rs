@@ -524,6 +524,7 @@ pub fn describe(c: &Config) -> String {
             .map(|(a, sc)| match sc {
                 values::Scheme::Http => a.to_string(),
                 values::Scheme::Https { name } => format!("https://{name} ({a})"),
+                values::Scheme::H2c => format!("h2c://{a}"),
             })
             .collect();
         s.push_str(&format!("backend {}: {}\n", b.name, servers.join(", ")));

@@ -247,6 +247,9 @@ pub enum Scheme {
     Http,
     /// HTTP/1.1 over TLS (`https://HOST:PORT`), with this name as SNI and verified name.
     Https { name: String },
+    /// HTTP/2 in the clear with prior knowledge (`h2c://HOST:PORT`): one connection
+    /// carries many requests at once (see `upstream/h2.rs`).
+    H2c,
 }
 
 /// `--backend [NAME=]SERVER[,SERVER...]`. A missing name is given in `build`, from the
@@ -259,7 +262,8 @@ pub struct BackendSpec {
     pub schemes: Vec<Scheme>,
 }
 
-/// One server of a backend spec: its scheme (`http://`, `https://` or none) and address.
+/// One server of a backend spec: its scheme (`http://`, `https://`, `h2c://` or none) and
+/// address.
 fn parse_server(s: &str) -> Result<(Scheme, SocketAddr), String> {
     let s = s.trim();
     let (scheme, rest) = match s.split_once("://") {
@@ -282,11 +286,12 @@ fn parse_server(s: &str) -> Result<(Scheme, SocketAddr), String> {
                 addr,
             ))
         }
-        "h2c" | "h2" => Err(format!(
-            "'{s}': HTTP/2 to backends ({scheme}://) is not supported yet; use http:// or https://"
+        "h2c" => Ok((Scheme::H2c, parse_addr(rest)?)),
+        "h2" => Err(format!(
+            "'{s}': HTTP/2 over TLS to backends (h2://) is not supported yet; use h2c://, http:// or https://"
         )),
         other => Err(format!(
-            "'{s}': unknown scheme '{other}://' (use http:// or https://)"
+            "'{s}': unknown scheme '{other}://' (use http://, https:// or h2c://)"
         )),
     }
 }
@@ -401,7 +406,9 @@ mod tests {
                 Scheme::Http
             ]
         );
-        assert!(Backend::parse("h2c://127.0.0.1:1")
+        let h2 = Backend::parse("api=h2c://127.0.0.1:1,127.0.0.1:2").unwrap();
+        assert_eq!(h2.schemes, vec![Scheme::H2c, Scheme::Http]);
+        assert!(Backend::parse("h2://127.0.0.1:1")
             .unwrap_err()
             .contains("not supported yet"));
         assert!(Backend::parse("ftp://127.0.0.1:1")

@@ -8,6 +8,10 @@
 //! lease is dropped, so no error path can forget to release it. Messages for other shards
 //! leave through an [`Outbox`] the shard gives it; it never sees the mesh itself.
 //!
+//! HTTP/2 servers (`h2c://`, `Proto::Http2` slots) have no idle pool entries: their
+//! connections are shared, one list per slot, and a request leases a stream on one
+//! ([`H2Stream`], `h2conns.rs`); they are never taken over.
+//!
 //! The pool's decisions come from `ringway-pool`; this layer carries them out with
 //! transports. An idle connection is checked ([`Transport::idle_peek`]) when it is
 //! taken for a request (always when its last exchange carried a request body; otherwise
@@ -15,6 +19,7 @@
 //! Bytes found on an idle connection are a desync: it is closed and counted, never used. Connections closed by policy (purge, limits, server down, shutdown)
 //! close with RST so TIME_WAIT does not pile up.
 
+mod h2conns;
 mod lease;
 mod takeover;
 mod transport;
@@ -33,6 +38,7 @@ use ringway_pool::{
     ReuseMode, ServerId, ServerStats,
 };
 
+pub use h2conns::H2Stream;
 pub use lease::Lease;
 pub use transport::{BackendConn, IdleConn, Moved, Transport};
 
@@ -101,9 +107,13 @@ impl Table {
                     }
                     _ => None,
                 };
+                let proto = match be.schemes.get(i) {
+                    Some(Scheme::H2c) => Proto::Http2,
+                    _ => Proto::Http1,
+                };
                 let slot = keys.intern(PoolKey {
                     server: servers.len() as u32,
-                    proto: Proto::Http1,
+                    proto,
                     tls,
                 });
                 servers.push(ServerInfo {
@@ -209,6 +219,9 @@ struct Knobs {
     takeover: bool,
     reuse: ReuseMode,
     purge_delay: Duration,
+    max_reuse: Option<u32>,
+    /// SETTINGS_MAX_HEADER_LIST_SIZE told to HTTP/2 servers (`--max-head`).
+    max_head: u32,
 }
 
 /// One shard's backend connections and everything that decides about them.
@@ -217,6 +230,8 @@ pub struct Upstreams {
     table: Arc<Table>,
     knobs: Knobs,
     pool: RefCell<IdlePool<IdleConn>>,
+    /// The shared HTTP/2 connections (slots with `Proto::Http2`), see `h2conns.rs`.
+    h2: h2conns::H2Pool,
     rr: Vec<RoundRobin>,
     /// When each server was marked down on this shard (None = up).
     down_since: Vec<Cell<Option<Instant>>>,
@@ -252,8 +267,11 @@ impl Upstreams {
                 takeover: config.takeover && n_shards > 1,
                 reuse: config.reuse,
                 purge_delay: config.pool_purge_delay,
+                max_reuse: config.max_reuse,
+                max_head: u32::try_from(config.max_head).unwrap_or(u32::MAX),
             },
             pool: RefCell::new(IdlePool::new(pool_cfg, n_slots)),
+            h2: h2conns::H2Pool::new(n_slots),
             rr: (0..config.backends.len())
                 .map(|_| RoundRobin::default())
                 .collect(),
@@ -300,6 +318,16 @@ impl Upstreams {
         let n = (range.end - range.start) as usize;
         let idx = self.rr[backend].pick(n, |i| self.server_usable(range.start + i as u32));
         self.table.servers[range.start as usize + idx].slot
+    }
+
+    /// The address of `slot`'s server, as text (the `:authority` of a request that had
+    /// no Host).
+    pub fn addr_of(&self, slot: ServerId) -> String {
+        let server = self.server_of(slot) as usize;
+        self.table
+            .servers
+            .get(server)
+            .map_or_else(String::new, |s| s.addr.to_string())
     }
 
     fn server_of(&self, slot: ServerId) -> u32 {
@@ -459,6 +487,7 @@ impl Upstreams {
         for ic in closing {
             self.close_policy(ic.conn);
         }
+        self.close_idle_h2_of(slot);
         self.publish_idle(slot);
     }
 
@@ -537,6 +566,10 @@ impl Upstreams {
     pub async fn sweep_loop(self: Rc<Self>) {
         loop {
             glommio::timer::sleep(IDLE_SWEEP).await;
+            // HTTP/2: the connections whose driver ended or that saw GOAWAY leave, and
+            // the idle ones must answer a PING.
+            self.close_idle_h2(|_| true);
+            self.ping_idle_h2().await;
             let keys: Vec<(IdleKey, ServerId)> =
                 self.pool.borrow().iter().map(|(k, s, _)| (k, s)).collect();
             let dead: Vec<(IdleKey, ServerId)> = keys
@@ -562,6 +595,7 @@ impl Upstreams {
     pub async fn purge_loop(self: Rc<Self>) {
         loop {
             glommio::timer::sleep(self.knobs.purge_delay).await;
+            self.purge_h2();
             let purged = self.pool.borrow_mut().purge();
             let mut slots = Vec::new();
             for (slot, ic) in purged {
@@ -577,6 +611,7 @@ impl Upstreams {
 
     /// Shutdown: closes every idle connection of this shard.
     pub fn close_all_idle(&self) {
+        self.close_idle_h2(|_| false);
         let all = self.pool.borrow_mut().drain();
         for (slot, ic) in all {
             self.close_policy(ic.conn);

@@ -1,8 +1,9 @@
 //! A backend connection as a *transport*, not a socket: what the request path reads from
 //! and writes to, what the pool holds, and what moves between shards.
 //!
-//! [`Transport`] is plain TCP today; TLS (a rustls session over the TCP stream) and an
-//! HTTP/2 connection handle are the variants to come. Everything above it — bodies,
+//! [`Transport`] is plain TCP or TLS (a rustls session over the TCP stream). An HTTP/2
+//! connection runs `h2` over a `Transport` and is shared, so it lives beside the pool
+//! (`h2conns.rs`) rather than being a variant; a variant may come with its takeover. Everything above it — bodies,
 //! relays, the idle health check, the takeover hand-over — goes through its methods, so
 //! a new variant is added here and nowhere else:
 //!
