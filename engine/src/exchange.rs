@@ -29,6 +29,7 @@ use ringway_pool::{ReuseMode, ServerId};
 use crate::buf::Buf;
 use crate::ctx::ShardCtx;
 use crate::duplex::Duplex;
+use crate::trace::Trace;
 use crate::upstream::{AcquireError, Lease, Upstreams};
 
 /// A client connection's standing with the backends: whether its first request is yet
@@ -91,6 +92,8 @@ pub struct Request<'a> {
     /// The head to send upstream, with the body already folded in when it was small and
     /// complete (then `BodySource::pending` is false).
     pub head: &'a [u8],
+    /// Where the exchange notes its connection and the bytes it sent, for the logs.
+    pub trace: &'a Trace,
 }
 
 /// Why a request body could not be sent.
@@ -181,11 +184,15 @@ pub async fn forward(
     let reuse = ctx.upstreams.reuse_mode();
     let mut retried = false;
     loop {
+        let asked = std::time::Instant::now();
         let mut lease = match session
             .lease(&ctx.upstreams, req.slot, first, retried)
             .await
         {
-            Ok(l) => l,
+            Ok(l) => {
+                req.trace.leased(&l, asked);
+                l
+            }
             Err(e) => {
                 if let AcquireError::Refused(err) = &e {
                     tracing::debug!(error = %err, "backend connect refused");
@@ -200,6 +207,7 @@ pub async fn forward(
         bbuf.clear();
         let retryable = lease.reused() && !retried && !src.pending() && req.method.is_idempotent();
 
+        req.trace.add_in(req.head.len());
         if let Err(e) = lease.transport().write_all(req.head).await {
             drop(lease);
             if retryable {

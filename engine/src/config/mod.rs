@@ -53,6 +53,7 @@ impl ConfigError {
 #[command(
     name = "ringway",
     version,
+    long_version = crate::build_info::long_version(),
     about = "ringway: a thread-per-core io_uring reverse proxy",
     long_about = "ringway: a thread-per-core io_uring reverse proxy.\n\n\
         One shard (an io_uring executor) runs on each CPU it is given; each shard accepts its own\n\
@@ -71,15 +72,39 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run the proxy (the default when no subcommand is given).
-    Run,
+    Run(Opts),
     /// Validate the flags and configuration file, print the resulting setup, and exit.
-    CheckConfig,
+    CheckConfig(Opts),
     /// Start a built-in origin, the proxy in front of it and a short load through it; print the figures.
+    /// Takes only its own flags.
     Demo(DemoArgs),
+    /// Write the man page or a shell completion script to stdout (for packaging).
+    #[command(hide = true)]
+    Generate {
+        /// `man`, or a shell: bash, zsh, fish, elvish, powershell.
+        #[arg(value_name = "man|bash|zsh|fish|elvish|powershell")]
+        what: String,
+    },
+}
+
+impl Cli {
+    /// The proxy's flags: those after `run`/`check-config`, else those before it.
+    pub fn opts(&self) -> Opts {
+        match &self.command {
+            Some(Command::Run(o) | Command::CheckConfig(o)) => Opts {
+                config: o.config.clone().or_else(|| self.opts.config.clone()),
+                settings: o.settings.clone().or(self.opts.settings.clone()),
+            },
+            _ => self.opts.clone(),
+        }
+    }
 }
 
 #[derive(Args, Debug, Clone)]
 pub struct DemoArgs {
+    /// Shards of the proxy under the load.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=64))]
+    pub shards: u64,
     /// How long the load runs.
     #[arg(long, default_value = "3s", value_parser = ringway_sys::parse_duration)]
     pub duration: Duration,
@@ -92,7 +117,7 @@ pub struct DemoArgs {
 #[derive(Args, Debug, Default, Clone)]
 pub struct Opts {
     /// TOML file with the same settings (keys are the flag names without `--`); flags win.
-    #[arg(long, global = true, value_name = "FILE")]
+    #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
     #[command(flatten)]
     pub settings: Flags,
@@ -164,6 +189,11 @@ pub struct Config {
     pub fault_seed: u64,
     pub spin_before_park: Option<Duration>,
     pub log: String,
+    pub log_format: values::TextOrJson,
+    pub access_log: values::AccessLogTarget,
+    pub access_log_format: values::TextOrJson,
+    /// Another process may already listen on our addresses (`--reuse-port-shared`).
+    pub reuse_port_shared: bool,
 }
 
 impl Config {
@@ -339,6 +369,10 @@ pub fn build(s: Settings) -> Result<Config, ConfigError> {
         fault_seed,
         spin_before_park: (!s.spin_before_park.value.is_zero()).then_some(s.spin_before_park.value),
         log: s.log.value,
+        log_format: s.log_format.value,
+        access_log: s.access_log.value,
+        access_log_format: s.access_log_format.value,
+        reuse_port_shared: s.reuse_port_shared.value,
     })
 }
 

@@ -25,6 +25,7 @@ use crate::buf::Buf;
 use crate::ctx::{Counted, ShardCtx};
 use crate::duplex::Duplex;
 use crate::exchange::{self, BodyError, BodySource, DeliverError, Failure, ResponseSink, Session};
+use crate::trace::{Counting, Front, Metered, Trace};
 use crate::upstream::Lease;
 
 const VIA: &str = "1.1 ringway";
@@ -41,6 +42,7 @@ pub async fn serve(ctx: Rc<ShardCtx>, stream: TcpStream, peer: IpAddr, buf: Buf)
         bbuf: Buf::with_capacity(super::BUF_SIZE),
         out: Vec::with_capacity(1024),
         session: Session::new(),
+        trace: Trace::new(Front::Http1),
     };
     c.run().await;
 }
@@ -71,6 +73,8 @@ struct Client {
     /// Scratch for heads we write.
     out: Vec<u8>,
     session: Session,
+    /// The current request's facts for the access log and metrics.
+    trace: Trace,
 }
 
 enum HeadRead {
@@ -86,6 +90,7 @@ impl Client {
     /// Serves requests until the connection ends.
     async fn run(&mut self) {
         loop {
+            let head_started = Instant::now();
             let head = match self.read_head().await {
                 HeadRead::Head(h) => h,
                 HeadRead::Closed => return,
@@ -108,21 +113,24 @@ impl Client {
                     return;
                 }
             };
-            let start = Instant::now();
+            {
+                let data = self.buf.data();
+                let method = data[..head.path.start.saturating_sub(1)].trim_ascii();
+                let version = if head.minor == 0 {
+                    "HTTP/1.0"
+                } else {
+                    "HTTP/1.1"
+                };
+                let target = &data[head.path.clone()];
+                self.trace
+                    .begin(self.peer, head_started, method, target, version);
+            }
             self.ctx.metrics.borrow_mut().c.requests += 1;
             let outcome = {
                 let _inflight = Counted::new(&self.ctx, |l| &l.inflight);
                 self.handle(head).await
             };
-            {
-                let mut m = self.ctx.metrics.borrow_mut();
-                // 499: the client went away; nothing was sent, nothing to count as a response.
-                if outcome.status != 499 {
-                    m.record_status(outcome.status);
-                }
-                let us = start.elapsed().as_micros() as u64;
-                let _ = m.latency.record(us.max(1));
-            }
+            crate::report::done(&self.ctx, &self.trace, outcome.status);
             if !outcome.keep_alive || self.ctx.load.draining.get() {
                 return;
             }
@@ -180,7 +188,9 @@ impl Client {
         let _ = self
             .stream
             .set_write_timeout(Some(self.ctx.config().timeouts.client_idle));
-        let _ = self.stream.write_all(&self.out).await;
+        if self.stream.write_all(&self.out).await.is_ok() {
+            self.trace.add_local_out(self.out.len());
+        }
         if close {
             let _ = self.stream.shutdown(std::net::Shutdown::Write).await;
         }
@@ -207,6 +217,7 @@ impl Client {
             };
         };
         let slot = ctx.upstreams.choose(backend);
+        self.trace.routed(backend, slot);
 
         // The upstream head, kept until a response head arrives (a retry resends it).
         self.out.clear();
@@ -252,7 +263,9 @@ impl Client {
             slot,
             method: head.method,
             head: &upstream_head,
+            trace: &self.trace,
         };
+        let trace = &self.trace;
         let result = {
             let Client {
                 stream,
@@ -268,9 +281,10 @@ impl Client {
                 duplex: needs_duplex(head.framing, buf.len()),
                 reader: &client,
                 buf,
+                sent: &trace.bytes_in,
             };
             let mut sink = H1Sink {
-                writer: &client,
+                writer: Metered::new(&client, trace),
                 out,
                 minor: head.minor,
                 keep_alive: head.keep_alive,
@@ -278,6 +292,7 @@ impl Client {
             };
             exchange::forward(&ctx, session, &req, &mut src, &mut sink, bbuf).await
         };
+        crate::outcome::note(&self.trace, &result);
         self.out = upstream_head;
         match result {
             Ok(ex) => {
@@ -346,6 +361,8 @@ struct H1Body<'a, R> {
     duplex: bool,
     reader: R,
     buf: &'a mut Buf,
+    /// Body bytes sent up, for the trace.
+    sent: &'a std::cell::Cell<u64>,
 }
 
 impl<R: AsyncRead + Unpin> BodySource for H1Body<'_, R> {
@@ -358,7 +375,8 @@ impl<R: AsyncRead + Unpin> BodySource for H1Body<'_, R> {
     }
 
     async fn send<W: AsyncWrite + Unpin>(&mut self, dst: &mut W) -> Result<(), BodyError> {
-        copy_body(self.framing, &mut self.reader, self.buf, dst)
+        let mut dst = Counting::new(dst, self.sent);
+        copy_body(self.framing, &mut self.reader, self.buf, &mut dst)
             .await
             .map_err(|e| match e {
                 CopyError::Src(_) => BodyError::Client,
