@@ -58,7 +58,9 @@ fn main() -> ExitCode {
 fn generate(what: &str) -> ExitCode {
     let mut cmd = Cli::command();
     let mut out = Vec::new();
-    if what == "man" {
+    if what == "config-reference" {
+        out = ringway::config::reference::markdown().into_bytes();
+    } else if what == "man" {
         if let Err(e) = clap_mangen::Man::new(cmd).render(&mut out) {
             eprintln!("ringway generate: {e}");
             return ExitCode::FAILURE;
@@ -150,12 +152,13 @@ fn run(config: Config) -> ExitCode {
         tracing::info!("{line}");
     }
     // SIGINT/SIGTERM: the shards stop accepting and drain within --grace.
-    // SIGUSR1: the access log reopens its file (logrotate).
+    // SIGUSR1: the access log reopens its file (logrotate). SIGHUP: see below.
     let shared = proxy.shared.clone();
     let signals = signal_hook::iterator::Signals::new([
         signal_hook::consts::SIGINT,
         signal_hook::consts::SIGTERM,
         signal_hook::consts::SIGUSR1,
+        signal_hook::consts::SIGHUP,
     ]);
     match signals {
         Ok(mut signals) => {
@@ -165,6 +168,12 @@ fn run(config: Config) -> ExitCode {
                     for sig in signals.forever() {
                         if sig == signal_hook::consts::SIGUSR1 {
                             shared.access_log.reopen();
+                            continue;
+                        }
+                        if sig == signal_hook::consts::SIGHUP {
+                            // Reload lands behind one `reload(&Shared)` (TLS certificates
+                            // first); until then SIGHUP must not kill a running proxy.
+                            tracing::warn!("SIGHUP: configuration reload is not supported yet; nothing changed (restart to apply a new configuration)");
                             continue;
                         }
                         tracing::info!(signal = sig, "stopping: draining in-flight requests");

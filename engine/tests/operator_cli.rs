@@ -287,3 +287,16 @@ fn man_page_and_completions_come_from_the_flag_definitions() {
     let (code, _, err) = run(&["generate", "tcsh"]);
     assert_eq!(code, Some(2), "{err}");
 }
+
+#[test]
+fn sighup_no_longer_kills_the_proxy() {
+    let origin = origin();
+    let backend = origin.addr().to_string();
+    let mut proxy = Proxy::start(&["--backend", &backend]);
+    proxy.signal(libc::SIGHUP);
+    wait_until(Duration::from_secs(10), "SIGHUP to be logged", || {
+        proxy.stderr().contains("SIGHUP")
+    });
+    proxy.assert_healthy();
+    assert_eq!(proxy.connect().get("/").status, 200);
+}

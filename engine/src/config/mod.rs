@@ -13,6 +13,7 @@
 #[macro_use]
 mod define;
 mod file;
+pub mod reference;
 mod settings;
 pub mod values;
 
@@ -81,8 +82,9 @@ pub enum Command {
     /// Write the man page or a shell completion script to stdout (for packaging).
     #[command(hide = true)]
     Generate {
-        /// `man`, or a shell: bash, zsh, fish, elvish, powershell.
-        #[arg(value_name = "man|bash|zsh|fish|elvish|powershell")]
+        /// `man`, `config-reference` (docs/configuration.md), or a shell: bash, zsh, fish,
+        /// elvish, powershell.
+        #[arg(value_name = "man|config-reference|bash|zsh|fish|elvish|powershell")]
         what: String,
     },
 }
