@@ -1,8 +1,8 @@
 //! Per-shard counters and latency histograms, and their Prometheus rendering.
 //!
 //! Each shard owns its [`ShardMetrics`] outright (plain integers behind a `RefCell`, no
-//! atomics): the request path only increments them, once per request through
-//! [`ShardMetrics::record`], from the facts its [`Trace`](crate::trace::Trace) noted.
+//! atomics): the request path only increments them, mostly once per request from
+//! `report::done` (above this module: it knows nothing of requests).
 //! `/metrics` asks every shard for a [`Snapshot`] through the shard mesh and
 //! [`render`](render::render)s them: one series per shard (a `shard` label), never a
 //! synthetic total, so that PromQL's `sum()` gives the totals. Latencies are histograms
