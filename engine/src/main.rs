@@ -124,33 +124,8 @@ fn run(config: Config) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let listen: Vec<String> = proxy.listen.iter().map(|a| a.to_string()).collect();
-    // Machine-readable lines first on stdout; the access log follows them.
-    for a in &listen {
-        say(&format!("listening on {a}"));
-    }
-    if let Some(a) = proxy.admin {
-        say(&format!("admin on {a}"));
-    }
-    let access_log = match proxy.shared.access_log.start_writer() {
-        Ok(w) => w,
-        Err(e) => {
-            eprintln!("ringway: cannot start: {e}");
-            proxy.stop();
-            let _ = proxy.join();
-            return ExitCode::FAILURE;
-        }
-    };
-    tracing::info!(
-        listen = %listen.join(", "),
-        admin = %proxy.admin.map_or("off".to_string(), |a| a.to_string()),
-        commit = ringway::build_info::COMMIT,
-        "ringway {} started",
-        env!("CARGO_PKG_VERSION")
-    );
-    for line in summary.lines() {
-        tracing::info!("{line}");
-    }
+    // Signal handlers first: a script that signals as soon as it reads the `listening on`
+    // lines must not meet the default actions (SIGHUP and SIGUSR1 would kill).
     // SIGINT/SIGTERM: the shards stop accepting and drain within --grace.
     // SIGUSR1: the access log reopens its file (logrotate). SIGHUP: see below.
     let shared = proxy.shared.clone();
@@ -184,6 +159,33 @@ fn run(config: Config) -> ExitCode {
                 .ok();
         }
         Err(e) => tracing::warn!(error = %e, "cannot install signal handlers"),
+    }
+    let listen: Vec<String> = proxy.listen.iter().map(|a| a.to_string()).collect();
+    // Machine-readable lines first on stdout; the access log follows them.
+    for a in &listen {
+        say(&format!("listening on {a}"));
+    }
+    if let Some(a) = proxy.admin {
+        say(&format!("admin on {a}"));
+    }
+    let access_log = match proxy.shared.access_log.start_writer() {
+        Ok(w) => w,
+        Err(e) => {
+            eprintln!("ringway: cannot start: {e}");
+            proxy.stop();
+            let _ = proxy.join();
+            return ExitCode::FAILURE;
+        }
+    };
+    tracing::info!(
+        listen = %listen.join(", "),
+        admin = %proxy.admin.map_or("off".to_string(), |a| a.to_string()),
+        commit = ringway::build_info::COMMIT,
+        "ringway {} started",
+        env!("CARGO_PKG_VERSION")
+    );
+    for line in summary.lines() {
+        tracing::info!("{line}");
     }
     let shared = proxy.shared.clone();
     let joined = proxy.join();

@@ -73,7 +73,7 @@ pub enum Term {
     ClientHeaders,
     /// The client went away while the response was sent: `CD`.
     ClientData,
-    /// The client sent a broken request body: `CR`... as HAProxy's `PR` for a bad body.
+    /// The client sent a broken request body (bad chunking): `PR`, the proxy refused it.
     BadBody,
 }
 

@@ -490,6 +490,10 @@ pub fn describe(c: &Config) -> String {
         c.timeouts.backend,
         c.grace
     ));
+    s.push_str(&format!(
+        "logs: {} on stderr at {}; access log {} ({})\n",
+        c.log_format, c.log, c.access_log, c.access_log_format
+    ));
     if let Some(f) = &c.fault {
         s.push_str(&format!("FAULT INJECTION: {f} (seed {})\n", c.fault_seed));
     }
