@@ -1,5 +1,8 @@
 //! The admin listener (`--admin`), served by shard 0: `GET /metrics` in Prometheus text
-//! format, gathered from every shard through the mesh, and `GET /healthz`.
+//! format, gathered from every shard through the mesh; `GET /healthz`, 200 while the
+//! process is alive (a liveness probe); `GET /readyz`, 200 while it serves and 503 once
+//! it drains (a readiness probe: a load balancer stops sending before the listeners
+//! close).
 //!
 //! It is deliberately small: one request per connection, no keep-alive, bounded reads
 //! and a bounded wait for the other shards' snapshots.
@@ -15,6 +18,8 @@ use glommio::net::{TcpListener, TcpStream};
 /// HTTP.
 pub trait Source: 'static {
     fn metrics(&self) -> impl std::future::Future<Output = String>;
+    /// Whether the proxy takes new requests (not draining).
+    fn ready(&self) -> bool;
 }
 
 pub async fn serve<S: Source>(src: Rc<S>, listener: TcpListener) {
@@ -54,13 +59,24 @@ async fn handle<S: Source>(src: Rc<S>, mut stream: TcpStream) {
             }
         }
     };
-    let (status, body) = match path.as_str() {
+    let path = path.split('?').next().unwrap_or("/");
+    let (status, body) = match path {
         "/metrics" => ("200 OK", src.metrics().await),
         "/healthz" => ("200 OK", "ok\n".to_string()),
-        _ => ("404 Not Found", "try /metrics\n".to_string()),
+        "/readyz" if src.ready() => ("200 OK", "ready\n".to_string()),
+        "/readyz" => ("503 Service Unavailable", "draining\n".to_string()),
+        _ => (
+            "404 Not Found",
+            "try /metrics, /healthz or /readyz\n".to_string(),
+        ),
+    };
+    let content_type = if path == "/metrics" {
+        "text/plain; version=0.0.4; charset=utf-8"
+    } else {
+        "text/plain; charset=utf-8"
     };
     let head = format!(
-        "HTTP/1.1 {status}\r\ncontent-type: text/plain; version=0.0.4\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        "HTTP/1.1 {status}\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
         body.len()
     );
     let _ = stream.write_all(head.as_bytes()).await;

@@ -9,6 +9,7 @@ use std::rc::Rc;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
+use crate::access_log::{Hub, ShardLog};
 use crate::config::Config;
 use crate::metrics::ShardMetrics;
 use crate::route::Router;
@@ -26,6 +27,8 @@ pub struct Shared {
     pub stop: AtomicBool,
     /// TLS termination (certificates, ticket keys, reload counters), when `--listen-tls`.
     pub server_tls: Option<Arc<ServerTls>>,
+    /// The access log's channel to its writer thread.
+    pub access_log: Hub,
 }
 
 impl Shared {
@@ -38,6 +41,7 @@ impl Shared {
         Shared {
             router: Router::new(&config),
             table: Arc::new(Table::new(&config, n_shards, backend_tls)),
+            access_log: Hub::new(config.access_log.clone(), config.access_log_format),
             config,
             n_shards,
             stop: AtomicBool::new(false),
@@ -85,6 +89,10 @@ pub struct ShardCtx {
     pub load: Load,
     /// Rate limit for resource warnings on the client side (accept failures).
     pub warn: RateLimited,
+    /// Rate limit for backend error logs.
+    pub backend_warn: RateLimited,
+    /// This shard's access log buffer.
+    pub access_log: ShardLog,
 }
 
 impl ShardCtx {

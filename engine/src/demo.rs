@@ -71,15 +71,20 @@ mod with_bench {
             "--backend",
             &format!("demo={backend}"),
             "--shards",
-            "1",
+            &args.shards.to_string(),
             "--log",
             "warn",
+            "--access-log",
+            "off",
         ])
         .context("demo flags")?;
         let config = Config::from_opts(&cli.opts).map_err(|e| anyhow::anyhow!("{e}"))?;
         let proxy = Proxy::start(config).map_err(|e| anyhow::anyhow!("{e}"))?;
         let addr = proxy.listen[0];
-        println!("ringway demo: origin on {backend}, proxy on {addr} (1 shard)");
+        println!(
+            "ringway demo: origin on {backend}, proxy on {addr} ({} shard(s))",
+            args.shards
+        );
         println!(
             "load: {} keep-alive connections for {:?}, GET / ({} bytes)...",
             args.connections,

@@ -37,6 +37,7 @@ use ringway_pool::{ReuseMode, ServerId};
 use crate::buf::Buf;
 use crate::ctx::ShardCtx;
 use crate::duplex::Duplex;
+use crate::trace::Trace;
 use crate::upstream::{AcquireError, Lease, Upstreams};
 
 /// A client connection's standing with the backends: whether its first request is yet
@@ -111,6 +112,8 @@ pub struct Request<'a> {
     /// The request has a body (folded into `head` or still pending): the connection is
     /// then peeked before any reuse (see `BackendConn::carried_body`).
     pub has_body: bool,
+    /// Where the exchange notes its connection and the bytes it sent, for the logs.
+    pub trace: &'a Trace,
 }
 
 /// Why a request body could not be sent.
@@ -207,11 +210,15 @@ pub async fn forward(
     let reuse = ctx.upstreams.reuse_mode();
     let mut retried = false;
     loop {
+        let asked = std::time::Instant::now();
         let mut lease = match session
             .lease(&ctx.upstreams, req.slot, first, retried)
             .await
         {
-            Ok(l) => l,
+            Ok(l) => {
+                req.trace.leased(&l, asked);
+                l
+            }
             Err(e) => {
                 if let AcquireError::Refused(err) = &e {
                     tracing::debug!(error = %err, "backend connect refused");
@@ -226,6 +233,7 @@ pub async fn forward(
         bbuf.clear();
         let retryable = lease.reused() && !retried && !src.pending() && req.method.is_idempotent();
 
+        req.trace.add_in(req.head.len());
         let sent = match lease.transport().write_all(req.head).await {
             Ok(()) => lease.transport().flush().await,
             Err(e) => Err(e),

@@ -5,12 +5,15 @@
 //! run the real proxy in-process. See `docs/architecture.md` for how the pieces fit.
 //!
 //! Layering, top to bottom (a module only uses those below it):
-//! `process` → `shard` → `admin`, `front` (`h1`, `h2`) → `exchange` → `ctx` →
-//! `upstream` → `body`, `buf`, `duplex`, `mesh`, `metrics`, `route`, `fd`, `warn`.
+//! `process` → `shard` → `admin`, `front` (`h1`, `h2`) → `report`, `outcome` →
+//! `exchange` → `ctx` → `access_log` → `trace` → `upstream` → `body`, `buf`, `duplex`,
+//! `mesh`, `metrics`, `route`, `fd`, `warn`, `build_info`, `config`.
 
+pub mod access_log;
 pub mod admin;
 pub mod body;
 pub mod buf;
+pub mod build_info;
 pub mod config;
 pub mod ctx;
 pub mod demo;
@@ -22,10 +25,14 @@ pub mod listener;
 pub mod mesh;
 pub mod metrics;
 pub mod oneshot;
+pub mod outcome;
+pub mod preflight;
 pub mod process;
+pub mod report;
 pub mod route;
 pub mod shard;
 pub mod tls;
+pub mod trace;
 pub mod upstream;
 pub mod warn;
 

@@ -1,10 +1,14 @@
-//! The `ringway` command: parse flags, then run the proxy, check the configuration, or
-//! run the demo. Exit status: 0 after a clean stop, 2 for a bad flag or configuration (or
-//! `demo` in a build without it), 1 when the proxy could not start or failed.
+//! The `ringway` command: parse flags, then run the proxy, check the configuration, run
+//! the demo, or generate the man page and completions. Exit status: 0 after a clean
+//! stop, 2 for a bad flag or configuration (or `demo` in a build without it), 1 when the
+//! proxy could not start or failed. Nothing printed to stdout panics when stdout is
+//! closed (`ringway check-config | head -1`).
 
+use std::io::Write as _;
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{CommandFactory, Parser};
+use ringway::config::values::TextOrJson;
 use ringway::config::{Cli, Command, Config};
 use ringway::Proxy;
 
@@ -17,43 +21,100 @@ fn main() -> ExitCode {
             return ExitCode::from(e.exit_code() as u8);
         }
     };
-    if let Some(Command::Demo(args)) = &cli.command {
-        init_logs("warn");
-        return match ringway::demo::run(args) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("ringway demo: {e}");
-                ExitCode::from(e.exit_code())
-            }
-        };
+    match &cli.command {
+        Some(Command::Demo(args)) => {
+            init_logs("warn", TextOrJson::Text);
+            return match ringway::demo::run(args) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("ringway demo: {e}");
+                    ExitCode::from(e.exit_code())
+                }
+            };
+        }
+        Some(Command::Generate { what }) => return generate(what),
+        _ => {}
     }
-    let config = match Config::from_opts(&cli.opts) {
+    let config = match Config::from_opts(&cli.opts()) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("ringway: error: {e}");
             return ExitCode::from(2);
         }
     };
-    if let Some(Command::CheckConfig) = &cli.command {
-        println!("configuration OK");
-        print!("{}", ringway::config::describe(&config));
+    if let Some(Command::CheckConfig(_)) = &cli.command {
+        // A closed stdout (`| head -1`) is not an error worth a panic.
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "configuration OK");
+        let _ = write!(out, "{}", ringway::config::describe(&config));
+        let _ = out.flush();
         return ExitCode::SUCCESS;
     }
-    init_logs(&config.log);
+    init_logs(&config.log, config.log_format);
     run(config)
 }
 
-fn init_logs(filter: &str) {
+/// `ringway generate man|SHELL`: the man page (roff) or a completion script, on stdout.
+fn generate(what: &str) -> ExitCode {
+    let mut cmd = Cli::command();
+    let mut out = Vec::new();
+    if what == "config-reference" {
+        out = ringway::config::reference::markdown().into_bytes();
+    } else if what == "man" {
+        if let Err(e) = clap_mangen::Man::new(cmd).render(&mut out) {
+            eprintln!("ringway generate: {e}");
+            return ExitCode::FAILURE;
+        }
+    } else {
+        let Ok(shell) = what.parse::<clap_complete::Shell>() else {
+            eprintln!(
+                "ringway generate: '{what}' is neither man nor a shell (bash, zsh, fish, elvish, powershell)"
+            );
+            return ExitCode::from(2);
+        };
+        clap_complete::generate(shell, &mut cmd, "ringway", &mut out);
+    }
+    let mut stdout = std::io::stdout().lock();
+    let _ = stdout.write_all(&out).and_then(|()| stdout.flush());
+    ExitCode::SUCCESS
+}
+
+fn init_logs(filter: &str, format: TextOrJson) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("RINGWAY_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(filter));
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .try_init();
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        TextOrJson::Json => builder.json().with_current_span(false).try_init(),
+        TextOrJson::Text => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .try_init(),
+    };
+}
+
+/// Prints a machine-readable line on stdout (tests and scripts read the ports from
+/// here); a closed stdout is ignored.
+fn say(line: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
 }
 
 fn run(config: Config) -> ExitCode {
+    if !config.reuse_port_shared {
+        if let Some((addr, e)) = ringway::preflight::address_in_use(&config.listen) {
+            eprintln!(
+                "ringway: cannot start: another process already listens on {addr} ({e}); with \
+                 SO_REUSEPORT both would share its connections. Stop it, choose another --listen, \
+                 or pass --reuse-port-shared if sharing is intended"
+            );
+            return ExitCode::FAILURE;
+        }
+    }
+    if let Some(warning) = ringway::preflight::check_fd_limit(&config) {
+        tracing::warn!("{warning}");
+    }
     let summary = ringway::config::describe(&config);
     let proxy = match Proxy::start(config) {
         Ok(p) => p,
@@ -63,34 +124,16 @@ fn run(config: Config) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let listen: Vec<String> = proxy.listen.iter().map(|a| a.to_string()).collect();
-    // Machine-readable lines on stdout (tests and scripts read the real ports from here).
-    for a in &listen {
-        println!("listening on {a}");
-    }
-    for a in &proxy.listen_tls {
-        println!("listening tls on {a}");
-    }
-    if let Some(a) = proxy.admin {
-        println!("admin on {a}");
-    }
-    use std::io::Write as _;
-    let _ = std::io::stdout().flush();
-    tracing::info!(
-        listen = %listen.join(", "),
-        admin = %proxy.admin.map_or("off".to_string(), |a| a.to_string()),
-        "ringway {} started",
-        env!("CARGO_PKG_VERSION")
-    );
-    for line in summary.lines() {
-        tracing::info!("{line}");
-    }
+    // Signal handlers first: a script that signals as soon as it reads the `listening on`
+    // lines must not meet the default actions (SIGHUP and SIGUSR1 would kill).
     // SIGINT/SIGTERM: the shards stop accepting and drain within --grace.
+    // SIGUSR1: the access log reopens its file (logrotate).
     // SIGHUP: re-read the TLS certificates and keys (open connections keep theirs).
     let shared = proxy.shared.clone();
     let signals = signal_hook::iterator::Signals::new([
         signal_hook::consts::SIGINT,
         signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGUSR1,
         signal_hook::consts::SIGHUP,
     ]);
     match signals {
@@ -99,20 +142,63 @@ fn run(config: Config) -> ExitCode {
                 .name("ringway-signals".into())
                 .spawn(move || {
                     for sig in signals.forever() {
+                        if sig == signal_hook::consts::SIGUSR1 {
+                            shared.access_log.reopen();
+                            continue;
+                        }
                         if sig == signal_hook::consts::SIGHUP {
                             reload(&shared);
                             continue;
                         }
                         tracing::info!(signal = sig, "stopping: draining in-flight requests");
                         shared.stop.store(true, std::sync::atomic::Ordering::SeqCst);
-                        break;
+                        return;
                     }
                 })
                 .ok();
         }
         Err(e) => tracing::warn!(error = %e, "cannot install signal handlers"),
     }
-    match proxy.join() {
+    let listen: Vec<String> = proxy.listen.iter().map(|a| a.to_string()).collect();
+    // Machine-readable lines first on stdout; the access log follows them.
+    for a in &listen {
+        say(&format!("listening on {a}"));
+    }
+    for a in &proxy.listen_tls {
+        say(&format!("listening tls on {a}"));
+    }
+    if let Some(a) = proxy.admin {
+        say(&format!("admin on {a}"));
+    }
+    let access_log = match proxy.shared.access_log.start_writer() {
+        Ok(w) => w,
+        Err(e) => {
+            eprintln!("ringway: cannot start: {e}");
+            proxy.stop();
+            let _ = proxy.join();
+            return ExitCode::FAILURE;
+        }
+    };
+    tracing::info!(
+        listen = %listen.join(", "),
+        admin = %proxy.admin.map_or("off".to_string(), |a| a.to_string()),
+        commit = ringway::build_info::COMMIT,
+        "ringway {} started",
+        env!("CARGO_PKG_VERSION")
+    );
+    for line in summary.lines() {
+        tracing::info!("{line}");
+    }
+    let shared = proxy.shared.clone();
+    let joined = proxy.join();
+    // The shards flushed their last lines; let the writer write them and end.
+    shared.access_log.close();
+    if let Some(w) = access_log {
+        if !w.join(std::time::Duration::from_secs(2)) {
+            tracing::warn!("the access log writer is stuck; its last lines are lost");
+        }
+    }
+    match joined {
         Ok(()) => {
             tracing::info!("stopped");
             ExitCode::SUCCESS
@@ -133,6 +219,9 @@ fn reload(shared: &ringway::ctx::Shared) {
                 tracing::error!(error = %e, "TLS reload failed; keeping the certificates in use")
             }
         },
-        None => tracing::info!("SIGHUP: nothing to reload (no --listen-tls)"),
+        None => tracing::info!("SIGHUP: no TLS certificates to reload"),
     }
+    tracing::warn!(
+        "SIGHUP: reloading the configuration file is not supported yet; listeners, backends and routes are unchanged (restart to apply them)"
+    );
 }

@@ -19,7 +19,7 @@ use glommio::channels::channel_mesh::{Full, MeshBuilder};
 
 use crate::ctx::{Load, ShardCtx, Shared};
 use crate::mesh::Mesh;
-use crate::metrics::{ServerLabels, ShardMetrics, Snapshot};
+use crate::metrics::{Labels, ShardMetrics, Snapshot};
 use crate::oneshot;
 use crate::upstream::{UpstreamMsg, Upstreams};
 use crate::warn::RateLimited;
@@ -55,22 +55,37 @@ impl Shard {
     pub fn snapshot(&self) -> Snapshot {
         let ctx = &self.ctx;
         let m = ctx.metrics.borrow();
-        let (servers, up, t) = ctx.upstreams.snapshot();
+        let (servers, up_counters, t) = ctx.upstreams.snapshot();
+        let table = &ctx.shared.table;
+        let servers_up = ctx.upstreams.servers_up();
+        // Per slot: whether its server is up on this shard.
+        let up: Vec<bool> = (0..table.keys.len())
+            .map(|i| {
+                table
+                    .keys
+                    .key(ringway_pool::ServerId(i as u32))
+                    .and_then(|k| servers_up.get(k.server as usize).copied())
+                    .unwrap_or(true)
+            })
+            .collect();
         let mut c = m.c.clone();
-        c.backend_connect_errors = up.backend_connect_errors;
-        c.idle_closed_by_server = up.idle_closed_by_server;
-        c.server_down_events = up.server_down_events;
-        c.local_exhaustion = up.local_exhaustion;
-        c.backend_desync += up.backend_desync;
+        c.backend_connect_errors = up_counters.backend_connect_errors;
+        c.idle_closed_by_server = up_counters.idle_closed_by_server;
+        c.server_down_events = up_counters.server_down_events;
+        c.local_exhaustion = up_counters.local_exhaustion;
+        c.backend_desync += up_counters.backend_desync;
         Snapshot {
             shard: ctx.id,
             cpu: self.cpu,
             c,
             t,
-            latency: m.latency.clone(),
+            request: m.request.clone(),
             servers,
+            figures: m.servers.clone(),
+            up,
             client_conns: ctx.load.client_conns.get(),
             inflight: ctx.load.inflight.get(),
+            draining: ctx.load.draining.get(),
             faults: ctx.upstreams.faults_injected(),
         }
     }
@@ -149,11 +164,22 @@ impl crate::admin::Source for Shard {
     async fn metrics(&self) -> String {
         let mut snaps = self.gather().await;
         let shared = &self.ctx.shared;
-        let labels = shared.table.slot_labels(&shared.config);
+        let slots = shared.table.slot_labels(&shared.config);
+        let backends: Vec<String> = shared
+            .config
+            .backends
+            .iter()
+            .map(|b| b.name.clone())
+            .collect();
         let mut text = crate::metrics::render(
             &mut snaps,
-            ServerLabels { labels: &labels },
-            crate::fd::open_fds(),
+            &Labels {
+                slots: &slots,
+                backends: &backends,
+                open_fds: crate::fd::open_fds(),
+                version: env!("CARGO_PKG_VERSION"),
+                commit: crate::build_info::COMMIT,
+            },
         );
         if let Some(tls) = &shared.server_tls {
             use std::fmt::Write as _;
@@ -168,6 +194,10 @@ impl crate::admin::Source for Shard {
             );
         }
         text
+    }
+
+    fn ready(&self) -> bool {
+        !self.ctx.load.draining.get() && !self.ctx.shared.stop.load(Ordering::Relaxed)
     }
 }
 
@@ -220,9 +250,14 @@ pub async fn run(
         id,
         shared: shared.clone(),
         upstreams: upstreams.clone(),
-        metrics: RefCell::new(ShardMetrics::default()),
+        metrics: RefCell::new(ShardMetrics::new(
+            shared.config.backends.len(),
+            shared.table.keys.len(),
+        )),
         load: Load::default(),
         warn: RateLimited::default(),
+        backend_warn: RateLimited::default(),
+        access_log: shared.access_log.shard_log(id),
     });
     let shard = Rc::new(Shard {
         cpu,
@@ -246,6 +281,15 @@ pub async fn run(
         glommio::spawn_local(upstreams.clone().sweep_loop()),
         glommio::spawn_local(upstreams.clone().purge_loop()),
     ];
+    let log_flush = ctx.access_log.enabled().then(|| {
+        let ctx = ctx.clone();
+        glommio::spawn_local(async move {
+            loop {
+                glommio::timer::sleep(crate::access_log::FLUSH_EVERY).await;
+                crate::report::flush_access_log(&ctx);
+            }
+        })
+    });
     // Each shard has its own TLS session cache; certificates and ticket keys are shared.
     let tls = match &shared.server_tls {
         Some(t) => match t.shard_config() {
@@ -287,6 +331,8 @@ pub async fn run(
         glommio::timer::sleep(Duration::from_millis(10)).await;
     }
     drop(admin_task);
+    drop(log_flush);
+    crate::report::flush_access_log(&ctx);
     upstreams.close_all_idle();
     mesh.close();
     tracing::debug!(shard = id, "shard stopped");

@@ -22,4 +22,17 @@ impl RateLimited {
         tracing::warn!(shard, error = %e, suppressed = quiet, "{what}");
         self.state.set((Some(now), 0));
     }
+
+    /// Whether a warning may be logged now (at most one a second): `Some(n)` with the
+    /// number not logged since the last one, else `None` (and this one is counted).
+    pub fn allow(&self) -> Option<u64> {
+        let now = Instant::now();
+        let (last, quiet) = self.state.get();
+        if last.is_some_and(|t| now.duration_since(t) < Duration::from_secs(1)) {
+            self.state.set((last, quiet + 1));
+            return None;
+        }
+        self.state.set((Some(now), 0));
+        Some(quiet)
+    }
 }

@@ -115,6 +115,20 @@ pub fn help<const N: usize>(doc: &[&str], default: [&str; N]) -> String {
     help
 }
 
+/// One setting as the configuration reference describes it.
+#[derive(Debug, Clone, Copy)]
+pub struct Reference {
+    /// The field name (`timeout_connect`); the key is [`key_of`] it.
+    pub key: &'static str,
+    pub repeatable: bool,
+    /// The default as a user would type it (empty: none).
+    pub default: &'static [&'static str],
+    /// The doc comment, line by line.
+    pub doc: &'static [&'static str],
+    /// What a valid value looks like.
+    pub expected: &'static str,
+}
+
 /// `timeout_connect` -> `timeout-connect`.
 pub fn key_of(field: &str) -> String {
     field.replace('_', "-")
@@ -231,8 +245,10 @@ macro_rules! with_default {
 /// }
 /// ```
 ///
-/// `#[arg(...)]` takes any further clap attributes (`conflicts_with = "shards"`); `long`,
-/// `global = true` and the kind's value parser are always added.
+/// `#[arg(...)]` takes any further clap attributes (`conflicts_with = "shards"`,
+/// `help_heading = "Listeners"`); `long` and the kind's value parser are always added.
+/// The flags are not `global`: the proxy's subcommands (`run`, `check-config`) take them,
+/// `demo` does not.
 macro_rules! settings {
     (
         many { $(
@@ -251,7 +267,7 @@ macro_rules! settings {
         pub struct Flags {
             $(
                 $(#[doc = $mdoc])*
-                #[arg(long, global = true,
+                #[arg(long,
                       value_parser = <$mkind as $crate::config::values::Kind>::parse,
                       help = $crate::config::define::help(&[$($mdoc),*], [$($mdefault)?]),
                       $($marg)*)]
@@ -259,7 +275,7 @@ macro_rules! settings {
             )*
             $(
                 $(#[doc = $odoc])*
-                #[arg(long, global = true,
+                #[arg(long,
                       value_parser = <$okind as $crate::config::values::Kind>::parse,
                       help = $crate::config::define::help(&[$($odoc),*], [$($odefault)?]),
                       $($oarg)*)]
@@ -275,7 +291,37 @@ macro_rules! settings {
             $( pub $oname: $crate::config::define::Setting<resolved_ty!($okind $(, $odefault)?)>, )*
         }
 
+        impl Flags {
+            /// Every flag given here, else the one given in `other` (flags given before a
+            /// subcommand, and after it).
+            pub fn or(self, other: Flags) -> Flags {
+                Flags {
+                    $( $mname: if self.$mname.is_empty() { other.$mname } else { self.$mname }, )*
+                    $( $oname: self.$oname.or(other.$oname), )*
+                }
+            }
+        }
+
         impl Settings {
+            /// Every setting's file key, kind of value, default (if any) and help, in
+            /// declaration order: what `docs/configuration.md` documents.
+            pub const REFERENCE: &'static [$crate::config::define::Reference] = &[
+                $( $crate::config::define::Reference {
+                    key: stringify!($mname),
+                    repeatable: true,
+                    default: &[$($mdefault)?],
+                    doc: &[$($mdoc),*],
+                    expected: <$mkind as $crate::config::values::Kind>::EXPECTED,
+                }, )*
+                $( $crate::config::define::Reference {
+                    key: stringify!($oname),
+                    repeatable: false,
+                    default: &[$($odefault)?],
+                    doc: &[$($odoc),*],
+                    expected: <$okind as $crate::config::values::Kind>::EXPECTED,
+                }, )*
+            ];
+
             /// The field names of every setting, in declaration order.
             pub const FIELDS: &'static [&'static str] =
                 &[$(stringify!($mname),)* $(stringify!($oname),)*];

@@ -13,6 +13,7 @@
 #[macro_use]
 mod define;
 mod file;
+pub mod reference;
 mod settings;
 pub mod values;
 
@@ -53,6 +54,7 @@ impl ConfigError {
 #[command(
     name = "ringway",
     version,
+    long_version = crate::build_info::long_version(),
     about = "ringway: a thread-per-core io_uring reverse proxy",
     long_about = "ringway: a thread-per-core io_uring reverse proxy.\n\n\
         One shard (an io_uring executor) runs on each CPU it is given; each shard accepts its own\n\
@@ -71,15 +73,40 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run the proxy (the default when no subcommand is given).
-    Run,
+    Run(Opts),
     /// Validate the flags and configuration file, print the resulting setup, and exit.
-    CheckConfig,
+    CheckConfig(Opts),
     /// Start a built-in origin, the proxy in front of it and a short load through it; print the figures.
+    /// Takes only its own flags.
     Demo(DemoArgs),
+    /// Write the man page or a shell completion script to stdout (for packaging).
+    #[command(hide = true)]
+    Generate {
+        /// `man`, `config-reference` (docs/configuration.md), or a shell: bash, zsh, fish,
+        /// elvish, powershell.
+        #[arg(value_name = "man|config-reference|bash|zsh|fish|elvish|powershell")]
+        what: String,
+    },
+}
+
+impl Cli {
+    /// The proxy's flags: those after `run`/`check-config`, else those before it.
+    pub fn opts(&self) -> Opts {
+        match &self.command {
+            Some(Command::Run(o) | Command::CheckConfig(o)) => Opts {
+                config: o.config.clone().or_else(|| self.opts.config.clone()),
+                settings: o.settings.clone().or(self.opts.settings.clone()),
+            },
+            _ => self.opts.clone(),
+        }
+    }
 }
 
 #[derive(Args, Debug, Clone)]
 pub struct DemoArgs {
+    /// Shards of the proxy under the load.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=64))]
+    pub shards: u64,
     /// How long the load runs.
     #[arg(long, default_value = "3s", value_parser = ringway_sys::parse_duration)]
     pub duration: Duration,
@@ -92,7 +119,7 @@ pub struct DemoArgs {
 #[derive(Args, Debug, Default, Clone)]
 pub struct Opts {
     /// TOML file with the same settings (keys are the flag names without `--`); flags win.
-    #[arg(long, global = true, value_name = "FILE")]
+    #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
     #[command(flatten)]
     pub settings: Flags,
@@ -175,6 +202,11 @@ pub struct Config {
     pub fault_seed: u64,
     pub spin_before_park: Option<Duration>,
     pub log: String,
+    pub log_format: values::TextOrJson,
+    pub access_log: values::AccessLogTarget,
+    pub access_log_format: values::TextOrJson,
+    /// Another process may already listen on our addresses (`--reuse-port-shared`).
+    pub reuse_port_shared: bool,
 }
 
 impl Config {
@@ -422,6 +454,10 @@ pub fn build(s: Settings) -> Result<Config, ConfigError> {
         fault_seed,
         spin_before_park: (!s.spin_before_park.value.is_zero()).then_some(s.spin_before_park.value),
         log: s.log.value,
+        log_format: s.log_format.value,
+        access_log: s.access_log.value,
+        access_log_format: s.access_log_format.value,
+        reuse_port_shared: s.reuse_port_shared.value,
     })
 }
 
@@ -558,6 +594,10 @@ pub fn describe(c: &Config) -> String {
         c.timeouts.connect,
         c.timeouts.backend,
         c.grace
+    ));
+    s.push_str(&format!(
+        "logs: {} on stderr at {}; access log {} ({})\n",
+        c.log_format, c.log, c.access_log, c.access_log_format
     ));
     if let Some(f) = &c.fault {
         s.push_str(&format!("FAULT INJECTION: {f} (seed {})\n", c.fault_seed));

@@ -1,112 +1,134 @@
 //! Every setting ringway has, in one place: its flag and file key (the field name in
 //! kebab-case), its kind of value, its default and its help. To add a setting, add one
 //! entry here, then read it in `config::build` into a [`Config`](super::Config) field.
-//! `--help`, the TOML key, flag-over-file precedence and the messages naming the flag
-//! (or the key, file and line) follow from the entry; see [`define`](super::define).
+//! `--help` (grouped by `help_heading`), the TOML key, flag-over-file precedence, the
+//! messages naming the flag (or the key, file and line) and `docs/configuration.md`
+//! (checked by a unit test) follow from the entry; see [`define`](super::define).
 
 use super::values::{
-    Addr, Backend, Count, Cpus, Dur, Listen, LogFilter, OnOff, Reuse, Route, Size, Text,
+    AccessLog, Addr, Backend, Count, Cpus, Dur, Format, Listen, LogFilter, OnOff, Reuse, Route,
+    Size, Text,
 };
+
+pub const LISTENERS: &str = "Listeners";
+pub const BACKENDS: &str = "Backends and routing";
+pub const SHARDS: &str = "Shards";
+pub const POOL: &str = "Pool and takeover";
+pub const LIMITS: &str = "Timeouts and limits";
+pub const LOGS: &str = "Logs and admin";
+pub const TESTING: &str = "Testing";
 
 settings! {
     many {
         /// Address to accept clients on (repeatable), optionally only on some shards: `ADDR@0-1`.
-        #[arg(value_name = "ADDR")]
+        #[arg(value_name = "ADDR", help_heading = LISTENERS)]
         listen: Listen = "127.0.0.1:8080";
         /// Address to accept TLS clients on (repeatable, `ADDR[@SHARDS]`); ALPN picks HTTP/2 or HTTP/1.1. Needs --cert and --key.
-        #[arg(value_name = "ADDR")]
+        #[arg(value_name = "ADDR", help_heading = LISTENERS)]
         listen_tls: Listen;
         /// PEM certificate chain for --listen-tls (repeatable, paired in order with --key); served for the names in its SAN, chosen by SNI; the first is the default.
-        #[arg(value_name = "FILE")]
+        #[arg(value_name = "FILE", help_heading = LISTENERS)]
         cert: Text;
         /// PEM private key of the --cert at the same position (repeatable).
-        #[arg(value_name = "FILE")]
+        #[arg(value_name = "FILE", help_heading = LISTENERS)]
         key: Text;
-        /// A backend: [NAME=]SERVER[,SERVER...] (repeatable; the first is the default backend); SERVER is HOST:PORT, http://HOST:PORT or https://HOST:PORT (TLS, SNI = HOST).
-        #[arg(value_name = "SPEC")]
+        /// A backend: [NAME=]SERVER[,SERVER...] (repeatable; the first is the default backend); SERVER is HOST:PORT, http://HOST:PORT, https://HOST:PORT (TLS, SNI = HOST) or h2c://HOST:PORT (HTTP/2, prior knowledge).
+        #[arg(value_name = "SPEC", help_heading = BACKENDS)]
         backend: Backend;
         /// A route: HOST[/PATH-PREFIX]=NAME (repeatable; longest matching prefix wins; HOST `*` matches any).
-        #[arg(value_name = "SPEC")]
+        #[arg(value_name = "SPEC", help_heading = BACKENDS)]
         route: Route;
     }
     one {
+        /// Share the listen addresses with another process already listening on them (SO_REUSEPORT splits the connections between both); without it ringway refuses to start there.
+        #[arg(value_name = "on|off", num_args = 0..=1, default_missing_value = "on", help_heading = LISTENERS)]
+        reuse_port_shared: OnOff = "off";
         /// Backend for requests no route matches: a backend name, or `none` to answer 404. Default: the first backend.
-        #[arg(value_name = "NAME")]
+        #[arg(value_name = "NAME", help_heading = BACKENDS)]
         default_backend: Text;
-        /// CPUs to run one pinned shard on each, e.g. `0-3,8`. Default: every CPU the process may use.
-        #[arg(value_name = "LIST", conflicts_with = "shards")]
-        cpus: Cpus;
-        /// Run N unpinned shards instead of pinned ones.
-        #[arg(value_name = "N")]
-        shards: Count;
         /// PEM CA bundle that https:// backends are verified against. Default: the system roots.
-        #[arg(value_name = "FILE")]
+        #[arg(value_name = "FILE", help_heading = BACKENDS)]
         backend_ca: Text;
         /// PEM client certificate presented to https:// backends (mTLS); needs --backend-key.
-        #[arg(value_name = "FILE")]
+        #[arg(value_name = "FILE", help_heading = BACKENDS)]
         backend_cert: Text;
         /// PEM private key of --backend-cert.
-        #[arg(value_name = "FILE")]
+        #[arg(value_name = "FILE", help_heading = BACKENDS)]
         backend_key: Text;
-        /// Address of the admin listener serving /metrics (Prometheus text format).
-        #[arg(value_name = "ADDR")]
-        admin: Addr;
-        /// Time a client has to send a complete request head.
-        #[arg(value_name = "DUR")]
-        timeout_client_head: Dur = "10s";
-        /// Time an idle keep-alive client connection is kept open.
-        #[arg(value_name = "DUR")]
-        timeout_client_idle: Dur = "60s";
-        /// Time a client has to send a whole request body; then 408 and the backend connection closes.
-        #[arg(value_name = "DUR")]
-        timeout_client_body: Dur = "300s";
-        /// Time allowed to connect to a backend server.
-        #[arg(value_name = "DUR")]
-        timeout_connect: Dur = "3s";
-        /// Time a backend may stay silent while a response is expected.
-        #[arg(value_name = "DUR")]
-        timeout_backend: Dur = "30s";
-        /// On SIGINT/SIGTERM, how long in-flight requests may take to finish.
-        #[arg(value_name = "DUR")]
-        grace: Dur = "10s";
-        /// Largest request or response head accepted (1KiB to 16MiB); larger heads get 431.
-        #[arg(value_name = "SIZE")]
-        max_head: Size = "64KiB";
+        /// CPUs to run one pinned shard on each, e.g. `0-3,8`. Default: every CPU the process may use.
+        #[arg(value_name = "LIST", conflicts_with = "shards", help_heading = SHARDS)]
+        cpus: Cpus;
+        /// Run N unpinned shards instead of pinned ones. Default: one pinned shard per CPU (see --cpus).
+        #[arg(value_name = "N", help_heading = SHARDS)]
+        shards: Count;
+        /// Busy-poll this long before a shard parks (lower latency, more CPU), e.g. 50us; 0 = never.
+        #[arg(value_name = "DUR", help_heading = SHARDS)]
+        spin_before_park: Dur = "0s";
         /// Backend connection reuse: never, safe, aggressive or always (HAProxy's meanings).
-        #[arg(value_name = "MODE")]
+        #[arg(value_name = "never|safe|aggressive|always", help_heading = POOL)]
         reuse: Reuse = "safe";
         /// Idle backend connections kept per server per shard.
-        #[arg(value_name = "N")]
+        #[arg(value_name = "N", help_heading = POOL)]
         pool_max_idle: Count = "64";
         /// Interval of the idle-pool purge (at least 10ms).
-        #[arg(value_name = "DUR")]
+        #[arg(value_name = "DUR", help_heading = POOL)]
         pool_purge_delay: Dur = "5s";
         /// Requests a backend connection may carry before it is closed (0 = unlimited).
-        #[arg(value_name = "N")]
+        #[arg(value_name = "N", help_heading = POOL)]
         max_reuse: Count = "0";
         /// No takeover while a server has fewer idle connections than this, over all shards (HAProxy's pool-low-conn).
-        #[arg(value_name = "N")]
+        #[arg(value_name = "N", help_heading = POOL)]
         pool_low_idle: Count = "0";
         /// Take over idle backend connections from other shards: on or off.
-        #[arg(value_name = "on|off")]
+        #[arg(value_name = "on|off", help_heading = POOL)]
         takeover: OnOff = "on";
         /// How long a taker waits for a Grant before it connects anew.
-        #[arg(value_name = "DUR")]
+        #[arg(value_name = "DUR", help_heading = POOL)]
         takeover_timeout: Dur = "5ms";
+        /// Time a client has to send a complete request head.
+        #[arg(value_name = "DUR", help_heading = LIMITS)]
+        timeout_client_head: Dur = "10s";
+        /// Time an idle keep-alive client connection is kept open.
+        #[arg(value_name = "DUR", help_heading = LIMITS)]
+        timeout_client_idle: Dur = "60s";
+        /// Time a client has to send a whole request body; then 408 and the backend connection closes.
+        #[arg(value_name = "DUR", help_heading = LIMITS)]
+        timeout_client_body: Dur = "300s";
+        /// Time allowed to connect to a backend server.
+        #[arg(value_name = "DUR", help_heading = LIMITS)]
+        timeout_connect: Dur = "3s";
+        /// Time a backend may stay silent while a response is expected.
+        #[arg(value_name = "DUR", help_heading = LIMITS)]
+        timeout_backend: Dur = "30s";
+        /// On SIGINT/SIGTERM, how long in-flight requests may take to finish.
+        #[arg(value_name = "DUR", help_heading = LIMITS)]
+        grace: Dur = "10s";
+        /// Largest request or response head accepted (1KiB to 16MiB); larger heads get 431.
+        #[arg(value_name = "SIZE", help_heading = LIMITS)]
+        max_head: Size = "64KiB";
         /// Client connections a shard serves at once; more are refused with 503.
-        #[arg(value_name = "N")]
+        #[arg(value_name = "N", help_heading = LIMITS)]
         max_conns_per_shard: Count = "20000";
-        /// Fault injection, e.g. `reserve=2%,connect=1%,grant-delay=5%` (testing only).
-        #[arg(value_name = "SPEC")]
+        /// Address of the admin listener serving /metrics (Prometheus text format).
+        #[arg(value_name = "ADDR", help_heading = LOGS)]
+        admin: Addr;
+        /// Log filter (error, warn, info, debug, trace or a tracing filter such as `ringway=debug,warn`); RINGWAY_LOG overrides it.
+        #[arg(value_name = "FILTER", help_heading = LOGS)]
+        log: LogFilter = "info";
+        /// Format of the log on stderr: text or json.
+        #[arg(value_name = "text|json", help_heading = LOGS)]
+        log_format: Format = "text";
+        /// Where the access log (one line per request) goes: stdout, off, or a FILE to append to (reopened on SIGUSR1).
+        #[arg(value_name = "stdout|off|FILE", help_heading = LOGS)]
+        access_log: AccessLog = "stdout";
+        /// Format of the access log: text (like HAProxy's httplog) or json.
+        #[arg(value_name = "text|json", help_heading = LOGS)]
+        access_log_format: Format = "text";
+        /// Fault injection, e.g. `reserve=2%,connect=1%,grant-delay=5%` (testing only). Default: off.
+        #[arg(value_name = "SPEC", help_heading = TESTING)]
         fault: Text;
         /// Seed for fault injection, for replayable runs.
-        #[arg(value_name = "N")]
+        #[arg(value_name = "N", help_heading = TESTING)]
         fault_seed: Count = "1";
-        /// Busy-poll this long before a shard parks (lower latency, more CPU), e.g. 50us; 0 = never.
-        #[arg(value_name = "DUR")]
-        spin_before_park: Dur = "0s";
-        /// Log filter (error, warn, info, debug, trace or a tracing filter).
-        #[arg(value_name = "FILTER")]
-        log: LogFilter = "info";
     }
 }

@@ -205,12 +205,87 @@ pub struct LogFilter;
 impl Kind for LogFilter {
     type Value = String;
     const EXPECTED: &'static str = "a log filter such as \"info\"";
+    /// `tracing` reads a bare word as a target to enable at every level, so a typo such
+    /// as `infoo` would silence every other log: a bare word must be a level here (a
+    /// target is written `target=level`).
     fn parse(s: &str) -> Result<String, String> {
+        const LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
+        let bad = || {
+            format!("'{s}' is not a log filter (a level: error, warn, info, debug, trace or off; or directives such as ringway=debug,warn)")
+        };
+        for d in s.split(',').map(str::trim) {
+            if d.is_empty() {
+                return Err(bad());
+            }
+            let bare = !d.contains(['=', '[', ':']);
+            if bare && !LEVELS.contains(&d.to_ascii_lowercase().as_str()) {
+                return Err(bad());
+            }
+        }
         match tracing_subscriber::EnvFilter::try_new(s) {
             Ok(_) => Ok(s.to_string()),
-            Err(_) => Err(format!(
-                "'{s}' is not a log filter (try error, warn, info or debug)"
-            )),
+            Err(_) => Err(bad()),
+        }
+    }
+}
+
+/// `text` or `json` (`--log-format`, `--access-log-format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TextOrJson {
+    Text,
+    Json,
+}
+
+impl std::fmt::Display for TextOrJson {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            TextOrJson::Text => "text",
+            TextOrJson::Json => "json",
+        })
+    }
+}
+
+pub struct Format;
+impl Kind for Format {
+    type Value = TextOrJson;
+    const EXPECTED: &'static str = "text or json";
+    fn parse(s: &str) -> Result<TextOrJson, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "text" => Ok(TextOrJson::Text),
+            "json" => Ok(TextOrJson::Json),
+            _ => Err(format!("'{s}' is neither text nor json")),
+        }
+    }
+}
+
+/// Where the access log goes: `stdout`, `off`, or a file (appended to).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AccessLogTarget {
+    Stdout,
+    File(std::path::PathBuf),
+    Off,
+}
+
+impl std::fmt::Display for AccessLogTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AccessLogTarget::Stdout => f.write_str("stdout"),
+            AccessLogTarget::File(p) => write!(f, "{}", p.display()),
+            AccessLogTarget::Off => f.write_str("off"),
+        }
+    }
+}
+
+pub struct AccessLog;
+impl Kind for AccessLog {
+    type Value = AccessLogTarget;
+    const EXPECTED: &'static str = "\"stdout\", \"off\" or a file path";
+    fn parse(s: &str) -> Result<AccessLogTarget, String> {
+        match s.trim() {
+            "" => Err("an empty path; use stdout, off or a file path".to_string()),
+            "stdout" | "-" => Ok(AccessLogTarget::Stdout),
+            "off" | "none" => Ok(AccessLogTarget::Off),
+            p => Ok(AccessLogTarget::File(p.into())),
         }
     }
 }

@@ -25,6 +25,7 @@ use crate::buf::Buf;
 use crate::ctx::{Counted, ShardCtx};
 use crate::duplex::Duplex;
 use crate::exchange::{self, BodyError, BodySource, DeliverError, Failure, ResponseSink, Session};
+use crate::trace::{Counting, Front, Metered, Trace};
 use crate::upstream::Lease;
 
 const VIA: &str = "1.1 ringway";
@@ -44,6 +45,7 @@ pub async fn serve(ctx: Rc<ShardCtx>, stream: ClientStream, peer: IpAddr, buf: B
         out: Vec::with_capacity(1024),
         route_scratch: Vec::new(),
         session: Session::new(),
+        trace: Trace::new(Front::Http1),
     };
     c.run().await;
 }
@@ -76,6 +78,8 @@ struct Client {
     /// Scratch for the routing view of a target that needs normalising.
     route_scratch: Vec<u8>,
     session: Session,
+    /// The current request's facts for the access log and metrics.
+    trace: Trace,
 }
 
 enum HeadRead {
@@ -92,6 +96,7 @@ impl Client {
     async fn run(&mut self) {
         let mut streak = 0usize;
         loop {
+            let head_started = Instant::now();
             let head = match self.read_head().await {
                 HeadRead::Head(h) => h,
                 HeadRead::Closed => return,
@@ -114,21 +119,24 @@ impl Client {
                     return;
                 }
             };
-            let start = Instant::now();
+            {
+                let data = self.buf.data();
+                let method = data[..head.path.start.saturating_sub(1)].trim_ascii();
+                let version = if head.minor == 0 {
+                    "HTTP/1.0"
+                } else {
+                    "HTTP/1.1"
+                };
+                let target = &data[head.path.clone()];
+                self.trace
+                    .begin(self.peer, head_started, method, target, version);
+            }
             self.ctx.metrics.borrow_mut().c.requests += 1;
             let outcome = {
                 let _inflight = Counted::new(&self.ctx, |l| &l.inflight);
                 self.handle(head).await
             };
-            {
-                let mut m = self.ctx.metrics.borrow_mut();
-                // 499: the client went away; nothing was sent, nothing to count as a response.
-                if outcome.status != 499 {
-                    m.record_status(outcome.status);
-                }
-                let us = start.elapsed().as_micros() as u64;
-                let _ = m.latency.record(us.max(1));
-            }
+            crate::report::done(&self.ctx, &self.trace, outcome.status);
             if !outcome.keep_alive || self.ctx.load.draining.get() {
                 return;
             }
@@ -138,7 +146,7 @@ impl Client {
                 streak = 0;
             } else {
                 streak += 1;
-                if streak % PIPELINE_SLICE == 0 {
+                if streak.is_multiple_of(PIPELINE_SLICE) {
                     futures_lite::future::yield_now().await;
                 }
             }
@@ -195,7 +203,9 @@ impl Client {
         http1::write_error(status, close, &mut self.out);
         self.stream
             .set_write_timeout(Some(self.ctx.config().timeouts.client_idle));
-        let _ = self.stream.write_all(&self.out).await;
+        if self.stream.write_all(&self.out).await.is_ok() {
+            self.trace.add_local_out(self.out.len());
+        }
         if close {
             let _ = self.stream.close().await;
         } else {
@@ -232,6 +242,7 @@ impl Client {
             };
         };
         let slot = ctx.upstreams.choose(backend);
+        self.trace.routed(backend, slot);
 
         // The upstream head, kept until a response head arrives (a retry resends it).
         self.out.clear();
@@ -279,7 +290,9 @@ impl Client {
             method: head.method,
             head: &upstream_head,
             has_body,
+            trace: &self.trace,
         };
+        let trace = &self.trace;
         let result = {
             let Client {
                 stream,
@@ -295,9 +308,10 @@ impl Client {
                 duplex: needs_duplex(head.framing, buf.len()),
                 reader: &client,
                 buf,
+                sent: &trace.bytes_in,
             };
             let mut sink = H1Sink {
-                writer: &client,
+                writer: Metered::new(&client, trace),
                 upgrade: head.upgrade,
                 out,
                 minor: head.minor,
@@ -306,6 +320,7 @@ impl Client {
             };
             exchange::forward(&ctx, session, &req, &mut src, &mut sink, bbuf).await
         };
+        crate::outcome::note(&self.trace, &result);
         self.out = upstream_head;
         match result {
             Ok(ex) => {
@@ -374,6 +389,8 @@ struct H1Body<'a, R> {
     duplex: bool,
     reader: R,
     buf: &'a mut Buf,
+    /// Body bytes sent up, for the trace.
+    sent: &'a std::cell::Cell<u64>,
 }
 
 impl<R: AsyncRead + Unpin> BodySource for H1Body<'_, R> {
@@ -386,7 +403,8 @@ impl<R: AsyncRead + Unpin> BodySource for H1Body<'_, R> {
     }
 
     async fn send<W: AsyncWrite + Unpin>(&mut self, dst: &mut W) -> Result<(), BodyError> {
-        copy_body(self.framing, &mut self.reader, self.buf, dst)
+        let mut dst = Counting::new(dst, self.sent);
+        copy_body(self.framing, &mut self.reader, self.buf, &mut dst)
             .await
             .map_err(|e| match e {
                 CopyError::Src(_) => BodyError::Client,

@@ -48,6 +48,7 @@ use super::ClientStream;
 use crate::buf::Buf;
 use crate::ctx::{Counted, ShardCtx};
 use crate::exchange::{self, BodyError, BodySource, DeliverError, Failure, ResponseSink, Session};
+use crate::trace::{CountingRead, Front, Trace};
 
 /// This hop's `Via` entry for a request received over HTTP/2.
 const VIA: &str = "2.0 ringway";
@@ -196,20 +197,21 @@ async fn serve_stream(
 ) {
     let cc = guard.0.clone();
     let ctx = cc.ctx.clone();
-    let start = Instant::now();
+    let trace = Trace::new(Front::Http2);
+    let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
+    trace.begin(
+        cc.peer,
+        Instant::now(),
+        req.method().as_str().as_bytes(),
+        target.as_bytes(),
+        "HTTP/2.0",
+    );
     ctx.metrics.borrow_mut().c.requests += 1;
     let status = {
         let _inflight = Counted::new(&ctx, |l| &l.inflight);
-        handle(&cc, req, &mut respond).await
+        handle(&cc, req, &mut respond, &trace).await
     };
-    let mut m = ctx.metrics.borrow_mut();
-    // 499: the client went away; nothing was sent, nothing to count as a response.
-    if status != 499 {
-        m.record_status(status);
-    }
-    let us = start.elapsed().as_micros() as u64;
-    let _ = m.latency.record(us.max(1));
-    drop(m);
+    crate::report::done(&ctx, &trace, status);
     drop(guard);
 }
 
@@ -218,6 +220,7 @@ async fn handle(
     cc: &Rc<ConnCtx>,
     req: http::Request<RecvStream>,
     respond: &mut SendResponse<Bytes>,
+    trace: &Trace,
 ) -> u16 {
     let ctx = cc.ctx.clone();
     let cfg = ctx.config();
@@ -258,6 +261,7 @@ async fn handle(
         return answer_locally(respond, 404, is_head);
     };
     let slot = ctx.upstreams.choose(backend);
+    trace.routed(backend, slot);
     let mut upstream = Vec::with_capacity(h1.len() + 128);
     http1::write_request_upstream(
         &h1,
@@ -275,6 +279,7 @@ async fn handle(
         method: head.method,
         head: &upstream,
         has_body,
+        trace,
     };
     let idle = cfg.timeouts.client_idle;
     let mut src = H2Body {
@@ -288,9 +293,11 @@ async fn handle(
         let mut sink = H2Sink {
             respond: &mut *respond,
             idle,
+            trace,
         };
         exchange::forward(&ctx, &cc.session, &req, &mut src, &mut sink, &mut bbuf).await
     };
+    crate::outcome::note(trace, &result);
     match result {
         Ok(ex) => ex.status,
         Err(Failure::Answer { status, .. }) => answer_locally(respond, status, is_head),
@@ -421,6 +428,8 @@ impl BodySource for H2Body<'_> {
 struct H2Sink<'a> {
     respond: &'a mut SendResponse<Bytes>,
     idle: Duration,
+    /// Notes the response's start and its body bytes (as received from the backend).
+    trace: &'a Trace,
 }
 
 impl ResponseSink for H2Sink<'_> {
@@ -445,10 +454,13 @@ impl ResponseSink for H2Sink<'_> {
             .respond
             .send_response(response, empty)
             .map_err(|_| DeliverError::ClientGone)?;
+        self.trace.response_started();
         if empty {
             return Ok(true);
         }
-        match stream_body(self.idle, resp.framing, src, bbuf, &mut send).await {
+        self.trace.add_local_out(bbuf.len());
+        let mut src = CountingRead::new(src, &self.trace.bytes_out);
+        match stream_body(self.idle, resp.framing, &mut src, bbuf, &mut send).await {
             Ok(()) => Ok(true),
             Err(BodyErr::Client) => Err(DeliverError::ClientGone),
             Err(BodyErr::Backend(why)) => {

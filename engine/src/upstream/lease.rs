@@ -12,12 +12,34 @@ use ringway_pool::ServerId;
 use super::{BackendConn, Transport, Upstreams};
 use crate::fd::IdlePeek;
 
+/// How a lease's connection was had (the access log's `reused`/`taken-over`/`new`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Acquired {
+    /// From this shard's idle pool.
+    Pooled,
+    /// Taken over from another shard's idle pool.
+    TakenOver,
+    /// Connected for this request, in this long.
+    Connected(Duration),
+}
+
+impl Acquired {
+    pub fn name(self) -> &'static str {
+        match self {
+            Acquired::Pooled => "reused",
+            Acquired::TakenOver => "taken-over",
+            Acquired::Connected(_) => "new",
+        }
+    }
+}
+
 pub struct Lease {
     ups: Rc<Upstreams>,
     /// Always `Some` until the lease is dropped.
     conn: Option<BackendConn>,
     reused: bool,
     reusable: bool,
+    acquired: Acquired,
 }
 
 impl Lease {
@@ -27,6 +49,32 @@ impl Lease {
             conn: Some(conn),
             reused,
             reusable: false,
+            acquired: if reused {
+                Acquired::Pooled
+            } else {
+                Acquired::Connected(Duration::ZERO)
+            },
+        }
+    }
+
+    /// The connection came from another shard.
+    pub(super) fn taken_over(mut self) -> Lease {
+        self.acquired = Acquired::TakenOver;
+        self
+    }
+
+    /// The connection was opened for this lease, in `took`.
+    pub(super) fn connected_in(mut self, took: Duration) -> Lease {
+        self.acquired = Acquired::Connected(took);
+        self
+    }
+
+    /// How the connection was had. A connection opened for an earlier request of the
+    /// same client (kept private with `--reuse never`) counts as pooled.
+    pub fn acquired(&self) -> Acquired {
+        match self.acquired {
+            Acquired::Connected(_) if self.conn().uses > 0 => Acquired::Pooled,
+            a => a,
         }
     }
 

@@ -39,7 +39,7 @@ use ringway_pool::{
 };
 
 pub use h2conns::H2Stream;
-pub use lease::Lease;
+pub use lease::{Acquired, Lease};
 pub use transport::{BackendConn, IdleConn, Moved, Transport};
 
 use rustls::pki_types::ServerName;
@@ -152,6 +152,12 @@ impl Table {
                 }
             })
             .collect()
+    }
+
+    /// The address of the server whose connections live in `slot`.
+    pub fn server_of_slot(&self, slot: ServerId) -> Option<SocketAddr> {
+        let k = self.keys.key(slot)?;
+        self.servers.get(k.server as usize).map(|s| s.addr)
     }
 
     fn published_entry(&self, shard: usize, slot: ServerId) -> Option<&AtomicUsize> {
@@ -357,7 +363,7 @@ impl Upstreams {
             }
             if self.knobs.takeover {
                 if let Some(conn) = self.take_over(slot, first).await {
-                    return Ok(Lease::new(self.clone(), conn, true));
+                    return Ok(Lease::new(self.clone(), conn, true).taken_over());
                 }
                 // A late grant of an earlier ask may have been adopted meanwhile.
                 if let Some(conn) = self.checkout_local(slot, first) {
@@ -365,8 +371,9 @@ impl Upstreams {
                 }
             }
         }
+        let asked = Instant::now();
         let conn = self.connect(slot).await?;
-        Ok(Lease::new(self.clone(), conn, false))
+        Ok(Lease::new(self.clone(), conn, false).connected_in(asked.elapsed()))
     }
 
     /// The most recently used idle connection this request may use, from this shard.
@@ -627,6 +634,11 @@ impl Upstreams {
             .collect();
         let t = self.takeover.borrow().counters();
         (servers, self.counters.borrow().clone(), t)
+    }
+
+    /// Whether each server (by index in the table) is up as this shard sees it.
+    pub fn servers_up(&self) -> Vec<bool> {
+        self.down_since.iter().map(|c| c.get().is_none()).collect()
     }
 
     /// The injected-fault counts by point (empty without `--fault`).

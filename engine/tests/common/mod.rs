@@ -697,8 +697,10 @@ pub fn metrics(admin: SocketAddr) -> String {
     body.to_string()
 }
 
-/// The value of one sample, named with its labels exactly as printed, e.g.
-/// `ringway_requests_total{shard="all"}`. Panics when it is missing.
+/// The value of one sample, named with its labels, e.g.
+/// `ringway_requests_total{shard="0"}`. `shard="all"`, or no `shard` label at all, sums
+/// the per-shard series whose other labels are the ones given (ringway exports no total
+/// series: totals are what PromQL's `sum()` gives). Panics when no sample matches.
 pub fn metric(text: &str, name_with_labels: &str) -> u64 {
     try_metric(text, name_with_labels).unwrap_or_else(|| {
         let name = name_with_labels.split('{').next().unwrap();
@@ -707,13 +709,76 @@ pub fn metric(text: &str, name_with_labels: &str) -> u64 {
     })
 }
 
+/// `name{a="1",b="2"}` as the name and its labels (values unescaped only as far as
+/// ringway's labels need: they hold no quotes).
+pub fn parse_series(s: &str) -> Option<(&str, Vec<(&str, &str)>)> {
+    let Some((name, rest)) = s.split_once('{') else {
+        return Some((s, Vec::new()));
+    };
+    let body = rest.strip_suffix('}')?;
+    let mut labels = Vec::new();
+    for pair in body.split(',').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=')?;
+        labels.push((k, v.strip_prefix('"')?.strip_suffix('"')?));
+    }
+    Some((name, labels))
+}
+
+/// One sample: its name, its labels and its value.
+pub type Sample<'a> = (&'a str, Vec<(&'a str, &'a str)>, f64);
+
+/// Every sample of `text`.
+pub fn samples(text: &str) -> Vec<Sample<'_>> {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .filter_map(|l| {
+            let (series, value) = l.rsplit_once(' ')?;
+            let (name, labels) = parse_series(series)?;
+            Some((name, labels, value.trim().parse().ok()?))
+        })
+        .collect()
+}
+
+/// The sum of the samples named `name` whose labels include every one of `want`.
+pub fn sum_metric(text: &str, name: &str, want: &[(&str, &str)]) -> f64 {
+    samples(text)
+        .into_iter()
+        .filter(|(n, labels, _)| *n == name && want.iter().all(|w| labels.contains(w)))
+        .map(|(_, _, v)| v)
+        .sum()
+}
+
 pub fn try_metric(text: &str, name_with_labels: &str) -> Option<u64> {
-    text.lines().find_map(|l| {
-        let rest = l.strip_prefix(name_with_labels)?;
-        let v = rest.strip_prefix(' ')?;
-        let v: f64 = v.trim().parse().ok()?;
-        Some(v as u64)
-    })
+    let (name, want) = parse_series(name_with_labels)?;
+    // `cpu` follows `shard` on pinned shards: matching ignores it unless asked for.
+    let other = |labels: &[(&str, &str)], skip_shard: bool| -> Vec<(String, String)> {
+        let mut v: Vec<(String, String)> = labels
+            .iter()
+            .filter(|(k, _)| *k != "cpu" && !(skip_shard && *k == "shard"))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        v.sort();
+        v
+    };
+    let all = want.contains(&("shard", "all")) || !want.iter().any(|(k, _)| *k == "shard");
+    let want_cpu = want.iter().find(|(k, _)| *k == "cpu").map(|(_, v)| *v);
+    let wanted = other(&want, all);
+    let mut found = None;
+    for (n, labels, v) in samples(text) {
+        if n != name || other(&labels, all) != wanted {
+            continue;
+        }
+        if let Some(cpu) = want_cpu {
+            if !labels.contains(&("cpu", cpu)) {
+                continue;
+            }
+        }
+        if !all {
+            return Some(v as u64);
+        }
+        *found.get_or_insert(0.0) += v;
+    }
+    found.map(|v| v as u64)
 }
 
 // ---------------------------------------------------------------------------------------

@@ -1,0 +1,220 @@
+//! Per-shard counters and latency histograms, and their Prometheus rendering.
+//!
+//! Each shard owns its [`ShardMetrics`] outright (plain integers behind a `RefCell`, no
+//! atomics): the request path only increments them, mostly once per request from
+//! `report::done` (above this module: it knows nothing of requests).
+//! `/metrics` asks every shard for a [`Snapshot`] through the shard mesh and
+//! [`render`](render::render)s them: one series per shard (a `shard` label), never a
+//! synthetic total, so that PromQL's `sum()` gives the totals. Latencies are histograms
+//! in seconds with fixed buckets ([`BUCKETS`]), which can be summed over shards and
+//! servers, unlike quantiles.
+
+pub mod render;
+
+use std::time::Duration;
+
+use ringway_pool::ServerStats;
+
+pub use render::{render, Labels};
+
+/// Upper bounds of the latency buckets, in seconds (`+Inf` is implied): from half a
+/// millisecond (a pooled request on loopback) to a minute (past `--timeout-backend`).
+pub const BUCKETS: [f64; 16] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+    60.0,
+];
+
+/// A latency histogram with the [`BUCKETS`] bounds: plain counts, no allocation.
+#[derive(Debug, Clone, Default)]
+pub struct Hist {
+    /// Observations per bucket (not cumulative); the last one is `+Inf`.
+    pub counts: [u64; BUCKETS.len() + 1],
+    pub sum: Duration,
+    pub count: u64,
+}
+
+impl Hist {
+    pub fn record(&mut self, d: Duration) {
+        let s = d.as_secs_f64();
+        let i = BUCKETS
+            .iter()
+            .position(|&b| s <= b)
+            .unwrap_or(BUCKETS.len());
+        self.counts[i] += 1;
+        self.sum += d;
+        self.count += 1;
+    }
+}
+
+/// Request-path counters of one shard.
+#[derive(Debug, Clone, Default)]
+pub struct Counters {
+    pub accepted: u64,
+    pub refused_capacity: u64,
+    pub requests: u64,
+    /// Responses sent to clients, by status class 1xx..5xx (index 1..=5).
+    pub responses: [u64; 6],
+    pub bad_request: u64,
+    pub head_too_large: u64,
+    pub head_timeout: u64,
+    pub no_route: u64,
+    pub backend_connect_errors: u64,
+    pub backend_timeouts: u64,
+    pub backend_errors: u64,
+    pub client_aborts: u64,
+    pub retries: u64,
+    pub idle_closed_by_server: u64,
+    pub server_down_events: u64,
+    /// Connects that failed on our own limits (fds, memory): 503, server not marked down.
+    pub local_exhaustion: u64,
+    /// TLS handshakes with clients completed, of which resumed, and failed.
+    pub tls_handshakes: u64,
+    pub tls_resumed: u64,
+    pub tls_handshake_errors: u64,
+    /// HTTP/2 connections closed with ENHANCE_YOUR_CALM for flooding cheap frames.
+    pub h2_flood_closed: u64,
+    /// Backend connections closed because bytes came that no request asked for (past the
+    /// end of a response, or on an idle connection that carried a request body).
+    pub backend_desync: u64,
+    /// Request bodies not complete within `--timeout-client-body` (408).
+    pub body_timeout: u64,
+    /// Access log lines written to the shard's buffer.
+    pub access_log_lines: u64,
+    /// Access log lines dropped because the writer fell behind.
+    pub access_log_dropped: u64,
+}
+
+/// Takeover figures of one shard (as taker and as owner).
+#[derive(Debug, Clone, Default)]
+pub struct TakeoverCounters {
+    pub asked: u64,
+    pub granted: u64,
+    pub denied: u64,
+    pub timeout: u64,
+    pub failed: u64,
+    pub reservation_failed: u64,
+    pub late_grant_adopted: u64,
+    pub channel_full: u64,
+    pub handed_over: u64,
+    pub owner_denied: u64,
+    /// Tickets issued and not yet resolved (at rest: 0).
+    pub pending: u64,
+}
+
+/// Kinds of backend error, the `kind` label of `ringway_server_errors_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServerError {
+    Connect,
+    ConnectTimeout,
+    Unavailable,
+    Timeout,
+    Response,
+    Body,
+}
+
+impl ServerError {
+    pub const ALL: [ServerError; 6] = [
+        ServerError::Connect,
+        ServerError::ConnectTimeout,
+        ServerError::Unavailable,
+        ServerError::Timeout,
+        ServerError::Response,
+        ServerError::Body,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            ServerError::Connect => "connect",
+            ServerError::ConnectTimeout => "connect_timeout",
+            ServerError::Unavailable => "unavailable",
+            ServerError::Timeout => "timeout",
+            ServerError::Response => "response",
+            ServerError::Body => "body",
+        }
+    }
+
+    /// What failed, in words, for the error log.
+    pub fn what(self) -> &'static str {
+        match self {
+            ServerError::Connect => "connect refused or reset",
+            ServerError::ConnectTimeout => "connect timed out (--timeout-connect)",
+            ServerError::Unavailable => {
+                "no connection could be opened (shard connection limit, fds, or a fault)"
+            }
+            ServerError::Timeout => "no response head within --timeout-backend",
+            ServerError::Response => "failed or sent a bad response head",
+            ServerError::Body => "response body broke after it started",
+        }
+    }
+}
+
+/// How a request's backend connection was had: the `conn` label.
+pub const CONN_KINDS: [&str; 3] = ["reused", "taken_over", "new"];
+
+/// What one shard measured about one server (one pool slot).
+#[derive(Debug, Clone, Default)]
+pub struct ServerFigures {
+    /// Responses to requests routed to this server, by status class (index 1..=5).
+    pub responses: [u64; 6],
+    /// Requests by how their connection was had ([`CONN_KINDS`] order).
+    pub requests: [u64; 3],
+    /// Request bytes sent to the server (heads and bodies).
+    pub bytes_in: u64,
+    /// Response bytes sent to clients from this server (heads and bodies).
+    pub bytes_out: u64,
+    /// Errors by kind ([`ServerError::ALL`] order).
+    pub errors: [u64; 6],
+    /// Time to open a new connection.
+    pub connect: Hist,
+    /// From the complete request head to the first response byte sent to the client.
+    pub ttfb: Hist,
+}
+
+/// What one shard measures.
+#[derive(Debug, Default)]
+pub struct ShardMetrics {
+    pub c: Counters,
+    /// Request duration, from a complete head to the last response byte, by backend:
+    /// index 0 for requests no backend served (no route, refused heads), `1 + b` for
+    /// backend `b`.
+    pub request: Vec<Hist>,
+    /// Per pool slot.
+    pub servers: Vec<ServerFigures>,
+}
+
+impl ShardMetrics {
+    pub fn new(n_backends: usize, n_slots: usize) -> ShardMetrics {
+        ShardMetrics {
+            c: Counters::default(),
+            request: vec![Hist::default(); n_backends + 1],
+            servers: vec![ServerFigures::default(); n_slots],
+        }
+    }
+
+    pub fn record_status(&mut self, status: u16) {
+        let class = (status / 100) as usize;
+        if (1..=5).contains(&class) {
+            self.c.responses[class] += 1;
+        }
+    }
+}
+
+/// One shard's figures at a point in time, sent through the mesh to the admin shard.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    pub shard: usize,
+    pub cpu: Option<usize>,
+    pub c: Counters,
+    pub t: TakeoverCounters,
+    pub request: Vec<Hist>,
+    /// Pool figures per slot.
+    pub servers: Vec<ServerStats>,
+    /// Request figures per slot.
+    pub figures: Vec<ServerFigures>,
+    /// Whether each server (table order) is up as this shard sees it.
+    pub up: Vec<bool>,
+    pub client_conns: u64,
+    pub inflight: u64,
+    pub draining: bool,
+    pub faults: Vec<(String, u64)>,
+}
