@@ -112,11 +112,10 @@ impl Proxy {
                 crate::tls::ServerTls::load(config.certs.clone()).map_err(StartError::Tls)?,
             ))
         };
-        let any_https = config.backends.iter().any(|b| {
-            b.schemes
-                .iter()
-                .any(|s| matches!(s, crate::config::values::Scheme::Https { .. }))
-        });
+        let any_https = config
+            .backends
+            .iter()
+            .any(|b| b.schemes.iter().any(|s| s.tls_name().is_some()));
         let backend_tls = if any_https {
             Some(crate::tls::BackendTls::build(&config.backend_tls).map_err(StartError::Tls)?)
         } else {

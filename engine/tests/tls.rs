@@ -496,7 +496,14 @@ struct Nginx {
 
 impl Nginx {
     fn start(pki: &Pki, leaf: &Leaf) -> Nginx {
-        let dir = pki.dir.join("nginx");
+        Nginx::start_with(pki, leaf, "ssl")
+    }
+
+    /// nginx with `listen ... LISTEN_OPTS` (`ssl`, or `ssl http2` for HTTP/2 by ALPN).
+    fn start_with(pki: &Pki, leaf: &Leaf, listen_opts: &str) -> Nginx {
+        let dir = pki
+            .dir
+            .join(format!("nginx-{}", listen_opts.replace(' ', "-")));
         std::fs::create_dir_all(&dir).unwrap();
         let port = closed_port();
         let d = s(&dir);
@@ -506,7 +513,7 @@ impl Nginx {
              http {{\n access_log off;\n client_body_temp_path {d}/body;\n proxy_temp_path {d}/proxy;\n\
              fastcgi_temp_path {d}/fastcgi;\n uwsgi_temp_path {d}/uwsgi;\n scgi_temp_path {d}/scgi;\n\
              keepalive_requests 1000000;\n keepalive_timeout 300s;\n\
-             server {{\n  listen 127.0.0.1:{port} ssl;\n  ssl_certificate {};\n  ssl_certificate_key {};\n\
+             server {{\n  listen 127.0.0.1:{port} {listen_opts};\n  ssl_certificate {};\n  ssl_certificate_key {};\n\
              location = /nginx_status {{ stub_status; }}\n\
              location / {{ default_type text/plain; return 200 \"tok=$arg_t\\n\"; }}\n }}\n}}\n",
             s(&leaf.cert),
@@ -831,4 +838,37 @@ fn tls_settings_in_flags_and_file_and_their_errors() {
     assert_eq!(code, Some(0), "{err}");
     assert!(out.contains("listen (TLS): 127.0.0.1:0"), "{out}");
     assert!(out.contains("https://127.0.0.1"), "{out}");
+}
+
+/// `h2://` backends: HTTP/2 over TLS, chosen by ALPN, against nginx `listen ... ssl http2`:
+/// requests from HTTP/1.1 and HTTP/2 clients are multiplexed on a few TLS connections.
+#[test]
+fn h2_backends_over_tls_multiplex_by_alpn() {
+    let pki = Pki::new("tls-h2-backend");
+    let leaf = pki.leaf("origin", "origin", &["127.0.0.1"]);
+    let nginx = Nginx::start_with(&pki, &leaf, "ssl http2");
+    let backend = format!("h2://127.0.0.1:{}", nginx.port);
+    let ca = s(&pki.ca_file());
+    let mut proxy = Proxy::start(&["--backend", &backend, "--backend-ca", &ca]);
+    let start = nginx.accepts();
+    let mut c = proxy.connect();
+    for t in 0..20 {
+        assert_eq!(get_token(&mut c, t), Ok(200));
+    }
+    // Many concurrent client streams share a handful of backend TLS connections.
+    let url = format!("http://{}/?t=7", proxy.addr);
+    let out = run("h2load", &["-c", "10", "-m", "10", "-n", "2000", &url], b"");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(text.contains("2000 succeeded, 0 failed"), "{text}");
+    let conns = nginx.accepts() - start;
+    assert!(
+        (1..=10).contains(&conns),
+        "{conns} TLS connections at the origin for 2000 requests"
+    );
+    // A server that does not agree to h2 by ALPN is a failed connect: 502.
+    let h1_only = Nginx::start(&pki, &leaf);
+    let wrong = format!("h2://127.0.0.1:{}", h1_only.port);
+    let no_h2 = Proxy::start(&["--backend", &wrong, "--backend-ca", &ca]);
+    assert_eq!(no_h2.connect().get("/").status, 502);
+    proxy.assert_healthy();
 }

@@ -367,11 +367,9 @@ pub fn build(s: Settings) -> Result<Config, ConfigError> {
         client_cert,
         sni: None,
     };
-    let any_https = backends.iter().any(|b| {
-        b.schemes
-            .iter()
-            .any(|x| matches!(x, values::Scheme::Https { .. }))
-    });
+    let any_https = backends
+        .iter()
+        .any(|b| b.schemes.iter().any(|x| x.tls_name().is_some()));
     if any_https {
         crate::tls::BackendTls::build(&backend_tls).map_err(|e| s.backend_ca.err(e.to_string()))?;
     }
@@ -561,6 +559,7 @@ pub fn describe(c: &Config) -> String {
                 values::Scheme::Http => a.to_string(),
                 values::Scheme::Https { name } => format!("https://{name} ({a})"),
                 values::Scheme::H2c => format!("h2c://{a}"),
+                values::Scheme::H2 { name } => format!("h2://{name} ({a})"),
             })
             .collect();
         s.push_str(&format!("backend {}: {}\n", b.name, servers.join(", ")));

@@ -323,8 +323,26 @@ pub enum Scheme {
     /// HTTP/1.1 over TLS (`https://HOST:PORT`), with this name as SNI and verified name.
     Https { name: String },
     /// HTTP/2 in the clear with prior knowledge (`h2c://HOST:PORT`): one connection
-    /// carries many requests at once (see `upstream/h2.rs`).
+    /// carries many requests at once (see `upstream/h2conns.rs`).
     H2c,
+    /// HTTP/2 over TLS (`h2://HOST:PORT`), ALPN `h2`, with this name as SNI and verified
+    /// name; shared like `h2c://`.
+    H2 { name: String },
+}
+
+impl Scheme {
+    /// The name a TLS server is verified as, for `https://` and `h2://`.
+    pub fn tls_name(&self) -> Option<&str> {
+        match self {
+            Scheme::Https { name } | Scheme::H2 { name } => Some(name),
+            Scheme::Http | Scheme::H2c => None,
+        }
+    }
+
+    /// Whether the server speaks HTTP/2.
+    pub fn is_h2(&self) -> bool {
+        matches!(self, Scheme::H2c | Scheme::H2 { .. })
+    }
 }
 
 /// `--backend [NAME=]SERVER[,SERVER...]`. A missing name is given in `build`, from the
@@ -348,25 +366,23 @@ fn parse_server(s: &str) -> Result<(Scheme, SocketAddr), String> {
     let rest = rest.trim_end_matches('/');
     match scheme.to_ascii_lowercase().as_str() {
         "http" => Ok((Scheme::Http, parse_addr(rest)?)),
-        "https" => {
+        "https" | "h2" => {
             let addr = parse_addr(rest)?;
-            let host = match rest.rsplit_once(':') {
+            let name = match rest.rsplit_once(':') {
                 Some((h, _)) => h.trim_start_matches('[').trim_end_matches(']'),
                 None => rest,
+            }
+            .to_string();
+            let scheme = if scheme.eq_ignore_ascii_case("h2") {
+                Scheme::H2 { name }
+            } else {
+                Scheme::Https { name }
             };
-            Ok((
-                Scheme::Https {
-                    name: host.to_string(),
-                },
-                addr,
-            ))
+            Ok((scheme, addr))
         }
         "h2c" => Ok((Scheme::H2c, parse_addr(rest)?)),
-        "h2" => Err(format!(
-            "'{s}': HTTP/2 over TLS to backends (h2://) is not supported yet; use h2c://, http:// or https://"
-        )),
         other => Err(format!(
-            "'{s}': unknown scheme '{other}://' (use http://, https:// or h2c://)"
+            "'{s}': unknown scheme '{other}://' (use http://, https://, h2c:// or h2://)"
         )),
     }
 }
@@ -483,9 +499,15 @@ mod tests {
         );
         let h2 = Backend::parse("api=h2c://127.0.0.1:1,127.0.0.1:2").unwrap();
         assert_eq!(h2.schemes, vec![Scheme::H2c, Scheme::Http]);
-        assert!(Backend::parse("h2://127.0.0.1:1")
+        assert_eq!(
+            Backend::parse("h2://localhost:1").unwrap().schemes,
+            vec![Scheme::H2 {
+                name: "localhost".into()
+            }]
+        );
+        assert!(Backend::parse("h3://127.0.0.1:1")
             .unwrap_err()
-            .contains("not supported yet"));
+            .contains("unknown scheme"));
         assert!(Backend::parse("ftp://127.0.0.1:1")
             .unwrap_err()
             .contains("unknown scheme"));

@@ -206,9 +206,11 @@ pub struct BackendTlsSpec {
     pub sni: Option<String>,
 }
 
-/// A client config for TLS backends, with its digest for the pool key.
+/// Client configs for TLS backends (ALPN `http/1.1` for `https://`, `h2` for `h2://`),
+/// with their digest for the pool key.
 pub struct BackendTls {
     pub config: Arc<ClientConfig>,
+    pub config_h2: Arc<ClientConfig>,
     pub digest: u64,
 }
 
@@ -255,11 +257,14 @@ impl BackendTls {
             }
             None => builder.with_no_client_auth(),
         };
+        let mut config_h2 = config.clone();
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        config_h2.alpn_protocols = vec![b"h2".to_vec()];
         let mut h = std::collections::hash_map::DefaultHasher::new();
         spec.hash(&mut h);
         Ok(BackendTls {
             config: Arc::new(config),
+            config_h2: Arc::new(config_h2),
             digest: h.finish(),
         })
     }

@@ -92,10 +92,10 @@ impl Table {
         for (b, be) in config.backends.iter().enumerate() {
             let start = servers.len() as u32;
             for (i, addr) in be.servers.iter().enumerate() {
-                let tls_name = match be.schemes.get(i) {
-                    Some(Scheme::Https { name }) => ServerName::try_from(name.clone()).ok(),
-                    _ => None,
-                };
+                let scheme = be.schemes.get(i).unwrap_or(&Scheme::Http);
+                let tls_name = scheme
+                    .tls_name()
+                    .and_then(|n| ServerName::try_from(n.to_string()).ok());
                 // Connections made with other TLS parameters never match: the digest of
                 // the client config is part of the key (pingora's reuse hash).
                 let tls = match (&tls_name, &backend_tls) {
@@ -107,9 +107,10 @@ impl Table {
                     }
                     _ => None,
                 };
-                let proto = match be.schemes.get(i) {
-                    Some(Scheme::H2c) => Proto::Http2,
-                    _ => Proto::Http1,
+                let proto = if scheme.is_h2() {
+                    Proto::Http2
+                } else {
+                    Proto::Http1
                 };
                 let slot = keys.intern(PoolKey {
                     server: servers.len() as u32,
@@ -425,7 +426,14 @@ impl Upstreams {
         let timeout = self.knobs.connect_timeout;
         let connected = match (&info.tls_name, &self.table.backend_tls) {
             (Some(name), Some(tls)) => {
-                Transport::connect_tls(addr, timeout, tls.config.clone(), name.clone()).await
+                // ALPN: `h2` for an h2:// server (and it must agree), `http/1.1` otherwise.
+                let h2 = self
+                    .table
+                    .keys
+                    .key(slot)
+                    .is_some_and(|k| k.proto == Proto::Http2);
+                let config = if h2 { &tls.config_h2 } else { &tls.config };
+                Transport::connect_tls(addr, timeout, config.clone(), name.clone(), h2).await
             }
             _ => Transport::connect_tcp(addr, timeout).await,
         };

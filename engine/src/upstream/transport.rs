@@ -65,12 +65,13 @@ impl Transport {
     }
 
     /// Opens a TCP connection and runs a TLS handshake on it, verifying the server as
-    /// `name`; both bounded by `timeout`.
+    /// `name`; both bounded by `timeout`. With `h2`, the server must have chosen ALPN `h2`.
     pub async fn connect_tls(
         addr: std::net::SocketAddr,
         timeout: Duration,
         config: Arc<ClientConfig>,
         name: ServerName<'static>,
+        h2: bool,
     ) -> io::Result<Self> {
         let started = Instant::now();
         let Transport::Tcp(tcp) = Transport::connect_tcp(addr, timeout).await? else {
@@ -85,6 +86,12 @@ impl Transport {
         })
         .await
         .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "TLS handshake timed out"))??;
+        if h2 && tls.session().alpn_protocol() != Some(b"h2") {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "the server did not agree to HTTP/2 (ALPN h2) over TLS",
+            ));
+        }
         Ok(Transport::Tls(Box::new(tls)))
     }
 
