@@ -814,7 +814,7 @@ fn tls_settings_in_flags_and_file_and_their_errors() {
             s(&missing),
         ),
         (
-            vec!["check-config", "--backend", "h2c://127.0.0.1:1"],
+            vec!["check-config", "--backend", "h3://127.0.0.1:1"],
             "--backend".to_string(),
         ),
     ] {
