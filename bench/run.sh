@@ -193,6 +193,8 @@ start_ringway() {
   local tls=()
   grep -q -- "--listen-tls" <<<"$help" && tls=(--listen-tls "127.0.0.1:$P_RINGWAY_TLS" \
     --cert "$TLS_DIR/cert.pem" --key "$TLS_DIR/key.pem")
+  # No access log, like the peers here (nginx `access_log off`, HAProxy without `log`).
+  grep -q -- "--access-log" <<<"$help" && tls+=(--access-log off)
   "$RINGWAY" --cpus "$PROXY_CPUS" --listen "127.0.0.1:$P_RINGWAY" --backend "$ORIGIN_ADDR" \
     "${tls[@]}" --reuse always --log warn > "$OUT/ringway.log" 2>&1 &
   PID_OF[ringway]=$!; PIDS+=("$!")
