@@ -168,7 +168,11 @@ def plot(agg, workloads, systems, png):
         import matplotlib.pyplot as plt
     except ImportError:
         return "plot skipped: matplotlib is not installed and pip could not install it"
-    ws = [w for w in workloads if any((w, s) in agg and "rps" in agg[(w, s)] for s in systems)]
+    def has_latency(a):
+        return a and "rps" in a and all(a.get(k) is not None for _, k in PCTS)
+
+    # Workloads measured by tools that report no percentiles (h2load, s_time) are not plotted.
+    ws = [w for w in workloads if any(has_latency(agg.get((w, s))) for s in systems)]
     if not ws:
         return "plot skipped: no results"
     cols = 4 if len(ws) > 4 else len(ws)
@@ -178,7 +182,7 @@ def plot(agg, workloads, systems, png):
         ax = axes[i // cols][i % cols]
         for s in systems:
             a = agg.get((w, s))
-            if not a or "rps" not in a:
+            if not has_latency(a):
                 continue
             ys = [max(a[k], 1) / 1000 for _, k in PCTS]
             ax.plot([p for p, _ in PCTS], ys, marker="o", label=s, color=COLOR.get(s))
