@@ -173,13 +173,25 @@ impl Proxy {
                 }
                 Err(_) => {
                     shared.stop.store(true, Ordering::SeqCst);
-                    // An executor that failed to build reports it on join.
-                    let mut errs = Vec::new();
-                    for (i, h) in handles.into_iter().enumerate() {
-                        if let Err(e) = h.join() {
-                            errs.push(format!("shard {i}: {e}"));
-                        }
-                    }
+                    // An executor that failed to build reports it on join; one that hangs
+                    // would hang the join, so the joins run on a thread of their own and
+                    // are given 5 s (then the error says only that shards did not start).
+                    let (tx, rx) = mpsc::channel();
+                    let joiner = std::thread::Builder::new()
+                        .name("ringway-start-join".into())
+                        .spawn(move || {
+                            let mut errs = Vec::new();
+                            for (i, h) in handles.into_iter().enumerate() {
+                                if let Err(e) = h.join() {
+                                    errs.push(format!("shard {i}: {e}"));
+                                }
+                            }
+                            let _ = tx.send(errs);
+                        });
+                    let errs = match joiner {
+                        Ok(_) => rx.recv_timeout(Duration::from_secs(5)).unwrap_or_default(),
+                        Err(_) => Vec::new(),
+                    };
                     return Err(StartError::Executor {
                         shard: up,
                         placement: String::new(),

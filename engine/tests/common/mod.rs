@@ -21,7 +21,7 @@ use sha2::{Digest, Sha256};
 /// Read/write timeout of raw client sockets: a hung proxy fails a test instead of hanging it.
 pub const IO_TIMEOUT: Duration = Duration::from_secs(20);
 /// How long the proxy may take to print its ports (the machine may be busy building).
-pub const START_DEADLINE: Duration = Duration::from_secs(30);
+pub const START_DEADLINE: Duration = Duration::from_secs(20);
 /// How long a stopping proxy may take to exit after SIGTERM before it is killed.
 pub const STOP_DEADLINE: Duration = Duration::from_secs(15);
 
@@ -91,8 +91,25 @@ impl Proxy {
         Proxy::start_exact(&full)
     }
 
-    /// Starts `ringway` with exactly `args` (which must include `--admin`).
+    /// Starts `ringway` with exactly `args` (which must include `--admin`). A start that
+    /// does not get to its `listening on` lines is tried once more, loudly: one such hang
+    /// of a two-shard start was seen in a CI run on a busy machine (cause not found yet);
+    /// twice in a row fails the test.
     pub fn start_exact(args: &[&str]) -> Proxy {
+        match std::panic::catch_unwind(|| Proxy::start_once(args)) {
+            Ok(p) => p,
+            Err(first) => {
+                let why = first
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .unwrap_or_else(|| "(no message)".into());
+                eprintln!("WARNING: ringway did not start on the first try, trying again: {why}");
+                Proxy::start_once(args)
+            }
+        }
+    }
+
+    fn start_once(args: &[&str]) -> Proxy {
         let mut child = Command::new(BIN)
             .args(args)
             .stdin(Stdio::null())
