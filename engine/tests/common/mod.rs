@@ -91,22 +91,9 @@ impl Proxy {
         Proxy::start_exact(&full)
     }
 
-    /// Starts `ringway` with exactly `args` (which must include `--admin`). A start that
-    /// does not get to its `listening on` lines is tried once more, loudly: one such hang
-    /// of a two-shard start was seen in a CI run on a busy machine (cause not found yet);
-    /// twice in a row fails the test.
+    /// Starts `ringway` with exactly `args` (which must include `--admin`).
     pub fn start_exact(args: &[&str]) -> Proxy {
-        match std::panic::catch_unwind(|| Proxy::start_once(args)) {
-            Ok(p) => p,
-            Err(first) => {
-                let why = first
-                    .downcast_ref::<String>()
-                    .cloned()
-                    .unwrap_or_else(|| "(no message)".into());
-                eprintln!("WARNING: ringway did not start on the first try, trying again: {why}");
-                Proxy::start_once(args)
-            }
-        }
+        Proxy::start_once(args)
     }
 
     fn start_once(args: &[&str]) -> Proxy {

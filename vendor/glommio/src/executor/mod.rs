@@ -1325,6 +1325,13 @@ impl LocalExecutor {
         loop {
             self.reactor.sys.install_eventfd();
             if self.need_preempt() {
+                // ringway: a preemption request seen before any queue ran (the preempt
+                // timer or a latency-ring completion fired while this thread was off the
+                // CPU) used to return `false` here, which the run loop reads as "nothing
+                // runnable" and parks on, sleeping with runnable tasks queued until some
+                // unrelated I/O woke it (a hang when nothing else comes, as in a mesh
+                // join). Runnable queues count as work still to do.
+                ran |= !self.queues.borrow().active_executors.is_empty();
                 break;
             }
             if !self.run_one_task_queue() {

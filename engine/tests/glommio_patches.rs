@@ -1,0 +1,81 @@
+//! Tests of the changes ringway makes to its vendored glommio (see
+//! `vendor/glommio/RINGWAY-PATCHES.md`), each against the failure it fixes.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
+
+use glommio::channels::channel_mesh::MeshBuilder;
+use glommio::{LocalExecutorBuilder, Placement};
+
+/// The preemption-before-first-run patch. An executor whose preempt timer fired while its
+/// thread was off the CPU used to read "preempt now" as "nothing to run" and park with
+/// runnable tasks queued; with nothing else to wake it, it slept for ever. ringway's
+/// shards, which run with a 5 ms preempt timer, hung that way joining their mesh at
+/// start-up about once in ten two-shard starts on a busy machine.
+///
+/// Here two executors with a 1 ms preempt timer share one CPU with a thread that spins
+/// on it, so they are taken off it all the time, and join a mesh 200 times. Before the
+/// patch this hung within a few dozen joins; every join must finish in 10 s.
+#[test]
+fn executors_preempted_off_cpu_do_not_park_with_runnable_tasks() {
+    let cpu = core_affinity::get_core_ids()
+        .and_then(|ids| ids.first().copied())
+        .expect("at least one CPU to pin on");
+    let stop = Arc::new(AtomicBool::new(false));
+    let hog = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            core_affinity::set_for_current(cpu);
+            let mut x = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
+                std::hint::black_box(x);
+            }
+        })
+    };
+    let result = std::panic::catch_unwind(|| {
+        for round in 0..200 {
+            let mesh = MeshBuilder::<u32, _>::full(2, 16);
+            let (tx, rx) = mpsc::channel();
+            let handles: Vec<_> = (0..2)
+                .map(|i| {
+                    let mesh = mesh.clone();
+                    let tx = tx.clone();
+                    LocalExecutorBuilder::new(Placement::Fixed(cpu.id))
+                        .name(&format!("patch-test-{i}"))
+                        .io_memory(64 << 10)
+                        .preempt_timer(Duration::from_millis(1))
+                        .spawn(move || async move {
+                            let joined = mesh.join().await;
+                            let _ = tx.send(joined.is_ok());
+                        })
+                        .expect("executor starts")
+                })
+                .collect();
+            drop(tx);
+            let deadline = Instant::now() + Duration::from_secs(10);
+            for _ in 0..2 {
+                let left = deadline.saturating_duration_since(Instant::now());
+                match rx.recv_timeout(left) {
+                    Ok(ok) => assert!(ok, "round {round}: a join failed"),
+                    Err(_) => panic!("round {round}: an executor slept through its mesh join"),
+                }
+            }
+            for h in handles {
+                h.join().expect("executor exits");
+            }
+        }
+    });
+    stop.store(true, Ordering::Relaxed);
+    hog.join().expect("hog thread");
+    if let Err(e) = result {
+        // A hung executor thread would keep the process alive: exit loudly instead.
+        let msg = e
+            .downcast_ref::<String>()
+            .cloned()
+            .unwrap_or_else(|| "(no message)".into());
+        eprintln!("{msg}");
+        std::process::exit(1);
+    }
+}
