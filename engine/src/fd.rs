@@ -12,11 +12,78 @@
 //! [`DetachedFd`], a newtype only [`detach`] can build, so [`attach`] can only ever be
 //! given a connected TCP socket that nothing else owns. Every `unsafe` block of the engine
 //! is in this file.
+//!
+//! [`ThreadBound`] is the other piece a hand-over needs for HTTP/2: an `h2` connection
+//! owns its IO object, so to move the connection (its HPACK tables, settings, windows)
+//! the IO object must be `Send` while its glommio stream is not. `ThreadBound` holds a
+//! value that must stay on the thread that made it and is `Send` only because the value
+//! is unreachable anywhere else: off its thread it can be neither borrowed nor dropped
+//! (a drop there leaks it). The `send_wrapper` crate does the same but panics on those
+//! paths; a panic on a shard is what ringway never does.
 
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, IntoRawFd, OwnedFd};
 
 use glommio::net::TcpStream;
+
+/// A value bound to the thread that made it (a glommio stream), inside a type that may
+/// cross threads: see the module docs. Only the making thread can reach the value.
+pub struct ThreadBound<T> {
+    value: std::mem::ManuallyDrop<T>,
+    thread: std::thread::ThreadId,
+}
+
+// SAFETY: the `T` inside is only ever borrowed (`get_mut`), taken (`into_inner`) or dropped
+// on the thread recorded at construction; on any other thread those give `None` or leak.
+// Moving the `ThreadBound` itself only copies bytes, which touches no thread-local state
+// of `T` (a glommio stream's `Rc`s to its reactor are neither read nor dropped elsewhere).
+unsafe impl<T> Send for ThreadBound<T> {}
+
+impl<T> ThreadBound<T> {
+    /// Binds `value` to the current thread.
+    pub fn new(value: T) -> Self {
+        ThreadBound {
+            value: std::mem::ManuallyDrop::new(value),
+            thread: std::thread::current().id(),
+        }
+    }
+
+    fn here(&self) -> bool {
+        std::thread::current().id() == self.thread
+    }
+
+    /// The value, on its own thread only.
+    pub fn get_mut(&mut self) -> Option<&mut T> {
+        if self.here() {
+            Some(&mut self.value)
+        } else {
+            None
+        }
+    }
+
+    /// Unwraps the value, on its own thread only; elsewhere it is given back.
+    pub fn into_inner(mut self) -> Result<T, Self> {
+        if !self.here() {
+            return Err(self);
+        }
+        // SAFETY: `self.value` is taken exactly once: `self` is forgotten right after, so
+        // its `Drop` (the only other place that touches `value`) never runs.
+        let v = unsafe { std::mem::ManuallyDrop::take(&mut self.value) };
+        std::mem::forget(self);
+        Ok(v)
+    }
+}
+
+impl<T> Drop for ThreadBound<T> {
+    fn drop(&mut self) {
+        if self.here() {
+            // SAFETY: dropped once, here, on the value's own thread; `value` is not used again.
+            unsafe { std::mem::ManuallyDrop::drop(&mut self.value) }
+        }
+        // Elsewhere: leaked. Never reached by ringway (a hand-over detaches the stream
+        // first), and safer than dropping a glommio stream on a foreign thread.
+    }
+}
 
 /// A connected TCP socket detached from every shard: the only form in which a live
 /// connection crosses threads. Built only by [`detach`]; consumed only by [`attach`].

@@ -8,9 +8,10 @@
 //! lease is dropped, so no error path can forget to release it. Messages for other shards
 //! leave through an [`Outbox`] the shard gives it; it never sees the mesh itself.
 //!
-//! HTTP/2 servers (`h2c://`, `Proto::Http2` slots) have no idle pool entries: their
-//! connections are shared, one list per slot, and a request leases a stream on one
-//! ([`H2Stream`], `h2conns.rs`); they are never taken over.
+//! HTTP/2 servers (`h2c://`, `h2://`, `Proto::Http2` slots) share their connections: a
+//! request leases a stream on one ([`H2Stream`], `h2conns.rs`); a connection with open
+//! streams is on its slot's busy list, one without is in the same idle pool as HTTP/1.1
+//! connections ([`Pooled`]) and is taken over between shards like them, whole.
 //!
 //! The pool's decisions come from `ringway-pool`; this layer carries them out with
 //! transports. An idle connection is checked ([`Transport::idle_peek`]) when it is
@@ -40,7 +41,7 @@ use ringway_pool::{
 
 pub use h2conns::H2Stream;
 pub use lease::{Acquired, Lease};
-pub use transport::{BackendConn, IdleConn, Moved, Transport};
+pub use transport::{BackendConn, H2Io, Handover, IdleConn, Moved, Pooled, Transport};
 
 use rustls::pki_types::ServerName;
 
@@ -174,7 +175,7 @@ impl Table {
 
 /// What the upstream layer says to other shards.
 pub enum UpstreamMsg {
-    Takeover(Msg<Moved>),
+    Takeover(Msg<Handover>),
     /// A server went down (or came back) as seen by the sending shard.
     ServerState {
         server: u32,
@@ -363,8 +364,13 @@ impl Upstreams {
                 return Ok(Lease::new(self.clone(), conn, true));
             }
             if self.knobs.takeover {
-                if let Some(conn) = self.take_over(slot, first).await {
-                    return Ok(Lease::new(self.clone(), conn, true).taken_over());
+                match self.take_over(slot, first).await {
+                    Some(Pooled::H1(conn)) => {
+                        return Ok(Lease::new(self.clone(), conn, true).taken_over());
+                    }
+                    // Not on an HTTP/1.1 slot; never happens, and costs only that connection.
+                    Some(other) => self.close_pooled(other),
+                    None => {}
                 }
                 // A late grant of an earlier ask may have been adopted meanwhile.
                 if let Some(conn) = self.checkout_local(slot, first) {
@@ -386,8 +392,17 @@ impl Upstreams {
             // rare close in between, and a request without a body cannot have smuggled
             // another one in, so the hot keep-alive GET path skips the syscall. A
             // connection that carried a body is always peeked (see `carried_body`).
-            let mut conn = got.conn.conn;
-            let skip_peek = !conn.carried_body && got.conn.since.elapsed() < PROBE_AFTER;
+            let since = got.conn.since;
+            let mut conn = match got.conn.conn {
+                Pooled::H1(c) => c,
+                // Not on an HTTP/1.1 slot; never happens, and costs only that connection.
+                other => {
+                    self.pool.borrow_mut().discard_checkout(slot);
+                    self.close_pooled(other);
+                    continue;
+                }
+            };
+            let skip_peek = !conn.carried_body && since.elapsed() < PROBE_AFTER;
             let peek = if skip_peek {
                 IdlePeek::Quiet
             } else {
@@ -500,9 +515,8 @@ impl Upstreams {
         };
         let closing = self.pool.borrow_mut().set_server_down(slot, true);
         for ic in closing {
-            self.close_policy(ic.conn);
+            self.close_pooled(ic.conn);
         }
-        self.close_idle_h2_of(slot);
         self.publish_idle(slot);
     }
 
@@ -561,7 +575,7 @@ impl Upstreams {
     /// Closes a connection the pool refused.
     fn close_rejected(&self, put: PutResult<IdleConn>) {
         if let PutResult::Rejected(ic, _why) = put {
-            self.close_policy(ic.conn);
+            self.close_pooled(ic.conn);
         }
     }
 
@@ -577,13 +591,21 @@ impl Upstreams {
         drop(conn);
     }
 
+    /// Closes a connection the pool has let go of, HTTP/1.1 or HTTP/2, by policy.
+    fn close_pooled(&self, conn: Pooled) {
+        match conn {
+            Pooled::H1(c) => self.close_policy(c),
+            Pooled::H2(c) => self.close_pooled_h2(c),
+        }
+    }
+
     /// Every [`IDLE_SWEEP`], removes idle connections the server closed or wrote on.
     pub async fn sweep_loop(self: Rc<Self>) {
         loop {
             glommio::timer::sleep(IDLE_SWEEP).await;
             // HTTP/2: the connections whose driver ended or that saw GOAWAY leave, and
             // the idle ones must answer a PING.
-            self.close_idle_h2(|_| true);
+            self.retire_dead_h2();
             self.ping_idle_h2().await;
             let keys: Vec<(IdleKey, ServerId)> =
                 self.pool.borrow().iter().map(|(k, s, _)| (k, s)).collect();
@@ -591,15 +613,14 @@ impl Upstreams {
                 .into_iter()
                 .filter(|(k, _)| {
                     let mut pool = self.pool.borrow_mut();
-                    pool.get_mut(*k)
-                        .is_some_and(|ic| !ic.conn.transport.idle_is_healthy())
+                    pool.get_mut(*k).is_some_and(|ic| !ic.is_healthy())
                 })
                 .collect();
             for (key, slot) in dead {
                 let removed = self.pool.borrow_mut().remove(key);
                 if let Some(ic) = removed {
                     self.counters.borrow_mut().idle_closed_by_server += 1;
-                    self.close_policy(ic.conn);
+                    self.close_pooled(ic.conn);
                     self.publish_idle(slot);
                 }
             }
@@ -610,11 +631,10 @@ impl Upstreams {
     pub async fn purge_loop(self: Rc<Self>) {
         loop {
             glommio::timer::sleep(self.knobs.purge_delay).await;
-            self.purge_h2();
             let purged = self.pool.borrow_mut().purge();
             let mut slots = Vec::new();
             for (slot, ic) in purged {
-                self.close_policy(ic.conn);
+                self.close_pooled(ic.conn);
                 slots.push(slot);
             }
             slots.dedup();
@@ -626,10 +646,9 @@ impl Upstreams {
 
     /// Shutdown: closes every idle connection of this shard.
     pub fn close_all_idle(&self) {
-        self.close_idle_h2(|_| false);
         let all = self.pool.borrow_mut().drain();
         for (slot, ic) in all {
-            self.close_policy(ic.conn);
+            self.close_pooled(ic.conn);
             self.publish_idle(slot);
         }
     }

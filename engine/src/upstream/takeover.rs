@@ -10,27 +10,50 @@
 //! ticket). Owner: pops an idle connection, detaches it (the transport comes back intact
 //! if it cannot) and grants it; a grant that cannot be sent goes back into its pool. A
 //! grant that arrives after its request gave up is pooled here (I5).
+//!
+//! HTTP/2 connections take the same path when idle (no open stream): the taker's
+//! reservation also spawns the task that will drive the `h2` connection, parked until it
+//! is given one; the owner takes the `h2` state out of its driver and detaches the fd
+//! (`h2conns::detach_h2`); the taker attaches both (`h2conns::attach_h2`).
 
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
+use super::h2conns::{self, DetachH2, DriverCell};
+
 use ringway_pool::{
-    Allowed, Driver, FaultPoint, GrantEffect, Msg, Next, ServerId, TakerConfig, Ticket,
+    Allowed, Driver, FaultPoint, GrantEffect, IdleKey, Msg, Next, PutResult, ServerId, TakerConfig,
+    Ticket,
 };
 
-use super::{BackendConn, IdleConn, Moved, Transport, UpstreamMsg, Upstreams};
+use super::{BackendConn, Handover, IdleConn, Pooled, Transport, UpstreamMsg, Upstreams};
 use crate::metrics::TakeoverCounters;
 use crate::oneshot;
 
 /// What a request parked on a ticket is woken with.
 pub(super) enum Outcome {
     /// The owner granted a connection; it is attached to this shard already.
-    Granted(BackendConn),
+    Granted(Pooled),
     /// Takeover is over for this request: connect anew.
     ConnectNew,
 }
 
-type Waiter = oneshot::Sender<Outcome>;
+/// A request parked on a ticket, with what it reserved for the connection to come.
+pub(super) struct Waiter {
+    tx: oneshot::Sender<Outcome>,
+    /// For an HTTP/2 slot: the task that will drive the connection, already spawned.
+    driver: Option<oneshot::Sender<Rc<DriverCell>>>,
+}
+
+impl Waiter {
+    fn is_closed(&self) -> bool {
+        self.tx.is_closed()
+    }
+
+    fn connect_new(self) {
+        let _ = self.tx.send(Outcome::ConnectNew);
+    }
+}
 
 /// The shard's takeover driver and the delay of the `grant-delay` fault.
 pub(super) struct State {
@@ -78,11 +101,7 @@ impl State {
 impl Upstreams {
     /// The taker side. Returns a connection adopted from another shard, or `None` to
     /// connect anew.
-    pub(super) async fn take_over(
-        self: &Rc<Self>,
-        slot: ServerId,
-        first: bool,
-    ) -> Option<BackendConn> {
+    pub(super) async fn take_over(self: &Rc<Self>, slot: ServerId, first: bool) -> Option<Pooled> {
         let allowed = self.knobs.reuse.allowed(first);
         let table = self.table.clone();
         let next = self.takeover.borrow_mut().driver.begin(
@@ -95,14 +114,16 @@ impl Upstreams {
             return None;
         };
         // 1. Reserve: everything the adoption needs exists before anything is sent:
-        //    this request's task (parked below) with its buffers, and its waiter slot.
+        //    this request's task (parked below) with its buffers, its waiter slot, its
+        //    place in the shard's connection count, and for HTTP/2 the driver task.
         if self.conns.get() >= self.knobs.max_conns || self.fault(FaultPoint::Reserve) {
             let _ = self.takeover.borrow_mut().driver.reserve_failed(ticket);
             return None;
         }
         let (tx, mut rx) = oneshot::channel();
+        let driver = self.is_h2(slot).then(h2conns::reserve_driver);
         // 2. Ask (and ask the next candidate whenever a deny or a timeout says so).
-        self.carry(tx, next);
+        self.carry(Waiter { tx, driver }, next);
         // 3. Wait, bounded by the tickets' deadlines (I3).
         loop {
             let deadline = self.takeover.borrow().driver.next_deadline();
@@ -144,7 +165,7 @@ impl Upstreams {
             let ticket = match next {
                 Next::Ask { ticket, .. } => ticket,
                 Next::ConnectNew(_) | Next::WaiterGone => {
-                    let _ = w.send(Outcome::ConnectNew);
+                    w.connect_new();
                     return;
                 }
             };
@@ -152,11 +173,11 @@ impl Upstreams {
                 let _ = self.takeover.borrow_mut().driver.abandon(ticket);
                 return;
             }
-            let asked = self.takeover.borrow_mut().driver.ask::<Moved>(ticket, w);
+            let asked = self.takeover.borrow_mut().driver.ask::<Handover>(ticket, w);
             let (to, msg) = match asked {
                 Ok(x) => x,
                 Err(back) => {
-                    let _ = back.send(Outcome::ConnectNew);
+                    back.connect_new();
                     return;
                 }
             };
@@ -184,17 +205,23 @@ impl Upstreams {
     /// An adopted connection the server closed while it was idle on its owner is not used.
     /// The `adopt` fault point makes a healthy one look dead: after the fd left its owner,
     /// the connection's own I/O is the only thing that may fail (I2), and this is that path.
-    fn healthy_adopted(&self, mut conn: BackendConn) -> Option<BackendConn> {
-        if !self.fault(FaultPoint::Adopt) && conn.transport.idle_is_healthy() {
+    fn healthy_adopted(&self, mut conn: Pooled) -> Option<Pooled> {
+        let (healthy, slot) = match &mut conn {
+            Pooled::H1(c) => (c.transport.idle_is_healthy(), c.slot),
+            // A GOAWAY that came while it moved is seen by its driver; it reads no
+            // socket here (the driver owns it), so only the dead flag tells.
+            Pooled::H2(c) => (!c.is_dead(), c.slot()),
+        };
+        if !self.fault(FaultPoint::Adopt) && healthy {
             return Some(conn);
         }
-        self.pool.borrow_mut().discard_checkout(conn.slot);
+        self.pool.borrow_mut().discard_checkout(slot);
         self.counters.borrow_mut().idle_closed_by_server += 1;
-        self.close_policy(conn);
+        self.close_pooled(conn);
         None
     }
 
-    pub(super) fn on_takeover(self: &Rc<Self>, m: Msg<Moved>) {
+    pub(super) fn on_takeover(self: &Rc<Self>, m: Msg<Handover>) {
         match m {
             Msg::Reserve {
                 from,
@@ -235,14 +262,29 @@ impl Upstreams {
     }
 
     /// Adopt: bind the fd to this shard. Nothing below can fail but I/O (I2).
-    fn on_grant(&self, ticket: Ticket, slot: ServerId, moved: Moved, uses: u32) {
-        let conn = IdleConn::new(BackendConn {
-            transport: Transport::attach(moved),
-            slot,
-            uses,
-            // Connections that carried a body never enter a pool, so never move.
-            carried_body: false,
-        });
+    fn on_grant(&self, ticket: Ticket, slot: ServerId, moved: Handover, uses: u32) {
+        // An HTTP/2 connection needs its driver task: the reserved one when its request
+        // still waits, a new one otherwise (spawning cannot fail; see docs/takeover.md).
+        let (pooled, cell) = match moved {
+            Handover::H1(m) => (
+                Pooled::H1(BackendConn {
+                    transport: Transport::attach(m),
+                    slot,
+                    uses,
+                    // Connections that carried a body never enter a pool, so never move.
+                    carried_body: false,
+                }),
+                None,
+            ),
+            Handover::H2(m) => {
+                let (c, cell) = h2conns::attach_h2(m, slot, uses);
+                (Pooled::H2(c), Some(cell))
+            }
+        };
+        let conn = IdleConn {
+            conn: pooled,
+            since: Instant::now(),
+        };
         // The connection lives on this shard from now on, whatever happens to it.
         self.conns.set(self.conns.get() + 1);
         let effect = self.takeover.borrow_mut().driver.on_grant(
@@ -254,21 +296,34 @@ impl Upstreams {
             Instant::now(),
         );
         let put = match effect {
-            GrantEffect::Deliver { waiter, conn, .. } => {
-                match waiter.send(Outcome::Granted(conn.conn)) {
+            GrantEffect::Deliver {
+                mut waiter, conn, ..
+            } => {
+                if let Some(cell) = cell {
+                    h2conns::start_driver(cell, waiter.driver.take());
+                }
+                match waiter.tx.send(Outcome::Granted(conn.conn)) {
                     Ok(()) => return,
                     // The request vanished in between: keep the connection idle (I5).
-                    Err(Outcome::Granted(bc)) => self.takeover.borrow_mut().driver.undeliverable(
+                    Err(Outcome::Granted(pc)) => self.takeover.borrow_mut().driver.undeliverable(
                         &mut self.pool.borrow_mut(),
                         slot,
-                        IdleConn::new(bc),
+                        IdleConn {
+                            conn: pc,
+                            since: Instant::now(),
+                        },
                         uses,
                         Instant::now(),
                     ),
                     Err(Outcome::ConnectNew) => return,
                 }
             }
-            GrantEffect::AdoptedIdle(put) => put,
+            GrantEffect::AdoptedIdle(put) => {
+                if let Some(cell) = cell {
+                    h2conns::start_driver(cell, None);
+                }
+                put
+            }
         };
         self.close_rejected(put);
         self.publish_idle(slot);
@@ -290,7 +345,22 @@ impl Upstreams {
                 uses,
             } => {
                 self.publish_idle(server);
-                match conn.conn.transport.detach() {
+                let detached = match conn.conn {
+                    Pooled::H1(c) => {
+                        let BackendConn { transport, .. } = c;
+                        transport
+                            .detach()
+                            .map(Handover::H1)
+                            .map_err(|(t, e)| (self.reattached_h1(t, server, uses), Some(e)))
+                    }
+                    Pooled::H2(c) => match h2conns::detach_h2(c) {
+                        Ok((m, _)) => Ok(Handover::H2(m)),
+                        Err(DetachH2::Kept(c, e)) => Err((Pooled::H2(c), Some(e))),
+                        // Died while idle (GOAWAY, error): never granted (see below).
+                        Err(DetachH2::Dead(c)) => Err((Pooled::H2(c), None)),
+                    },
+                };
+                match detached {
                     Ok(moved) => {
                         let msg = UpstreamMsg::Takeover(Msg::Grant {
                             ticket,
@@ -312,16 +382,42 @@ impl Upstreams {
                                 uses,
                             }))) => {
                                 // Could not send: the connection comes back to this pool.
-                                self.regain(ticket, server, Transport::attach(conn), uses);
+                                let back = match conn {
+                                    Handover::H1(m) => {
+                                        self.reattached_h1(Transport::attach(m), server, uses)
+                                    }
+                                    Handover::H2(m) => {
+                                        let (c, cell) = h2conns::attach_h2(m, server, uses);
+                                        h2conns::start_driver(cell, None);
+                                        Pooled::H2(c)
+                                    }
+                                };
+                                self.regain(ticket, server, back, uses);
                             }
                             Err(_) => self.forget_conn(),
                         }
                     }
-                    Err((transport, e)) => {
-                        // The duplicate could not be made (fd limit): the connection never
-                        // left; it goes back into the pool and the taker is denied.
-                        tracing::warn!(error = %e, "cannot detach an idle connection for takeover");
-                        self.regain(ticket, server, transport, uses);
+                    Err((kept, why)) => {
+                        // The duplicate could not be made (fd limit), or a health check
+                        // holds it: it never left and goes back into the pool. A dead one
+                        // goes back too and is then closed as the sweep would close it.
+                        // Either way the taker is denied and connects.
+                        match why {
+                            Some(e) => {
+                                tracing::warn!(error = %e, "cannot detach an idle connection for takeover");
+                                self.regain(ticket, server, kept, uses);
+                            }
+                            None => {
+                                if let Some(key) = self.regain(ticket, server, kept, uses) {
+                                    let removed = self.pool.borrow_mut().remove(key);
+                                    if let Some(ic) = removed {
+                                        self.counters.borrow_mut().idle_closed_by_server += 1;
+                                        self.close_pooled(ic.conn);
+                                        self.publish_idle(server);
+                                    }
+                                }
+                            }
+                        }
                         let _ = (self.outbox)(from, UpstreamMsg::Takeover(Msg::Deny { ticket }));
                     }
                 }
@@ -333,15 +429,23 @@ impl Upstreams {
         }
     }
 
-    /// A granted connection that did not leave goes back into this shard's pool.
-    fn regain(&self, ticket: Ticket, slot: ServerId, transport: Transport, uses: u32) {
-        let ic = IdleConn::new(BackendConn {
+    /// An HTTP/1.1 transport back in one piece on this shard.
+    fn reattached_h1(&self, transport: Transport, slot: ServerId, uses: u32) -> Pooled {
+        Pooled::H1(BackendConn {
             transport,
             slot,
             uses,
             // It came from this shard's pool, which holds no body-carrying connection.
             carried_body: false,
-        });
+        })
+    }
+
+    /// A granted connection that did not leave goes back into this shard's pool.
+    fn regain(&self, ticket: Ticket, slot: ServerId, conn: Pooled, uses: u32) -> Option<IdleKey> {
+        let ic = IdleConn {
+            conn,
+            since: Instant::now(),
+        };
         let back = self.takeover.borrow_mut().driver.reply_failed(
             &mut self.pool.borrow_mut(),
             Msg::Grant {
@@ -352,9 +456,15 @@ impl Upstreams {
             },
             Instant::now(),
         );
-        if let Some(put) = back {
-            self.close_rejected(put);
-        }
+        let key = match back {
+            Some(PutResult::Pooled(key)) => Some(key),
+            Some(put) => {
+                self.close_rejected(put);
+                None
+            }
+            None => None,
+        };
         self.publish_idle(slot);
+        key
     }
 }

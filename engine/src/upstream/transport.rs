@@ -2,15 +2,16 @@
 //! and writes to, what the pool holds, and what moves between shards.
 //!
 //! [`Transport`] is plain TCP or TLS (a rustls session over the TCP stream). An HTTP/2
-//! connection runs `h2` over a `Transport` and is shared, so it lives beside the pool
-//! (`h2conns.rs`) rather than being a variant; a variant may come with its takeover. Everything above it — bodies,
+//! connection runs `h2` over an [`H2Io`] handle to a `Transport` and is shared
+//! (`h2conns.rs`); idle, it sits in the same pool as HTTP/1.1 connections ([`Pooled`])
+//! and moves between shards whole ([`Handover`]). Everything above it — bodies,
 //! relays, the idle health check, the takeover hand-over — goes through its methods, so
 //! a new variant is added here and nowhere else:
 //!
 //! - reading and writing: `AsyncRead`/`AsyncWrite`; full duplex by lending it to a
 //!   [`Duplex`](crate::duplex::Duplex), never by duplicating the fd;
-//! - [`Transport::idle_is_healthy`]: TCP peeks for EOF or unsolicited bytes; TLS will
-//!   consume and accept session tickets; HTTP/2 will answer with a PING and a deadline;
+//! - [`Transport::idle_is_healthy`]: TCP peeks for EOF or unsolicited bytes; TLS
+//!   consumes and accepts session tickets; HTTP/2 answers with a PING and a deadline;
 //! - [`Transport::detach`] / [`Transport::attach`]: the fd plus the transport's own
 //!   state ([`Moved`]), which is all that crosses shards in a `Grant`.
 
@@ -39,7 +40,8 @@ pub enum Transport {
 
 /// A transport detached from its shard: the socket and whatever protocol state must
 /// travel with it (none for TCP; for TLS the rustls session — keys, sequence numbers,
-/// records not yet read; an HTTP/2 connection's HPACK tables, settings and windows later).
+/// records not yet read). An HTTP/2 connection's HPACK tables, settings and windows travel
+/// around it, in the `h2` connection ([`Handover::H2`]).
 pub struct Moved {
     fd: DetachedFd,
     tls: Option<Box<ClientConnection>>,
@@ -222,17 +224,211 @@ pub struct BackendConn {
     pub carried_body: bool,
 }
 
+/// An idle connection in a shard's pool: an HTTP/1.1 connection (plain or TLS), or an
+/// HTTP/2 connection with no open stream (see `h2conns.rs`). Both live in the same
+/// `IdlePool`, so purge, limits, server-down, the published idle counts and the takeover
+/// protocol are the same code for both.
+pub enum Pooled {
+    H1(BackendConn),
+    H2(std::rc::Rc<super::h2conns::H2Conn>),
+}
+
 /// A pooled connection and when it entered the pool.
 pub struct IdleConn {
-    pub conn: BackendConn,
+    pub conn: Pooled,
     pub since: Instant,
 }
 
 impl IdleConn {
+    /// An idle HTTP/1.1 connection.
     pub fn new(conn: BackendConn) -> IdleConn {
         IdleConn {
-            conn,
+            conn: Pooled::H1(conn),
             since: Instant::now(),
+        }
+    }
+
+    /// An HTTP/2 connection whose last stream ended.
+    pub fn h2(conn: std::rc::Rc<super::h2conns::H2Conn>) -> IdleConn {
+        IdleConn {
+            conn: Pooled::H2(conn),
+            since: Instant::now(),
+        }
+    }
+
+    /// Whether it can still carry a request: the TCP peek (or TLS records) of an
+    /// HTTP/1.1 connection; for HTTP/2, that no GOAWAY or error ended it (its PING
+    /// health check runs separately).
+    pub fn is_healthy(&mut self) -> bool {
+        match &mut self.conn {
+            Pooled::H1(c) => c.transport.idle_is_healthy(),
+            Pooled::H2(c) => !c.is_dead(),
+        }
+    }
+}
+
+/// What a `Grant` carries from the owner to the taker: a detached HTTP/1.1 transport, or
+/// an idle HTTP/2 connection whole (its detached transport inside its `h2` state).
+pub enum Handover {
+    H1(Moved),
+    H2(Box<super::h2conns::H2Moved>),
+}
+
+impl std::fmt::Debug for Handover {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Handover::H1(m) => f.debug_tuple("H1").field(m).finish(),
+            Handover::H2(_) => f.write_str("H2(..)"),
+        }
+    }
+}
+
+/// The IO object under an `h2` client connection: a handle to a transport that can be
+/// detached from this shard and attached on another while the `h2` state that owns the
+/// handle stays whole. `h2` owns its IO and never gives it back, so the connection keeps
+/// one handle and `H2Conn` another; the state moves between the two forms only between
+/// two polls of the connection (the driver task is not running), on the shard that holds
+/// it. The lock is never contended (one shard touches it at a time): `try_lock` only.
+#[derive(Clone)]
+pub struct H2Io(Arc<std::sync::Mutex<IoState>>);
+
+enum IoState {
+    Attached(crate::fd::ThreadBound<Transport>),
+    Detached(Moved),
+    /// Between the two, or after a failed attach: every read and write fails.
+    Gone,
+}
+
+fn not_here() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::NotConnected,
+        "the HTTP/2 connection's transport is not attached to this shard",
+    )
+}
+
+impl H2Io {
+    pub fn new(t: Transport) -> H2Io {
+        H2Io(Arc::new(std::sync::Mutex::new(IoState::Attached(
+            crate::fd::ThreadBound::new(t),
+        ))))
+    }
+
+    fn with<R>(&self, f: impl FnOnce(&mut IoState) -> R) -> Option<R> {
+        let mut g = self.0.try_lock().ok()?;
+        Some(f(&mut g))
+    }
+
+    fn with_transport<R>(&self, f: impl FnOnce(&mut Transport) -> io::Result<R>) -> io::Result<R> {
+        self.with(|st| match st {
+            IoState::Attached(tb) => match tb.get_mut() {
+                Some(t) => f(t),
+                None => Err(not_here()),
+            },
+            _ => Err(not_here()),
+        })
+        .unwrap_or_else(|| Err(io::Error::other("HTTP/2 transport busy")))
+    }
+
+    /// Makes the coming close an RST (connections closed by policy).
+    pub fn arm_reset(&self) {
+        let _ = self.with_transport(|t| {
+            t.arm_reset();
+            Ok(())
+        });
+    }
+
+    /// Detaches the transport for a hand-over (the duplicate fd is made first: on failure
+    /// the transport stays attached and usable here).
+    pub fn detach(&self) -> io::Result<()> {
+        self.with(|st| {
+            let IoState::Attached(tb) = std::mem::replace(st, IoState::Gone) else {
+                return Err(not_here());
+            };
+            let t = match tb.into_inner() {
+                Ok(t) => t,
+                Err(tb) => {
+                    *st = IoState::Attached(tb);
+                    return Err(not_here());
+                }
+            };
+            match t.detach() {
+                Ok(m) => {
+                    *st = IoState::Detached(m);
+                    Ok(())
+                }
+                Err((t, e)) => {
+                    *st = IoState::Attached(crate::fd::ThreadBound::new(t));
+                    Err(e)
+                }
+            }
+        })
+        .unwrap_or_else(|| Err(io::Error::other("HTTP/2 transport busy")))
+    }
+
+    /// Binds a detached transport to this shard. Cannot fail but for a handle in the
+    /// wrong state, which no hand-over produces (then every I/O on it fails, and the
+    /// connection ends as if the server had closed it).
+    pub fn attach(&self) {
+        let _ = self.with(|st| {
+            if let IoState::Detached(m) = std::mem::replace(st, IoState::Gone) {
+                *st = IoState::Attached(crate::fd::ThreadBound::new(Transport::attach(m)));
+            }
+        });
+    }
+}
+
+impl AsyncRead for H2Io {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.with_transport(|t| match Pin::new(t).poll_read(cx, buf) {
+            Poll::Ready(r) => r.map(Some),
+            Poll::Pending => Ok(None),
+        }) {
+            Ok(Some(n)) => Poll::Ready(Ok(n)),
+            Ok(None) => Poll::Pending,
+            Err(e) => Poll::Ready(Err(e)),
+        }
+    }
+}
+
+impl AsyncWrite for H2Io {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.with_transport(|t| match Pin::new(t).poll_write(cx, buf) {
+            Poll::Ready(r) => r.map(Some),
+            Poll::Pending => Ok(None),
+        }) {
+            Ok(Some(n)) => Poll::Ready(Ok(n)),
+            Ok(None) => Poll::Pending,
+            Err(e) => Poll::Ready(Err(e)),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.with_transport(|t| match Pin::new(t).poll_flush(cx) {
+            Poll::Ready(r) => r.map(|()| true),
+            Poll::Pending => Ok(false),
+        }) {
+            Ok(true) => Poll::Ready(Ok(())),
+            Ok(false) => Poll::Pending,
+            Err(e) => Poll::Ready(Err(e)),
+        }
+    }
+
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.with_transport(|t| match Pin::new(t).poll_close(cx) {
+            Poll::Ready(r) => r.map(|()| true),
+            Poll::Pending => Ok(false),
+        }) {
+            Ok(true) => Poll::Ready(Ok(())),
+            Ok(false) => Poll::Pending,
+            Err(e) => Poll::Ready(Err(e)),
         }
     }
 }

@@ -873,3 +873,99 @@ impl Drop for TempFile {
         let _ = std::fs::remove_file(&self.0);
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// nginx as an HTTP/2 (h2c) origin that is not ours
+
+/// nginx with one `listen ... http2` (prior knowledge) server that answers every request
+/// with `tok=$arg_t host=$host`, so each answer names the request it belongs to, and a
+/// `stub_status` page for its connection counts.
+pub struct NginxH2c {
+    child: Child,
+    pub port: u16,
+    queries: std::cell::Cell<u64>,
+    _dir: std::path::PathBuf,
+}
+
+impl NginxH2c {
+    /// `keepalive_requests`: streams per connection before nginx sends GOAWAY.
+    pub fn start(name: &str, keepalive_requests: u32) -> NginxH2c {
+        let dir = std::env::temp_dir().join(format!("ringway-ngx-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("nginx temp dir");
+        let port = closed_port();
+        let d = dir.to_string_lossy().to_string();
+        let conf = format!(
+            "daemon off;\nmaster_process off;\nworker_processes 1;\npid {d}/nginx.pid;\n\
+             error_log {d}/error.log warn;\nevents {{ worker_connections 4096; }}\n\
+             http {{\n access_log off;\n client_body_temp_path {d}/body;\n proxy_temp_path {d}/proxy;\n\
+             fastcgi_temp_path {d}/fastcgi;\n uwsgi_temp_path {d}/uwsgi;\n scgi_temp_path {d}/scgi;\n\
+             keepalive_requests {keepalive_requests};\n keepalive_timeout 300s;\n\
+             server {{\n  listen 127.0.0.1:{port} http2;\n\
+             location = /nginx_status {{ stub_status; }}\n\
+             location / {{ default_type text/plain; return 200 \"tok=$arg_t host=$host\\n\"; }}\n }}\n}}\n"
+        );
+        let conf_path = dir.join("nginx.conf");
+        std::fs::write(&conf_path, conf).expect("nginx config");
+        let child = Command::new("nginx")
+            .args([
+                "-p",
+                &d,
+                "-c",
+                &conf_path.to_string_lossy(),
+                "-e",
+                &format!("{d}/error.log"),
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nginx is needed for this test (installed by .ci/run)");
+        wait_until(Duration::from_secs(10), "nginx to listen", || {
+            TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        NginxH2c {
+            child,
+            port,
+            queries: std::cell::Cell::new(1),
+            _dir: dir,
+        }
+    }
+
+    pub fn backend(&self) -> String {
+        format!("h2c://127.0.0.1:{}", self.port)
+    }
+
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// (connections accepted so far, connections open now), not counting our probes and
+    /// status queries.
+    pub fn counts(&self) -> (u64, u64) {
+        let url = format!("http://127.0.0.1:{}/nginx_status", self.port);
+        let body = curl_ok(&["--http2-prior-knowledge", &url]);
+        self.queries.set(self.queries.get() + 1);
+        let text = String::from_utf8_lossy(&body).to_string();
+        let active: u64 = text
+            .lines()
+            .next()
+            .and_then(|l| l.rsplit(' ').find(|w| !w.is_empty()))
+            .and_then(|w| w.trim().parse().ok())
+            .unwrap_or_else(|| panic!("stub_status active line in {text}"));
+        let line = text.lines().nth(2).expect("stub_status numbers");
+        let accepts: u64 = line
+            .split_whitespace()
+            .next()
+            .and_then(|w| w.parse().ok())
+            .unwrap_or_else(|| panic!("stub_status accepts in {text}"));
+        // This status query is one of the open connections.
+        (accepts - self.queries.get(), active.saturating_sub(1))
+    }
+}
+
+impl Drop for NginxH2c {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
