@@ -872,3 +872,57 @@ fn h2_backends_over_tls_multiplex_by_alpn() {
     assert_eq!(no_h2.connect().get("/").status, 502);
     proxy.assert_healthy();
 }
+
+/// An idle `h2://` connection (HTTP/2 over TLS) moves between shards with both its
+/// rustls session and its `h2` state: shard 1 serves on it without a new TLS handshake or
+/// a new HTTP/2 connection at nginx, and then shard 0 takes it back.
+#[test]
+fn idle_h2_over_tls_connections_move_between_shards() {
+    let pki = Pki::new("tls-h2-move");
+    let leaf = pki.leaf("origin", "origin", &["127.0.0.1"]);
+    let nginx = Nginx::start_with(&pki, &leaf, "ssl http2");
+    let backend = format!("h2://127.0.0.1:{}", nginx.port);
+    let ca = s(&pki.ca_file());
+    let mut proxy = Proxy::start(&[
+        "--backend",
+        &backend,
+        "--backend-ca",
+        &ca,
+        "--shards",
+        "2",
+        "--listen",
+        "127.0.0.1:0@0",
+        "--listen",
+        "127.0.0.1:0@1",
+        "--reuse",
+        "always",
+        "--pool-purge-delay",
+        "60s",
+    ]);
+    let (l0, l1) = (proxy.listeners[0], proxy.listeners[1]);
+    let start = nginx.accepts();
+    let mut granted = 0;
+    for (round, addr) in [l0, l1, l0, l1].into_iter().enumerate() {
+        let mut c = Conn::connect(addr);
+        for t in 0..10 {
+            assert_eq!(get_token(&mut c, round as u64 * 100 + t), Ok(200));
+        }
+        drop(c);
+        // Wait until the connection is idle in this shard's pool before the next round.
+        let m = wait_for(Duration::from_secs(5), "the connection idle", || {
+            let m = proxy.metrics();
+            (total(&m, "ringway_inflight_requests") == 0).then_some(m)
+        });
+        let now = total(&m, "ringway_takeover_granted_total");
+        if round > 0 {
+            assert!(now > granted, "round {round}: no takeover:\n{m}");
+        }
+        granted = now;
+        assert_eq!(
+            nginx.accepts() - start,
+            1,
+            "round {round}: a second TLS connection was made"
+        );
+    }
+    proxy.assert_healthy();
+}
