@@ -207,6 +207,8 @@ pub struct Config {
     pub access_log_format: values::TextOrJson,
     /// Another process may already listen on our addresses (`--reuse-port-shared`).
     pub reuse_port_shared: bool,
+    /// Client connections start with a PROXY protocol header (`--accept-proxy`).
+    pub accept_proxy: bool,
 }
 
 impl Config {
@@ -456,6 +458,7 @@ pub fn build(s: Settings) -> Result<Config, ConfigError> {
         access_log: s.access_log.value,
         access_log_format: s.access_log_format.value,
         reuse_port_shared: s.reuse_port_shared.value,
+        accept_proxy: s.accept_proxy.value,
     })
 }
 

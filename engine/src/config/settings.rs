@@ -43,6 +43,9 @@ settings! {
         /// Share the listen addresses with another process already listening on them (SO_REUSEPORT splits the connections between both); without it ringway refuses to start there.
         #[arg(value_name = "on|off", num_args = 0..=1, default_missing_value = "on", help_heading = LISTENERS)]
         reuse_port_shared: OnOff = "off";
+        /// Expect a PROXY protocol header (v1 or v2, from a load balancer in front) at the start of every client connection, on every --listen and --listen-tls listener: its source address is the client's in logs and X-Forwarded-For. A connection without a valid header is closed.
+        #[arg(value_name = "on|off", num_args = 0..=1, default_missing_value = "on", help_heading = LISTENERS)]
+        accept_proxy: OnOff = "off";
         /// Backend for requests no route matches: a backend name, or `none` to answer 404. Default: the first backend.
         #[arg(value_name = "NAME", help_heading = BACKENDS)]
         default_backend: Text;

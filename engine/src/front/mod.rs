@@ -9,6 +9,7 @@
 
 pub mod h1;
 pub mod h2;
+mod proxy;
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr};
@@ -161,14 +162,33 @@ fn could_be_preface(data: &[u8]) -> bool {
 pub async fn serve(ctx: Rc<ShardCtx>, mut stream: TcpStream, tls: Option<Arc<ServerConfig>>) {
     let _conn = Counted::new(&ctx, |l| &l.client_conns);
     let _ = stream.set_nodelay(true);
-    let peer = stream
+    let mut peer = stream
         .peer_addr()
         .map(|a| a.ip())
         .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+    // `--accept-proxy`: the balancer in front names the client first; the bytes read
+    // past its header are the client's and go to whatever reads next.
+    let mut early = Vec::new();
+    if ctx.config().accept_proxy {
+        match proxy::read_header(&mut stream, ctx.config().timeouts.client_head).await {
+            Ok((p, rest)) => {
+                if let Some(src) = p.source {
+                    peer = src.ip();
+                }
+                early = rest;
+            }
+            Err(why) => {
+                ctx.metrics.borrow_mut().c.proxy_header_errors += 1;
+                tracing::debug!(%peer, ?why, "connection without a valid PROXY header closed");
+                return;
+            }
+        }
+    }
     if let Some(config) = tls {
-        return serve_tls(ctx, stream, peer, config).await;
+        return serve_tls(ctx, stream, peer, config, early).await;
     }
     let mut buf = Buf::with_capacity(BUF_SIZE);
+    buf.put(&early);
     match sniff(&ctx, &mut stream, &mut buf).await {
         Sniffed::Nothing => {}
         Sniffed::Http1 => h1::serve(ctx, ClientStream::Plain(stream), peer, buf).await,
@@ -181,14 +201,31 @@ pub async fn serve(ctx: Rc<ShardCtx>, mut stream: TcpStream, tls: Option<Arc<Ser
 /// The TLS handshake (bounded by `--timeout-client-head`), then the front ALPN chose.
 /// A handshake that fails (not TLS, no common protocol or cipher, a stalled or truncated
 /// client) closes the connection, after the alert rustls queued, and is counted.
-async fn serve_tls(ctx: Rc<ShardCtx>, stream: TcpStream, peer: IpAddr, config: Arc<ServerConfig>) {
-    let conn = match ServerConnection::new(config) {
+async fn serve_tls(
+    ctx: Rc<ShardCtx>,
+    stream: TcpStream,
+    peer: IpAddr,
+    config: Arc<ServerConfig>,
+    early: Vec<u8>,
+) {
+    let mut conn = match ServerConnection::new(config) {
         Ok(c) => c,
         Err(e) => {
             tracing::warn!(error = %e, "cannot start a TLS session");
             return;
         }
     };
+    // Bytes of the ClientHello that came with a PROXY header: rustls reads them first.
+    let mut rd: &[u8] = &early;
+    while !rd.is_empty() {
+        match conn.read_tls(&mut rd) {
+            Ok(0) | Err(_) => {
+                ctx.metrics.borrow_mut().c.tls_handshake_errors += 1;
+                return;
+            }
+            Ok(_) => {}
+        }
+    }
     let mut tls = TlsStream::from_parts(stream, conn);
     let t = ctx.config().timeouts.client_head;
     let _ = tls.tcp().set_read_timeout(Some(t));
@@ -234,9 +271,12 @@ async fn serve_tls(ctx: Rc<ShardCtx>, stream: TcpStream, peer: IpAddr, config: A
 async fn sniff(ctx: &ShardCtx, stream: &mut TcpStream, buf: &mut Buf) -> Sniffed {
     let t = &ctx.config().timeouts;
     let _ = stream.set_read_timeout(Some(t.client_idle));
-    match buf.fill_from(stream).await {
-        Ok(0) | Err(_) => return Sniffed::Nothing,
-        Ok(_) => {}
+    // Bytes may be there already (read past a PROXY header).
+    if buf.is_empty() {
+        match buf.fill_from(stream).await {
+            Ok(0) | Err(_) => return Sniffed::Nothing,
+            Ok(_) => {}
+        }
     }
     let deadline = Instant::now() + t.client_head;
     while could_be_preface(buf.data()) && buf.len() < PREFACE.len() {

@@ -71,6 +71,9 @@ pub struct Counters {
     pub tls_handshakes: u64,
     pub tls_resumed: u64,
     pub tls_handshake_errors: u64,
+    /// Connections on `--accept-proxy` listeners closed for a missing, malformed or
+    /// truncated PROXY header.
+    pub proxy_header_errors: u64,
     /// HTTP/2 connections closed with ENHANCE_YOUR_CALM for flooding cheap frames.
     pub h2_flood_closed: u64,
     /// Backend connections closed because bytes came that no request asked for (past the

@@ -201,6 +201,12 @@ pub fn render(snaps: &mut [Snapshot], labels: &Labels<'_>) -> String {
             |s| s.c.tls_handshake_errors,
         ),
         (
+            "proxy_header_errors_total",
+            "Connections on --accept-proxy listeners closed for a missing, malformed or truncated PROXY header.",
+            "counter",
+            |s| s.c.proxy_header_errors,
+        ),
+        (
             "body_timeout_total",
             "Request bodies not complete within --timeout-client-body (408).",
             "counter",
