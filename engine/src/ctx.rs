@@ -6,7 +6,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicUsize};
 use std::sync::Arc;
 
 use crate::access_log::{Hub, ShardLog};
@@ -29,6 +29,9 @@ pub struct Shared {
     pub server_tls: Option<Arc<ServerTls>>,
     /// The access log's channel to its writer thread.
     pub access_log: Hub,
+    /// Each shard's share of the file descriptors (client plus backend connections),
+    /// set once every shard is up (see `process.rs`); unlimited until then.
+    pub fd_budget: Arc<AtomicUsize>,
 }
 
 impl Shared {
@@ -46,6 +49,7 @@ impl Shared {
             n_shards,
             stop: AtomicBool::new(false),
             server_tls,
+            fd_budget: Arc::new(AtomicUsize::new(usize::MAX)),
         }
     }
 }
@@ -53,7 +57,8 @@ impl Shared {
 /// The client side's load on this shard, and whether the shard is draining.
 #[derive(Default)]
 pub struct Load {
-    pub client_conns: Cell<u64>,
+    /// Shared with the upstream layer, which counts it against the fd budget.
+    pub client_conns: Rc<Cell<u64>>,
     pub inflight: Cell<u64>,
     /// HTTP/2 client connections that have not yet closed after a drain's GOAWAY (the
     /// drain waits for these too, so every HTTP/2 client hears the GOAWAY).

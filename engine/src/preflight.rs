@@ -28,8 +28,8 @@ pub fn check_fd_limit(config: &Config) -> Option<String> {
     fd_warning(&limits, config)
 }
 
-fn fd_warning(limits: &str, config: &Config) -> Option<String> {
-    let need = fds_needed(config);
+/// The soft and hard `RLIMIT_NOFILE` as `/proc/self/limits` gives them.
+fn fd_limits(limits: &str) -> Option<(u64, u64)> {
     let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
     let mut cols = line["Max open files".len()..].split_whitespace();
     let parse = |v: Option<&str>| match v {
@@ -37,8 +37,18 @@ fn fd_warning(limits: &str, config: &Config) -> Option<String> {
         Some(n) => n.parse::<u64>().ok(),
         None => None,
     };
-    let soft = parse(cols.next())?;
-    let hard = parse(cols.next())?;
+    Some((parse(cols.next())?, parse(cols.next())?))
+}
+
+/// The soft `RLIMIT_NOFILE` of this process, if it can be read.
+pub fn soft_fd_limit() -> Option<u64> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    fd_limits(&limits).map(|(soft, _)| soft)
+}
+
+fn fd_warning(limits: &str, config: &Config) -> Option<String> {
+    let need = fds_needed(config);
+    let (soft, hard) = fd_limits(limits)?;
     if soft >= need {
         return None;
     }

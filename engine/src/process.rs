@@ -20,6 +20,9 @@ use crate::ctx::Shared;
 use crate::shard::{ShardMsg, MESH_CAPACITY};
 
 /// A running proxy: its shards' threads and the addresses they serve.
+/// File descriptors never given to client or backend connections (see [`Proxy::start`]).
+pub const FD_RESERVE: u64 = 32;
+
 pub struct Proxy {
     pub listen: Vec<SocketAddr>,
     /// The TLS listeners' addresses (`--listen-tls`).
@@ -203,6 +206,18 @@ impl Proxy {
                     });
                 }
             }
+        }
+        // Every shard is up, so what the process holds for itself (listeners, rings,
+        // eventfds, logs) is open: the rest, less a reserve, is split between the shards
+        // for client and backend connections. The reserve keeps `/metrics`, log reopening
+        // and certificate reloads working when connections have taken all the others.
+        if let Some(soft) = crate::preflight::soft_fd_limit() {
+            let held = crate::fd::open_fds() as u64 + FD_RESERVE;
+            let per = soft.saturating_sub(held) / n as u64;
+            shared
+                .fd_budget
+                .store(usize::try_from(per).unwrap_or(usize::MAX), Ordering::SeqCst);
+            tracing::debug!(soft, held, per_shard = per, "file descriptor budget");
         }
         Ok(Proxy {
             listen,

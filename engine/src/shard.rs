@@ -239,12 +239,17 @@ pub async fn run(
                 })
         })
     };
+    let load = Load::default();
     let upstreams = Rc::new(Upstreams::new(
         id,
         n,
         &shared.config,
         shared.table.clone(),
         outbox,
+        crate::upstream::FdBudget {
+            per_shard: shared.fd_budget.clone(),
+            clients: load.client_conns.clone(),
+        },
     ));
     let ctx = Rc::new(ShardCtx {
         id,
@@ -254,7 +259,7 @@ pub async fn run(
             shared.config.backends.len(),
             shared.table.keys.len(),
         )),
-        load: Load::default(),
+        load,
         warn: RateLimited::default(),
         backend_warn: RateLimited::default(),
         access_log: shared.access_log.shard_log(id),

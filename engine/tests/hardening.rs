@@ -429,3 +429,51 @@ fn http10_without_host_goes_up_with_a_host_and_fragments_are_refused() {
     );
     proxy.assert_healthy();
 }
+
+/// Issue 14, item 6 (second half): at the fd limit `/metrics` still answers. Under
+/// `prlimit --nofile=256`, 600 idle clients take every descriptor the two shards may give
+/// to connections; the ones past that get a `503` (counted), never a hang; the admin
+/// listener, which draws on the reserve the shards never touch, answers `/metrics`; and
+/// once the clients leave, requests are served again.
+#[test]
+fn at_the_fd_limit_metrics_still_answer_and_extra_clients_get_503() {
+    let origin = origin();
+    let backend = origin.addr().to_string();
+    let mut proxy = Proxy::start_with_nofile(256, &["--backend", &backend, "--shards", "2"]);
+    let mut held = Vec::new();
+    let mut refused = 0;
+    for _ in 0..600 {
+        let Ok(s) = std::net::TcpStream::connect(proxy.addr) else {
+            continue;
+        };
+        s.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+        let mut peek = [0u8; 12];
+        // A refused client gets `HTTP/1.1 503` at once; a served one hears nothing yet.
+        match s.peek(&mut peek) {
+            Ok(n) if n > 0 => {
+                assert!(peek[..n].starts_with(b"HTTP/1.1 503"), "{:?}", &peek[..n]);
+                refused += 1;
+            }
+            _ => held.push(s),
+        }
+    }
+    assert!(refused > 0, "no client was refused; {} held", held.len());
+    assert!(
+        held.len() < 256,
+        "{} connections held under a 256 fd limit",
+        held.len()
+    );
+    // The admin listener answers at the limit.
+    let m = proxy.metrics();
+    assert!(metric(&m, "ringway_refused_capacity_total{shard=\"all\"}") >= refused);
+    assert!(metric(&m, "ringway_open_fds") <= 256);
+    // With the idle clients gone, requests are proxied again.
+    drop(held);
+    let served = wait_for(Duration::from_secs(10), "service back", || {
+        let mut c = Conn::try_connect(proxy.addr).ok()?;
+        let r = c.get("/");
+        (r.status == 200).then_some(r.status)
+    });
+    assert_eq!(served, 200);
+    proxy.assert_healthy();
+}

@@ -118,7 +118,9 @@ pub async fn accept_loop(ctx: Rc<ShardCtx>, listener: TcpListener, tls: Option<A
         match listener.accept().await {
             Ok(stream) => {
                 ctx.metrics.borrow_mut().c.accepted += 1;
-                if ctx.load.client_conns.get() as usize >= ctx.config().max_conns_per_shard {
+                if ctx.load.client_conns.get() as usize >= ctx.config().max_conns_per_shard
+                    || ctx.upstreams.fds_exhausted()
+                {
                     ctx.metrics.borrow_mut().c.refused_capacity += 1;
                     glommio::spawn_local(refuse(stream)).detach();
                     continue;

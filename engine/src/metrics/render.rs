@@ -82,7 +82,7 @@ pub fn render(snaps: &mut [Snapshot], labels: &Labels<'_>) -> String {
         ),
         (
             "refused_capacity_total",
-            "Client connections refused over --max-conns-per-shard.",
+            "Client connections refused (503) over --max-conns-per-shard or the shard's file descriptor budget.",
             "counter",
             |s| s.c.refused_capacity,
         ),

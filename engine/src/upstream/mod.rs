@@ -232,6 +232,15 @@ struct Knobs {
     max_head: u32,
 }
 
+/// This shard's share of the process's file descriptors, and its client connections,
+/// which count against it with the backend connections. Past it, connects fail with
+/// 503 and clients are refused, so that some descriptors are always left for `/metrics`,
+/// log reopening and certificate reloads (see `process.rs`).
+pub struct FdBudget {
+    pub per_shard: Arc<AtomicUsize>,
+    pub clients: Rc<Cell<u64>>,
+}
+
 /// One shard's backend connections and everything that decides about them.
 pub struct Upstreams {
     shard: usize,
@@ -250,6 +259,7 @@ pub struct Upstreams {
     outbox: Outbox,
     counters: RefCell<Counters>,
     warn: RateLimited,
+    fds: FdBudget,
 }
 
 impl Upstreams {
@@ -259,6 +269,7 @@ impl Upstreams {
         config: &Config,
         table: Arc<Table>,
         outbox: Outbox,
+        fds: FdBudget,
     ) -> Upstreams {
         let pool_cfg = PoolConfig {
             reuse: config.reuse,
@@ -296,7 +307,19 @@ impl Upstreams {
             counters: RefCell::new(Counters::default()),
             warn: RateLimited::default(),
             table,
+            fds,
         }
+    }
+
+    /// Backend connections this shard holds (leased, idle, or parked for a hand-over).
+    pub fn conn_count(&self) -> usize {
+        self.conns.get()
+    }
+
+    /// Whether this shard has used its share of file descriptors (clients + backends).
+    pub fn fds_exhausted(&self) -> bool {
+        let used = self.conns.get() + self.fds.clients.get() as usize;
+        used >= self.fds.per_shard.load(Ordering::Relaxed)
     }
 
     pub fn reuse_mode(&self) -> ReuseMode {
@@ -434,6 +457,10 @@ impl Upstreams {
         }
         if self.conns.get() >= self.knobs.max_conns {
             return Err(AcquireError::Unavailable("shard connection limit"));
+        }
+        if self.fds_exhausted() {
+            self.counters.borrow_mut().local_exhaustion += 1;
+            return Err(AcquireError::Unavailable("file descriptor budget"));
         }
         let server = self.server_of(slot);
         let info = &self.table.servers[server as usize];

@@ -116,7 +116,10 @@ impl Upstreams {
         // 1. Reserve: everything the adoption needs exists before anything is sent:
         //    this request's task (parked below) with its buffers, its waiter slot, its
         //    place in the shard's connection count, and for HTTP/2 the driver task.
-        if self.conns.get() >= self.knobs.max_conns || self.fault(FaultPoint::Reserve) {
+        if self.conns.get() >= self.knobs.max_conns
+            || self.fds_exhausted()
+            || self.fault(FaultPoint::Reserve)
+        {
             let _ = self.takeover.borrow_mut().driver.reserve_failed(ticket);
             return None;
         }

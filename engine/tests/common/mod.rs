@@ -96,8 +96,36 @@ impl Proxy {
         Proxy::start_once(args)
     }
 
+    /// Like [`Proxy::start`], under `prlimit --nofile=N:N` (a real fd limit).
+    pub fn start_with_nofile(nofile: u64, args: &[&str]) -> Proxy {
+        let limit = format!("--nofile={nofile}:{nofile}");
+        let mut full = vec![
+            "--listen",
+            "127.0.0.1:0",
+            "--admin",
+            "127.0.0.1:0",
+            "--grace",
+            "2s",
+        ];
+        full.extend_from_slice(args);
+        Proxy::start_in(Some(("prlimit", vec![limit.as_str(), BIN])), &full)
+    }
+
     fn start_once(args: &[&str]) -> Proxy {
-        let mut child = Command::new(BIN)
+        Proxy::start_in(None, args)
+    }
+
+    /// Starts `ringway`, or `wrapper.0 wrapper.1... ringway` (a command that execs it).
+    fn start_in(wrapper: Option<(&str, Vec<&str>)>, args: &[&str]) -> Proxy {
+        let mut cmd = match &wrapper {
+            Some((w, pre)) => {
+                let mut c = Command::new(w);
+                c.args(pre);
+                c
+            }
+            None => Command::new(BIN),
+        };
+        let mut child = cmd
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
