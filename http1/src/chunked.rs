@@ -31,6 +31,8 @@ pub enum ChunkError {
     TrailerTooLarge,
     #[error("malformed trailer field line in a chunked body")]
     BadTrailer,
+    #[error("chunk extension not of the form `;name[=token|\"quoted\"]` (RFC 9112 7.1.1)")]
+    BadExtension,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,8 +41,20 @@ enum State {
     Size,
     /// Whitespace after the size digits; only more whitespace or `;` may follow.
     SizeBws,
-    /// Inside chunk extensions, up to the CR.
-    Extension,
+    /// Chunk extensions (RFC 9112 §7.1.1: `*( BWS ";" BWS name [ BWS "=" BWS value ] )`,
+    /// value a token or a quoted-string): after a `;`, before the name.
+    ExtStart,
+    ExtName,
+    /// Whitespace after a name: `=`, `;` or the CR may follow.
+    ExtNameBws,
+    /// After `=`, before the value.
+    ExtValueStart,
+    ExtToken,
+    ExtQuoted,
+    /// After a backslash in a quoted value.
+    ExtQuotedEscape,
+    /// After a value: whitespace, `;` or the CR.
+    ExtEnd,
     /// Saw the CR ending a chunk-size line.
     SizeLf,
     /// Chunk data; `remaining` bytes to go.
@@ -82,6 +96,38 @@ fn is_tchar(b: u8) -> bool {
 /// Bytes allowed in an extension or a trailer value: HTAB, SP, VCHAR, obs-text.
 fn is_field_byte(b: u8) -> bool {
     b == b'\t' || (b >= 0x20 && b != 0x7f)
+}
+
+/// One byte of a chunk extension. Extensions are forwarded verbatim, so one that does not
+/// parse is refused here rather than left for the next hop to read another way.
+fn extension_step(st: State, b: u8) -> Result<State, ChunkError> {
+    let ws = b == b' ' || b == b'\t';
+    Ok(match (st, b) {
+        (State::ExtQuoted, b'"') => State::ExtEnd,
+        (State::ExtQuoted, b'\\') => State::ExtQuotedEscape,
+        // qdtext: HTAB, SP, VCHAR but `"` and `\`, obs-text.
+        (State::ExtQuoted, _) if is_field_byte(b) => State::ExtQuoted,
+        // quoted-pair: HTAB, SP, VCHAR, obs-text.
+        (State::ExtQuotedEscape, _) if is_field_byte(b) => State::ExtQuoted,
+        (State::ExtQuoted | State::ExtQuotedEscape, b'\n') => return Err(ChunkError::BadLineEnd),
+        (State::ExtQuoted | State::ExtQuotedEscape, _) => return Err(ChunkError::BadExtension),
+        (_, b'\n') => return Err(ChunkError::BadLineEnd),
+        (State::ExtStart, _) if ws => State::ExtStart,
+        (State::ExtStart | State::ExtName, _) if is_tchar(b) => State::ExtName,
+        (State::ExtName | State::ExtNameBws, _) if ws => State::ExtNameBws,
+        (State::ExtName | State::ExtNameBws | State::ExtToken | State::ExtEnd, b'\r') => {
+            State::SizeLf
+        }
+        (State::ExtName | State::ExtNameBws | State::ExtToken | State::ExtEnd, b';') => {
+            State::ExtStart
+        }
+        (State::ExtName | State::ExtNameBws, b'=') => State::ExtValueStart,
+        (State::ExtValueStart, _) if ws => State::ExtValueStart,
+        (State::ExtValueStart, b'"') => State::ExtQuoted,
+        (State::ExtValueStart | State::ExtToken, _) if is_tchar(b) => State::ExtToken,
+        (State::ExtToken | State::ExtEnd, _) if ws => State::ExtEnd,
+        _ => return Err(ChunkError::BadExtension),
+    })
 }
 
 impl ChunkedScanner {
@@ -177,19 +223,27 @@ impl ChunkedScanner {
             }
             (State::Size, _) if self.digits == 0 => return Err(ChunkError::BadSize),
             (State::Size, b'\r') => State::SizeLf,
-            (State::Size, b';') => State::Extension,
+            (State::Size, b';') => State::ExtStart,
             (State::Size, b' ' | b'\t') | (State::SizeBws, b' ' | b'\t') => State::SizeBws,
-            (State::SizeBws, b';') => State::Extension,
+            (State::SizeBws, b';') => State::ExtStart,
             (State::Size | State::SizeBws, b'\n') => return Err(ChunkError::BadLineEnd),
             (State::Size | State::SizeBws, _) => return Err(ChunkError::BadSize),
-            (State::Extension, b'\r') => State::SizeLf,
-            (State::Extension, b'\n') => return Err(ChunkError::BadLineEnd),
-            (State::Extension, _) => {
+            (
+                st @ (State::ExtStart
+                | State::ExtName
+                | State::ExtNameBws
+                | State::ExtValueStart
+                | State::ExtToken
+                | State::ExtQuoted
+                | State::ExtQuotedEscape
+                | State::ExtEnd),
+                _,
+            ) => {
                 self.extension_len += 1;
-                if !is_field_byte(b) || self.extension_len > MAX_EXTENSION {
+                if self.extension_len > MAX_EXTENSION {
                     return Err(ChunkError::BadSize);
                 }
-                State::Extension
+                extension_step(st, b)?
             }
             (State::SizeLf, b'\n') => {
                 if self.remaining > MAX_CHUNK_SIZE {
@@ -311,6 +365,49 @@ mod tests {
         assert_eq!(whole(b"Ff\r\n"), Ok((4, false)));
     }
 
+    /// Chunk extensions follow RFC 9112 §7.1.1 or the body is refused (item 8 of the
+    /// hardening issue: bad grammar used to be forwarded verbatim, for the next hop to
+    /// read its own way).
+    #[test]
+    fn chunk_extension_grammar() {
+        for ok in [
+            &b"5;a\r\nhello\r\n0\r\n\r\n"[..],
+            b"5;a=b\r\nhello\r\n0\r\n\r\n",
+            b"5 ; a = b ; c\r\nhello\r\n0\r\n\r\n",
+            b"5;a=\"b c;d=\\\"e\\\"\"\r\nhello\r\n0\r\n\r\n",
+            b"5;a=\"\"\r\nhello\r\n0;z\r\n\r\n",
+            b"5;a=b ;c=\"x\" \r\nhello\r\n0\r\n\r\n",
+        ] {
+            assert_eq!(
+                whole(ok),
+                Ok((ok.len(), true)),
+                "{:?}",
+                String::from_utf8_lossy(ok)
+            );
+        }
+        for bad in [
+            &b"5;\r\nhello\r\n0\r\n\r\n"[..],
+            b"5;=b\r\n",
+            b"5;a=\r\n",
+            b"5;a=b c\r\n",
+            b"5;a b\r\n",
+            b"5;a=\"unterminated\r\n",
+            b"5;a=\"x\"y\r\n",
+            b"5;a=b=c\r\n",
+            b"5;a,b\r\n",
+            b"5;;a\r\n",
+            b"5;a=\"x\x7f\"\r\n",
+        ] {
+            assert_eq!(
+                whole(bad),
+                Err(ChunkError::BadExtension),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+        assert_eq!(whole(b"5;a=\"x\ny\"\r\n"), Err(ChunkError::BadLineEnd));
+    }
+
     #[test]
     fn refusals() {
         assert_eq!(whole(b"5\nhello\r\n0\r\n\r\n"), Err(ChunkError::BadLineEnd));
@@ -334,7 +431,7 @@ mod tests {
         assert_eq!(whole(b";ext\r\n"), Err(ChunkError::BadSize));
         assert_eq!(whole(b"5 5\r\n"), Err(ChunkError::BadSize));
         assert_eq!(whole(b"5 \r\n"), Err(ChunkError::BadSize));
-        assert_eq!(whole(b"5;a\x00b\r\n"), Err(ChunkError::BadSize));
+        assert_eq!(whole(b"5;a\x00b\r\n"), Err(ChunkError::BadExtension));
         assert_eq!(whole(b"5;a\nb\r\n"), Err(ChunkError::BadLineEnd));
         assert_eq!(whole(b"5\r\r\n"), Err(ChunkError::BadLineEnd));
         assert_eq!(
