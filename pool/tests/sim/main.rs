@@ -11,6 +11,7 @@
 //! `SIM_SEED_START=n` choose the batch.
 
 mod check;
+mod h2;
 mod network;
 mod world;
 
@@ -133,6 +134,8 @@ fn add(t: &mut Tally, o: &Tally) {
     t.grants_received += o.grants_received;
     t.grant_returned += o.grant_returned;
     t.stale_key_checks += o.stale_key_checks;
+    t.adopted_dead += o.adopted_dead;
+    t.h2.add(&o.h2);
     for (k, v) in &o.closes {
         *t.closes.entry(*k).or_default() += v;
     }

@@ -10,7 +10,7 @@
 use rand::Rng;
 use ringway_pool::{ConnClass, FaultPoint, GrantEffect, Msg, Next, PutResult, ServerId, Ticket};
 
-use crate::world::{Meta, Req, ReqState, Res, SimConn, World};
+use crate::world::{End, Meta, Req, ReqState, Res, SimConn, World};
 
 pub struct Flight {
     pub from: usize,
@@ -240,7 +240,7 @@ impl World {
                         }
                         let req = self
                             .reqs
-                            .get_mut(&rid)
+                            .remove(&rid)
                             .ok_or_else(|| format!("I2: request {rid} vanished"))?;
                         if !matches!(req.state, ReqState::Waiting(tk) if tk == ticket) {
                             return Err(format!(
@@ -250,9 +250,11 @@ impl World {
                         if req.meta.server != server || req.meta.shard != t {
                             return Err("I2: grant for another server or shard".into());
                         }
-                        req.state = ReqState::Active { conn, uses };
                         self.tally.adopted += 1;
-                        Ok(())
+                        if self.is_h2(server) {
+                            return self.h2_adopt(rid, req.meta, conn, uses);
+                        }
+                        self.activate_h1(rid, req.meta, conn, uses)
                     }
                     GrantEffect::AdoptedIdle(r) => {
                         let waits = self.reqs.values().any(|q| {
@@ -299,7 +301,7 @@ impl World {
         self.reqs.remove(&rid);
         self.tally.client_gone += 1;
         self.note("gone", &[rid]);
-        Ok(())
+        self.finish(rid, End::Gone)
     }
 
     /// The client of a waiting request went away without the driver being told (the
@@ -313,6 +315,6 @@ impl World {
         self.tally.client_gone += 1;
         self.tally.vanished += 1;
         self.note("vanished", &[rid]);
-        Ok(())
+        self.finish(rid, End::Gone)
     }
 }
