@@ -13,8 +13,8 @@ use crate::world::{Close, Flight, RejectReasonKey as R, ReqState, Res, SimConn, 
 use ringway_pool::Msg;
 
 pub fn check(w: &World, at_rest: bool) -> Res {
-    h2_conns(w)?;
     i1_one_owner(w)?;
+    h2_conns(w)?;
     i3_bounded_waits(w)?;
     i4_counters(w)?;
     i5_grants_balance(w)?;
@@ -105,6 +105,17 @@ fn resting(w: &World, conn: &SimConn, server: ServerId, where_: &str) -> Res {
 /// per-shard stream gauges sum to the streams open; every connect in progress has its
 /// requests, at most one shared connect per server and shard.
 fn h2_conns(w: &World) -> Res {
+    for (rid, r) in &w.reqs {
+        if let ReqState::Stream { seq, conn, sid } = r.state {
+            let on = w.shards[r.meta.shard].busy.get(&seq);
+            if !on.is_some_and(|b| b.conn.id == conn && b.streams.get(&sid) == Some(rid)) {
+                let state = if w.open.contains_key(&conn) { "open but not busy" } else { "closed" };
+                return Err(format!(
+                    "H2-idle: request {rid} has stream {sid} open on connection {conn}, which is {state}"
+                ));
+            }
+        }
+    }
     let mut streams_total = 0u64;
     for (s, sh) in w.shards.iter().enumerate() {
         let mut on_shard = 0u64;

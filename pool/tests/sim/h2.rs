@@ -132,6 +132,10 @@ pub struct H2Tally {
     pub retried: u64,
     pub client_reset: u64,
     pub wait_gone: u64,
+    /// Late or undeliverable grants of HTTP/2 connections pooled idle by the taker (I5).
+    pub adopted_idle: u64,
+    /// HTTP/2 grants that could not be sent and went back into the owner's pool.
+    pub grant_returned: u64,
 }
 
 impl H2Tally {
@@ -160,6 +164,8 @@ impl H2Tally {
             retried,
             client_reset,
             wait_gone,
+            adopted_idle,
+            grant_returned,
         } = o;
         self.streams += streams;
         self.shared += shared;
@@ -184,6 +190,8 @@ impl H2Tally {
         self.retried += retried;
         self.client_reset += client_reset;
         self.wait_gone += wait_gone;
+        self.adopted_idle += adopted_idle;
+        self.grant_returned += grant_returned;
     }
 }
 

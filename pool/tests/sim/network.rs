@@ -10,7 +10,7 @@
 use rand::Rng;
 use ringway_pool::{ConnClass, FaultPoint, GrantEffect, Msg, Next, PutResult, ServerId, Ticket};
 
-use crate::world::{End, Meta, Req, ReqState, Res, SimConn, World};
+use crate::world::{Bug, End, Meta, Req, ReqState, Res, SimConn, World};
 
 pub struct Flight {
     pub from: usize,
@@ -153,7 +153,22 @@ impl World {
                 }
                 let o = f.to;
                 let sh = &mut self.shards[o];
-                let reply = sh.driver.on_reserve(&mut sh.pool, server, ticket, allowed);
+                let busy = (self.cfg.bug == Bug::H2GrantBusy && sh.pool.idle_count(server) == 0)
+                    .then(|| sh.avail.range((server, 0)..=(server, u64::MAX)).next().copied())
+                    .flatten();
+                let reply = match busy {
+                    Some((_, seq)) => {
+                        sh.avail.remove(&(server, seq));
+                        let b = sh.busy.remove(&seq).ok_or("avail lists a gone entry")?;
+                        Msg::Grant {
+                            ticket,
+                            server,
+                            conn: b.conn,
+                            uses: b.uses,
+                        }
+                    }
+                    None => sh.driver.on_reserve(&mut sh.pool, server, ticket, allowed),
+                };
                 let granted = match &reply {
                     Msg::Grant { conn, uses, .. } => {
                         if !allowed.permits(ConnClass::for_uses(*uses)) {
@@ -173,7 +188,12 @@ impl World {
                     let sh = &mut self.shards[o];
                     match sh.driver.reply_failed(&mut sh.pool, reply, now) {
                         None => {}
-                        Some(PutResult::Pooled(_)) => self.tally.grant_returned += 1,
+                        Some(PutResult::Pooled(_)) => {
+                            self.tally.grant_returned += 1;
+                            if self.is_h2(server) {
+                                self.tally.h2.grant_returned += 1;
+                            }
+                        }
                         Some(r) => self.close_rejected(o, server, r)?,
                     }
                     return Ok(());
@@ -284,6 +304,9 @@ impl World {
         self.tally.adopt_idle_calls += 1;
         if matches!(r, PutResult::Pooled(_)) {
             self.tally.adopt_idle_pooled += 1;
+            if self.is_h2(server) {
+                self.tally.h2.adopted_idle += 1;
+            }
         }
         self.close_rejected(t, server, r)
     }

@@ -104,6 +104,9 @@ pub enum Bug {
     /// When a stream ends and others are still open on its HTTP/2 connection, the
     /// connection is checked into the idle pool anyway (so it can be granted busy).
     H2PoolBusy,
+    /// An owner with no idle HTTP/2 connection to the server answers a `Reserve` with a
+    /// busy one from its avail list.
+    H2GrantBusy,
     /// An HTTP/2 connection that saw GOAWAY is checked into the idle pool when its last
     /// stream ends, instead of being closed.
     H2PoolDead,
