@@ -205,28 +205,43 @@ fn h2_conns(w: &World) -> Res {
         }
         streams_total += on_shard;
         let mut shared = BTreeMap::new();
-        for c in &sh.connects {
-            if !w.is_h2(c.server) {
-                return Err(format!("H2: an HTTP/2 connect for HTTP/1.1 server {}", c.server.0));
+        for a in &sh.acquiring {
+            if !w.is_h2(a.server) {
+                return Err(format!("H2: an HTTP/2 acquisition for HTTP/1.1 server {}", a.server.0));
             }
-            if c.shared && shared.insert(c.server, c.leader).is_some() {
+            if a.shared && shared.insert(a.server, a.leader).is_some() {
                 return Err(format!(
-                    "H2-connect: two shared connects in progress to server {} on shard {s}",
-                    c.server.0
+                    "H2-connect: two shared acquisitions in progress to server {} on shard {s}",
+                    a.server.0
                 ));
             }
-            if !c.shared && !c.waiters.is_empty() {
-                return Err("H2-connect: requests wait for a private connect".into());
+            if !a.shared && (!a.waiters.is_empty() || a.connect_at.is_none()) {
+                return Err("H2-connect: a private acquisition with waiters, or asking".into());
             }
-            for (rid, leader) in std::iter::once((c.leader, true)).chain(c.waiters.iter().map(|&x| (x, false))) {
+            let leader_ok = w.reqs.get(&a.leader).is_some_and(|r| {
+                r.meta.shard == s
+                    && r.meta.server == a.server
+                    && match a.connect_at {
+                        None => matches!(r.state, ReqState::Waiting(_)),
+                        Some(_) => matches!(r.state, ReqState::Connecting { leader: true }),
+                    }
+            });
+            if !leader_ok {
+                return Err(format!(
+                    "lost: leader {} of an acquisition on shard {s} is {:?}",
+                    a.leader,
+                    w.reqs.get(&a.leader).map(|r| &r.state)
+                ));
+            }
+            for &rid in &a.waiters {
                 match w.reqs.get(&rid) {
                     Some(r)
-                        if matches!(r.state, ReqState::Connecting { leader: l } if l == leader)
+                        if matches!(r.state, ReqState::Connecting { leader: false })
                             && r.meta.shard == s
-                            && r.meta.server == c.server => {}
+                            && r.meta.server == a.server => {}
                     other => {
                         return Err(format!(
-                            "lost: request {rid} of a connect on shard {s} is {:?}",
+                            "lost: waiter {rid} of an acquisition on shard {s} is {:?}",
                             other.map(|r| &r.state)
                         ))
                     }
@@ -239,6 +254,16 @@ fn h2_conns(w: &World) -> Res {
         match r.state {
             ReqState::Stream { .. } => streaming += 1,
             ReqState::Connecting { .. } => connecting += 1,
+            // Only the leader of its shard's acquisition asks other shards.
+            ReqState::Waiting(_) if w.is_h2(r.meta.server) => {
+                let leads = w.shards[r.meta.shard]
+                    .acquiring
+                    .iter()
+                    .any(|a| a.shared && a.server == r.meta.server && a.connect_at.is_none());
+                if !leads {
+                    return Err("H2-connect: an HTTP/2 request asks another shard but leads no acquisition".into());
+                }
+            }
             _ => {}
         }
     }
@@ -250,8 +275,8 @@ fn h2_conns(w: &World) -> Res {
     let in_connects: usize = w
         .shards
         .iter()
-        .flat_map(|s| &s.connects)
-        .map(|c| 1 + c.waiters.len())
+        .flat_map(|s| &s.acquiring)
+        .map(|a| usize::from(a.connect_at.is_some()) + a.waiters.len())
         .sum();
     if connecting != in_connects {
         return Err(format!(
@@ -375,7 +400,7 @@ fn i4_counters(w: &World) -> Res {
                         && matches!(r.state, ReqState::Active { .. })
                 })
                 .count() as u64
-                + sh.busy.values().filter(|b| b.server == id).count() as u64;
+                + sh.busy.values().filter(|b| b.server == id && b.counted).count() as u64;
             if (st.idle_cur, st.safe_cur, st.used_cur) != (idle, safe, used) {
                 return Err(format!(
                     "I4: shard {s} server {server}: gauges idle/safe/used {}/{}/{} but world holds {idle}/{safe}/{used}",
@@ -502,12 +527,12 @@ fn rest(w: &World) -> Res {
         ));
     }
     for (s, sh) in w.shards.iter().enumerate() {
-        if !sh.busy.is_empty() || !sh.avail.is_empty() || !sh.connects.is_empty() || sh.streams != 0 {
+        if !sh.busy.is_empty() || !sh.avail.is_empty() || !sh.acquiring.is_empty() || sh.streams != 0 {
             return Err(format!(
-                "I4: shard {s} not at rest: {} busy, {} avail, {} connects, {} streams",
+                "I4: shard {s} not at rest: {} busy, {} avail, {} acquiring, {} streams",
                 sh.busy.len(),
                 sh.avail.len(),
-                sh.connects.len(),
+                sh.acquiring.len(),
                 sh.streams
             ));
         }

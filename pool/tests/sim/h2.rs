@@ -8,7 +8,8 @@
 //! while it can take another stream. A request opens a stream on the oldest busy
 //! connection with a free stream, else checks an idle one out of the pool, else takes
 //! one over from another shard through the shared [`Driver`](ringway_pool::Driver),
-//! else connects (waiting for a connect already in progress when it may share). When a
+//! else connects; at most one such takeover-or-connect is in progress per server and
+//! shard, and the requests that find one in progress wait for it. When a
 //! connection's last stream ends it is checked into the idle pool like an HTTP/1.1 one
 //! (`uses` counts streams), unless it is dead or worn. Only idle (zero-stream)
 //! connections are ever in a pool or a grant, so only those move between shards.
@@ -74,18 +75,25 @@ pub struct Busy {
     /// How many streams may be open now: the max, or more while streams opened before
     /// the server lowered it are still finishing. Never raised by a new stream.
     pub ceiling: u32,
+    /// Still counted in `used_cur`: a connection that read GOAWAY is uncounted at once
+    /// (the engine's `retire_h2`) and closed when its last stream ends.
+    pub counted: bool,
 }
 
-/// An HTTP/2 connect in progress on one shard.
+/// An HTTP/2 acquisition in progress on one shard: its leader asks other shards for an
+/// idle connection (a takeover), then connects. While a shared one is in progress for a
+/// server, the shard's other requests to it that find no free stream wait for it, as in
+/// the engine (at most one takeover-or-connect per slot and shard).
 #[derive(Debug)]
-pub struct Connect {
+pub struct Acquire {
     pub server: ServerId,
     /// The request that started it; it gets the first stream.
     pub leader: u64,
-    /// When it completes (or fails).
-    pub at: u64,
-    /// Requests that may share a connection wait for a shared connect; a request that
-    /// may not (reuse `never`, a session's first request) connects on its own.
+    /// `None` while the leader waits on a takeover ticket; then when its connect
+    /// completes (or fails).
+    pub connect_at: Option<u64>,
+    /// False for a request that may not share (`--reuse never`): it connects on its own,
+    /// and nobody waits for it.
     pub shared: bool,
     /// Requests waiting for it.
     pub waiters: Vec<u64>,
@@ -302,6 +310,7 @@ impl World {
             streams: BTreeMap::new(),
             uses,
             ceiling,
+            counted: true,
         };
         self.shards[s].busy.insert(seq, b);
         Ok(seq)
@@ -429,10 +438,16 @@ impl World {
             conn,
             server,
             uses,
+            counted,
             ..
         } = b;
         let dead = conn.h2.as_ref().is_some_and(|st| st.dead.is_some());
         let now = self.now();
+        if !counted {
+            // Read GOAWAY and was uncounted then: nothing left but closing it.
+            self.tally.h2.dead_closed += 1;
+            return self.close(conn, Close::GoAway);
+        }
         if dead && self.cfg.bug != Bug::H2PoolDead {
             self.shards[s].pool.released(server);
             self.tally.h2.dead_closed += 1;
@@ -464,59 +479,125 @@ impl World {
         self.after_streams(meta.shard, seq)
     }
 
-    /// Connects anew for `id` (after one more local look), or waits for the shared
-    /// connect in progress on its shard.
-    pub fn h2_connect(&mut self, id: u64, meta: Meta) -> Res {
-        if self.shards[meta.shard].pool.is_server_down(meta.server) {
-            self.tally.refused_down += 1;
-            return self.finish(id, End::Unavailable);
+    /// The shared acquisition in progress for `server` on shard `s`, if any.
+    fn shared_acquire(&self, s: usize, server: ServerId) -> Option<usize> {
+        self.shards[s]
+            .acquiring
+            .iter()
+            .position(|a| a.shared && a.server == server)
+    }
+
+    /// The acquisition request `id` leads on shard `s`, if any.
+    fn led_by(&self, s: usize, id: u64) -> Option<usize> {
+        self.shards[s].acquiring.iter().position(|a| a.leader == id)
+    }
+
+    /// Request `id` found no free stream: it waits for the shared acquisition in progress
+    /// (true), or starts one and leads it: asks other shards, then connects (false).
+    /// Under `--reuse never` nothing is shared and nobody waits (false).
+    pub fn h2_wait_or_lead(&mut self, id: u64, meta: Meta) -> Result<bool, String> {
+        if meta.allowed == Allowed::Nothing {
+            return Ok(false);
         }
-        if self.h2_local(id, meta)? {
-            self.tally.reused_before_connect += 1;
-            return Ok(());
+        let s = meta.shard;
+        if let Some(i) = self.shared_acquire(s, meta.server) {
+            self.shards[s].acquiring[i].waiters.push(id);
+            self.tally.h2.connect_waits += 1;
+            let state = ReqState::Connecting { leader: false };
+            self.reqs.insert(id, Req { meta, state });
+            self.note("h2-wait", &[id]);
+            return Ok(true);
         }
-        let shared = meta.allowed == Allowed::Any;
-        let sh = &mut self.shards[meta.shard];
-        if shared {
-            if let Some(c) = sh
-                .connects
-                .iter_mut()
-                .find(|c| c.shared && c.server == meta.server)
-            {
-                c.waiters.push(id);
-                self.tally.h2.connect_waits += 1;
-                let state = ReqState::Connecting { leader: false };
-                self.reqs.insert(id, Req { meta, state });
-                self.note("h2-connect-wait", &[id]);
-                return Ok(());
-            }
-        } else {
-            self.tally.h2.private_connects += 1;
-        }
-        let at = self.tick + self.rng.gen_range(0..=self.cfg.connect_delay);
-        self.shards[meta.shard].connects.push(Connect {
+        self.shards[s].acquiring.push(Acquire {
             server: meta.server,
             leader: id,
-            at,
-            shared,
+            connect_at: None,
+            shared: true,
             waiters: Vec::new(),
         });
+        self.note("h2-lead", &[id]);
+        Ok(false)
+    }
+
+    /// Acquisition `i` of shard `s` ended with its leader served or gone: the waiters look
+    /// again, each from the start (most find a stream on the leader's connection).
+    fn wake(&mut self, s: usize, i: usize) -> Res {
+        let a = self.shards[s].acquiring.remove(i);
+        for rid in a.waiters {
+            let mut req = self.reqs.remove(&rid).ok_or_else(|| {
+                format!("lost: waiter {rid} of an acquisition on shard {s} is gone")
+            })?;
+            if !matches!(req.state, ReqState::Connecting { leader: false }) {
+                return Err(format!("lost: waiter {rid} is {:?}", req.state));
+            }
+            req.meta.started = self.tick;
+            self.acquire(rid, req.meta)?;
+        }
+        Ok(())
+    }
+
+    /// The request leading an acquisition went away (or was served without a connect).
+    pub fn h2_leader_done(&mut self, s: usize, id: u64) -> Res {
+        match self.led_by(s, id) {
+            Some(i) => self.wake(s, i),
+            None => Ok(()),
+        }
+    }
+
+    /// The takeover found nothing (or what it found was dead): after one more local look,
+    /// the leader connects; a request that may not share connects on its own.
+    pub fn h2_connect(&mut self, id: u64, meta: Meta) -> Res {
+        let s = meta.shard;
+        if self.shards[s].pool.is_server_down(meta.server) {
+            self.tally.refused_down += 1;
+            self.finish(id, End::Unavailable)?;
+            return self.h2_leader_done(s, id);
+        }
+        if self.h2_local(id, meta)? {
+            // A late grant adopted meanwhile, or a connection that got a free stream.
+            self.tally.reused_before_connect += 1;
+            return self.h2_leader_done(s, id);
+        }
+        let lead = match self.led_by(s, id) {
+            Some(i) => Some(i),
+            None if meta.allowed != Allowed::Nothing => {
+                if self.h2_wait_or_lead(id, meta)? {
+                    return Ok(());
+                }
+                self.led_by(s, id)
+            }
+            None => None,
+        };
+        let at = self.tick + self.rng.gen_range(0..=self.cfg.connect_delay);
+        match lead {
+            Some(i) => self.shards[s].acquiring[i].connect_at = Some(at),
+            None => {
+                self.tally.h2.private_connects += 1;
+                self.shards[s].acquiring.push(Acquire {
+                    server: meta.server,
+                    leader: id,
+                    connect_at: Some(at),
+                    shared: false,
+                    waiters: Vec::new(),
+                });
+            }
+        }
         let state = ReqState::Connecting { leader: true };
         self.reqs.insert(id, Req { meta, state });
-        self.note("h2-connect", &[id, meta.shard as u64, meta.server.0 as u64]);
+        self.note("h2-connect", &[id, s as u64, meta.server.0 as u64]);
         Ok(())
     }
 
     /// Step: one connect whose time has come completes or fails.
     pub fn finish_a_connect(&mut self) -> Res {
+        let tick = self.tick;
         let ready: Vec<(usize, usize)> = (0..self.cfg.n_shards)
             .flat_map(|s| {
-                let tick = self.tick;
                 self.shards[s]
-                    .connects
+                    .acquiring
                     .iter()
                     .enumerate()
-                    .filter(move |(_, c)| c.at <= tick)
+                    .filter(move |(_, a)| a.connect_at.is_some_and(|at| at <= tick))
                     .map(move |(i, _)| (s, i))
             })
             .collect();
@@ -527,51 +608,50 @@ impl World {
         self.finish_connect(s, i)
     }
 
-    /// Connect `i` of shard `s` ends: its leader gets the first stream and the waiters
-    /// look again (most find a stream on it); if it failed, all of them get a 503.
+    /// The connect of acquisition `i` of shard `s` ends: its leader gets the first stream
+    /// and the waiters look again; if it failed, all of them get a 503.
     pub fn finish_connect(&mut self, s: usize, i: usize) -> Res {
-        let c = self.shards[s].connects.remove(i);
-        let mut metas = Vec::new();
-        for (rid, leader) in std::iter::once((c.leader, true)).chain(c.waiters.iter().map(|&w| (w, false))) {
-            match self.reqs.remove(&rid) {
-                Some(Req {
-                    meta,
-                    state: ReqState::Connecting { leader: l },
-                }) if l == leader && meta.shard == s && meta.server == c.server => {
-                    metas.push((rid, meta))
-                }
-                other => {
-                    return Err(format!(
-                        "lost: request {rid} of a connect on shard {s} is {other:?}"
-                    ))
-                }
-            }
+        let a = &self.shards[s].acquiring[i];
+        let (server, leader) = (a.server, a.leader);
+        if a.connect_at.is_none() {
+            return Err(format!("H2-connect: acquisition of {leader} is not connecting"));
         }
-        self.note("h2-connected", &[c.leader, s as u64]);
+        let meta = match self.reqs.remove(&leader) {
+            Some(Req {
+                meta,
+                state: ReqState::Connecting { leader: true },
+            }) if meta.shard == s && meta.server == server => meta,
+            other => {
+                return Err(format!(
+                    "lost: leader {leader} of a connect on shard {s} is {other:?}"
+                ))
+            }
+        };
         if self.shards[s].faults.should_fail(FaultPoint::Connect) {
+            let a = self.shards[s].acquiring.remove(i);
+            self.note("h2-connect-failed", &[leader, a.waiters.len() as u64]);
             self.tally.connect_failed += 1;
-            for (k, (rid, _)) in metas.into_iter().enumerate() {
-                if k > 0 {
-                    self.tally.h2.waiters_failed += 1;
+            self.finish(leader, End::Unavailable)?;
+            for rid in a.waiters {
+                self.tally.h2.waiters_failed += 1;
+                match self.reqs.remove(&rid) {
+                    Some(Req {
+                        state: ReqState::Connecting { leader: false },
+                        ..
+                    }) => self.finish(rid, End::Unavailable)?,
+                    other => return Err(format!("lost: waiter {rid} is {other:?}")),
                 }
-                self.finish(rid, End::Unavailable)?;
             }
             return Ok(());
         }
-        self.shards[s].pool.connected(c.server);
-        let conn = self.new_conn(c.server);
+        self.note("h2-connected", &[leader, s as u64]);
+        self.shards[s].pool.connected(server);
+        let conn = self.new_conn(server);
         self.tally.connected += 1;
         self.tally.h2.connects += 1;
-        let seq = self.make_busy(s, c.server, conn, 0)?;
-        let mut metas = metas.into_iter();
-        if let Some((rid, meta)) = metas.next() {
-            self.open_stream(s, seq, rid, meta)?;
-        }
-        for (rid, mut meta) in metas {
-            meta.started = self.tick;
-            self.h2_connect(rid, meta)?;
-        }
-        Ok(())
+        let seq = self.make_busy(s, server, conn, 0)?;
+        self.open_stream(s, seq, leader, meta)?;
+        self.wake(s, i)
     }
 
     /// A grant was delivered to request `id`: the connection's wire is read first (it may
@@ -595,7 +675,8 @@ impl World {
         }
         self.tally.h2.from_takeover += 1;
         let seq = self.make_busy(s, meta.server, conn, uses)?;
-        self.open_stream(s, seq, id, meta)
+        self.open_stream(s, seq, id, meta)?;
+        self.h2_leader_done(s, id)
     }
 
     /// Step: the server of some open HTTP/2 connection (busy, idle in a pool, or inside a
@@ -700,6 +781,11 @@ impl World {
         }
         if let Some(l) = st.dead {
             refused = b.streams.range(l + 1..).map(|(sid, rid)| (*sid, *rid)).collect();
+            if b.counted && self.cfg.bug != Bug::H2PoolDead {
+                b.counted = false;
+                let server = b.server;
+                self.shards[s].pool.released(server);
+            }
         }
         for &(sid, rid) in &refused {
             let token = self.end_stream(s, seq, cid, sid)?;
@@ -777,11 +863,11 @@ impl World {
             ReqState::Connecting { leader: false } => {
                 self.tally.h2.wait_gone += 1;
                 let sh = &mut self.shards[req.meta.shard];
-                let before: usize = sh.connects.iter().map(|c| c.waiters.len()).sum();
-                for c in &mut sh.connects {
+                let before: usize = sh.acquiring.iter().map(|c| c.waiters.len()).sum();
+                for c in &mut sh.acquiring {
                     c.waiters.retain(|&w| w != rid);
                 }
-                let after: usize = sh.connects.iter().map(|c| c.waiters.len()).sum();
+                let after: usize = sh.acquiring.iter().map(|c| c.waiters.len()).sum();
                 if before != after + 1 {
                     return Err(format!("lost: waiter {rid} was not waiting for one connect"));
                 }

@@ -324,7 +324,8 @@ impl World {
         self.reqs.remove(&rid);
         self.tally.client_gone += 1;
         self.note("gone", &[rid]);
-        self.finish(rid, End::Gone)
+        self.finish(rid, End::Gone)?;
+        self.h2_leader_done(shard, rid)
     }
 
     /// The client of a waiting request went away without the driver being told (the
@@ -338,6 +339,7 @@ impl World {
         self.tally.client_gone += 1;
         self.tally.vanished += 1;
         self.note("vanished", &[rid]);
-        self.finish(rid, End::Gone)
+        self.finish(rid, End::Gone)?;
+        self.h2_leader_done(req.meta.shard, rid)
     }
 }

@@ -20,7 +20,7 @@ use ringway_pool::{
     PoolKey, Proto, PutResult, RejectReason, ReuseMode, ServerId, TakerConfig, Ticket,
 };
 
-pub use crate::h2::{Busy, Connect, End, H2State, H2Tally, Srv};
+pub use crate::h2::{Acquire, Busy, End, H2State, H2Tally, Srv};
 
 pub type Res = Result<(), String>;
 
@@ -222,8 +222,8 @@ pub struct Shard {
     /// The shared `avail` list: busy connections that can take another stream, oldest
     /// first per server.
     pub avail: BTreeSet<(ServerId, u64)>,
-    /// HTTP/2 connects in progress (at most one shared one per server).
-    pub connects: Vec<Connect>,
+    /// HTTP/2 takeovers-then-connects in progress (at most one shared one per server).
+    pub acquiring: Vec<Acquire>,
     /// Open HTTP/2 streams on this shard (the gauge a runtime would publish).
     pub streams: u64,
 }
@@ -302,7 +302,7 @@ impl World {
                     faults: cfg.faults.for_shard(s),
                     busy: BTreeMap::new(),
                     avail: BTreeSet::new(),
-                    connects: Vec::new(),
+                    acquiring: Vec::new(),
                     streams: 0,
                 }
             })
@@ -500,6 +500,10 @@ impl World {
             "request",
             &[id, shard as u64, server.0 as u64, first as u64],
         );
+        // Every pooled HTTP/2 connection has carried a stream, so the engine applies the
+        // reuse mode's rule for later requests to all HTTP/2 requests (only `never`
+        // keeps them private).
+        let first = first && !self.is_h2(server);
         let allowed = self.cfg.pool.reuse.allowed(first);
         let meta = Meta {
             shard,
@@ -520,7 +524,7 @@ impl World {
             return self.finish(id, End::Unavailable);
         }
         if self.is_h2(server) {
-            if self.h2_local(id, meta)? {
+            if self.h2_local(id, meta)? || self.h2_wait_or_lead(id, meta)? {
                 return Ok(());
             }
         } else if let Some(co) = self.shards[shard].pool.checkout(server, first) {
@@ -748,8 +752,11 @@ impl World {
             if !self.flights.is_empty() {
                 let i = self.rng.gen_range(0..self.flights.len());
                 self.deliver_one(i)?;
-            } else if let Some(s) = (0..self.cfg.n_shards).find(|&s| !self.shards[s].connects.is_empty()) {
-                self.finish_connect(s, 0)?;
+            } else if let Some((s, i)) = (0..self.cfg.n_shards).find_map(|s| {
+                let a = &self.shards[s].acquiring;
+                a.iter().position(|a| a.connect_at.is_some()).map(|i| (s, i))
+            }) {
+                self.finish_connect(s, i)?;
             } else if self.shards.iter().any(|s| s.driver.pending() > 0) {
                 self.advance_by(self.cfg.ask_timeout)?;
             } else if self.reqs.is_empty() {
