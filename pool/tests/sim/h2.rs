@@ -135,6 +135,8 @@ pub struct H2Tally {
     pub goaway_sweep: u64,
     pub goaway_checkout: u64,
     pub goaway_adopted: u64,
+    /// Read by the owner while it stopped the driver to grant it: put back, closed, denied.
+    pub goaway_at_owner: u64,
     pub dead_closed: u64,
     /// Streams above a GOAWAY's last_stream_id, retried on another connection.
     pub retried: u64,
@@ -168,6 +170,7 @@ impl H2Tally {
             goaway_sweep,
             goaway_checkout,
             goaway_adopted,
+            goaway_at_owner,
             dead_closed,
             retried,
             client_reset,
@@ -194,6 +197,7 @@ impl H2Tally {
         self.goaway_sweep += goaway_sweep;
         self.goaway_checkout += goaway_checkout;
         self.goaway_adopted += goaway_adopted;
+        self.goaway_at_owner += goaway_at_owner;
         self.dead_closed += dead_closed;
         self.retried += retried;
         self.client_reset += client_reset;
@@ -237,7 +241,7 @@ impl World {
     }
 
     /// Reads the wire of a connection the client is about to use (checkout, adoption).
-    fn read_conn(&mut self, conn: &mut SimConn) -> Result<bool, String> {
+    pub fn read_conn(&mut self, conn: &mut SimConn) -> Result<bool, String> {
         let id = conn.id;
         let srv = self
             .srv

@@ -237,6 +237,7 @@ fn coverage(t: &Tally, k: &TakerStats) {
         ("H2 GOAWAY read by the sweep", h.goaway_sweep),
         ("H2 GOAWAY read at checkout", h.goaway_checkout),
         ("H2 GOAWAY read at adoption", h.goaway_adopted),
+        ("H2 GOAWAY read by the owner at hand-over (denied)", h.goaway_at_owner),
         ("H2 dead connection closed after its last stream", h.dead_closed),
         ("H2 stream above last_stream_id retried", h.retried),
         ("H2 stream reset by its client", h.client_reset),
@@ -275,6 +276,7 @@ fn planted_bugs_are_caught() {
         (Bug::H2PoolBusy, "H2-idle"),
         (Bug::H2GrantBusy, "H2-idle: connection"),
         (Bug::H2PoolDead, "H2-dead"),
+        (Bug::H2GrantDead, "H2-dead: connection"),
         (Bug::H2IgnoreMax, "H2-max"),
         (Bug::H2LoseState, "H2-ids"),
     ] {

@@ -10,7 +10,7 @@
 use rand::Rng;
 use ringway_pool::{ConnClass, FaultPoint, GrantEffect, Msg, Next, PutResult, ServerId, Ticket};
 
-use crate::world::{Bug, End, Meta, Req, ReqState, Res, SimConn, World};
+use crate::world::{Bug, Close, End, Meta, Req, ReqState, Res, SimConn, World};
 
 pub struct Flight {
     pub from: usize,
@@ -169,6 +169,7 @@ impl World {
                     }
                     None => sh.driver.on_reserve(&mut sh.pool, server, ticket, allowed),
                 };
+                let reply = self.owner_reads_goaway(o, reply, now)?;
                 let granted = match &reply {
                     Msg::Grant { conn, uses, .. } => {
                         if !allowed.permits(ConnClass::for_uses(*uses)) {
@@ -297,6 +298,41 @@ impl World {
                 }
             }
         }
+    }
+
+    /// The owner stops the driver of an HTTP/2 connection it is about to grant; the driver
+    /// may have read what the server sent meanwhile (or not: then the taker reads it at
+    /// adoption). One that read GOAWAY is not granted: it goes back into the pool through
+    /// `reply_failed`, is taken out and closed as the sweep would, and the taker is
+    /// denied (the engine's `regain` path).
+    fn owner_reads_goaway(&mut self, o: usize, reply: Msg<SimConn>, now: std::time::Instant) -> Result<Msg<SimConn>, String> {
+        let Msg::Grant { ticket, server, mut conn, uses } = reply else {
+            return Ok(reply);
+        };
+        let wire = self.srv.get(&conn.id).is_some_and(|s| !s.wire.is_empty());
+        if conn.h2.is_none() || !wire || !self.rng.gen_bool(0.5) {
+            return Ok(Msg::Grant { ticket, server, conn, uses });
+        }
+        if !self.read_conn(&mut conn)? || self.cfg.bug == Bug::H2GrantDead {
+            return Ok(Msg::Grant { ticket, server, conn, uses });
+        }
+        self.tally.h2.goaway_at_owner += 1;
+        self.note("h2-goaway-owner", &[ticket.0, conn.id]);
+        let sh = &mut self.shards[o];
+        let back = sh.driver.reply_failed(&mut sh.pool, Msg::Grant { ticket, server, conn, uses }, now);
+        match back {
+            Some(PutResult::Pooled(key)) => {
+                self.tally.grant_returned += 1;
+                let conn = self.shards[o]
+                    .pool
+                    .remove(key)
+                    .ok_or("regain: the key just pooled did not remove")?;
+                self.close(conn, Close::GoAway)?;
+            }
+            Some(r) => self.close_rejected(o, server, r)?,
+            None => return Err("regain: a grant came back as nothing".into()),
+        }
+        Ok(Msg::Deny { ticket })
     }
 
     /// A late or undeliverable grant went to the idle pool: pooled, or closed by policy.

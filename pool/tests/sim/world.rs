@@ -107,6 +107,8 @@ pub enum Bug {
     /// An owner with no idle HTTP/2 connection to the server answers a `Reserve` with a
     /// busy one from its avail list.
     H2GrantBusy,
+    /// An owner grants an HTTP/2 connection whose GOAWAY it read while stopping its driver.
+    H2GrantDead,
     /// An HTTP/2 connection that saw GOAWAY is checked into the idle pool when its last
     /// stream ends, instead of being closed.
     H2PoolDead,
