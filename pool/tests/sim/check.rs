@@ -93,8 +93,14 @@ fn resting(w: &World, conn: &SimConn, server: ServerId, where_: &str) -> Res {
             "H2-dead: connection {} is {where_} after it read GOAWAY",
             conn.id
         )),
-        Some(_) if !w.is_h2(server) => Err(format!("H2-place: HTTP/1.1 connection {} has h2 state", conn.id)),
-        None if w.is_h2(server) => Err(format!("H2-place: HTTP/2 connection {} has no h2 state", conn.id)),
+        Some(_) if !w.is_h2(server) => Err(format!(
+            "H2-place: HTTP/1.1 connection {} has h2 state",
+            conn.id
+        )),
+        None if w.is_h2(server) => Err(format!(
+            "H2-place: HTTP/2 connection {} has no h2 state",
+            conn.id
+        )),
         _ => Ok(()),
     }
 }
@@ -109,7 +115,11 @@ fn h2_conns(w: &World) -> Res {
         if let ReqState::Stream { seq, conn, sid } = r.state {
             let on = w.shards[r.meta.shard].busy.get(&seq);
             if !on.is_some_and(|b| b.conn.id == conn && b.streams.get(&sid) == Some(rid)) {
-                let state = if w.open.contains_key(&conn) { "open but not busy" } else { "closed" };
+                let state = if w.open.contains_key(&conn) {
+                    "open but not busy"
+                } else {
+                    "closed"
+                };
                 return Err(format!(
                     "H2-idle: request {rid} has stream {sid} open on connection {conn}, which is {state}"
                 ));
@@ -130,7 +140,9 @@ fn h2_conns(w: &World) -> Res {
                 return Err(format!("H2-place: HTTP/1.1 connection {id} in a busy list"));
             }
             if b.streams.is_empty() {
-                return Err(format!("H2-idle: connection {id} is busy with no stream open"));
+                return Err(format!(
+                    "H2-idle: connection {id} is busy with no stream open"
+                ));
             }
             let srv = w
                 .srv
@@ -176,10 +188,9 @@ fn h2_conns(w: &World) -> Res {
                 ));
             }
             for (&sid, &rid) in &b.streams {
-                let r = w
-                    .reqs
-                    .get(&rid)
-                    .ok_or_else(|| format!("lost: stream {sid} of connection {id} carries gone request {rid}"))?;
+                let r = w.reqs.get(&rid).ok_or_else(|| {
+                    format!("lost: stream {sid} of connection {id} carries gone request {rid}")
+                })?;
                 if !matches!(r.state, ReqState::Stream { seq: q, conn, sid: x } if q == *seq && conn == id && x == sid)
                     || r.meta.shard != s
                     || r.meta.server != b.server
@@ -194,7 +205,9 @@ fn h2_conns(w: &World) -> Res {
         }
         for (server, seq) in &sh.avail {
             if sh.busy.get(seq).is_none_or(|b| b.server != *server) {
-                return Err(format!("H2-avail: shard {s} lists busy entry {seq}, which is not busy"));
+                return Err(format!(
+                    "H2-avail: shard {s} lists busy entry {seq}, which is not busy"
+                ));
             }
         }
         if sh.streams != on_shard {
@@ -207,7 +220,10 @@ fn h2_conns(w: &World) -> Res {
         let mut shared = BTreeMap::new();
         for a in &sh.acquiring {
             if !w.is_h2(a.server) {
-                return Err(format!("H2: an HTTP/2 acquisition for HTTP/1.1 server {}", a.server.0));
+                return Err(format!(
+                    "H2: an HTTP/2 acquisition for HTTP/1.1 server {}",
+                    a.server.0
+                ));
             }
             if a.shared && shared.insert(a.server, a.leader).is_some() {
                 return Err(format!(
@@ -261,7 +277,10 @@ fn h2_conns(w: &World) -> Res {
                     .iter()
                     .any(|a| a.shared && a.server == r.meta.server && a.connect_at.is_none());
                 if !leads {
-                    return Err("H2-connect: an HTTP/2 request asks another shard but leads no acquisition".into());
+                    return Err(
+                        "H2-connect: an HTTP/2 request asks another shard but leads no acquisition"
+                            .into(),
+                    );
                 }
             }
             _ => {}
@@ -400,7 +419,10 @@ fn i4_counters(w: &World) -> Res {
                         && matches!(r.state, ReqState::Active { .. })
                 })
                 .count() as u64
-                + sh.busy.values().filter(|b| b.server == id && b.counted).count() as u64;
+                + sh.busy
+                    .values()
+                    .filter(|b| b.server == id && b.counted)
+                    .count() as u64;
             if (st.idle_cur, st.safe_cur, st.used_cur) != (idle, safe, used) {
                 return Err(format!(
                     "I4: shard {s} server {server}: gauges idle/safe/used {}/{}/{} but world holds {idle}/{safe}/{used}",
@@ -527,7 +549,11 @@ fn rest(w: &World) -> Res {
         ));
     }
     for (s, sh) in w.shards.iter().enumerate() {
-        if !sh.busy.is_empty() || !sh.avail.is_empty() || !sh.acquiring.is_empty() || sh.streams != 0 {
+        if !sh.busy.is_empty()
+            || !sh.avail.is_empty()
+            || !sh.acquiring.is_empty()
+            || sh.streams != 0
+        {
             return Err(format!(
                 "I4: shard {s} not at rest: {} busy, {} avail, {} acquiring, {} streams",
                 sh.busy.len(),

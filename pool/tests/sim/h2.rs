@@ -233,7 +233,7 @@ pub fn avail_eligible(w: &World, b: &Busy) -> bool {
 }
 
 impl World {
-    fn h2_state<'a>(conn: &'a mut SimConn) -> Result<&'a mut H2State, String> {
+    fn h2_state(conn: &mut SimConn) -> Result<&mut H2State, String> {
         let id = conn.id;
         conn.h2
             .as_mut()
@@ -304,7 +304,13 @@ impl World {
         }
     }
 
-    fn make_busy(&mut self, s: usize, server: ServerId, mut conn: SimConn, uses: u32) -> Result<u64, String> {
+    fn make_busy(
+        &mut self,
+        s: usize,
+        server: ServerId,
+        mut conn: SimConn,
+        uses: u32,
+    ) -> Result<u64, String> {
         let ceiling = Self::h2_state(&mut conn)?.max;
         let seq = self.next_seq;
         self.next_seq += 1;
@@ -389,7 +395,11 @@ impl World {
             .as_ref()
             .is_some_and(|st| b.streams.len() as u32 >= st.max);
         let worn = self.cfg.pool.max_reuse.is_some_and(|m| b.uses >= m);
-        if self.cfg.bug == Bug::H2IgnoreMax && full && b.conn.h2.as_ref().is_some_and(|st| st.dead.is_none()) && !worn {
+        if self.cfg.bug == Bug::H2IgnoreMax
+            && full
+            && b.conn.h2.as_ref().is_some_and(|st| st.dead.is_none())
+            && !worn
+        {
             ok = self.cfg.pool.reuse != ringway_pool::ReuseMode::Never;
         }
         let avail = &mut self.shards[s].avail;
@@ -406,7 +416,13 @@ impl World {
 
     /// A stream ended (answered, reset, or refused by GOAWAY): the server forgets it and
     /// the busy connection gives the stream back. Returns the server's echo of it.
-    fn end_stream(&mut self, s: usize, seq: u64, cid: u64, sid: u32) -> Result<Option<u64>, String> {
+    fn end_stream(
+        &mut self,
+        s: usize,
+        seq: u64,
+        cid: u64,
+        sid: u32,
+    ) -> Result<Option<u64>, String> {
         let b = self.shards[s].busy.get_mut(&seq).ok_or_else(|| {
             format!("H2-place: stream {sid} on connection {cid}, which is not busy on shard {s}")
         })?;
@@ -618,7 +634,9 @@ impl World {
         let a = &self.shards[s].acquiring[i];
         let (server, leader) = (a.server, a.leader);
         if a.connect_at.is_none() {
-            return Err(format!("H2-connect: acquisition of {leader} is not connecting"));
+            return Err(format!(
+                "H2-connect: acquisition of {leader} is not connecting"
+            ));
         }
         let meta = match self.reqs.remove(&leader) {
             Some(Req {
@@ -731,9 +749,9 @@ impl World {
                 Ok(())
             }
             (None, Frame::GoAway(_)) => {
-                let in_flight = self.flights.iter().any(|f| {
-                    matches!(&f.msg, ringway_pool::Msg::Grant { conn, .. } if conn.id == cid)
-                });
+                let in_flight = self.flights.iter().any(
+                    |f| matches!(&f.msg, ringway_pool::Msg::Grant { conn, .. } if conn.id == cid),
+                );
                 if in_flight {
                     self.tally.h2.goaway_in_flight += 1;
                 } else {
@@ -784,7 +802,11 @@ impl World {
             }
         }
         if let Some(l) = st.dead {
-            refused = b.streams.range(l + 1..).map(|(sid, rid)| (*sid, *rid)).collect();
+            refused = b
+                .streams
+                .range(l + 1..)
+                .map(|(sid, rid)| (*sid, *rid))
+                .collect();
             if b.counted && self.cfg.bug != Bug::H2PoolDead {
                 b.counted = false;
                 let server = b.server;
@@ -794,7 +816,9 @@ impl World {
         for &(sid, rid) in &refused {
             let token = self.end_stream(s, seq, cid, sid)?;
             if token != Some(rid) {
-                return Err(format!("answer: refused stream {sid} carried {token:?}, not {rid}"));
+                return Err(format!(
+                    "answer: refused stream {sid} carried {token:?}, not {rid}"
+                ));
             }
         }
         self.after_streams(s, seq)?;
@@ -803,8 +827,11 @@ impl World {
                 .reqs
                 .remove(&rid)
                 .ok_or_else(|| format!("lost: request {rid} of refused stream {sid} is gone"))?;
-            if !matches!(req.state, ReqState::Stream { conn, sid: x, .. } if conn == cid && x == sid) {
-                return Err(format!("lost: request {rid} was not on stream {sid} of {cid}"));
+            if !matches!(req.state, ReqState::Stream { conn, sid: x, .. } if conn == cid && x == sid)
+            {
+                return Err(format!(
+                    "lost: request {rid} was not on stream {sid} of {cid}"
+                ));
             }
             self.tally.h2.retried += 1;
             self.note("h2-retry", &[rid, cid, sid as u64]);
@@ -873,7 +900,9 @@ impl World {
                 }
                 let after: usize = sh.acquiring.iter().map(|c| c.waiters.len()).sum();
                 if before != after + 1 {
-                    return Err(format!("lost: waiter {rid} was not waiting for one connect"));
+                    return Err(format!(
+                        "lost: waiter {rid} was not waiting for one connect"
+                    ));
                 }
                 self.finish(rid, End::Gone)
             }

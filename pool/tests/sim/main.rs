@@ -219,13 +219,22 @@ fn coverage(t: &Tally, k: &TakerStats) {
         ("H2 stream", h.streams),
         ("H2 stream on a shared busy connection", h.shared),
         ("H2 idle connection checked out", h.from_pool),
-        ("H2 connection taken over from another shard", h.from_takeover),
+        (
+            "H2 connection taken over from another shard",
+            h.from_takeover,
+        ),
         ("H2 late grant adopted idle", h.adopted_idle),
         ("H2 grant returned to its owner", h.grant_returned),
         ("H2 connect", h.connects),
-        ("H2 request waiting for a connect in progress", h.connect_waits),
+        (
+            "H2 request waiting for a connect in progress",
+            h.connect_waits,
+        ),
         ("H2 connect failed under its waiters", h.waiters_failed),
-        ("H2 private connect (reuse forbids sharing)", h.private_connects),
+        (
+            "H2 private connect (reuse forbids sharing)",
+            h.private_connects,
+        ),
         ("H2 connection full, off avail", h.full),
         ("H2 connection worn (max-reuse streams), off avail", h.worn),
         ("H2 connection checked into the idle pool", h.pooled),
@@ -237,8 +246,14 @@ fn coverage(t: &Tally, k: &TakerStats) {
         ("H2 GOAWAY read by the sweep", h.goaway_sweep),
         ("H2 GOAWAY read at checkout", h.goaway_checkout),
         ("H2 GOAWAY read at adoption", h.goaway_adopted),
-        ("H2 GOAWAY read by the owner at hand-over (denied)", h.goaway_at_owner),
-        ("H2 dead connection closed after its last stream", h.dead_closed),
+        (
+            "H2 GOAWAY read by the owner at hand-over (denied)",
+            h.goaway_at_owner,
+        ),
+        (
+            "H2 dead connection closed after its last stream",
+            h.dead_closed,
+        ),
         ("H2 stream above last_stream_id retried", h.retried),
         ("H2 stream reset by its client", h.client_reset),
         ("H2 waiter gone", h.wait_gone),
@@ -294,4 +309,3 @@ fn planted_bugs_are_caught() {
         }
     }
 }
-

@@ -154,7 +154,12 @@ impl World {
                 let o = f.to;
                 let sh = &mut self.shards[o];
                 let busy = (self.cfg.bug == Bug::H2GrantBusy && sh.pool.idle_count(server) == 0)
-                    .then(|| sh.avail.range((server, 0)..=(server, u64::MAX)).next().copied())
+                    .then(|| {
+                        sh.avail
+                            .range((server, 0)..=(server, u64::MAX))
+                            .next()
+                            .copied()
+                    })
                     .flatten();
                 let reply = match busy {
                     Some((_, seq)) => {
@@ -305,21 +310,51 @@ impl World {
     /// adoption). One that read GOAWAY is not granted: it goes back into the pool through
     /// `reply_failed`, is taken out and closed as the sweep would, and the taker is
     /// denied (the engine's `regain` path).
-    fn owner_reads_goaway(&mut self, o: usize, reply: Msg<SimConn>, now: std::time::Instant) -> Result<Msg<SimConn>, String> {
-        let Msg::Grant { ticket, server, mut conn, uses } = reply else {
+    fn owner_reads_goaway(
+        &mut self,
+        o: usize,
+        reply: Msg<SimConn>,
+        now: std::time::Instant,
+    ) -> Result<Msg<SimConn>, String> {
+        let Msg::Grant {
+            ticket,
+            server,
+            mut conn,
+            uses,
+        } = reply
+        else {
             return Ok(reply);
         };
         let wire = self.srv.get(&conn.id).is_some_and(|s| !s.wire.is_empty());
         if conn.h2.is_none() || !wire || !self.rng.gen_bool(0.5) {
-            return Ok(Msg::Grant { ticket, server, conn, uses });
+            return Ok(Msg::Grant {
+                ticket,
+                server,
+                conn,
+                uses,
+            });
         }
         if !self.read_conn(&mut conn)? || self.cfg.bug == Bug::H2GrantDead {
-            return Ok(Msg::Grant { ticket, server, conn, uses });
+            return Ok(Msg::Grant {
+                ticket,
+                server,
+                conn,
+                uses,
+            });
         }
         self.tally.h2.goaway_at_owner += 1;
         self.note("h2-goaway-owner", &[ticket.0, conn.id]);
         let sh = &mut self.shards[o];
-        let back = sh.driver.reply_failed(&mut sh.pool, Msg::Grant { ticket, server, conn, uses }, now);
+        let back = sh.driver.reply_failed(
+            &mut sh.pool,
+            Msg::Grant {
+                ticket,
+                server,
+                conn,
+                uses,
+            },
+            now,
+        );
         match back {
             Some(PutResult::Pooled(key)) => {
                 self.tally.grant_returned += 1;

@@ -196,10 +196,7 @@ pub enum ReqState {
     /// The request's `Reserve` for this ticket is out; its shard's driver holds its id.
     Waiting(Ticket),
     /// HTTP/1.1: the request has the connection to itself.
-    Active {
-        conn: SimConn,
-        uses: u32,
-    },
+    Active { conn: SimConn, uses: u32 },
     /// HTTP/2: stream `sid` on connection `conn`, busy entry `seq` of the request's shard.
     Stream { seq: u64, conn: u64, sid: u32 },
     /// HTTP/2: leads the connect in progress (`leader`) or waits for it.
@@ -465,10 +462,14 @@ impl World {
     /// Records how request `id` ended; it must have been in no table and not ended before.
     pub fn finish(&mut self, id: u64, end: End) -> Res {
         if self.reqs.contains_key(&id) {
-            return Err(format!("lost: request {id} ended ({end:?}) but is still in flight"));
+            return Err(format!(
+                "lost: request {id} ended ({end:?}) but is still in flight"
+            ));
         }
         if let Some(prev) = self.done.insert(id, end) {
-            return Err(format!("lost: request {id} ended twice ({prev:?}, {end:?})"));
+            return Err(format!(
+                "lost: request {id} ended twice ({prev:?}, {end:?})"
+            ));
         }
         Ok(())
     }
@@ -584,9 +585,7 @@ impl World {
     pub fn active_ids(&self) -> Vec<u64> {
         self.reqs
             .iter()
-            .filter(|(_, r)| {
-                matches!(r.state, ReqState::Active { .. } | ReqState::Stream { .. })
-            })
+            .filter(|(_, r)| matches!(r.state, ReqState::Active { .. } | ReqState::Stream { .. }))
             .map(|(id, _)| *id)
             .collect()
     }
@@ -756,7 +755,9 @@ impl World {
                 self.deliver_one(i)?;
             } else if let Some((s, i)) = (0..self.cfg.n_shards).find_map(|s| {
                 let a = &self.shards[s].acquiring;
-                a.iter().position(|a| a.connect_at.is_some()).map(|i| (s, i))
+                a.iter()
+                    .position(|a| a.connect_at.is_some())
+                    .map(|i| (s, i))
             }) {
                 self.finish_connect(s, i)?;
             } else if self.shards.iter().any(|s| s.driver.pending() > 0) {
