@@ -1,4 +1,6 @@
-//! The invariants I1-I6 of DESIGN.md, checked against the simulated world after every step.
+//! The invariants I1-I6 of DESIGN.md, and the HTTP/2 rules (`h2_conns`: busy and avail
+//! lists, stream counts, GOAWAY, acquisitions) and "no request lost", checked against the
+//! simulated world after every step.
 //!
 //! This module only reads the world; it never changes it. I2 and I5 are also enforced
 //! where they can be broken (the grant path in `network.rs`) and I6 where connections are

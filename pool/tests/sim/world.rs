@@ -1,7 +1,8 @@
 //! The simulated world: N shards, each with an idle pool and the crate's takeover
-//! [`Driver`] (the same code the engine runs), a network of in-flight messages with random
-//! delays, reordering and bounded links, clients, servers and faults, all driven by one
-//! seeded PRNG.
+//! [`Driver`] (the same code the engine runs), and, for HTTP/2 servers, a busy list, an
+//! avail list and the acquisitions in progress (`h2.rs`); a network of in-flight messages
+//! with random delays, reordering and bounded links, clients, servers (with their side of
+//! every connection) and faults, all driven by one seeded PRNG.
 //!
 //! It owns every simulated connection (`SimConn`, which cannot be copied and panics if
 //! dropped without being closed), records why each one was closed, and runs the client,
