@@ -1,9 +1,11 @@
 //! Deterministic simulation of the pool and the takeover protocol across N shards.
 //!
-//! Each seed builds a random world (2-16 shards, 1-3 servers, a random reuse mode and
-//! limits, random fault rates at every point, bounded links with random delays), runs a
-//! few hundred random steps, checks invariants I1-I6 after every step, then stops traffic,
-//! drains and checks that everything returned to zero. Every shard's takeover runs through
+//! Each seed builds a random world (2-16 shards, 1-3 servers, each HTTP/1.1 or HTTP/2, a
+//! random reuse mode and limits, random fault rates at every point, bounded links with
+//! random delays), runs a few hundred random steps, checks invariants I1-I6 and the
+//! HTTP/2 rules (`h2.rs`: busy connections, the shared avail list, stream counts, GOAWAY)
+//! after every step, then stops traffic, drains and checks that everything returned to
+//! zero and that every request ended exactly once, with its own answer or a 503. Every shard's takeover runs through
 //! `ringway_pool::Driver`, the code the engine runs, so the checks cover it and not a copy.
 //! A failing seed prints the command that replays it with a step-by-step trace.
 //!
@@ -11,6 +13,7 @@
 //! `SIM_SEED_START=n` choose the batch.
 
 mod check;
+mod h2;
 mod network;
 mod world;
 
@@ -133,6 +136,8 @@ fn add(t: &mut Tally, o: &Tally) {
     t.grants_received += o.grants_received;
     t.grant_returned += o.grant_returned;
     t.stale_key_checks += o.stale_key_checks;
+    t.adopted_dead += o.adopted_dead;
+    t.h2.add(&o.h2);
     for (k, v) in &o.closes {
         *t.closes.entry(*k).or_default() += v;
     }
@@ -209,7 +214,51 @@ fn coverage(t: &Tally, k: &TakerStats) {
         ("low-idle skip", k.low_idle_skipped),
         ("no candidate", k.no_candidate),
     ];
-    for (what, n) in checks {
+    let h = &t.h2;
+    let h2_checks = [
+        ("H2 stream", h.streams),
+        ("H2 stream on a shared busy connection", h.shared),
+        ("H2 idle connection checked out", h.from_pool),
+        (
+            "H2 connection taken over from another shard",
+            h.from_takeover,
+        ),
+        ("H2 late grant adopted idle", h.adopted_idle),
+        ("H2 grant returned to its owner", h.grant_returned),
+        ("H2 connect", h.connects),
+        (
+            "H2 request waiting for a connect in progress",
+            h.connect_waits,
+        ),
+        ("H2 connect failed under its waiters", h.waiters_failed),
+        (
+            "H2 private connect (reuse forbids sharing)",
+            h.private_connects,
+        ),
+        ("H2 connection full, off avail", h.full),
+        ("H2 connection worn (max-reuse streams), off avail", h.worn),
+        ("H2 connection checked into the idle pool", h.pooled),
+        ("H2 SETTINGS", h.settings),
+        ("H2 SETTINGS below the streams open", h.settings_below_open),
+        ("H2 GOAWAY on a busy connection", h.goaway_busy),
+        ("H2 GOAWAY on an idle connection", h.goaway_idle),
+        ("H2 GOAWAY on a connection in a grant", h.goaway_in_flight),
+        ("H2 GOAWAY read by the sweep", h.goaway_sweep),
+        ("H2 GOAWAY read at checkout", h.goaway_checkout),
+        ("H2 GOAWAY read at adoption", h.goaway_adopted),
+        (
+            "H2 GOAWAY read by the owner at hand-over (denied)",
+            h.goaway_at_owner,
+        ),
+        (
+            "H2 dead connection closed after its last stream",
+            h.dead_closed,
+        ),
+        ("H2 stream above last_stream_id retried", h.retried),
+        ("H2 stream reset by its client", h.client_reset),
+        ("H2 waiter gone", h.wait_gone),
+    ];
+    for (what, n) in checks.into_iter().chain(h2_checks) {
         assert!(
             n > 0,
             "the simulation never exercised: {what} ({t:?} {k:?})"
@@ -239,6 +288,12 @@ fn planted_bugs_are_caught() {
         (Bug::NeverPollTimeouts, "I3"),
         (Bug::Driver(PlantedBug::CloseLateGrant), "I6"),
         (Bug::Driver(PlantedBug::WakeOneExpired), "I3"),
+        (Bug::H2PoolBusy, "H2-idle"),
+        (Bug::H2GrantBusy, "H2-idle: connection"),
+        (Bug::H2PoolDead, "H2-dead"),
+        (Bug::H2GrantDead, "H2-dead: connection"),
+        (Bug::H2IgnoreMax, "H2-max"),
+        (Bug::H2LoseState, "H2-ids"),
     ] {
         let caught =
             (0..200).find_map(|seed| run_caught(seed, bug, false).err().map(|e| (seed, e)));

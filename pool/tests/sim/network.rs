@@ -10,7 +10,7 @@
 use rand::Rng;
 use ringway_pool::{ConnClass, FaultPoint, GrantEffect, Msg, Next, PutResult, ServerId, Ticket};
 
-use crate::world::{Meta, Req, ReqState, Res, SimConn, World};
+use crate::world::{Bug, Close, End, Meta, Req, ReqState, Res, SimConn, World};
 
 pub struct Flight {
     pub from: usize,
@@ -153,7 +153,28 @@ impl World {
                 }
                 let o = f.to;
                 let sh = &mut self.shards[o];
-                let reply = sh.driver.on_reserve(&mut sh.pool, server, ticket, allowed);
+                let busy = (self.cfg.bug == Bug::H2GrantBusy && sh.pool.idle_count(server) == 0)
+                    .then(|| {
+                        sh.avail
+                            .range((server, 0)..=(server, u64::MAX))
+                            .next()
+                            .copied()
+                    })
+                    .flatten();
+                let reply = match busy {
+                    Some((_, seq)) => {
+                        sh.avail.remove(&(server, seq));
+                        let b = sh.busy.remove(&seq).ok_or("avail lists a gone entry")?;
+                        Msg::Grant {
+                            ticket,
+                            server,
+                            conn: b.conn,
+                            uses: b.uses,
+                        }
+                    }
+                    None => sh.driver.on_reserve(&mut sh.pool, server, ticket, allowed),
+                };
+                let reply = self.owner_reads_goaway(o, reply, now)?;
                 let granted = match &reply {
                     Msg::Grant { conn, uses, .. } => {
                         if !allowed.permits(ConnClass::for_uses(*uses)) {
@@ -173,7 +194,12 @@ impl World {
                     let sh = &mut self.shards[o];
                     match sh.driver.reply_failed(&mut sh.pool, reply, now) {
                         None => {}
-                        Some(PutResult::Pooled(_)) => self.tally.grant_returned += 1,
+                        Some(PutResult::Pooled(_)) => {
+                            self.tally.grant_returned += 1;
+                            if self.is_h2(server) {
+                                self.tally.h2.grant_returned += 1;
+                            }
+                        }
                         Some(r) => self.close_rejected(o, server, r)?,
                     }
                     return Ok(());
@@ -240,7 +266,7 @@ impl World {
                         }
                         let req = self
                             .reqs
-                            .get_mut(&rid)
+                            .remove(&rid)
                             .ok_or_else(|| format!("I2: request {rid} vanished"))?;
                         if !matches!(req.state, ReqState::Waiting(tk) if tk == ticket) {
                             return Err(format!(
@@ -250,9 +276,11 @@ impl World {
                         if req.meta.server != server || req.meta.shard != t {
                             return Err("I2: grant for another server or shard".into());
                         }
-                        req.state = ReqState::Active { conn, uses };
                         self.tally.adopted += 1;
-                        Ok(())
+                        if self.is_h2(server) {
+                            return self.h2_adopt(rid, req.meta, conn, uses);
+                        }
+                        self.activate_h1(rid, req.meta, conn, uses)
                     }
                     GrantEffect::AdoptedIdle(r) => {
                         let waits = self.reqs.values().any(|q| {
@@ -277,11 +305,79 @@ impl World {
         }
     }
 
+    /// The owner stops the driver of an HTTP/2 connection it is about to grant; the driver
+    /// may have read what the server sent meanwhile (or not: then the taker reads it at
+    /// adoption). One that read GOAWAY is not granted: it goes back into the pool through
+    /// `reply_failed`, is taken out and closed as the sweep would, and the taker is
+    /// denied (the engine's `regain` path).
+    fn owner_reads_goaway(
+        &mut self,
+        o: usize,
+        reply: Msg<SimConn>,
+        now: std::time::Instant,
+    ) -> Result<Msg<SimConn>, String> {
+        let Msg::Grant {
+            ticket,
+            server,
+            mut conn,
+            uses,
+        } = reply
+        else {
+            return Ok(reply);
+        };
+        let wire = self.srv.get(&conn.id).is_some_and(|s| !s.wire.is_empty());
+        if conn.h2.is_none() || !wire || !self.rng.gen_bool(0.5) {
+            return Ok(Msg::Grant {
+                ticket,
+                server,
+                conn,
+                uses,
+            });
+        }
+        if !self.read_conn(&mut conn)? || self.cfg.bug == Bug::H2GrantDead {
+            return Ok(Msg::Grant {
+                ticket,
+                server,
+                conn,
+                uses,
+            });
+        }
+        self.tally.h2.goaway_at_owner += 1;
+        self.note("h2-goaway-owner", &[ticket.0, conn.id]);
+        let sh = &mut self.shards[o];
+        let back = sh.driver.reply_failed(
+            &mut sh.pool,
+            Msg::Grant {
+                ticket,
+                server,
+                conn,
+                uses,
+            },
+            now,
+        );
+        match back {
+            Some(PutResult::Pooled(key)) => {
+                self.tally.grant_returned += 1;
+                let conn = self.shards[o]
+                    .pool
+                    .remove(key)
+                    .ok_or("regain: the key just pooled did not remove")?;
+                self.close(conn, Close::GoAway)?;
+            }
+            Some(r) => self.close_rejected(o, server, r)?,
+            None => return Err("regain: a grant came back as nothing".into()),
+        }
+        Ok(Msg::Deny { ticket })
+    }
+
     /// A late or undeliverable grant went to the idle pool: pooled, or closed by policy.
     fn adopted_idle(&mut self, t: usize, server: ServerId, r: PutResult<SimConn>) -> Res {
         self.tally.adopt_idle_calls += 1;
         if matches!(r, PutResult::Pooled(_)) {
             self.tally.adopt_idle_pooled += 1;
+            if self.is_h2(server) {
+                self.tally.h2.adopted_idle += 1;
+            }
         }
         self.close_rejected(t, server, r)
     }
@@ -299,7 +395,8 @@ impl World {
         self.reqs.remove(&rid);
         self.tally.client_gone += 1;
         self.note("gone", &[rid]);
-        Ok(())
+        self.finish(rid, End::Gone)?;
+        self.h2_leader_done(shard, rid)
     }
 
     /// The client of a waiting request went away without the driver being told (the
@@ -313,6 +410,7 @@ impl World {
         self.tally.client_gone += 1;
         self.tally.vanished += 1;
         self.note("vanished", &[rid]);
-        Ok(())
+        self.finish(rid, End::Gone)?;
+        self.h2_leader_done(req.meta.shard, rid)
     }
 }

@@ -1,7 +1,8 @@
 //! The simulated world: N shards, each with an idle pool and the crate's takeover
-//! [`Driver`] (the same code the engine runs), a network of in-flight messages with random
-//! delays, reordering and bounded links, clients, servers and faults, all driven by one
-//! seeded PRNG.
+//! [`Driver`] (the same code the engine runs), and, for HTTP/2 servers, a busy list, an
+//! avail list and the acquisitions in progress (`h2.rs`); a network of in-flight messages
+//! with random delays, reordering and bounded links, clients, servers (with their side of
+//! every connection) and faults, all driven by one seeded PRNG.
 //!
 //! It owns every simulated connection (`SimConn`, which cannot be copied and panics if
 //! dropped without being closed), records why each one was closed, and runs the client,
@@ -10,15 +11,17 @@
 //! seed replays the same trace.
 
 use std::cell::Cell;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use ringway_pool::{
-    Allowed, Driver, FaultPlan, FaultPoint, IdlePool, Next, PlantedBug, PoolConfig, PutResult,
-    RejectReason, ReuseMode, ServerId, TakerConfig, Ticket,
+    Allowed, Driver, FaultPlan, FaultPoint, IdlePool, KeyTable, Next, PlantedBug, PoolConfig,
+    PoolKey, Proto, PutResult, RejectReason, ReuseMode, ServerId, TakerConfig, Ticket,
 };
+
+pub use crate::h2::{Acquire, Busy, End, H2State, H2Tally, Srv};
 
 pub type Res = Result<(), String>;
 
@@ -27,10 +30,13 @@ thread_local! {
     pub static ARMED: Cell<bool> = const { Cell::new(false) };
 }
 
-/// A simulated backend connection: moved, never copied; must be closed explicitly.
+/// A simulated backend connection: moved, never copied; must be closed explicitly. An
+/// HTTP/2 one carries its `h2` state (settings, stream ids, GOAWAY seen) wherever it goes:
+/// into a pool, into a grant, to another shard.
 #[derive(Debug)]
 pub struct SimConn {
     pub id: u64,
+    pub h2: Option<H2State>,
     closed: bool,
 }
 
@@ -58,6 +64,9 @@ pub enum Close {
     ServerClosed,
     /// The request ended in error or with `Connection: close`.
     RequestEnd,
+    /// An HTTP/2 connection the server sent GOAWAY on: closed once its last stream ended,
+    /// or when the client read the GOAWAY while it was idle (sweep, checkout, adoption).
+    GoAway,
 }
 
 /// `RejectReason` with an order, for tallies.
@@ -93,6 +102,21 @@ pub enum Bug {
     NeverPollTimeouts,
     /// A bug armed inside every shard's driver.
     Driver(PlantedBug),
+    /// When a stream ends and others are still open on its HTTP/2 connection, the
+    /// connection is checked into the idle pool anyway (so it can be granted busy).
+    H2PoolBusy,
+    /// An owner with no idle HTTP/2 connection to the server answers a `Reserve` with a
+    /// busy one from its avail list.
+    H2GrantBusy,
+    /// An owner grants an HTTP/2 connection whose GOAWAY it read while stopping its driver.
+    H2GrantDead,
+    /// An HTTP/2 connection that saw GOAWAY is checked into the idle pool when its last
+    /// stream ends, instead of being closed.
+    H2PoolDead,
+    /// A full HTTP/2 connection stays on the avail list (streams opened over the max).
+    H2IgnoreMax,
+    /// A taker adopts an HTTP/2 connection without its `h2` state (stream ids restart).
+    H2LoseState,
 }
 
 #[derive(Clone, Debug)]
@@ -106,6 +130,12 @@ pub struct SimCfg {
     pub steps: usize,
     pub faults: FaultPlan,
     pub bug: Bug,
+    /// Per server: spoken to in HTTP/2 (its `PoolKey` says `Proto::Http2`).
+    pub h2: Vec<bool>,
+    /// Per server: the highest SETTINGS_MAX_CONCURRENT_STREAMS it starts a connection with.
+    pub h2_max: Vec<u32>,
+    /// Most ticks an HTTP/2 connect (TCP + handshake + the server's SETTINGS) takes.
+    pub connect_delay: u64,
 }
 
 impl SimCfg {
@@ -123,9 +153,10 @@ impl SimCfg {
                 faults.set_rate_ppm(p, r.gen_range(0..=150_000));
             }
         }
+        let n_servers = r.gen_range(1..=3);
         SimCfg {
             n_shards: r.gen_range(2..=16),
-            n_servers: r.gen_range(1..=3),
+            n_servers,
             pool: PoolConfig {
                 reuse,
                 max_idle_per_server: [0, 1, 2, 3, 4, 6][r.gen_range(0..6)],
@@ -144,6 +175,9 @@ impl SimCfg {
             faults: FaultPlan::parse(&faults.to_string(), seed)
                 .unwrap_or_else(|e| panic!("fault spec {faults} did not parse back: {e}")),
             bug: Bug::None,
+            h2: (0..n_servers).map(|_| r.gen_bool(0.5)).collect(),
+            h2_max: (0..n_servers).map(|_| r.gen_range(1..=4)).collect(),
+            connect_delay: r.gen_range(0..=6),
         }
     }
 }
@@ -162,10 +196,12 @@ pub struct Meta {
 pub enum ReqState {
     /// The request's `Reserve` for this ticket is out; its shard's driver holds its id.
     Waiting(Ticket),
-    Active {
-        conn: SimConn,
-        uses: u32,
-    },
+    /// HTTP/1.1: the request has the connection to itself.
+    Active { conn: SimConn, uses: u32 },
+    /// HTTP/2: stream `sid` on connection `conn`, busy entry `seq` of the request's shard.
+    Stream { seq: u64, conn: u64, sid: u32 },
+    /// HTTP/2: leads the connect in progress (`leader`) or waits for it.
+    Connecting { leader: bool },
 }
 
 #[derive(Debug)]
@@ -181,6 +217,15 @@ pub struct Shard {
     /// Taker, owner and waiter table; a waiter is a request id.
     pub driver: Driver<SimConn, u64>,
     pub faults: FaultPlan,
+    /// HTTP/2 connections with at least one open stream, by the order they became busy.
+    pub busy: BTreeMap<u64, Busy>,
+    /// The shared `avail` list: busy connections that can take another stream, oldest
+    /// first per server.
+    pub avail: BTreeSet<(ServerId, u64)>,
+    /// HTTP/2 takeovers-then-connects in progress (at most one shared one per server).
+    pub acquiring: Vec<Acquire>,
+    /// Open HTTP/2 streams on this shard (the gauge a runtime would publish).
+    pub streams: u64,
 }
 
 /// Event counts: for coverage assertions and the reuse/adopt cross-checks.
@@ -203,7 +248,10 @@ pub struct Tally {
     pub grants_received: u64,
     pub grant_returned: u64,
     pub stale_key_checks: u64,
+    /// Delivered grants whose connection turned out dead on arrival (GOAWAY in flight).
+    pub adopted_dead: u64,
     pub closes: BTreeMap<Close, u64>,
+    pub h2: H2Tally,
 }
 
 pub struct World {
@@ -224,6 +272,13 @@ pub struct World {
     pub closed: BTreeMap<u64, Close>,
     pub next_conn: u64,
     pub next_req: u64,
+    pub next_seq: u64,
+    /// Pool keys: server i is key i, HTTP/1.1 or HTTP/2 as configured.
+    pub keys: KeyTable,
+    /// The servers' side of every open connection, by connection id.
+    pub srv: BTreeMap<u64, Srv>,
+    /// How each finished request ended.
+    pub done: BTreeMap<u64, End>,
     pub tally: Tally,
     pub trace: u64,
     pub verbose: bool,
@@ -245,9 +300,23 @@ impl World {
                     pool: IdlePool::new(cfg.pool.clone(), cfg.n_servers),
                     driver,
                     faults: cfg.faults.for_shard(s),
+                    busy: BTreeMap::new(),
+                    avail: BTreeSet::new(),
+                    acquiring: Vec::new(),
+                    streams: 0,
                 }
             })
             .collect();
+        let mut keys = KeyTable::new();
+        for (i, &h2) in cfg.h2.iter().enumerate() {
+            let proto = if h2 { Proto::Http2 } else { Proto::Http1 };
+            let id = keys.intern(PoolKey {
+                server: i as u32,
+                proto,
+                tls: None,
+            });
+            assert_eq!(id.index(), i, "server i is key i");
+        }
         World {
             published: vec![vec![0; cfg.n_shards]; cfg.n_servers],
             cfg,
@@ -262,6 +331,10 @@ impl World {
             closed: BTreeMap::new(),
             next_conn: 0,
             next_req: 0,
+            next_seq: 0,
+            keys,
+            srv: BTreeMap::new(),
+            done: BTreeMap::new(),
             tally: Tally::default(),
             trace: 0xcbf2_9ce4_8422_2325,
             verbose,
@@ -293,6 +366,7 @@ impl World {
         if self.open.remove(&conn.id).is_none() {
             return Err(format!("I1: connection {} closed twice", conn.id));
         }
+        self.srv.remove(&conn.id);
         self.closed.insert(conn.id, why);
         *self.tally.closes.entry(why).or_default() += 1;
         match why {
@@ -334,7 +408,7 @@ impl World {
     // ---- steps ---------------------------------------------------------------------
 
     pub fn step(&mut self) -> Res {
-        match self.rng.gen_range(0..100) {
+        match self.rng.gen_range(0..110) {
             0..=27 => self.new_request(),
             28..=47 => self.complete(),
             48..=72 => self.deliver(),
@@ -343,8 +417,80 @@ impl World {
             86..=89 => self.server_close_idle(),
             90 => self.server_toggle(),
             91..=97 => self.publish(),
-            _ => self.abandon(),
+            98..=99 => self.abandon(),
+            100..=103 => self.h2_server_frame(),
+            _ => self.finish_a_connect(),
         }
+    }
+
+    /// Whether `server`'s pool key says HTTP/2.
+    pub fn is_h2(&self, server: ServerId) -> bool {
+        self.keys
+            .key(server)
+            .is_some_and(|k| k.proto == Proto::Http2)
+    }
+
+    /// A new connection to `server`, with the server's side of it. An HTTP/2 one starts
+    /// with the SETTINGS the server sent first (the engine waits for them before it
+    /// offers the connection, so its max is known before any stream is opened).
+    pub fn new_conn(&mut self, server: ServerId) -> SimConn {
+        let id = self.next_conn;
+        self.next_conn += 1;
+        let h2 = self.is_h2(server).then(|| {
+            let max = self.rng.gen_range(1..=self.cfg.h2_max[server.index()]);
+            H2State {
+                max,
+                next_id: 1,
+                dead: None,
+            }
+        });
+        let acked_max = h2.as_ref().map_or(1, |h| h.max);
+        self.srv.insert(
+            id,
+            Srv {
+                acked_max,
+                ..Srv::default()
+            },
+        );
+        self.open.insert(id, server);
+        SimConn {
+            id,
+            h2,
+            closed: false,
+        }
+    }
+
+    /// Records how request `id` ended; it must have been in no table and not ended before.
+    pub fn finish(&mut self, id: u64, end: End) -> Res {
+        if self.reqs.contains_key(&id) {
+            return Err(format!(
+                "lost: request {id} ended ({end:?}) but is still in flight"
+            ));
+        }
+        if let Some(prev) = self.done.insert(id, end) {
+            return Err(format!(
+                "lost: request {id} ended twice ({prev:?}, {end:?})"
+            ));
+        }
+        Ok(())
+    }
+
+    /// An HTTP/1.1 request starts on `conn`: the server sees it (and nothing else on it).
+    pub fn activate_h1(&mut self, id: u64, meta: Meta, conn: SimConn, uses: u32) -> Res {
+        let srv = self
+            .srv
+            .get_mut(&conn.id)
+            .ok_or_else(|| format!("I1: connection {} has no server side", conn.id))?;
+        if let Some((_, other)) = srv.open.iter().next() {
+            return Err(format!(
+                "H1: request {id} sent on connection {} while it carries request {other}",
+                conn.id
+            ));
+        }
+        srv.open.insert(0, id);
+        let state = ReqState::Active { conn, uses };
+        self.reqs.insert(id, Req { meta, state });
+        Ok(())
     }
 
     fn new_request(&mut self) -> Res {
@@ -358,6 +504,10 @@ impl World {
             "request",
             &[id, shard as u64, server.0 as u64, first as u64],
         );
+        // Every pooled HTTP/2 connection has carried a stream, so the engine applies the
+        // reuse mode's rule for later requests to all HTTP/2 requests (only `never`
+        // keeps them private).
+        let first = first && !self.is_h2(server);
         let allowed = self.cfg.pool.reuse.allowed(first);
         let meta = Meta {
             shard,
@@ -366,12 +516,22 @@ impl World {
             allowed,
             started: self.tick,
         };
-        let sh = &mut self.shards[shard];
-        if sh.pool.is_server_down(server) {
+        self.acquire(id, meta)
+    }
+
+    /// Finds request `id` a connection: HTTP/2, a free stream on a busy connection of
+    /// its shard first; then the local idle pool; then a takeover; then a connect.
+    pub fn acquire(&mut self, id: u64, meta: Meta) -> Res {
+        let (shard, server, first, allowed) = (meta.shard, meta.server, meta.first, meta.allowed);
+        if self.shards[shard].pool.is_server_down(server) {
             self.tally.refused_down += 1;
-            return Ok(());
+            return self.finish(id, End::Unavailable);
         }
-        if let Some(co) = sh.pool.checkout(server, first) {
+        if self.is_h2(server) {
+            if self.h2_local(id, meta)? || self.h2_wait_or_lead(id, meta)? {
+                return Ok(());
+            }
+        } else if let Some(co) = self.shards[shard].pool.checkout(server, first) {
             if !allowed.permits(co.class) {
                 return Err(format!(
                     "reuse mode: {allowed:?} got a {:?} connection",
@@ -380,12 +540,7 @@ impl World {
             }
             self.tally.reused_local += 1;
             self.note("reuse", &[co.conn.id]);
-            let state = ReqState::Active {
-                conn: co.conn,
-                uses: co.uses,
-            };
-            self.reqs.insert(id, Req { meta, state });
-            return Ok(());
+            return self.activate_h1(id, meta, co.conn, co.uses);
         }
         let now = self.now();
         let published = &self.published[server.index()];
@@ -403,44 +558,35 @@ impl World {
     /// Connects anew, after one more look at the local pool: a late grant may have been
     /// adopted there while the request waited on another shard (what the engine does too).
     pub fn connect(&mut self, id: u64, meta: Meta) -> Res {
+        if self.is_h2(meta.server) {
+            return self.h2_connect(id, meta);
+        }
         let sh = &mut self.shards[meta.shard];
         if sh.pool.is_server_down(meta.server) {
             self.tally.refused_down += 1;
-            return Ok(());
+            return self.finish(id, End::Unavailable);
         }
         if let Some(co) = sh.pool.checkout(meta.server, meta.first) {
             self.tally.reused_local += 1;
             self.tally.reused_before_connect += 1;
             self.note("reuse-late", &[id, co.conn.id]);
-            let state = ReqState::Active {
-                conn: co.conn,
-                uses: co.uses,
-            };
-            self.reqs.insert(id, Req { meta, state });
-            return Ok(());
+            return self.activate_h1(id, meta, co.conn, co.uses);
         }
         if sh.faults.should_fail(FaultPoint::Connect) {
             self.tally.connect_failed += 1;
-            return Ok(());
+            return self.finish(id, End::Unavailable);
         }
         sh.pool.connected(meta.server);
-        let conn = SimConn {
-            id: self.next_conn,
-            closed: false,
-        };
-        self.next_conn += 1;
-        self.open.insert(conn.id, meta.server);
+        let conn = self.new_conn(meta.server);
         self.tally.connected += 1;
         self.note("connect", &[id, conn.id]);
-        let state = ReqState::Active { conn, uses: 0 };
-        self.reqs.insert(id, Req { meta, state });
-        Ok(())
+        self.activate_h1(id, meta, conn, 0)
     }
 
     pub fn active_ids(&self) -> Vec<u64> {
         self.reqs
             .iter()
-            .filter(|(_, r)| matches!(r.state, ReqState::Active { .. }))
+            .filter(|(_, r)| matches!(r.state, ReqState::Active { .. } | ReqState::Stream { .. }))
             .map(|(id, _)| *id)
             .collect()
     }
@@ -455,14 +601,26 @@ impl World {
     }
 
     pub fn complete_one(&mut self, id: u64) -> Res {
-        let Some(Req {
-            meta,
-            state: ReqState::Active { conn, uses },
-        }) = self.reqs.remove(&id)
-        else {
-            return Err(format!("request {id} is not active"));
+        let (meta, conn, uses) = match self.reqs.remove(&id) {
+            Some(Req {
+                meta,
+                state: ReqState::Active { conn, uses },
+            }) => (meta, conn, uses),
+            Some(Req {
+                meta,
+                state: ReqState::Stream { seq, conn, sid },
+            }) => return self.complete_stream(id, meta, seq, conn, sid),
+            _ => return Err(format!("request {id} is not active")),
         };
         self.note("complete", &[id, conn.id]);
+        let token = self.srv.get_mut(&conn.id).and_then(|s| s.open.remove(&0));
+        if token != Some(id) {
+            return Err(format!(
+                "answer: request {id} got the answer of {token:?} on connection {}",
+                conn.id
+            ));
+        }
+        self.finish(id, End::Response)?;
         let now = self.now();
         let close = self.rng.gen_bool(0.05);
         let sh = &mut self.shards[meta.shard];
@@ -500,6 +658,7 @@ impl World {
     fn purge(&mut self) -> Res {
         let s = self.rng.gen_range(0..self.cfg.n_shards);
         self.note("purge", &[s as u64]);
+        self.h2_sweep(s)?;
         for (_, conn) in self.shards[s].pool.purge() {
             self.close(conn, Close::Purge)?;
         }
@@ -546,25 +705,39 @@ impl World {
         Ok(())
     }
 
-    /// The client of a waiting request goes away: the runtime tells the driver, or (as
-    /// when the engine's parked task is dropped with its oneshot) it does not.
+    /// The client of a request goes away. While it waits on a ticket the runtime tells
+    /// the driver, or (as when the engine's parked task is dropped with its oneshot) it
+    /// does not; while it waits for an HTTP/2 connect it leaves the waiters; on an HTTP/2
+    /// stream it resets the stream, which is cancelled on the backend too.
     fn abandon(&mut self) -> Res {
         let w: Vec<_> = self
             .reqs
             .iter()
-            .filter_map(|(id, r)| match r.state {
-                ReqState::Waiting(t) => Some((r.meta.shard, t, *id)),
-                ReqState::Active { .. } => None,
+            .filter(|(_, r)| {
+                matches!(
+                    r.state,
+                    ReqState::Waiting(_)
+                        | ReqState::Stream { .. }
+                        | ReqState::Connecting { leader: false }
+                )
             })
+            .map(|(id, _)| *id)
             .collect();
         if w.is_empty() {
             return Ok(());
         }
-        let (s, ticket, rid) = w[self.rng.gen_range(0..w.len())];
-        if self.rng.gen_bool(0.5) {
-            self.drop_waiter(s, ticket, rid)
-        } else {
-            self.vanish(rid)
+        let rid = w[self.rng.gen_range(0..w.len())];
+        let req = &self.reqs[&rid];
+        match req.state {
+            ReqState::Waiting(ticket) => {
+                let s = req.meta.shard;
+                if self.rng.gen_bool(0.5) {
+                    self.drop_waiter(s, ticket, rid)
+                } else {
+                    self.vanish(rid)
+                }
+            }
+            _ => self.h2_client_gone(rid),
         }
     }
 
@@ -581,6 +754,13 @@ impl World {
             if !self.flights.is_empty() {
                 let i = self.rng.gen_range(0..self.flights.len());
                 self.deliver_one(i)?;
+            } else if let Some((s, i)) = (0..self.cfg.n_shards).find_map(|s| {
+                let a = &self.shards[s].acquiring;
+                a.iter()
+                    .position(|a| a.connect_at.is_some())
+                    .map(|i| (s, i))
+            }) {
+                self.finish_connect(s, i)?;
             } else if self.shards.iter().any(|s| s.driver.pending() > 0) {
                 self.advance_by(self.cfg.ask_timeout)?;
             } else if self.reqs.is_empty() {
