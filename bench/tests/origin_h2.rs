@@ -229,6 +229,23 @@ fn routes_behave_as_in_http1_mode() {
             "{text}"
         );
         assert!(text.contains("\nx-token: abc-123\n"), "{text}");
+        // Request trailers are shown after the head.
+        let mut t = HeaderMap::new();
+        t.insert("x-sum", "9".parse().expect("value"));
+        let r = exchange(
+            &c.send,
+            Method::POST,
+            "/headers",
+            Some(Bytes::from_static(b"abc")),
+            Some(t),
+        )
+        .await
+        .expect("POST /headers with trailers");
+        let text = String::from_utf8(r.body).expect("utf-8");
+        assert!(
+            text.ends_with("\ncontent-length: 3\ntrailer x-sum: 9\n"),
+            "{text}"
+        );
         // The request body is read and dropped on every route but /echo.
         let r = exchange(
             &c.send,
@@ -243,8 +260,8 @@ fn routes_behave_as_in_http1_mode() {
     });
     let s = origin.stats();
     assert_eq!(s.connections_total, 1);
-    assert_eq!(s.requests_total, 12);
-    assert_eq!(s.max_requests_per_conn, 12);
+    assert_eq!(s.requests_total, 13);
+    assert_eq!(s.max_requests_per_conn, 13);
 }
 
 #[test]

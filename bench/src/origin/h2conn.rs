@@ -5,7 +5,8 @@
 //! default body and `/size/N` with `content-length`, `/chunked/N` as DATA frames of at
 //! most [`CHUNK`] bytes without `content-length` (HTTP/2 has no chunked coding), `/echo`
 //! streaming the request body (and its trailers) back as it arrives, `/headers` (the
-//! request head as text, pseudo-headers first), `/delay/MS`, `/status/CODE`, `/stats`.
+//! request head as text, pseudo-headers first, and the request's trailers after the body
+//! was read), `/delay/MS`, `/status/CODE`, `/stats`.
 //! What is about connections in HTTP/1.1 becomes what HTTP/2 has for it: `/close` answers
 //! and then sends GOAWAY (the connection ends once its open streams are done), `/reset`
 //! resets its stream with `INTERNAL_ERROR`, `/garbage` ends the connection with
@@ -260,15 +261,14 @@ async fn sleep_unless_reset(
     .await
 }
 
-/// Reads and discards the request body (releasing its flow-control window as it goes).
-async fn drain(body: &mut RecvStream) -> Result<(), Cancelled> {
+/// Reads and discards the request body (releasing its flow-control window as it goes);
+/// returns its trailers, if any.
+async fn drain(body: &mut RecvStream) -> Result<Option<HeaderMap>, Cancelled> {
     while let Some(data) = body.data().await {
         let data = data?;
         let _ = body.flow_control().release_capacity(data.len());
     }
-    // Trailers, if any, end the body.
-    body.trailers().await?;
-    Ok(())
+    Ok(body.trailers().await?)
 }
 
 /// Sends `len` bytes of `cycle` in pieces of at most `piece`, ending the stream.
@@ -307,8 +307,14 @@ fn respond_bytes(
     Ok((!end).then_some((send, body)))
 }
 
-/// The request head as text: pseudo-headers, then each field as `name: value`.
-fn render_head(method: &Method, uri: &http::Uri, headers: &HeaderMap) -> Bytes {
+/// The request head as text: pseudo-headers, then each field as `name: value`, then the
+/// body's trailers, if any, each as `trailer name: value`.
+fn render_head(
+    method: &Method,
+    uri: &http::Uri,
+    headers: &HeaderMap,
+    trailers: Option<&HeaderMap>,
+) -> Bytes {
     use std::fmt::Write;
     let mut out = String::new();
     let _ = writeln!(out, ":method: {method}");
@@ -325,6 +331,13 @@ fn render_head(method: &Method, uri: &http::Uri, headers: &HeaderMap) -> Bytes {
     );
     for (name, value) in headers {
         let _ = writeln!(out, "{name}: {}", String::from_utf8_lossy(value.as_bytes()));
+    }
+    for (name, value) in trailers.into_iter().flatten() {
+        let _ = writeln!(
+            out,
+            "trailer {name}: {}",
+            String::from_utf8_lossy(value.as_bytes())
+        );
     }
     Bytes::from(out)
 }
@@ -354,7 +367,7 @@ async fn serve_stream(
     if route == Route::Echo {
         return echo(&parts.headers, body, respond, tags, ctx, head_only).await;
     }
-    drain(&mut body).await?;
+    let trailers = drain(&mut body).await?;
     if let Some(delay) = ctx.cfg.delay {
         sleep_unless_reset(&mut respond, delay).await?;
     }
@@ -388,7 +401,7 @@ async fn serve_stream(
             None
         }
         Route::Headers => {
-            let b = render_head(&parts.method, &parts.uri, &parts.headers);
+            let b = render_head(&parts.method, &parts.uri, &parts.headers, trailers.as_ref());
             text(200, Some("text/plain"), b, &mut respond)?
         }
         Route::Status(code) => {
@@ -439,7 +452,7 @@ async fn echo(
     let end = empty || head_only;
     let mut send = respond.send_response(head(200, tags, length), end)?;
     if head_only {
-        return drain(&mut body).await;
+        return drain(&mut body).await.map(drop);
     }
     if end {
         return Ok(());
