@@ -38,7 +38,8 @@ pub struct OriginConfig {
     /// repeated and cut to this many bytes.
     pub body_size: usize,
     /// Close a connection (with `Connection: close`) after this many requests; h2c: send
-    /// GOAWAY once this many streams were accepted, finish them, then close.
+    /// a graceful GOAWAY once this many streams were accepted, serve them and any the
+    /// client sent before the final GOAWAY reached it, then close.
     pub close_after: Option<u64>,
     /// Close a connection that sent nothing for this long (h2c: that had no open stream
     /// for this long; it gets a GOAWAY first).
