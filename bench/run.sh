@@ -13,12 +13,17 @@
 #   bench/run.sh              # full run (5 s per cell, 3 rounds)
 #   QUICK=1 bench/run.sh      # smoke run (2 s per cell)
 #   bench/run.sh ceiling      # the load generator's own ceiling vs wrk and h2load
+#   WORKLOADS="h2b-h1 h2b-h2" SYSTEMS="direct ringway haproxy" bench/run.sh
+#                             # HTTP/2 backends: wrk and h2load through each proxy to
+#                             # `ringway-origin --h2c` (nginx and h2o cannot: no h2 upstreams)
 #
 # Knobs (environment): QUICK ROUNDS DUR WARMUP PROXY_CPUS ORIGIN_CPUS LOAD_CPUS SYSTEMS
 # WORKLOADS PORT_BASE OUT DOC BUILD (1: cargo build --release first) INSTALL (1: apt-get
 # the missing proxies) RESUME (1: keep OUT's results of workloads not in WORKLOADS)
 # RINGWAY_BEFORE (a second ringway binary, e.g. built from an earlier commit: add
-# `ringway-before` to SYSTEMS to measure a change before and after in one interleaved run).
+# `ringway-before` to SYSTEMS to measure a change before and after in one interleaved run)
+# BIN_DIR (where ringway, ringway-origin and ringway-bench are; default target/release,
+# which BUILD=1 builds) PNG (the latency plot's path).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -31,13 +36,14 @@ PROXY_CPUS=${PROXY_CPUS:-0}
 ORIGIN_CPUS=${ORIGIN_CPUS:-1}
 LOAD_CPUS=${LOAD_CPUS:-1}
 SYSTEMS=${SYSTEMS:-"direct ringway haproxy nginx h2o"}
-WORKLOADS=${WORKLOADS:-"h1-small h1-close h1-16k h1-1m h2-mux rate-50 rate-90 tls-h1 tls-h2 tls-full tls-resume"}
+WORKLOADS=${WORKLOADS:-"h1-small h1-close h1-16k h1-1m h2-mux rate-50 rate-90 tls-h1 tls-h2 tls-full tls-resume h2b-h1 h2b-h2"}
 PORT_BASE=${PORT_BASE:-18080}
 OUT=${OUT:-bench/out/$(date -u +%Y%m%dT%H%M%SZ)}
 DOC=${DOC:-docs/benchmarks.md}
 BUILD=${BUILD:-1}
 INSTALL=${INSTALL:-1}
-REL=$ROOT/target/release
+REL=${BIN_DIR:-$ROOT/target/release}
+REL=$(cd "$REL" 2>/dev/null && pwd || echo "$REL")
 BENCH=$REL/ringway-bench
 ORIGIN=$REL/ringway-origin
 RINGWAY=$REL/ringway
@@ -71,7 +77,9 @@ ulimit -n 65536 2>/dev/null || ulimit -n 16384 2>/dev/null || true
 ulimit -l unlimited 2>/dev/null || ulimit -l 65536 2>/dev/null || true
 
 # ---------------------------------------------------------------- build and install
-if [ "$BUILD" = 1 ]; then
+if [ "$BUILD" = 1 ] && [ -n "${BIN_DIR:-}" ]; then
+  log "BIN_DIR is set: not building (BUILD=1 builds into target/release)"
+elif [ "$BUILD" = 1 ]; then
   log "building ringway-bench and ringway-origin (release)"
   cargo build --release -p ringway-bench >&2
   log "building ringway (release)"
@@ -133,6 +141,26 @@ start_origin() {
   log "origin on $ORIGIN_ADDR (CPU $ORIGIN_CPUS), pid $ORIGIN_PID"
 }
 
+# The HTTP/2-backend workloads (h2b-*) have an origin of their own: ringway-origin --h2c on
+# the same CPUs as the HTTP/1.1 one (which then idles), started only when one is asked for.
+H2_ORIGIN_ADDR=""; H2_ORIGIN_PID=""
+start_h2_origin() {
+  "$ORIGIN" --listen 127.0.0.1:0 --cpus "$ORIGIN_CPUS" --h2c > "$OUT/h2-origin.out" 2> "$OUT/h2-origin.err" &
+  H2_ORIGIN_PID=$!; PIDS+=("$H2_ORIGIN_PID")
+  local deadline=$((SECONDS + 10))
+  until grep -q 'listening on' "$OUT/h2-origin.out" 2>/dev/null; do
+    [ $SECONDS -lt $deadline ] || { log "h2c origin did not start: $(cat "$OUT/h2-origin.err")"; exit 1; }
+    sleep 0.05
+  done
+  H2_ORIGIN_ADDR=$(grep -o 'listening on [0-9.:]*' "$OUT/h2-origin.out" | awk '{print $3}')
+  log "h2c origin on $H2_ORIGIN_ADDR (CPU $ORIGIN_CPUS), pid $H2_ORIGIN_PID"
+}
+# The h2c origin's own counters (connections accepted, streams served, most streams open
+# at once on one connection), as /stats JSON; /stats/reset zeroes them (not the gauge).
+h2_origin_stats() { # h2_origin_stats [reset]
+  curl -sS --max-time 5 --http2-prior-knowledge "http://$H2_ORIGIN_ADDR/stats${1:+/reset}" 2>/dev/null | tr -d '\n'
+}
+
 # ---------------------------------------------------------------- the load generator's ceiling
 if [ "$MODE" = ceiling ]; then
   ORIGIN_CPUS=${CEIL_ORIGIN_CPUS:-0}; LOAD_CPUS=${CEIL_LOAD_CPUS:-1}
@@ -182,7 +210,8 @@ openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 
   -subj "/CN=127.0.0.1" -addext "subjectAltName=IP:127.0.0.1" \
   -keyout "$TLS_DIR/key.pem" -out "$TLS_DIR/cert.pem" 2>/dev/null
 cat "$TLS_DIR/cert.pem" "$TLS_DIR/key.pem" > "$TLS_DIR/combined.pem"
-declare -A PID_OF URL1 URL2 NOTE
+# URL4/URL5: the HTTP/1.1 and h2c fronts whose /h2b/ paths reach the h2c origin (h2b-*).
+declare -A PID_OF URL1 URL2 URL4 URL5 NOTE
 
 start_ringway() {
   if [ ! -x "$RINGWAY" ]; then NOTE[ringway]="not built"; return 1; fi
@@ -195,11 +224,17 @@ start_ringway() {
     --cert "$TLS_DIR/cert.pem" --key "$TLS_DIR/key.pem")
   # No access log, like the peers here (nginx `access_log off`, HAProxy without `log`).
   grep -q -- "--access-log" <<<"$help" && tls+=(--access-log off)
+  # HTTP/2 backend: /h2b/ goes to the h2c origin (which answers any unknown path with
+  # its default body), everything else to the HTTP/1.1 one.
+  [ -n "$H2_ORIGIN_ADDR" ] && tls+=(--backend "h2b=h2c://$H2_ORIGIN_ADDR" --route "*/h2b=h2b")
   "$RINGWAY" --cpus "$PROXY_CPUS" --listen "127.0.0.1:$P_RINGWAY" --backend "$ORIGIN_ADDR" \
     "${tls[@]}" --reuse always --log warn > "$OUT/ringway.log" 2>&1 &
   PID_OF[ringway]=$!; PIDS+=("$!")
   URL1[ringway]="http://127.0.0.1:$P_RINGWAY"; URL2[ringway]="http://127.0.0.1:$P_RINGWAY"
-  [ ${#tls[@]} -gt 0 ] && URL3[ringway]="https://127.0.0.1:$P_RINGWAY_TLS"
+  grep -q -- "--listen-tls" <<<"$help" && URL3[ringway]="https://127.0.0.1:$P_RINGWAY_TLS"
+  if [ -n "$H2_ORIGIN_ADDR" ]; then
+    URL4[ringway]="http://127.0.0.1:$P_RINGWAY"; URL5[ringway]="http://127.0.0.1:$P_RINGWAY"
+  fi
 }
 
 start_ringway-before() {
@@ -229,14 +264,19 @@ frontend fe
     bind 127.0.0.1:$P_HAPROXY
     bind 127.0.0.1:$P_HAPROXY_H2 proto h2
     bind 127.0.0.1:$P_HAPROXY_TLS ssl crt $TLS_DIR/combined.pem alpn h2,http/1.1
+$([ -n "$H2_ORIGIN_ADDR" ] && echo "    use_backend be_h2 if { path_beg /h2b/ }")
     default_backend be
 backend be
     server origin $ORIGIN_ADDR
+$([ -n "$H2_ORIGIN_ADDR" ] && printf 'backend be_h2\n    server origin_h2 %s proto h2\n' "$H2_ORIGIN_ADDR")
 CFG
   haproxy -db -f "$OUT/haproxy.cfg" > "$OUT/haproxy.log" 2>&1 &
   PID_OF[haproxy]=$!; PIDS+=("$!")
   URL1[haproxy]="http://127.0.0.1:$P_HAPROXY"; URL2[haproxy]="http://127.0.0.1:$P_HAPROXY_H2"
   URL3[haproxy]="https://127.0.0.1:$P_HAPROXY_TLS"
+  if [ -n "$H2_ORIGIN_ADDR" ]; then
+    URL4[haproxy]="http://127.0.0.1:$P_HAPROXY"; URL5[haproxy]="http://127.0.0.1:$P_HAPROXY_H2"
+  fi
 }
 
 start_nginx() {
@@ -311,7 +351,10 @@ CFG
 }
 
 start_origin
+case " $WORKLOADS " in *" h2b-"*) start_h2_origin ;; esac
 URL1[direct]="http://$ORIGIN_ADDR"; URL2[direct]=""
+# The h2c origin speaks only HTTP/2: the direct row exists for h2c clients alone.
+URL4[direct]=""; URL5[direct]=${H2_ORIGIN_ADDR:+http://$H2_ORIGIN_ADDR}
 ACTIVE=()
 for s in $SYSTEMS; do
   case $s in
@@ -330,6 +373,19 @@ for s in "${ACTIVE[@]}"; do
   [ "$s" = direct ] && continue
   if ! wait_listening "${URL2[$s]}/" --http2; then URL2[$s]=""; log "$s: no h2c front"; fi
 done
+# HTTP/2 backends: probe /h2b/ on each front that should reach the h2c origin.
+if [ -n "$H2_ORIGIN_ADDR" ]; then
+  for s in "${ACTIVE[@]}"; do
+    case $s in
+      nginx) NOTE[nginx-h2b]="nginx cannot proxy to HTTP/2 upstreams (proxy_pass speaks HTTP/1.x; grpc_pass is for gRPC only): no h2b-* rows"
+             log "nginx: ${NOTE[nginx-h2b]}"; continue ;;
+      h2o) NOTE[h2o-h2b]="h2o $(h2o --version 2>/dev/null | head -1 | awk '{print $3}') proxies to HTTP/1.1 upstreams only: no h2b-* rows"
+           log "h2o: ${NOTE[h2o-h2b]}"; continue ;;
+    esac
+    if [ -n "${URL4[$s]:-}" ] && ! wait_listening "${URL4[$s]}/h2b/"; then URL4[$s]=""; log "$s: its HTTP/1.1 front does not reach the h2c origin"; fi
+    if [ -n "${URL5[$s]:-}" ] && ! wait_listening "${URL5[$s]}/h2b/" --http2; then URL5[$s]=""; log "$s: its h2c front does not reach the h2c origin"; fi
+  done
+fi
 
 # Write the setup for the report.
 python3 - "$OUT/setup.json" <<PY
@@ -338,7 +394,7 @@ def sh(c):
     try: return subprocess.run(c, shell=True, capture_output=True, text=True, timeout=10).stdout.strip()
     except Exception: return ""
 notes = {}
-$(for s in ringway ringway-before haproxy nginx h2o; do echo "notes['$s'] = '''${NOTE[$s]:-}'''"; done)
+$(for s in ringway ringway-before haproxy nginx h2o nginx-h2b h2o-h2b; do echo "notes['$s'] = '''${NOTE[$s]:-}'''"; done)
 json.dump({
   "date": sh("date -u +'%Y-%m-%d %H:%M UTC'"),
   "nproc": sh("nproc"),
@@ -375,6 +431,11 @@ declare -A WL=(
   [tls-h2]="h2load -c 4 -m 16|/|3"
   [tls-full]="s_time -new|/|3"
   [tls-resume]="s_time -reuse -tls1_2|/|3"
+  # HTTP/2 backends (front 4: HTTP/1.1 clients, 5: h2c clients, both to /h2b/, which the
+  # proxies route to `ringway-origin --h2c`; ringway `h2c://`, HAProxy `proto h2`): wrk and
+  # h2load, each proxy multiplexing its clients' requests onto few backend connections.
+  [h2b-h1]="wrk -c 32|/h2b/|4"
+  [h2b-h2]="h2load -c 4 -m 16|/h2b/|5"
 )
 RESULTS=$OUT/results.jsonl
 if [ "${RESUME:-0}" = 1 ] && [ -f "$RESULTS" ]; then
@@ -436,25 +497,32 @@ run_cell_tool() { # run_cell_tool WORKLOAD SYSTEM ROUND URL TOOL FLAGS...: h2loa
   local w=$1 s=$2 r=$3 url=$4 tool=$5; shift 5
   local pid=${PID_OF[$s]:-} p0=0 p1=0 o0 o1 t0 t1 secs=${DUR%s} hostport=${url#https://}
   hostport=${hostport%%/*}
+  local opid=${CELL_ORIGIN_PID:-$ORIGIN_PID} ostats=""
   case $tool in
     h2load) need_pkg h2load nghttp2-client || { log "h2load missing"; return; } ;;
+    wrk) need_pkg wrk wrk || { log "wrk missing"; return; } ;;
     s_time) need_pkg openssl openssl || { log "openssl missing"; return; } ;;
   esac
+  # h2b-*: the h2c origin's own count of connections and streams over the run.
+  [[ $w == h2b-* ]] && h2_origin_stats reset >/dev/null
   [ -n "$pid" ] && p0=$(tree_ticks "$pid")
-  o0=$(tree_ticks "$ORIGIN_PID"); m0=$(machine_busy); t0=$(date +%s.%N)
+  o0=$(tree_ticks "$opid"); m0=$(machine_busy); t0=$(date +%s.%N)
   case $tool in
+    wrk) /usr/bin/time -f '%U %S' -o "$OUT/cell.time" taskset -c "$LOAD_CPUS" \
+              wrk -t1 "$@" -d "$DUR" --latency "$url" > "$OUT/cell.out" 2> "$OUT/cell.err" || true ;;
     h2load) /usr/bin/time -f '%U %S' -o "$OUT/cell.time" taskset -c "$LOAD_CPUS" \
               h2load "$@" -D "$secs" "$url" > "$OUT/cell.out" 2> "$OUT/cell.err" || true ;;
     s_time) /usr/bin/time -f '%U %S' -o "$OUT/cell.time" taskset -c "$LOAD_CPUS" \
               openssl s_time -connect "$hostport" "$@" -time "$secs" -www / \
               > "$OUT/cell.out" 2> "$OUT/cell.err" || true ;;
   esac
-  t1=$(date +%s.%N); m1=$(machine_busy); o1=$(tree_ticks "$ORIGIN_PID")
+  t1=$(date +%s.%N); m1=$(machine_busy); o1=$(tree_ticks "$opid")
   [ -n "$pid" ] && p1=$(tree_ticks "$pid")
+  [[ $w == h2b-* ]] && ostats=$(h2_origin_stats)
   python3 - "$OUT/cell.out" "$w" "$s" "$r" "$((p1 - p0))" "$((o1 - o0))" "$t0" "$t1" "$CLK_TCK" "$tool $*" \
-    "$OUT/cell.err" "$((m1 - m0))" "$OUT/cell.time" "$tool" >> "$RESULTS" <<'PY'
+    "$OUT/cell.err" "$((m1 - m0))" "$OUT/cell.time" "$tool" "$ostats" >> "$RESULTS" <<'PY'
 import json, re, sys
-f, w, s, r, pt, ot, t0, t1, tck, flags, errf, mt, timef, tool = sys.argv[1:]
+f, w, s, r, pt, ot, t0, t1, tck, flags, errf, mt, timef, tool, ostats = sys.argv[1:]
 text = open(f).read()
 tck = int(tck); wall = float(t1) - float(t0)
 rep = {"failed": (open(errf).read() + text)[-500:]}
@@ -473,6 +541,25 @@ if tool == "h2load":
             l["p50"] = us(lat.group(3)); l["max"] = us(lat.group(2))
         rep = {"rps": ok / float(t.group(1)), "responses_incl_warmup": ok, "latency_us": l,
                "errors": {"total": bad}}
+elif tool == "wrk":
+    m = re.search(r"(\d+) requests in ([\d.]+)(ms|s|m)\b", text)
+    def us(v):
+        n = float(re.sub(r"[a-z]+$", "", v)); u = re.sub(r"^[\d.]+", "", v)
+        return n * {"us": 1, "ms": 1e3, "s": 1e6, "m": 6e7}.get(u, 1)
+    if m and int(m.group(1)) > 0:
+        n = int(m.group(1)); secs = float(m.group(2)) * {"ms": 1e-3, "s": 1, "m": 60}[m.group(3)]
+        l = dict(none)
+        for pct, key in (("50", "p50"), ("90", "p90"), ("99", "p99")):
+            p = re.search(r"^\s+" + pct + r"%\s+(\S+)", text, re.M)
+            if p:
+                l[key] = us(p.group(1))
+        mx = re.search(r"^\s+Latency\s+\S+\s+\S+\s+(\S+)", text, re.M)
+        if mx:
+            l["max"] = us(mx.group(1))
+        non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
+        sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text)
+        bad = (int(non2xx.group(1)) if non2xx else 0) + (sum(int(x) for x in sock.groups()) if sock else 0)
+        rep = {"rps": n / secs, "responses_incl_warmup": n, "latency_us": l, "errors": {"total": bad}}
 else:
     m = re.search(r"(\d+) connections in [\d.]+ real seconds", text)
     if m and int(m.group(1)) > 0:
@@ -484,11 +571,22 @@ try:
 except Exception:
     load_cpu = None
 ours = int(pt) / tck + int(ot) / tck + (load_cpu or 0)
-print(json.dumps({"workload": w, "system": s, "round": int(r), "flags": flags,
-                  "proxy_cpu_s": int(pt) / tck, "origin_cpu_s": int(ot) / tck,
-                  "load_cpu_s": load_cpu, "machine_busy_s": int(mt) / tck,
-                  "other_cpu_s": max(0.0, int(mt) / tck - ours),
-                  "wall_s": wall, "report": rep}))
+cell = {"workload": w, "system": s, "round": int(r), "flags": flags,
+        "proxy_cpu_s": int(pt) / tck, "origin_cpu_s": int(ot) / tck,
+        "load_cpu_s": load_cpu, "machine_busy_s": int(mt) / tck,
+        "other_cpu_s": max(0.0, int(mt) / tck - ours),
+        "wall_s": wall, "report": rep}
+try:
+    o = json.loads(ostats)
+    # The h2c origin's own count since the reset before the run, less the /stats query's
+    # own connection and stream: connections opened (a proxy reuses what it had pooled),
+    # streams served, and the most streams open at once on one connection.
+    cell["origin_new_conns"] = max(0, o["connections_total"] - 1)
+    cell["origin_streams"] = max(0, o["requests_total"] - 1)
+    cell["origin_peak_streams"] = o["max_open_per_conn"]
+except (ValueError, KeyError):
+    pass
+print(json.dumps(cell))
 PY
   python3 - "$RESULTS" <<'PY' >&2
 import json, sys
@@ -497,7 +595,8 @@ if "failed" in r:
     print(f"  {c['workload']:9} {c['system']:8} round {c['round']}: FAILED {r['failed'][-200:]}")
 else:
     n = r.get("responses_incl_warmup") or 0
-    print(f"  {c['workload']:9} {c['system']:8} round {c['round']}: {r['rps']:9.0f} /s  {c['proxy_cpu_s']*1e6/max(n,1):7.1f} CPU-us each  errors {r['errors']['total']}")
+    conns = f"  origin: {c['origin_new_conns']} new conns, {c['origin_streams']} streams, up to {c['origin_peak_streams']} at once on one" if "origin_new_conns" in c else ""
+    print(f"  {c['workload']:9} {c['system']:8} round {c['round']}: {r['rps']:9.0f} /s  {c['proxy_cpu_s']*1e6/max(n,1):7.1f} CPU-us each  errors {r['errors']['total']}{conns}")
 PY
 }
 
@@ -533,10 +632,13 @@ for w in $WORKLOADS; do
       case $front in
         2) base=${URL2[$s]:-} ;;
         3) base=${URL3[$s]:-} ;;
+        4) base=${URL4[$s]:-} ;;
+        5) base=${URL5[$s]:-} ;;
         *) base=${URL1[$s]} ;;
       esac
       [ -n "$base" ] || continue
-      if [ "$front" = 3 ]; then
+      case $front in 4|5) CELL_ORIGIN_PID=$H2_ORIGIN_PID ;; *) CELL_ORIGIN_PID=$ORIGIN_PID ;; esac
+      if [ "$front" -ge 3 ]; then
         # shellcheck disable=SC2086
         run_cell_tool "$w" "$s" "$r" "$base$path" $flags
         continue

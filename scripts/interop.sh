@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Interoperability checks: the ringway binary between real clients (curl, wrk, our own
-# ringway-bench) and ringway-origin, over loopback. Every load is bounded in time.
+# Interoperability checks: the ringway binary between real clients (curl, wrk, nghttp,
+# h2load, our own ringway-bench) and origins (ringway-origin in HTTP/1.1 and h2c mode,
+# nginx over h2c), over loopback. Every load is bounded in time.
 # Usage: scripts/interop.sh [BIN_DIR]   (default target/debug)
 set -euo pipefail
 bin=${1:-target/debug}
@@ -84,12 +85,29 @@ if command -v h2load >/dev/null; then
   ok "nghttp 1 MiB download over h2c, same digest as the origin direct"
 fi
 
-# HTTP/2 backend: nginx with an h2c listener behind a second proxy (h2c://); HTTP/1.1
-# and HTTP/2 clients, 400 concurrent streams, and nginx's own connection count.
-if command -v h2load >/dev/null && command -v nginx >/dev/null; then
-  port=$((20000 + RANDOM % 20000))
-  mkdir -p "$work/nginx"
-  cat >"$work/nginx/nginx.conf" <<CONF
+# HTTP/2 backends (h2c://): HTTP/1.1 and HTTP/2 clients (curl, curl --http2-prior-knowledge,
+# nghttp, h2load) through ringway to two h2c origins, nginx (`listen ... http2`, not ours)
+# and ringway-origin --h2c; 400 concurrent client streams must share a handful of backend
+# connections, by each origin's own count. These tools are required (.ci/run installs
+# them): a missing one fails the run instead of skipping the check.
+for tool in curl nghttp h2load nginx; do
+  command -v "$tool" >/dev/null || fail "$tool is needed for the h2c backend checks (installed by .ci/run)"
+done
+h2load_ok() { # h2load_ok OUTFILE N ARGS...: h2load, then exactly N succeeded and 0 failed
+  local out=$1 n=$2; shift 2
+  h2load "$@" >"$out" 2>&1 || fail "h2load $* failed: $(cat "$out")"
+  grep -q "$n succeeded, 0 failed, 0 errored, 0 timeout" "$out" || { cat "$out"; fail "h2load $* saw failures"; }
+}
+tokens_echoed() { # tokens_echoed URL [CURL ARGS...]: 100 concurrent POSTs, each answered with its own body
+  local url=$1; shift
+  local bad
+  bad=$(seq 1 100 | xargs -P 20 -I{} sh -c 'b="tok-{}-$$"; r=$(curl -sS --max-time 10 "$@" --data-binary "$b" "$0") || echo "curl failed {}"; [ "$r" = "$b" ] || echo "stream {} got [$r]"' "$url" "$@")
+  [ -z "$bad" ] || fail "answers that do not carry their own request's body: $bad"
+}
+
+port=$((20000 + RANDOM % 20000))
+mkdir -p "$work/nginx"
+cat >"$work/nginx/nginx.conf" <<CONF
 daemon off; master_process off; worker_processes 1; pid $work/nginx/nginx.pid;
 error_log $work/nginx/error.log warn; events { worker_connections 4096; }
 http { access_log off; client_body_temp_path $work/nginx/body; proxy_temp_path $work/nginx/proxy;
@@ -98,21 +116,53 @@ http { access_log off; client_body_temp_path $work/nginx/body; proxy_temp_path $
   server { listen 127.0.0.1:$port http2; location = /nginx_status { stub_status; }
     location / { default_type text/plain; return 200 "tok=\$arg_t\n"; } } }
 CONF
-  nginx -p "$work/nginx" -c "$work/nginx/nginx.conf" -e "$work/nginx/error.log" & pids+=($!)
-  for _ in $(seq 1 100); do curl -sS --http2-prior-knowledge "http://127.0.0.1:$port/" >/dev/null 2>&1 && break; sleep 0.1; done
-  "$bin/ringway" --listen 127.0.0.1:0 --admin 127.0.0.1:0 --backend "h2c://127.0.0.1:$port" --shards 1 \
-    >"$work/proxy2.out" 2>"$work/proxy2.err" & pids+=($!)
-  proxy2=$(wait_line "$work/proxy2.out" "listening on" | awk '{print $3}') || { cat "$work/proxy2.err"; fail "h2c proxy did not start"; }
-  accepts() { curl -sS --http2-prior-knowledge "http://127.0.0.1:$port/nginx_status" | awk 'NR==3 {print $1}'; }
-  before=$(accepts)
-  [ "$(curl -sS "http://$proxy2/?t=1")" = "tok=1" ] || fail "curl HTTP/1.1 to an h2c backend"; ok "curl HTTP/1.1 client to an h2c backend (nginx)"
-  [ "$(curl -sS --http2-prior-knowledge "http://$proxy2/?t=2")" = "tok=2" ] || fail "curl h2c to an h2c backend"; ok "curl --http2-prior-knowledge to an h2c backend (nginx)"
-  h2load -n 20000 -c 20 -m 20 "http://$proxy2/" >"$work/h2load2.out" 2>&1 || fail "h2load failed: $(cat "$work/h2load2.out")"
-  grep -q "20000 succeeded, 0 failed" "$work/h2load2.out" || { cat "$work/h2load2.out"; fail "h2load to an h2c backend saw failures"; }
-  conns=$(( $(accepts) - before - 1 ))
-  [ "$conns" -le 12 ] || fail "$conns backend connections for 400 concurrent streams"
-  ok "h2load -n 20000 -c 20 -m 20 to an h2c backend: 0 failed, $conns nginx connections"
-fi
+nginx -p "$work/nginx" -c "$work/nginx/nginx.conf" -e "$work/nginx/error.log" & pids+=($!)
+for _ in $(seq 1 100); do curl -sS --http2-prior-knowledge "http://127.0.0.1:$port/" >/dev/null 2>&1 && break; sleep 0.1; done
+"$bin/ringway" --listen 127.0.0.1:0 --admin 127.0.0.1:0 --backend "h2c://127.0.0.1:$port" --shards 1 \
+  >"$work/proxy2.out" 2>"$work/proxy2.err" & pids+=($!)
+proxy2=$(wait_line "$work/proxy2.out" "listening on" | awk '{print $3}') || { cat "$work/proxy2.err"; fail "h2c proxy did not start"; }
+accepts() { curl -sS --http2-prior-knowledge "http://127.0.0.1:$port/nginx_status" | awk 'NR==3 {print $1}'; }
+before=$(accepts)
+[ "$(curl -sS "http://$proxy2/?t=1")" = "tok=1" ] || fail "curl HTTP/1.1 to an h2c backend"; ok "curl HTTP/1.1 client to an h2c backend (nginx)"
+[ "$(curl -sS --http2-prior-knowledge "http://$proxy2/?t=2")" = "tok=2" ] || fail "curl h2c to an h2c backend"; ok "curl --http2-prior-knowledge to an h2c backend (nginx)"
+[ "$(nghttp "http://$proxy2/?t=3")" = "tok=3" ] || fail "nghttp to an h2c backend"; ok "nghttp to an h2c backend (nginx)"
+h2load_ok "$work/h2load2.out" 20000 -n 20000 -c 20 -m 20 "http://$proxy2/"
+h2load_ok "$work/h2load2h1.out" 5000 --h1 -n 5000 -c 50 "http://$proxy2/"
+conns=$(( $(accepts) - before - 1 ))
+[ "$conns" -ge 1 ] && [ "$conns" -le 12 ] || fail "$conns nginx connections for 400 concurrent streams"
+ok "h2load -n 20000 -c 20 -m 20 and --h1 -c 50 to an h2c backend (nginx): 0 failed, $conns nginx connections"
+
+"$bin/ringway-origin" --listen 127.0.0.1:0 --h2c --max-concurrent-streams 100 >"$work/h2origin.out" 2>&1 & pids+=($!)
+h2origin=$(wait_line "$work/h2origin.out" "listening on" | awk '{print $3}') || fail "ringway-origin --h2c did not start"
+"$bin/ringway" --listen 127.0.0.1:0 --admin 127.0.0.1:0 --backend "h2c://$h2origin" --shards 1 \
+  >"$work/proxy3.out" 2>"$work/proxy3.err" & pids+=($!)
+proxy3=$(wait_line "$work/proxy3.out" "listening on" | awk '{print $3}') || { cat "$work/proxy3.err"; fail "h2c proxy (ringway-origin) did not start"; }
+ostat() { curl -sS --http2-prior-knowledge "http://$h2origin/stats" | python3 -c "import json,sys; print(json.load(sys.stdin)['$1'])"; }
+# First, on a fresh proxy and origin: every backend connection is counted. Each stream
+# takes 1 ms at the origin (/delay/1), so the client's 400 concurrent streams overlap there.
+h2load_ok "$work/h2load3.out" 20000 -n 20000 -c 20 -m 20 "http://$proxy3/delay/1"
+# The /stats queries are counted too: one connection and one stream each.
+conns=$(( $(ostat connections_total) - 1 ))
+streams=$(( $(ostat requests_total) - 2 ))
+peak=$(ostat max_open_per_conn)
+[ "$streams" -ge 20000 ] || fail "ringway-origin served $streams streams for 20000 requests"
+[ "$conns" -ge 1 ] && [ "$conns" -le 12 ] || fail "$conns ringway-origin connections for 400 concurrent streams"
+[ "$peak" -ge 20 ] && [ "$peak" -le 100 ] || fail "at most $peak streams open at once on one backend connection (want 20..100: multiplexed, within SETTINGS_MAX_CONCURRENT_STREAMS 100)"
+ok "h2load -n 20000 -c 20 -m 20 to an h2c backend (ringway-origin): 0 failed, $conns backend connections, up to $peak streams at once on one"
+h2load_ok "$work/h2load3h1.out" 5000 --h1 -n 5000 -c 50 "http://$proxy3/"
+conns=$(( $(ostat connections_total) - 4 ))
+[ "$conns" -le 12 ] || fail "$conns ringway-origin connections after 50 HTTP/1.1 clients"
+ok "h2load --h1 -c 50 to an h2c backend (ringway-origin): 0 failed, HTTP/1.1 clients share the same $conns connections"
+tokens_echoed "http://$proxy3/echo"; ok "100 concurrent HTTP/1.1 POSTs through an h2c backend each get their own body back"
+tokens_echoed "http://$proxy3/echo" --http2-prior-knowledge; ok "100 concurrent h2c POSTs through an h2c backend each get their own body back"
+sum_a=$(nghttp "http://$proxy3/size/1048576" | sha256sum | cut -d' ' -f1)
+sum_b=$(curl -sS --http2-prior-knowledge "http://$h2origin/size/1048576" | sha256sum | cut -d' ' -f1)
+[ "$sum_a" = "$sum_b" ] || fail "nghttp 1 MiB through an h2c backend differs"
+ok "nghttp 1 MiB through an h2c backend (ringway-origin), same digest as the origin direct"
+curl -sS --data-binary @"$work/body" "http://$proxy3/echo" -o "$work/echoed3"
+cmp -s "$work/body" "$work/echoed3" || fail "curl 300 KB echo through an h2c backend differs"
+ok "curl HTTP/1.1 300 KB POST /echo through an h2c backend"
+! grep -q panicked "$work/proxy2.err" "$work/proxy3.err" || fail "an h2c proxy panicked: $(cat "$work/proxy2.err" "$work/proxy3.err")"
 
 # SIGTERM: drains and exits 0.
 kill -TERM "$proxy_pid"

@@ -32,6 +32,8 @@ WORKLOAD_TEXT = {
     "tls-h2": "HTTP/2 over TLS 1.3 (h2load), 4 connections x 16 streams; req/s and CPU-µs per request",
     "tls-full": "full TLS 1.3 handshakes, ECDSA P-256 (openssl s_time -new, one GET each); the req/s column is handshakes/s, CPU-µs per handshake",
     "tls-resume": "resumed TLS 1.2 handshakes (openssl s_time -reuse -tls1_2: session ids, one GET each); handshakes/s, CPU-µs per handshake",
+    "h2b-h1": "HTTP/1.1 clients (wrk, 32 connections) to an HTTP/2 backend (`ringway-origin --h2c`; ringway `h2c://`, HAProxy `proto h2`), 13-byte responses",
+    "h2b-h2": "h2c clients (h2load, 4 connections x 16 streams) to an HTTP/2 backend (`ringway-origin --h2c`), 13-byte responses; `direct` is h2load to the origin",
 }
 PCTS = [("p50", "p50"), ("p90", "p90"), ("p99", "p99"), ("p99.9", "p999"), ("p99.99", "p9999"), ("max", "max")]
 
@@ -98,6 +100,13 @@ def aggregate(cells):
         }
         for _, k in PCTS:
             a[k] = med([r["report"]["latency_us"][k] for r in ok])
+        conns = [r["origin_new_conns"] for r in ok if "origin_new_conns" in r]
+        if conns:
+            # The h2c origin's own count: backend connections opened per run (median), and
+            # streams served per connection opened over all runs.
+            a["origin_new_conns"] = med(conns)
+            a["origin_streams"] = med([r.get("origin_streams") for r in ok])
+            a["origin_peak_streams"] = med([r.get("origin_peak_streams") for r in ok])
         agg[key] = a
     return agg
 
@@ -126,6 +135,15 @@ def table(agg, workloads, systems):
                 f"{ratio(a['cpu_us'], hp.get('cpu_us')) if s != 'direct' else '-'} | {ratio(a['rps'], hp.get('rps'))} | "
                 f"{ratio(a['p99'], hp.get('p99'))} | {a['errors']}{' +' + str(a['failed']) + ' failed runs' if a['failed'] else ''} | "
                 f"{a['other'] * 100:.0f}% |")
+        counted = [(s, a) for s, a in rows if a.get("origin_new_conns") is not None]
+        if counted:
+            lines.append("")
+            # (The most streams open at once, also in the raw results, says little here: the
+            # origin answers a 13-byte stream before it reads the next one.)
+            lines.append("The h2c origin's own count per run (medians): backend connections it accepted (those a "
+                         "proxy had pooled before the run are reused, not counted) for the streams it served: "
+                         + ", ".join(f"{s} {a['origin_new_conns']:.0f} for {a['origin_streams'] or 0:.0f}"
+                                     for s, a in counted) + ".")
     return "\n".join(lines)
 
 

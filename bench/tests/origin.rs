@@ -752,6 +752,9 @@ fn binary_rejects_bad_flags_with_exit_2() {
         &["--shards", "2", "--cpus", "0"],
         &["--close-after", "0"],
         &["--listen", "nowhere"],
+        // An h2c setting without --h2c, and a stream limit that is not a number.
+        &["--max-concurrent-streams", "4"],
+        &["--h2c", "--max-concurrent-streams", "-1"],
         &["--bogus"],
     ] {
         let out = origin_bin().args(args).output().expect("run");

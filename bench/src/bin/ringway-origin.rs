@@ -9,12 +9,14 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{CommandFactory, Parser};
-use ringway_bench::origin::{check_cpus, Origin, OriginConfig, DEFAULT_BODY_UNIT};
+use ringway_bench::origin::{
+    check_cpus, Origin, OriginConfig, Protocol, DEFAULT_BODY_UNIT, DEFAULT_MAX_CONCURRENT_STREAMS,
+};
 use ringway_sys::{parse_cpu_list, parse_duration};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
-/// A fast HTTP/1.1 origin for ringway's tests and benchmarks.
+/// A fast HTTP/1.1 (or, with --h2c, HTTP/2) origin for ringway's tests and benchmarks.
 #[derive(Debug, Parser)]
 #[command(name = "ringway-origin", version)]
 struct Args {
@@ -31,15 +33,23 @@ struct Args {
     /// Body size of `GET /` and unknown paths.
     #[arg(long, default_value_t = DEFAULT_BODY_UNIT.len())]
     body_size: usize,
-    /// Close each connection after this many requests.
+    /// Close each connection after this many requests (with --h2c: GOAWAY after this
+    /// many streams, which are still answered).
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     close_after: Option<u64>,
-    /// Close connections idle this long (e.g. 1s, 250ms).
+    /// Close connections idle this long (e.g. 1s, 250ms); with --h2c, connections
+    /// without an open stream for this long.
     #[arg(long, value_parser = parse_duration)]
     idle_close: Option<Duration>,
     /// Delay every response by this long (e.g. 5ms).
     #[arg(long, value_parser = parse_duration)]
     delay: Option<Duration>,
+    /// Speak HTTP/2 with prior knowledge (h2c) instead of HTTP/1.1, on every connection.
+    #[arg(long)]
+    h2c: bool,
+    /// With --h2c: the SETTINGS_MAX_CONCURRENT_STREAMS announced (0 refuses every stream).
+    #[arg(long, requires = "h2c", value_name = "N")]
+    max_concurrent_streams: Option<u32>,
 }
 
 /// A parsed `--cpus` value (a newtype, so clap takes it as one value, not many).
@@ -71,6 +81,14 @@ fn main() -> ExitCode {
         close_after: args.close_after,
         idle_close: args.idle_close,
         delay: args.delay,
+        protocol: if args.h2c {
+            Protocol::H2c
+        } else {
+            Protocol::Http1
+        },
+        max_concurrent_streams: args
+            .max_concurrent_streams
+            .unwrap_or(DEFAULT_MAX_CONCURRENT_STREAMS),
     };
     // Signals are caught before "listening" is printed, so a supervisor that signals
     // right after reading the line gets a clean exit.

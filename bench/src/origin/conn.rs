@@ -22,7 +22,7 @@ use super::request::{self, Framing, Parsed, RequestHead};
 use super::response::{self, BodyFraming, Tags};
 use super::route::Route;
 use super::shard::ShardCtx;
-use super::stats::ShardCounters;
+use super::stats::OpenGuard;
 
 /// Size of each connection's read buffer (with the write buffer's first capacity, what
 /// an idle connection costs: ~33 KiB, so 10,000 connections fit in ~330 MiB).
@@ -80,16 +80,6 @@ impl Body {
             Framing::Length(n) => Body::Length(n),
             Framing::Chunked => Body::Chunked(ChunkedDecoder::default()),
         }
-    }
-}
-
-/// Decrements the open-connections gauge however the task ends (including when the
-/// shard stops and drops it).
-struct OpenGuard<'a>(&'a ShardCounters);
-
-impl Drop for OpenGuard<'_> {
-    fn drop(&mut self) {
-        self.0.connection_closed();
     }
 }
 

@@ -1,4 +1,5 @@
-//! `ringway-origin`: a fast HTTP/1.1 origin server for ringway's tests and benchmarks.
+//! `ringway-origin`: a fast HTTP/1.1 or h2c origin server for ringway's tests and
+//! benchmarks.
 //!
 //! An [`Origin`] runs one glommio executor per shard, each with its own `SO_REUSEPORT`
 //! listener on the same address, and serves a fixed set of paths (see [`Route`]) that
@@ -8,6 +9,11 @@
 //! over the origin's life) and `X-Origin-Req` (the 1-based index of the request on its
 //! connection). [`OriginStats`] counts connections, requests and pipelined requests.
 //!
+//! With [`Protocol::H2c`] every connection speaks HTTP/2 with prior knowledge instead
+//! (`h2` on glommio, see `h2conn`): the same paths, streams counted as requests, the
+//! announced `SETTINGS_MAX_CONCURRENT_STREAMS` configurable, and the counters showing how
+//! many streams shared each connection (multiplexing) and how many were cancelled.
+//!
 //! It is the benchmark's ceiling, so the `GET /` path allocates nothing: one read buffer
 //! per connection, a pre-rendered head prefix, head and small bodies in one write.
 //! Body bytes are documented in [`payload`]: `/size/N` and `/chunked/N` send byte `i` =
@@ -16,6 +22,7 @@
 mod chunked;
 mod config;
 mod conn;
+mod h2conn;
 pub mod payload;
 mod request;
 mod response;
@@ -32,7 +39,7 @@ use anyhow::{anyhow, bail, Context};
 use glommio::{CpuSet, ExecutorJoinHandle, Placement};
 
 pub use chunked::{ChunkedDecoder, ChunkedError, Step as ChunkedStep};
-pub use config::{OriginConfig, DEFAULT_BODY_UNIT};
+pub use config::{OriginConfig, Protocol, DEFAULT_BODY_UNIT, DEFAULT_MAX_CONCURRENT_STREAMS};
 pub use route::Route;
 pub use stats::OriginStats;
 

@@ -5,7 +5,11 @@
 //! dropped range changes any digest), and `GET /` sends
 //! [`DEFAULT_BODY_UNIT`](super::config::DEFAULT_BODY_UNIT) repeated. A [`Cycle`] holds
 //! enough whole periods that a slice of up to [`SLICE_MAX`] bytes can start at any phase,
-//! so a body of any length (1 GiB included) is written straight from the block.
+//! so a body of any length (1 GiB included) is written straight from the block. The block
+//! is a [`Bytes`], so the h2c mode hands out slices of it as DATA frames without copying
+//! ([`Cycle::bytes`]).
+
+use bytes::Bytes;
 
 /// The pattern's period.
 pub const PATTERN_PERIOD: u64 = 251;
@@ -26,7 +30,7 @@ pub const SLICE_MAX: usize = 64 << 10;
 /// A periodic byte sequence that can be sliced at any offset without copying.
 #[derive(Debug)]
 pub struct Cycle {
-    block: Box<[u8]>,
+    block: Bytes,
     period: usize,
 }
 
@@ -37,7 +41,7 @@ impl Cycle {
         let unit: &[u8] = if unit.is_empty() { &[0] } else { unit };
         let periods = SLICE_MAX.div_ceil(unit.len()) + 1;
         Cycle {
-            block: unit.repeat(periods).into_boxed_slice(),
+            block: Bytes::from(unit.repeat(periods)),
             period: unit.len(),
         }
     }
@@ -51,6 +55,12 @@ impl Cycle {
     pub fn slice(&self, offset: u64, len: usize) -> &[u8] {
         let phase = (offset % self.period as u64) as usize;
         &self.block[phase..phase + len.min(SLICE_MAX)]
+    }
+
+    /// The same bytes as [`Cycle::slice`], as a shared handle on the block (no copy).
+    pub fn bytes(&self, offset: u64, len: usize) -> Bytes {
+        let phase = (offset % self.period as u64) as usize;
+        self.block.slice(phase..phase + len.min(SLICE_MAX))
     }
 }
 
@@ -72,5 +82,7 @@ mod tests {
         assert_eq!(h.slice(13, 5), b"hello");
         assert_eq!(h.slice(7, 6), b"world\n");
         assert_eq!(Cycle::repeating(b"").slice(3, 2), &[0, 0]);
+        assert_eq!(&h.bytes(7, 6)[..], b"world\n");
+        assert_eq!(&c.bytes(1 << 30, 300)[..], c.slice(1 << 30, 300));
     }
 }

@@ -17,7 +17,7 @@ use std::time::Duration;
 use glommio::net::TcpListener;
 use glommio::{ExecutorJoinHandle, LocalExecutorBuilder, Placement};
 
-use super::config::{OriginConfig, DEFAULT_BODY_UNIT};
+use super::config::{OriginConfig, Protocol, DEFAULT_BODY_UNIT};
 use super::payload::Cycle;
 use super::response;
 use super::stats::{ShardCounters, StatsRegistry};
@@ -116,7 +116,14 @@ async fn accept_loop(listener: TcpListener, ctx: Rc<ShardCtx>) {
         match listener.accept().await {
             Ok(stream) => {
                 let _ = stream.set_nodelay(true);
-                glommio::spawn_local(super::conn::serve(stream, ctx.clone())).detach();
+                match ctx.cfg.protocol {
+                    Protocol::Http1 => {
+                        glommio::spawn_local(super::conn::serve(stream, ctx.clone())).detach();
+                    }
+                    Protocol::H2c => {
+                        glommio::spawn_local(super::h2conn::serve(stream, ctx.clone())).detach();
+                    }
+                }
             }
             Err(_) => glommio::timer::sleep(ACCEPT_BACKOFF).await,
         }

@@ -19,7 +19,17 @@ pub struct OriginStats {
     pub max_requests_per_conn: u64,
     /// Requests whose first byte had already arrived while the previous response on
     /// the same connection was not fully written (the connection carried two at once).
+    /// h2c: streams that opened while another stream of the same connection was still
+    /// open (multiplexed).
     pub pipelined: u64,
+    /// The most requests in progress at once on one connection since start (or reset):
+    /// h2c, the most streams open at once (never above the announced
+    /// SETTINGS_MAX_CONCURRENT_STREAMS when clients obey it); HTTP/1.1, 1, or 2 once a
+    /// pipelined request arrived.
+    pub max_open_per_conn: u64,
+    /// h2c: streams the client reset before their response was complete (a cancelled
+    /// request reaches the origin as `RST_STREAM`). Always 0 in HTTP/1.1 mode.
+    pub cancelled: u64,
 }
 
 impl OriginStats {
@@ -31,6 +41,8 @@ impl OriginStats {
             "requests_total": self.requests_total,
             "max_requests_per_conn": self.max_requests_per_conn,
             "pipelined": self.pipelined,
+            "max_open_per_conn": self.max_open_per_conn,
+            "cancelled": self.cancelled,
         })
     }
 }
@@ -50,6 +62,8 @@ pub(crate) struct ShardCounters {
     requests_total: AtomicU64,
     max_requests_per_conn: AtomicU64,
     pipelined: AtomicU64,
+    max_open_per_conn: AtomicU64,
+    cancelled: AtomicU64,
 }
 
 impl ShardCounters {
@@ -71,6 +85,29 @@ impl ShardCounters {
         if pipelined {
             self.pipelined.fetch_add(1, Relaxed);
         }
+        self.open_on_conn(1 + u64::from(pipelined));
+    }
+
+    /// Notes that `open` requests are in progress at once on one connection.
+    pub(crate) fn open_on_conn(&self, open: u64) {
+        if self.max_open_per_conn.load(Relaxed) < open {
+            self.max_open_per_conn.fetch_max(open, Relaxed);
+        }
+    }
+
+    /// Counts a stream the client reset before its response was complete.
+    pub(crate) fn cancelled(&self) {
+        self.cancelled.fetch_add(1, Relaxed);
+    }
+}
+
+/// Decrements the open-connections gauge however a connection task ends (including when
+/// the shard stops and drops it).
+pub(crate) struct OpenGuard<'a>(pub(crate) &'a ShardCounters);
+
+impl Drop for OpenGuard<'_> {
+    fn drop(&mut self) {
+        self.0.connection_closed();
     }
 }
 
@@ -108,6 +145,8 @@ impl StatsRegistry {
                 .max_requests_per_conn
                 .max(c.max_requests_per_conn.load(Relaxed));
             s.pipelined += c.pipelined.load(Relaxed);
+            s.max_open_per_conn = s.max_open_per_conn.max(c.max_open_per_conn.load(Relaxed));
+            s.cancelled += c.cancelled.load(Relaxed);
         }
         s
     }
@@ -119,6 +158,8 @@ impl StatsRegistry {
             c.requests_total.store(0, Relaxed);
             c.max_requests_per_conn.store(0, Relaxed);
             c.pipelined.store(0, Relaxed);
+            c.max_open_per_conn.store(0, Relaxed);
+            c.cancelled.store(0, Relaxed);
         }
     }
 }
@@ -136,12 +177,16 @@ mod tests {
         r.shard(0).request(2, true);
         r.shard(1).request(1, false);
         r.shard(1).connection_closed();
+        r.shard(1).open_on_conn(5);
+        r.shard(0).cancelled();
         let s = r.snapshot();
         assert_eq!(s.connections_total, 2);
         assert_eq!(s.connections_open, 1);
         assert_eq!(s.requests_total, 3);
         assert_eq!(s.max_requests_per_conn, 2);
         assert_eq!(s.pipelined, 1);
+        assert_eq!(s.max_open_per_conn, 5);
+        assert_eq!(s.cancelled, 1);
         r.reset();
         let s = r.snapshot();
         assert_eq!(
