@@ -249,11 +249,11 @@ fn a_failure_at_any_step_leaves_the_connection_on_exactly_one_shard() {
 /// `/?t=TAG-i` for i in 0..n as concurrent streams on one connection; returns the
 /// statuses, checking that every 200 carries its own token. Any stream or connection
 /// error is an error: a request must never be lost.
-fn h2_burst(addr: std::net::SocketAddr, tag: &str, n: usize) -> Result<Vec<u16>, String> {
+/// Runs on the caller's glommio executor; the connection is closed before it returns.
+async fn h2_burst(addr: std::net::SocketAddr, tag: &str, n: usize) -> Result<Vec<u16>, String> {
     let tag = tag.to_string();
-    glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
-        .io_memory(64 << 10)
-        .spawn(move || async move {
+    {
+        {
             let stream = glommio::net::TcpStream::connect(addr)
                 .await
                 .map_err(|e| format!("connect: {e}"))?;
@@ -261,10 +261,9 @@ fn h2_burst(addr: std::net::SocketAddr, tag: &str, n: usize) -> Result<Vec<u16>,
                 .handshake::<_, bytes::Bytes>(ringway_h2mux::io::TokioIo::new(stream))
                 .await
                 .map_err(|e| format!("handshake: {e}"))?;
-            glommio::spawn_local(async move {
+            let driver = glommio::spawn_local(async move {
                 let _ = conn.await;
-            })
-            .detach();
+            });
             let one = |i: usize| {
                 let send = send.clone();
                 let token = format!("{tag}-{i}");
@@ -294,14 +293,68 @@ fn h2_burst(addr: std::net::SocketAddr, tag: &str, n: usize) -> Result<Vec<u16>,
             };
             let tasks: Vec<_> = (0..n).map(|i| glommio::spawn_local(one(i))).collect();
             let mut statuses = Vec::with_capacity(n);
+            let mut failed = None;
             for t in tasks {
-                statuses.push(t.await?);
+                match t.await {
+                    Ok(s) => statuses.push(s),
+                    Err(e) => failed = failed.or(Some(e)),
+                }
             }
-            Ok(statuses)
-        })
-        .map_err(|e| format!("executor: {e}"))?
-        .join()
-        .map_err(|e| format!("executor: {e:?}"))?
+            // Every handle gone: h2 sends GOAWAY and the driver ends, closing the socket.
+            drop(send);
+            driver.await;
+            match failed {
+                Some(e) => Err(e),
+                None => Ok(statuses),
+            }
+        }
+    }
+}
+
+/// Answers counted by a soak's clients.
+struct Tally {
+    sent: AtomicU64,
+    ok: AtomicU64,
+    unavailable: AtomicU64,
+}
+
+impl Tally {
+    /// Counts a round's statuses; anything but 200 or 503 is an error.
+    fn count(&self, statuses: Vec<u16>) -> Result<(), String> {
+        for s in statuses {
+            self.sent.fetch_add(1, Ordering::Relaxed);
+            match s {
+                200 => self.ok.fetch_add(1, Ordering::Relaxed),
+                503 => self.unavailable.fetch_add(1, Ordering::Relaxed),
+                s => return Err(format!("unexpected status {s}")),
+            };
+        }
+        Ok(())
+    }
+}
+
+/// `n` keep-alive HTTP/1.1 GETs of `/?t=TAG-k` on one connection; every 200 must carry
+/// its own token.
+fn h1_round(addr: std::net::SocketAddr, tag: &str, n: usize) -> Result<Vec<u16>, String> {
+    use std::io::Write;
+    let mut c = Conn::connect(addr);
+    let mut v = Vec::with_capacity(n);
+    for k in 0..n {
+        let token = format!("{tag}-{k}");
+        c.stream
+            .write_all(format!("GET /?t={token} HTTP/1.1\r\nHost: test\r\n\r\n").as_bytes())
+            .map_err(|e| format!("request lost: {e}"))?;
+        let r = c
+            .try_read_response(false)
+            .map_err(|e| format!("request lost: {e}"))?;
+        if r.status == 200
+            && !String::from_utf8_lossy(&r.body).starts_with(&format!("tok={token} "))
+        {
+            return Err(format!("{token} got {:?}", r.body));
+        }
+        v.push(r.status);
+    }
+    Ok(v)
 }
 
 /// The soak of the issue: for a while (30 s by default, `RINGWAY_SOAK_SECS` to change it)
@@ -338,62 +391,43 @@ fn h2_takeover_faults_lose_nothing_and_leak_nothing() {
     let baseline = metric(&proxy.metrics(), "ringway_open_fds");
     let listeners = proxy.listeners.clone();
     let stop = Arc::new(AtomicBool::new(false));
-    let sent = Arc::new(AtomicU64::new(0));
-    let ok = Arc::new(AtomicU64::new(0));
-    let unavailable = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
+    let counters = Arc::new(Tally {
+        sent: AtomicU64::new(0),
+        ok: AtomicU64::new(0),
+        unavailable: AtomicU64::new(0),
+    });
     let handles: Vec<_> = (0..4)
         .map(|i| {
-            let (stop, sent, ok, unavailable) =
-                (stop.clone(), sent.clone(), ok.clone(), unavailable.clone());
+            let (stop, tally) = (stop.clone(), counters.clone());
             let listeners = listeners.clone();
+            // Every 200 ms the clients move to the other shard, so idle connections keep
+            // sitting on the wrong one.
+            let addr_now = move || listeners[(started.elapsed().as_millis() / 200) as usize % 2];
             std::thread::spawn(move || -> Result<(), String> {
-                let mut round = 0usize;
-                while !stop.load(Ordering::Relaxed) {
-                    // Every 200 ms the clients move to the other shard, so idle
-                    // connections keep sitting on the wrong one.
-                    let phase = (started.elapsed().as_millis() / 200) as usize;
-                    let addr = listeners[phase % 2];
-                    let n = 3 + (i + round) % 8;
-                    let tag = format!("c{i}r{round}");
-                    let statuses = if i % 2 == 0 {
-                        let mut c = Conn::connect(addr);
-                        let mut v = Vec::new();
-                        for k in 0..n {
-                            use std::io::Write;
-                            let token = format!("{tag}-{k}");
-                            c.stream
-                                .write_all(
-                                    format!("GET /?t={token} HTTP/1.1\r\nHost: test\r\n\r\n")
-                                        .as_bytes(),
-                                )
-                                .map_err(|e| format!("request lost: {e}"))?;
-                            let r = c
-                                .try_read_response(false)
-                                .map_err(|e| format!("request lost: {e}"))?;
-                            if r.status == 200
-                                && !String::from_utf8_lossy(&r.body)
-                                    .starts_with(&format!("tok={token} "))
-                            {
-                                return Err(format!("{token} got {:?}", r.body));
-                            }
-                            v.push(r.status);
-                        }
-                        v
-                    } else {
-                        h2_burst(addr, &tag, n)?
-                    };
-                    for s in statuses {
-                        sent.fetch_add(1, Ordering::Relaxed);
-                        match s {
-                            200 => ok.fetch_add(1, Ordering::Relaxed),
-                            503 => unavailable.fetch_add(1, Ordering::Relaxed),
-                            s => return Err(format!("unexpected status {s}")),
-                        };
+                if i % 2 == 0 {
+                    let mut round = 0usize;
+                    while !stop.load(Ordering::Relaxed) {
+                        let n = 3 + (i + round) % 8;
+                        tally.count(h1_round(addr_now(), &format!("c{i}r{round}"), n)?)?;
+                        round += 1;
                     }
-                    round += 1;
+                    return Ok(());
                 }
-                Ok(())
+                // An HTTP/2 client: one glommio executor on this thread, made once.
+                let ex = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+                    .io_memory(64 << 10)
+                    .make()
+                    .map_err(|e| format!("executor: {e}"))?;
+                ex.run(async move {
+                    let mut round = 0usize;
+                    while !stop.load(Ordering::Relaxed) {
+                        let n = 3 + (i + round) % 8;
+                        tally.count(h2_burst(addr_now(), &format!("c{i}r{round}"), n).await?)?;
+                        round += 1;
+                    }
+                    Ok(())
+                })
             })
         })
         .collect();
@@ -405,9 +439,9 @@ fn h2_takeover_faults_lose_nothing_and_leak_nothing() {
             .expect("every request answered with its own answer");
     }
     let (sent, ok, unavailable) = (
-        sent.load(Ordering::Relaxed),
-        ok.load(Ordering::Relaxed),
-        unavailable.load(Ordering::Relaxed),
+        counters.sent.load(Ordering::Relaxed),
+        counters.ok.load(Ordering::Relaxed),
+        counters.unavailable.load(Ordering::Relaxed),
     );
     assert_eq!(sent, ok + unavailable);
     assert!(ok > sent / 2, "too few proxied answers: {ok} of {sent}");
