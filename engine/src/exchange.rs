@@ -35,8 +35,10 @@ use ringway_http1::{self as http1, Framing, HeadError, Method, ResponseHead};
 use ringway_pool::{ReuseMode, ServerId};
 
 use crate::buf::Buf;
+use crate::config::CancelLimits;
 use crate::ctx::ShardCtx;
 use crate::duplex::Duplex;
+use crate::rate::TokenBucket;
 use crate::trace::Trace;
 use crate::upstream::{AcquireError, Lease, Upstreams};
 
@@ -45,10 +47,20 @@ use crate::upstream::{AcquireError, Lease, Upstreams};
 /// private to it (with `--reuse never`, every one; otherwise those that have carried one
 /// of its request bodies), kept between its requests (one per concurrent request at
 /// most) and closed with it.
+///
+/// It also keeps what this client's cancelled requests have cost in backend connections
+/// over time (`--cancel-connect-rate`/`--cancel-connect-burst`): once that budget is
+/// spent, a request of this client that would connect waits for the budget (or for an
+/// idle pooled connection) instead of opening one more connection, so no client can turn
+/// cancels into a connection storm at the origin.
 #[derive(Default)]
 pub struct Session {
     first: Cell<bool>,
     private: RefCell<Vec<Lease>>,
+    /// Backend connects this client may still cause (made on first use): a connect takes a
+    /// token, given back when its connection ends up pooled or reused (it cost nothing)
+    /// and kept when the client's cancel closed it.
+    cancel_budget: RefCell<Option<TokenBucket>>,
 }
 
 impl Session {
@@ -56,7 +68,38 @@ impl Session {
         Session {
             first: Cell::new(true),
             private: RefCell::new(Vec::new()),
+            cancel_budget: RefCell::new(None),
         }
+    }
+
+    fn with_budget<T>(&self, limits: &CancelLimits, f: impl FnOnce(&mut TokenBucket) -> T) -> T {
+        let mut b = self.cancel_budget.borrow_mut();
+        let b = b.get_or_insert_with(|| {
+            TokenBucket::new(limits.connect_rate, limits.connect_burst, Instant::now())
+        });
+        f(b)
+    }
+
+    /// Takes a token for a connect of this client for `slot`: `Ok(true)` when one was
+    /// taken, `Ok(false)` when none is needed (no bound, or an idle connection is pooled
+    /// here, so the request will not connect), `Err(wait)` when the budget is spent.
+    fn take_connect(
+        &self,
+        ups: &Upstreams,
+        slot: ServerId,
+        limits: &CancelLimits,
+    ) -> Result<bool, Duration> {
+        if limits.connect_rate == 0 || ups.idle_here(slot) > 0 {
+            return Ok(false);
+        }
+        self.with_budget(limits, |b| {
+            let now = Instant::now();
+            if b.take(now) {
+                Ok(true)
+            } else {
+                Err(b.wait(now))
+            }
+        })
     }
 
     async fn lease(
@@ -211,12 +254,30 @@ pub async fn forward(
     let mut retried = false;
     loop {
         let asked = std::time::Instant::now();
+        let mut prepaid = Prepaid {
+            session,
+            limits: &cfg.cancel,
+            taken: false,
+        };
+        if !retried {
+            match wait_for_connect_budget(ctx, session, req, sink).await {
+                Some(taken) => prepaid.taken = taken,
+                None => {
+                    ctx.metrics.borrow_mut().c.client_aborts += 1;
+                    return Err(Failure::ClientGone);
+                }
+            }
+        }
         let mut lease = match session
             .lease(&ctx.upstreams, req.slot, first, retried)
             .await
         {
             Ok(l) => {
                 req.trace.leased(&l, asked);
+                if l.reused() {
+                    // Pooled or taken over after all: no connect was made.
+                    prepaid.refund();
+                }
                 l
             }
             Err(e) => {
@@ -370,6 +431,20 @@ pub async fn forward(
             }
             Err(RelayError::ClientGoneBeforeHead) => {
                 ctx.metrics.borrow_mut().c.client_aborts += 1;
+                // The request went out whole: its response can still be read to its end
+                // and the connection pooled, instead of costing a connection per cancel.
+                let saved = body_sent
+                    && !req.has_body
+                    && reuse != ReuseMode::Never
+                    && drain(ctx, &mut lease, req.method, bbuf).await;
+                let mut m = ctx.metrics.borrow_mut();
+                if saved {
+                    m.c.cancel_drained += 1;
+                    lease.set_reusable(true);
+                } else {
+                    m.c.cancel_closed += 1;
+                    prepaid.keep();
+                }
                 return Err(Failure::ClientGone);
             }
             Err(RelayError::AfterHead {
@@ -379,6 +454,12 @@ pub async fn forward(
                 let mut m = ctx.metrics.borrow_mut();
                 if client_gone {
                     m.c.client_aborts += 1;
+                    m.c.cancel_closed += 1;
+                    prepaid.keep();
+                    return Err(Failure::Broken {
+                        status,
+                        client_gone,
+                    });
                 } else {
                     m.c.backend_errors += 1;
                 }
@@ -389,6 +470,150 @@ pub async fn forward(
             }
         }
     }
+}
+
+/// A token of the client's connect budget taken for this request: given back when the
+/// request ends (its connection was pooled, reused, or failed for the backend's reasons),
+/// unless [`Prepaid::keep`] says the client's cancel cost the connection.
+struct Prepaid<'a> {
+    session: &'a Session,
+    limits: &'a CancelLimits,
+    taken: bool,
+}
+
+impl Prepaid<'_> {
+    fn refund(&mut self) {
+        if std::mem::take(&mut self.taken) {
+            self.session.with_budget(self.limits, TokenBucket::refund);
+        }
+    }
+
+    /// The client's cancel closed the connection: the token stays spent.
+    fn keep(&mut self) {
+        self.taken = false;
+    }
+}
+
+impl Drop for Prepaid<'_> {
+    fn drop(&mut self) {
+        self.refund();
+    }
+}
+
+/// Waits while this client's connect budget is spent and this request would need a new
+/// connection (`--cancel-connect-rate`), then takes a token if one is needed:
+/// `Some(taken)`, or `None` when the client gave up meanwhile. The wait is bounded by
+/// `--timeout-backend`; past it the request goes ahead (the budget bounds the rate, it
+/// never starves a client).
+async fn wait_for_connect_budget(
+    ctx: &ShardCtx,
+    session: &Session,
+    req: &Request<'_>,
+    sink: &mut impl ResponseSink,
+) -> Option<bool> {
+    let cfg = ctx.config();
+    let until = Instant::now() + cfg.timeouts.backend;
+    let mut counted = false;
+    loop {
+        let wait = match session.take_connect(&ctx.upstreams, req.slot, &cfg.cancel) {
+            Ok(taken) => return Some(taken),
+            Err(wait) => wait,
+        };
+        if Instant::now() >= until {
+            return Some(false);
+        }
+        if !counted {
+            counted = true;
+            ctx.metrics.borrow_mut().c.cancel_connect_waits += 1;
+        }
+        let mut sleep = pin!(glommio::timer::sleep(wait.max(Duration::from_millis(1))));
+        let gone = poll_fn(|cx| {
+            if sleep.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(false);
+            }
+            sink.poll_gone(cx).map(|()| true)
+        })
+        .await;
+        if gone {
+            return None;
+        }
+    }
+}
+
+/// After a client cancelled a request whose response had not started: reads the rest
+/// of the response (head and body) and discards it, within `--cancel-drain-time` and
+/// `--cancel-drain-size`. True when the response ended cleanly with the connection
+/// reusable (it may then be pooled); false when it must be closed (too slow, too big,
+/// `Connection: close`, body until close, broken framing, bytes past the end).
+async fn drain(ctx: &ShardCtx, lease: &mut Lease, method: Method, bbuf: &mut Buf) -> bool {
+    let cfg = ctx.config();
+    let (limit, max_size) = (cfg.cancel.drain_time, cfg.cancel.drain_size);
+    if limit.is_zero() {
+        return false;
+    }
+    let max_head = cfg.max_head;
+    let work = async {
+        let src = lease.transport();
+        let resp = read_response_head((max_head, limit), src, bbuf, method)
+            .await
+            .ok()?;
+        if !resp.keep_alive || resp.status == 101 {
+            return None;
+        }
+        bbuf.consume(resp.head_len);
+        match resp.framing {
+            Framing::Empty => {}
+            Framing::UntilClose => return None,
+            Framing::Length(n) => {
+                if n > max_size {
+                    return None;
+                }
+                let mut left = n;
+                loop {
+                    let take = (bbuf.len() as u64).min(left) as usize;
+                    bbuf.consume(take);
+                    left -= take as u64;
+                    if left == 0 {
+                        break;
+                    }
+                    bbuf.clear();
+                    if bbuf.fill_from(src).await.ok()? == 0 {
+                        return None;
+                    }
+                }
+            }
+            Framing::Chunked => {
+                let mut scanner = http1::ChunkedScanner::new();
+                let mut seen = 0u64;
+                loop {
+                    if !bbuf.is_empty() {
+                        // The scanner takes everything it is given unless the body ends.
+                        let (used, done) =
+                            scanner.feed_decoded(bbuf.data(), |d| seen += d.len() as u64).ok()?;
+                        bbuf.consume(used);
+                        if done {
+                            break;
+                        }
+                        if seen > max_size {
+                            return None;
+                        }
+                    }
+                    bbuf.clear();
+                    if bbuf.fill_from(src).await.ok()? == 0 {
+                        return None;
+                    }
+                }
+            }
+        }
+        // Anything past the end is a desync: never pooled.
+        bbuf.is_empty().then_some(())
+    };
+    let done = futures_lite::future::or(work, async {
+        glommio::timer::sleep(limit).await;
+        None
+    })
+    .await;
+    done.is_some()
 }
 
 /// Sends the request body, all of it within `limit` (`--timeout-client-body`): a client

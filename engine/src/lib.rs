@@ -7,7 +7,7 @@
 //! Layering, top to bottom (a module only uses those below it):
 //! `process` → `shard` → `admin`, `front` (`h1`, `h2`) → `report`, `outcome` →
 //! `exchange` → `ctx` → `access_log` → `trace` → `upstream` → `body`, `buf`, `duplex`,
-//! `mesh`, `metrics`, `route`, `fd`, `warn`, `build_info`, `config`.
+//! `mesh`, `metrics`, `rate`, `route`, `fd`, `warn`, `build_info`, `config`.
 
 pub mod access_log;
 pub mod admin;
@@ -28,6 +28,7 @@ pub mod oneshot;
 pub mod outcome;
 pub mod preflight;
 pub mod process;
+pub mod rate;
 pub mod report;
 pub mod route;
 pub mod shard;

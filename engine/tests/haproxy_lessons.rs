@@ -555,3 +555,350 @@ impl GetStatus for Conn {
         self.try_read_response(false).ok().map(|r| r.status)
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// #6 and #16 over HTTP/2: h2 clients and h2c backends
+
+/// What the test's h2c backend does with its `n`th connection (1-based).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum H2Mode {
+    /// Answers an HTTP/1.1 error and closes: the HTTP/2 handshake fails.
+    Garbage,
+    /// Answers its first stream (200, empty), then sends GOAWAY(last = that stream,
+    /// NO_ERROR) and keeps the socket open, reading and counting every HEADERS frame
+    /// that still comes (answering none): the connection is unusable but alive.
+    GoawayAfterFirst,
+    /// A real server (the `h2` crate): each stream answers `conn=N path=P` after `delay`;
+    /// `/hang` never answers and counts the cancel when the proxy resets it.
+    Good,
+}
+
+#[derive(Default)]
+struct H2Backend {
+    conns: AtomicU64,
+    /// HEADERS frames a GoawayAfterFirst connection got after its GOAWAY.
+    after_goaway: AtomicU64,
+    streams: AtomicU64,
+    cancelled: AtomicU64,
+}
+
+fn h2_frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let len = payload.len() as u32;
+    let mut f = vec![(len >> 16) as u8, (len >> 8) as u8, len as u8, kind, flags];
+    f.extend_from_slice(&stream.to_be_bytes());
+    f.extend_from_slice(payload);
+    f
+}
+
+/// Starts an h2c backend on its own glommio thread; `mode(n)` says what connection `n`
+/// does.
+fn h2_backend(
+    mode: impl Fn(u64) -> H2Mode + Send + 'static,
+    delay: Duration,
+) -> (SocketAddr, Arc<H2Backend>) {
+    use futures_lite::{AsyncReadExt, AsyncWriteExt};
+    let state = Arc::new(H2Backend::default());
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    drop(l);
+    let (tx, rx) = mpsc::channel();
+    let st = state.clone();
+    std::thread::spawn(move || {
+        glommio::LocalExecutorBuilder::default()
+            .spawn(move || async move {
+                let listener = glommio::net::TcpListener::bind(addr).expect("bind backend");
+                tx.send(()).unwrap();
+                while let Ok(mut stream) = listener.accept().await {
+                    let n = st.conns.fetch_add(1, Ordering::Relaxed) + 1;
+                    let st = st.clone();
+                    let m = mode(n);
+                    glommio::spawn_local(async move {
+                        match m {
+                            H2Mode::Garbage => {
+                                let _ = stream
+                                    .write_all(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+                                    .await;
+                            }
+                            H2Mode::GoawayAfterFirst => {
+                                let _ = stream.write_all(&h2_frame(4, 0, 0, &[])).await;
+                                let (mut buf, mut chunk) = (Vec::new(), [0u8; 16384]);
+                                let mut preface = true;
+                                let mut goaway = false;
+                                loop {
+                                    let Ok(k) = stream.read(&mut chunk).await else { return };
+                                    if k == 0 {
+                                        return;
+                                    }
+                                    buf.extend_from_slice(&chunk[..k]);
+                                    if preface {
+                                        if buf.len() < 24 {
+                                            continue;
+                                        }
+                                        buf.drain(..24);
+                                        preface = false;
+                                    }
+                                    let mut out = Vec::new();
+                                    while buf.len() >= 9 {
+                                        let len = u32::from_be_bytes([0, buf[0], buf[1], buf[2]])
+                                            as usize;
+                                        if buf.len() < 9 + len {
+                                            break;
+                                        }
+                                        let (kind, flags) = (buf[3], buf[4]);
+                                        let sid = u32::from_be_bytes([buf[5], buf[6], buf[7], buf[8]])
+                                            & 0x7fff_ffff;
+                                        match kind {
+                                            4 if flags & 1 == 0 => out.extend(h2_frame(4, 1, 0, &[])),
+                                            6 if flags & 1 == 0 => {
+                                                out.extend(h2_frame(6, 1, 0, &buf[9..9 + len]))
+                                            }
+                                            1 if goaway => {
+                                                st.after_goaway.fetch_add(1, Ordering::Relaxed);
+                                            }
+                                            1 => {
+                                                st.streams.fetch_add(1, Ordering::Relaxed);
+                                                // :status 200 (static index 8), END_STREAM|END_HEADERS.
+                                                out.extend(h2_frame(1, 5, sid, &[0x88]));
+                                                let mut g = sid.to_be_bytes().to_vec();
+                                                g.extend_from_slice(&0u32.to_be_bytes());
+                                                out.extend(h2_frame(7, 0, 0, &g));
+                                                goaway = true;
+                                            }
+                                            _ => {}
+                                        }
+                                        buf.drain(..9 + len);
+                                    }
+                                    if !out.is_empty() && stream.write_all(&out).await.is_err() {
+                                        return;
+                                    }
+                                }
+                            }
+                            H2Mode::Good => serve_good_h2(stream, n, delay, st).await,
+                        }
+                    })
+                    .detach();
+                }
+            })
+            .expect("backend executor")
+            .join()
+            .ok();
+    });
+    rx.recv_timeout(Duration::from_secs(10)).expect("backend listens");
+    (addr, state)
+}
+
+async fn serve_good_h2(
+    stream: glommio::net::TcpStream,
+    n: u64,
+    delay: Duration,
+    st: Arc<H2Backend>,
+) {
+    use ringway_h2mux::server::{self as h2s, Settings};
+    let Ok(mut conn) = h2s::handshake(stream, Vec::new(), &Settings::default()).await else {
+        return;
+    };
+    while let Some(Ok((req, mut respond))) = conn.accept().await {
+        st.streams.fetch_add(1, Ordering::Relaxed);
+        let st = st.clone();
+        glommio::spawn_local(async move {
+            let path = req.uri().path_and_query().map_or("", |p| p.as_str()).to_string();
+            if path.contains("/hang") {
+                if std::future::poll_fn(|cx| respond.poll_reset(cx)).await.is_ok() {
+                    st.cancelled.fetch_add(1, Ordering::Relaxed);
+                }
+                return;
+            }
+            glommio::timer::sleep(delay).await;
+            let resp = http::Response::builder().status(200).body(()).unwrap();
+            if let Ok(mut send) = respond.send_response(resp, false) {
+                let body = bytes::Bytes::from(format!("conn={n} path={path}"));
+                let _ = h2s::send_body(&mut send, body, true).await;
+            }
+        })
+        .detach();
+    }
+}
+
+/// Runs `f` on a fresh glommio executor in its own thread and returns its result.
+fn on_glommio<T, F, Fut>(f: F) -> T
+where
+    T: Send + 'static,
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = T> + 'static,
+{
+    glommio::LocalExecutorBuilder::default()
+        .spawn(f)
+        .expect("executor starts")
+        .join()
+        .expect("executor thread")
+}
+
+/// An h2 client connection (prior knowledge) driven by its own task; dropping the
+/// returned task ends the connection abruptly.
+async fn h2_client(addr: SocketAddr) -> (h2::client::SendRequest<bytes::Bytes>, glommio::Task<()>) {
+    let stream = glommio::net::TcpStream::connect(addr).await.expect("connect");
+    let (send, conn) = h2::client::handshake(ringway_h2mux::io::TokioIo::new(stream))
+    .await
+    .expect("h2 handshake");
+    let task = glommio::spawn_local(async move {
+        let _ = conn.await;
+    });
+    (send, task)
+}
+
+/// GET `path` on an h2 client connection: (status, body as text).
+async fn h2_get(send: &h2::client::SendRequest<bytes::Bytes>, uri: &str) -> Option<(u16, String)> {
+    let mut ready = send.clone().ready().await.ok()?;
+    let req = http::Request::get(uri).body(()).unwrap();
+    let (resp, _) = ready.send_request(req, true).ok()?;
+    let resp = resp.await.ok()?;
+    let status = resp.status().as_u16();
+    let mut body = resp.into_body();
+    let mut text = Vec::new();
+    while let Some(d) = body.data().await {
+        let d = d.ok()?;
+        let _ = body.flow_control().release_capacity(d.len());
+        text.extend_from_slice(&d);
+    }
+    Some((status, String::from_utf8_lossy(&text).into_owned()))
+}
+
+/// HAProxy #16 over HTTP/2: an h2c backend connection that failed its handshake went
+/// into the safe list and was reused forever (permanent 503s), and one that got a GOAWAY
+/// stayed pooled though unusable. Here: connections 1 and 2 answer HTTP/1.1 garbage (the
+/// handshake fails: those requests get 502), connection 3 answers one stream and sends
+/// GOAWAY but stays open; every later request must go on connection 4 and succeed, and
+/// nothing more is ever sent on connection 3.
+#[test]
+fn h2_backend_connections_that_failed_their_handshake_or_got_goaway_are_never_reused() {
+    let (addr, st) = h2_backend(
+        |n| match n {
+            1 | 2 => H2Mode::Garbage,
+            3 => H2Mode::GoawayAfterFirst,
+            _ => H2Mode::Good,
+        },
+        Duration::ZERO,
+    );
+    let spec = format!("h2c://{addr}");
+    let mut proxy = Proxy::start(&[
+        "--backend",
+        &spec,
+        "--reuse",
+        "always",
+        "--timeout-backend",
+        "3s",
+        "--access-log",
+        "off",
+    ]);
+    let mut got = Vec::new();
+    for i in 0..20 {
+        let r = proxy.connect().get(&format!("/r{i}"));
+        got.push((r.status, r.text()));
+    }
+    assert_eq!(got[0].0, 502, "{got:?}");
+    assert_eq!(got[1].0, 502, "{got:?}");
+    assert_eq!(got[2].0, 200, "{got:?}");
+    for (i, (status, text)) in got.iter().enumerate().skip(3) {
+        assert_eq!(*status, 200, "request {i}: {got:?}");
+        assert_eq!(text, &format!("conn=4 path=/r{i}"), "request {i}");
+    }
+    assert_eq!(st.after_goaway.load(Ordering::Relaxed), 0, "a stream went on the GOAWAY'd connection");
+    assert_eq!(st.conns.load(Ordering::Relaxed), 4);
+    // The same over an HTTP/2 client.
+    let addr_p = proxy.addr;
+    let texts = on_glommio(move || async move {
+        let (send, _task) = h2_client(addr_p).await;
+        let mut out = Vec::new();
+        for i in 0..20 {
+            out.push(h2_get(&send, &format!("http://test/h{i}")).await);
+        }
+        out
+    });
+    for (i, t) in texts.iter().enumerate() {
+        assert_eq!(t.as_ref().map(|t| t.0), Some(200), "h2 request {i}");
+        assert_eq!(t.as_ref().unwrap().1, format!("conn=4 path=/h{i}"));
+    }
+    assert_eq!(st.conns.load(Ordering::Relaxed), 4);
+    proxy.assert_healthy();
+}
+
+/// HAProxy #6 over HTTP/2: with `http-reuse always`, an H2 backend connection kept
+/// pointing at a client session that had been freed. Here client A (HTTP/2) has 40
+/// streams in flight — 20 on the shared h2c backend connection (10 that never answer, 10
+/// slow), 20 at a slow HTTP/1.1 origin — and its connection is dropped. Then client B
+/// uses the same backend connections: every answer is B's own (a token per request), A's
+/// never-answering backend streams are all cancelled, and A's cancelled HTTP/1.1
+/// responses were drained and their connections pooled (B needs no new ones beyond them).
+#[test]
+fn h2_clients_gone_mid_stream_leave_nothing_on_shared_or_pooled_backend_connections() {
+    let web = origin();
+    let (h2addr, st) = h2_backend(|_| H2Mode::Good, Duration::from_millis(300));
+    let web_spec = format!("web={}", web.addr());
+    let h2_spec = format!("h2=h2c://{h2addr}");
+    let mut proxy = Proxy::start(&[
+        "--backend",
+        &web_spec,
+        "--backend",
+        &h2_spec,
+        "--route",
+        "*/h2=h2",
+        "--reuse",
+        "always",
+        "--access-log",
+        "off",
+    ]);
+    let addr = proxy.addr;
+    on_glommio(move || async move {
+        let (send, task) = h2_client(addr).await;
+        let mut pending = Vec::new();
+        for i in 0..10 {
+            for path in [format!("/h2/hang?a={i}"), format!("/h2/slow?a={i}"), format!("/delay/300?a={i}"), format!("/delay/250?c={i}")] {
+                let mut ready = send.clone().ready().await.expect("ready");
+                let req = http::Request::get(format!("http://test{path}")).body(()).unwrap();
+                pending.push(ready.send_request(req, true).expect("send"));
+            }
+        }
+        glommio::timer::sleep(Duration::from_millis(100)).await;
+        // A goes away with everything in flight.
+        drop(task);
+        drop(pending);
+        drop(send);
+    });
+    let a_conns = web.stats().connections_total;
+    wait_until(Duration::from_secs(10), "A's hanging backend streams cancelled", || {
+        st.cancelled.load(Ordering::Relaxed) == 10
+    });
+    let texts = on_glommio(move || async move {
+        let (send, _task) = h2_client(addr).await;
+        let mut tasks = Vec::new();
+        for i in 0..20 {
+            let send = send.clone();
+            tasks.push(glommio::spawn_local(async move {
+                let h2 = h2_get(&send, &format!("http://test/h2/x?tok=B{i}")).await;
+                let h1 = h2_get(&send, &format!("http://test/headers?tok=B{i}")).await;
+                (i, h2, h1)
+            }));
+        }
+        let mut out = Vec::new();
+        for t in tasks {
+            out.push(t.await);
+        }
+        out
+    });
+    for (i, h2, h1) in texts {
+        let (s, t) = h2.expect("h2c answer");
+        assert_eq!(s, 200);
+        assert!(t.ends_with(&format!("path=/h2/x?tok=B{i}")), "B{i} got {t:?}");
+        let (s, t) = h1.expect("h1 answer");
+        assert_eq!(s, 200);
+        assert!(t.contains(&format!("tok=B{i} ")), "B{i} got {t:?}");
+        assert!(!t.contains("?a=") && !t.contains("?c="), "B{i} got A's answer: {t:?}");
+    }
+    // One shared h2c connection served both sessions.
+    assert_eq!(st.conns.load(Ordering::Relaxed), 1);
+    let m = proxy.metrics();
+    let drained = sum_metric(&m, "ringway_cancel_drained_total", &[]) as u64;
+    assert!(drained >= 15, "A's 20 cancelled HTTP/1.1 requests: {drained} drained\n{m}");
+    eprintln!("origin connections: {a_conns} for A, {} in all", web.stats().connections_total);
+    proxy.assert_healthy();
+}

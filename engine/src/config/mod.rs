@@ -169,6 +169,19 @@ pub struct Timeouts {
     pub client_body: Duration,
 }
 
+/// What a client's cancelled requests and stream resets may cost (docs/operations.md,
+/// "Limits and abuse"). Rates are per second; 0 = no bound.
+#[derive(Debug, Clone)]
+pub struct CancelLimits {
+    /// `--cancel-drain-time`: zero = never drain.
+    pub drain_time: Duration,
+    pub drain_size: u64,
+    pub connect_rate: u32,
+    pub connect_burst: u32,
+    pub h2_reset_rate: u32,
+    pub h2_reset_burst: u32,
+}
+
 /// The validated configuration every shard reads.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -198,6 +211,7 @@ pub struct Config {
     pub takeover: bool,
     pub takeover_timeout: Duration,
     pub max_conns_per_shard: usize,
+    pub cancel: CancelLimits,
     pub fault: Option<FaultPlan>,
     pub fault_seed: u64,
     pub spin_before_park: Option<Duration>,
@@ -414,6 +428,17 @@ pub fn build(s: Settings) -> Result<Config, ConfigError> {
         return Err(s.max_conns_per_shard.err("must be at least 1"));
     }
 
+    let cancel = CancelLimits {
+        drain_time: s.cancel_drain_time.value,
+        drain_size: s.cancel_drain_size.value as u64,
+        connect_rate: in_range(&s.cancel_connect_rate, s.cancel_connect_rate.value, 0, 1_000_000)?
+            as u32,
+        connect_burst: in_range(&s.cancel_connect_burst, s.cancel_connect_burst.value, 1, 1_000_000)?
+            as u32,
+        h2_reset_rate: in_range(&s.h2_reset_rate, s.h2_reset_rate.value, 0, 1_000_000)? as u32,
+        h2_reset_burst: in_range(&s.h2_reset_burst, s.h2_reset_burst.value, 1, 1_000_000)? as u32,
+    };
+
     let fault_seed = s.fault_seed.value;
     let fault = match &s.fault.value {
         Some(spec) => {
@@ -450,6 +475,7 @@ pub fn build(s: Settings) -> Result<Config, ConfigError> {
             1,
             10_000_000,
         )? as usize,
+        cancel,
         fault,
         fault_seed,
         spin_before_park: (!s.spin_before_park.value.is_zero()).then_some(s.spin_before_park.value),

@@ -112,6 +112,24 @@ settings! {
         /// Client connections a shard serves at once; more are refused with 503.
         #[arg(value_name = "N", help_heading = LIMITS)]
         max_conns_per_shard: Count = "20000";
+        /// When a client cancels a request to an HTTP/1.1 backend, how long the rest of the response may take to arrive (read and discarded) so the backend connection is pooled instead of closed; 0s = always close.
+        #[arg(value_name = "DUR", help_heading = LIMITS)]
+        cancel_drain_time: Dur = "1s";
+        /// Largest rest of a cancelled response read to save its backend connection; a larger one closes it.
+        #[arg(value_name = "SIZE", help_heading = LIMITS)]
+        cancel_drain_size: Size = "64KiB";
+        /// Backend connects per second one client connection may cause once its --cancel-connect-burst is spent; a connect's token comes back unless a cancel of that client cost the connection; past it, requests wait unless a pooled connection is idle. 0 = no bound.
+        #[arg(value_name = "N", help_heading = LIMITS)]
+        cancel_connect_rate: Count = "10";
+        /// Backend connects one client connection may have outstanding or lost to its cancels before --cancel-connect-rate applies.
+        #[arg(value_name = "N", help_heading = LIMITS)]
+        cancel_connect_burst: Count = "128";
+        /// Resets per second an HTTP/2 client may send for requests in progress (after --h2-reset-burst), counted over the connection's life; past it, GOAWAY(ENHANCE_YOUR_CALM). 0 = no bound.
+        #[arg(value_name = "N", help_heading = LIMITS)]
+        h2_reset_rate: Count = "100";
+        /// Resets of requests in progress an HTTP/2 client may send at once before --h2-reset-rate applies.
+        #[arg(value_name = "N", help_heading = LIMITS)]
+        h2_reset_burst: Count = "1000";
         /// Address of the admin listener serving /metrics (Prometheus text format).
         #[arg(value_name = "ADDR", help_heading = LOGS)]
         admin: Addr;

@@ -27,7 +27,7 @@
 //! an idle connection (`--timeout-client-idle` without streams) sends GOAWAY. Nothing
 //! from the peer can panic here.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::future::poll_fn;
 use std::io;
 use std::net::IpAddr;
@@ -47,6 +47,7 @@ use ringway_http1::{self as http1, ChunkedScanner, Framing, HeadError, ResponseH
 use super::ClientStream;
 use crate::buf::Buf;
 use crate::ctx::{Counted, ShardCtx};
+use crate::rate::TokenBucket;
 use crate::exchange::{self, BodyError, BodySource, DeliverError, Failure, ResponseSink, Session};
 use crate::trace::{CountingRead, Front, Trace};
 
@@ -81,6 +82,21 @@ struct ConnCtx {
     idle_since: Cell<Instant>,
     /// The peer went over its frame budget and got GOAWAY(ENHANCE_YOUR_CALM).
     calmed: Cell<bool>,
+    /// Resets of streams in progress this client may still send (`--h2-reset-rate`,
+    /// `--h2-reset-burst`), over the connection's whole life: `h2` itself only bounds
+    /// resets of streams not yet accepted, and only in bursts.
+    resets: RefCell<TokenBucket>,
+    /// The client spent its reset budget: the connection is to be closed.
+    reset_over: Cell<bool>,
+}
+
+impl ConnCtx {
+    /// The client reset (or abandoned) a stream whose request was in progress.
+    fn note_reset(&self) {
+        if !self.resets.borrow_mut().take(Instant::now()) {
+            self.reset_over.set(true);
+        }
+    }
 }
 
 /// Counts a stream being served on its connection.
@@ -125,7 +141,10 @@ pub async fn serve(ctx: Rc<ShardCtx>, stream: ClientStream, peer: IpAddr, buffer
     let mut conn = match handshake {
         Ok(Ok(c)) => c,
         Ok(Err(e)) => {
-            ctx.metrics.borrow_mut().c.bad_request += 1;
+            let mut m = ctx.metrics.borrow_mut();
+            m.c.bad_request += 1;
+            m.c.h2_conn_errors += 1;
+            drop(m);
             tracing::debug!(%peer, error = %e, "HTTP/2 handshake failed");
             return;
         }
@@ -142,7 +161,17 @@ pub async fn serve(ctx: Rc<ShardCtx>, stream: ClientStream, peer: IpAddr, buffer
         active: Cell::new(0),
         idle_since: Cell::new(Instant::now()),
         calmed: Cell::new(false),
+        resets: RefCell::new(TokenBucket::new(
+            cfg.cancel.h2_reset_rate,
+            cfg.cancel.h2_reset_burst,
+            Instant::now(),
+        )),
+        reset_over: Cell::new(false),
     });
+    // Streams reset by the client leave `h2`'s count at once, but their requests may
+    // still be finishing here (a cancelled response being drained): past twice the
+    // announced limit, new streams are refused.
+    let max_in_progress = 2 * settings.max_concurrent_streams as usize;
     let mut goaway_at: Option<Instant> = None;
     loop {
         if meter.borrow().over_budget() && !cc.calmed.get() {
@@ -151,6 +180,18 @@ pub async fn serve(ctx: Rc<ShardCtx>, stream: ClientStream, peer: IpAddr, buffer
             cc.calmed.set(true);
             ctx.metrics.borrow_mut().c.h2_flood_closed += 1;
             tracing::debug!(%peer, "HTTP/2 peer over its frame budget: ENHANCE_YOUR_CALM");
+            conn.abrupt_shutdown(Reason::ENHANCE_YOUR_CALM);
+            goaway_at = Some(Instant::now());
+        }
+        if cc.reset_over.get() && !cc.calmed.get() {
+            // Paced rapid reset (CVE-2023-44487 below the burst bounds): each reset
+            // stream cost a request; over time this client has sent too many.
+            cc.calmed.set(true);
+            let mut m = ctx.metrics.borrow_mut();
+            m.c.h2_reset_closed += 1;
+            m.c.h2_conn_errors += 1;
+            drop(m);
+            tracing::debug!(%peer, "HTTP/2 peer over its reset budget: ENHANCE_YOUR_CALM");
             conn.abrupt_shutdown(Reason::ENHANCE_YOUR_CALM);
             goaway_at = Some(Instant::now());
         }
@@ -171,6 +212,10 @@ pub async fn serve(ctx: Rc<ShardCtx>, stream: ClientStream, peer: IpAddr, buffer
         match next {
             None => {}
             Some(None) => return,
+            Some(Some(Ok((_, mut respond)))) if cc.active.get() >= max_in_progress || cc.calmed.get() => {
+                ctx.metrics.borrow_mut().c.h2_refused_streams += 1;
+                respond.send_reset(Reason::REFUSED_STREAM);
+            }
             Some(Some(Ok((req, respond)))) => {
                 cc.active.set(cc.active.get() + 1);
                 let guard = StreamGuard(cc.clone());
@@ -181,6 +226,9 @@ pub async fn serve(ctx: Rc<ShardCtx>, stream: ClientStream, peer: IpAddr, buffer
                 let normal_close =
                     matches!(e.get_io(), Some(io) if io.kind() == io::ErrorKind::NotConnected);
                 if !normal_close {
+                    if e.reason().is_some_and(|r| r != Reason::NO_ERROR) && !cc.calmed.get() {
+                        ctx.metrics.borrow_mut().c.h2_conn_errors += 1;
+                    }
                     tracing::debug!(%peer, error = %e, "HTTP/2 connection ended");
                 }
                 return;
@@ -212,6 +260,9 @@ async fn serve_stream(
         handle(&cc, req, &mut respond, &trace).await
     };
     crate::report::done(&ctx, &trace, status);
+    if status == 499 {
+        cc.note_reset();
+    }
     drop(guard);
 }
 

@@ -149,9 +149,25 @@ enum Sniffed {
     Http1,
     /// It opened with the HTTP/2 preface (or closed before it could say).
     Http2,
+    /// It opened with the preface's request line, `PRI * HTTP/2.0`, and then broke the
+    /// preface (or stalled): an HTTP/2 client, so an HTTP/2 connection error
+    /// (GOAWAY(PROTOCOL_ERROR), RFC 9113 §3.4), not an HTTP/1.1 answer.
+    BrokenPreface,
     /// Nothing arrived (closed, or idle past `--timeout-client-idle`).
     Nothing,
 }
+
+/// The request line the HTTP/2 preface starts with; no HTTP/1.x request starts so.
+const PREFACE_LINE: &[u8] = b"PRI * HTTP/2.0";
+
+/// What a server says to a connection whose HTTP/2 preface is broken: its own (empty)
+/// SETTINGS, which must come first, then GOAWAY(last stream 0, PROTOCOL_ERROR).
+const GOAWAY_PROTOCOL_ERROR: &[u8] = &[
+    0, 0, 0, 4, 0, 0, 0, 0, 0, // SETTINGS, empty
+    0, 0, 8, 7, 0, 0, 0, 0, 0, // GOAWAY, 8 bytes, stream 0
+    0, 0, 0, 0, // last stream id 0
+    0, 0, 0, 1, // PROTOCOL_ERROR
+];
 
 /// Whether `data` so far could still become the HTTP/2 preface.
 fn could_be_preface(data: &[u8]) -> bool {
@@ -196,6 +212,16 @@ pub async fn serve(ctx: Rc<ShardCtx>, mut stream: TcpStream, tls: Option<Arc<Ser
         Sniffed::Http1 => h1::serve(ctx, ClientStream::Plain(stream), peer, buf).await,
         Sniffed::Http2 => {
             h2::serve(ctx, ClientStream::Plain(stream), peer, buf.data().to_vec()).await
+        }
+        Sniffed::BrokenPreface => {
+            {
+                let mut m = ctx.metrics.borrow_mut();
+                m.c.bad_request += 1;
+                m.c.h2_conn_errors += 1;
+            }
+            tracing::debug!(%peer, "broken HTTP/2 preface: GOAWAY(PROTOCOL_ERROR)");
+            let _ = stream.set_write_timeout(Some(Duration::from_secs(1)));
+            let _ = stream.write_all(GOAWAY_PROTOCOL_ERROR).await;
         }
     }
 }
@@ -294,9 +320,11 @@ async fn sniff(ctx: &ShardCtx, stream: &mut TcpStream, buf: &mut Buf) -> Sniffed
     }
     if could_be_preface(buf.data()) && buf.len() >= PREFACE.len() {
         Sniffed::Http2
+    } else if buf.data().starts_with(PREFACE_LINE) {
+        Sniffed::BrokenPreface
     } else {
-        // A partial preface that stopped is not HTTP/2: the HTTP/1.1 front answers it
-        // (400 or 408) as it would any broken head.
+        // Anything else (even a stalled `PRI * HT`) is answered by the HTTP/1.1 front
+        // (400, 408 or 505) as it would any broken head.
         Sniffed::Http1
     }
 }

@@ -76,6 +76,24 @@ pub struct Counters {
     pub proxy_header_errors: u64,
     /// HTTP/2 connections closed with ENHANCE_YOUR_CALM for flooding cheap frames.
     pub h2_flood_closed: u64,
+    /// HTTP/2 client connections closed with ENHANCE_YOUR_CALM for resetting too many
+    /// streams in progress over time (`--h2-reset-rate`).
+    pub h2_reset_closed: u64,
+    /// HTTP/2 streams refused because their connection already had twice
+    /// SETTINGS_MAX_CONCURRENT_STREAMS requests in progress (reset ones still finishing).
+    pub h2_refused_streams: u64,
+    /// Protocol errors of HTTP/2 clients (RFC 9113): stream errors sent by us, and
+    /// connection errors (GOAWAY with an error code).
+    pub h2_stream_errors: u64,
+    pub h2_conn_errors: u64,
+    /// Cancelled requests whose backend connection was saved: the rest of the response
+    /// read and discarded, the connection pooled.
+    pub cancel_drained: u64,
+    /// Cancelled requests whose backend connection had to be closed.
+    pub cancel_closed: u64,
+    /// Requests that waited because their client connection's cancels had cost too many
+    /// backend connections (`--cancel-connect-rate`).
+    pub cancel_connect_waits: u64,
     /// Backend connections closed because bytes came that no request asked for (past the
     /// end of a response, or on an idle connection that carried a request body).
     pub backend_desync: u64,

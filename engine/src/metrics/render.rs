@@ -183,6 +183,48 @@ pub fn render(snaps: &mut [Snapshot], labels: &Labels<'_>) -> String {
             |s| s.c.h2_flood_closed,
         ),
         (
+            "h2_reset_closed_total",
+            "HTTP/2 client connections closed with ENHANCE_YOUR_CALM for resetting more streams in progress than --h2-reset-rate/--h2-reset-burst allow.",
+            "counter",
+            |s| s.c.h2_reset_closed,
+        ),
+        (
+            "h2_refused_streams_total",
+            "HTTP/2 streams refused (REFUSED_STREAM) because their connection had twice its stream limit of requests still in progress.",
+            "counter",
+            |s| s.c.h2_refused_streams,
+        ),
+        (
+            "h2_stream_errors_total",
+            "HTTP/2 client streams ended with a stream error for breaking RFC 9113 (PROTOCOL_ERROR: bad pseudo-headers or fields, content-length mismatch).",
+            "counter",
+            |s| s.c.h2_stream_errors,
+        ),
+        (
+            "h2_connection_errors_total",
+            "HTTP/2 client connections ended with a connection error (a broken preface, a protocol or flow-control error, a header or CONTINUATION flood).",
+            "counter",
+            |s| s.c.h2_conn_errors,
+        ),
+        (
+            "cancel_drained_total",
+            "Requests cancelled by their client whose backend connection was saved: the rest of the response read and discarded within --cancel-drain-time/--cancel-drain-size, the connection pooled.",
+            "counter",
+            |s| s.c.cancel_drained,
+        ),
+        (
+            "cancel_closed_total",
+            "Requests cancelled by their client whose backend connection had to be closed.",
+            "counter",
+            |s| s.c.cancel_closed,
+        ),
+        (
+            "cancel_connect_waits_total",
+            "Requests that waited for a backend connection because their client connection's cancels had cost more than --cancel-connect-rate allows.",
+            "counter",
+            |s| s.c.cancel_connect_waits,
+        ),
+        (
             "tls_handshakes_total",
             "TLS handshakes with clients completed.",
             "counter",

@@ -365,6 +365,12 @@ impl Upstreams {
         self.table.keys.key(slot).map_or(0, |k| k.server)
     }
 
+    /// Idle connections for `slot` in this shard's pool now: a request for it would
+    /// not connect (the exchange's `--cancel-connect-rate` bound asks).
+    pub fn idle_here(&self, slot: ServerId) -> usize {
+        self.pool.borrow().idle_count(slot)
+    }
+
     /// Writes this shard's idle count for `slot` where the other shards can read it.
     fn publish_idle(&self, slot: ServerId) {
         let count = self.pool.borrow().idle_count(slot);
