@@ -279,6 +279,13 @@ async fn handle(
     let has_body = !body.is_end_stream();
     let is_head = parts.method == http::Method::HEAD;
 
+    if let Err(why) = check_request(&parts) {
+        // A malformed request (RFC 9113 §8.1.1): a stream error, the connection lives on.
+        ctx.metrics.borrow_mut().c.h2_stream_errors += 1;
+        tracing::debug!(peer = %cc.peer, why, "malformed HTTP/2 request: PROTOCOL_ERROR");
+        respond.send_reset(Reason::PROTOCOL_ERROR);
+        return 400;
+    }
     if parts.method == http::Method::CONNECT {
         // No tunnels over HTTP/2 streams (yet); h2 did not enable extended CONNECT.
         ctx.metrics.borrow_mut().c.bad_request += 1;
@@ -361,6 +368,42 @@ async fn handle(
         }) => 499,
         Err(Failure::Broken { status, .. }) => status,
     }
+}
+
+/// What RFC 9113 makes a malformed request and `h2` lets through (it already refuses
+/// connection-specific fields, `TE` other than `trailers`, missing, repeated, unknown or
+/// misplaced pseudo-header fields, and a `content-length` the DATA frames disagree
+/// with): a `:path` that is neither absolute (`/...`) nor `*` for OPTIONS (§8.3.1), a
+/// `Host` naming another authority than `:authority` (§8.3.1), a field value that starts
+/// or ends with whitespace (§8.2.1).
+fn check_request(parts: &http::request::Parts) -> Result<(), &'static str> {
+    if parts.method != http::Method::CONNECT {
+        // `h2` lets a request without `:path` through; `http` then reads the path as
+        // "/", but without a scheme the `Uri` parts show it is missing. (With `:scheme`
+        // and `:authority` present a missing `:path` cannot be told from "/" any more:
+        // left to `h2`.)
+        if parts.uri.clone().into_parts().path_and_query.is_none() {
+            return Err(":path is missing");
+        }
+        let path = parts.uri.path_and_query().map_or("", |p| p.as_str());
+        let asterisk = path == "*" && parts.method == http::Method::OPTIONS;
+        if !path.starts_with('/') && !asterisk {
+            return Err(":path is neither absolute nor * for OPTIONS");
+        }
+    }
+    if let (Some(a), Some(h)) = (parts.uri.authority(), parts.headers.get(http::header::HOST)) {
+        if !a.as_str().as_bytes().eq_ignore_ascii_case(h.as_bytes()) {
+            return Err("Host differs from :authority");
+        }
+    }
+    let ws = |b: &u8| *b == b' ' || *b == b'\t';
+    for v in parts.headers.values() {
+        let b = v.as_bytes();
+        if b.first().is_some_and(ws) || b.last().is_some_and(ws) {
+            return Err("a field value starts or ends with whitespace");
+        }
+    }
+    Ok(())
 }
 
 /// Writes the HTTP/1.1 form of an HTTP/2 request head into `out`. False when the request
