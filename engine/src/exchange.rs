@@ -21,6 +21,7 @@
 
 mod h2back;
 mod h2body;
+pub mod trailers;
 
 use std::cell::{Cell, RefCell};
 use std::future::{poll_fn, Future};

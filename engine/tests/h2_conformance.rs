@@ -415,3 +415,44 @@ fn oversized_header_lists_and_continuation_floods_are_bounded() {
     // Others unaffected.
     assert_eq!(proxy.connect().get("/").status, 200);
 }
+
+#[test]
+fn expect_100_continue_gets_an_interim_response_before_the_body() {
+    let o = origin();
+    let proxy = Proxy::start(&["--backend", &o.addr().to_string(), "--access-log", "off"]);
+    let mut c = Raw::connect(proxy.addr);
+    let fields = vec![
+        (":method", "POST".to_string()),
+        (":scheme", "http".into()),
+        (":path", "/echo".into()),
+        (":authority", "test".into()),
+        ("content-length", "5".into()),
+        ("expect", "100-continue".into()),
+    ];
+    c.headers(1, &fields, false);
+    // The interim response comes before any body byte is sent (a client waits for it).
+    let first = c
+        .until(Duration::from_secs(5), |f| f.stream == 1 && (f.kind == 1 || f.kind == 3))
+        .expect("an interim response");
+    assert_eq!((first.kind, first.flags & 1), (1, 0), "{first:?}");
+    c.send(&frame(0, 1, 1, b"hello"));
+    let mut body = Vec::new();
+    let mut heads = 1;
+    loop {
+        let f = c
+            .until(Duration::from_secs(10), |f| f.stream == 1)
+            .expect("the final response");
+        assert_ne!(f.kind, 3, "reset: {f:?}");
+        if f.kind == 1 {
+            heads += 1;
+        }
+        if f.kind == 0 {
+            body.extend_from_slice(&f.payload);
+        }
+        if f.flags & 1 == 1 {
+            break;
+        }
+    }
+    assert_eq!(heads, 2, "one 100, one final head");
+    assert_eq!(body, b"hello");
+}

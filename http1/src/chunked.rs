@@ -167,7 +167,19 @@ impl ChunkedScanner {
     pub fn feed_decoded(
         &mut self,
         data: &[u8],
+        on_data: impl FnMut(&[u8]),
+    ) -> Result<(usize, bool), ChunkError> {
+        self.feed_with_trailers(data, on_data, |_| {})
+    }
+
+    /// Like [`ChunkedScanner::feed_decoded`], and also hands each byte of the trailer
+    /// section (its field lines and the final CRLF, at most the trailer limit) to
+    /// `on_trailer`: for a front that passes trailers on in another protocol (HTTP/2).
+    pub fn feed_with_trailers(
+        &mut self,
+        data: &[u8],
         mut on_data: impl FnMut(&[u8]),
+        mut on_trailer: impl FnMut(u8),
     ) -> Result<(usize, bool), ChunkError> {
         if self.state == State::Done {
             return Ok((0, true));
@@ -188,7 +200,18 @@ impl ChunkedScanner {
             }
             let b = data[i];
             i += 1;
+            let in_trailer = matches!(
+                self.state,
+                State::TrailerStart
+                    | State::TrailerName
+                    | State::TrailerValue
+                    | State::TrailerLf
+                    | State::EndLf
+            );
             self.step(b)?;
+            if in_trailer {
+                on_trailer(b);
+            }
             if self.state == State::Done {
                 return Ok((i, true));
             }
@@ -291,6 +314,25 @@ impl ChunkedScanner {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn trailers_are_handed_over_however_split() {
+        let body = b"5\r\nhello\r\n0\r\nx-a: 1\r\nx-b: two\r\n\r\nNEXT";
+        for split in 0..body.len() {
+            let mut s = ChunkedScanner::new();
+            let (mut data, mut trailer, mut used) = (Vec::new(), Vec::new(), 0);
+            for part in [&body[..split], &body[split..]] {
+                let (n, _) = s
+                    .feed_with_trailers(part, |d| data.extend_from_slice(d), |b| trailer.push(b))
+                    .unwrap();
+                used += n;
+            }
+            assert!(s.is_done());
+            assert_eq!(used, body.len() - 4);
+            assert_eq!(data, b"hello");
+            assert_eq!(trailer, b"x-a: 1\r\nx-b: two\r\n\r\n", "split {split}");
+        }
+    }
 
     /// Feed `pieces` in order, stopping at the end of the body; total consumed and done.
     fn drive(pieces: &[&[u8]]) -> Result<(usize, bool), ChunkError> {

@@ -26,6 +26,8 @@ pub(super) struct BodyWriter<'a> {
     remaining: u64,
     chunks: Option<ChunkedScanner>,
     pending: BytesMut,
+    /// The chunked body's trailer section, sent on as HTTP/2 trailers.
+    section: Vec<u8>,
     touched: &'a Cell<bool>,
 }
 
@@ -41,6 +43,7 @@ impl<'a> BodyWriter<'a> {
             remaining,
             chunks,
             pending: BytesMut::new(),
+            section: Vec::new(),
             touched,
         }
     }
@@ -69,12 +72,17 @@ impl<'a> BodyWriter<'a> {
         Poll::Ready(Ok(()))
     }
 
-    /// Sends what is left and ends the stream (trailers are not forwarded).
+    /// Sends what is left and ends the stream: with the trailers of a chunked body, if
+    /// it had any, else with an empty DATA frame.
     pub(super) async fn finish(&mut self) -> io::Result<()> {
         poll_fn(|cx| self.poll_drain(cx)).await?;
-        self.send
-            .send_data(Bytes::new(), true)
-            .map_err(io::Error::other)
+        let fields = super::trailers::parse(&self.section);
+        if fields.is_empty() {
+            self.send.send_data(Bytes::new(), true)
+        } else {
+            self.send.send_trailers(fields)
+        }
+        .map_err(io::Error::other)
     }
 }
 
@@ -94,11 +102,16 @@ impl AsyncWrite for BodyWriter<'_> {
             chunks,
             pending,
             remaining,
+            section,
             ..
         } = this;
         match chunks {
             Some(scanner) => {
-                let fed = scanner.feed_decoded(buf, |d| pending.extend_from_slice(d));
+                let fed = scanner.feed_with_trailers(
+                    buf,
+                    |d| pending.extend_from_slice(d),
+                    |b| section.push(b),
+                );
                 if fed.is_err() {
                     return Poll::Ready(Err(io::Error::new(
                         io::ErrorKind::InvalidData,
@@ -134,6 +147,8 @@ pub(super) struct BodyReader {
     /// Payload bytes of `out` not yet given back to the server's window.
     unreleased: usize,
     ended: bool,
+    /// All DATA is in; the trailers (if any) are still to be read (chunked only).
+    data_done: bool,
     idle: Duration,
     timer: Option<glommio::timer::Timer>,
 }
@@ -146,6 +161,7 @@ impl BodyReader {
             out: Bytes::new(),
             unreleased: 0,
             ended: false,
+            data_done: false,
             idle,
             timer: None,
         }
@@ -176,6 +192,20 @@ impl AsyncRead for BodyReader {
             if this.ended {
                 return Poll::Ready(Ok(0));
             }
+            if this.data_done {
+                // The server's trailers end the chunked body as its trailer section.
+                match this.recv.poll_trailers(cx) {
+                    Poll::Ready(Ok(t)) => {
+                        let mut end = Vec::new();
+                        super::trailers::write(t.as_ref(), &mut end);
+                        this.out = Bytes::from(end);
+                        this.ended = true;
+                        continue;
+                    }
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(io::Error::other(e))),
+                    Poll::Pending => return Poll::Pending,
+                }
+            }
             match this.recv.poll_data(cx) {
                 Poll::Ready(Some(Ok(data))) => {
                     this.timer = None;
@@ -197,9 +227,10 @@ impl AsyncRead for BodyReader {
                     return Poll::Ready(Err(io::Error::other(e)));
                 }
                 Poll::Ready(None) => {
-                    this.ended = true;
                     if this.chunked {
-                        this.out = Bytes::from_static(b"0\r\n\r\n");
+                        this.data_done = true;
+                    } else {
+                        this.ended = true;
                     }
                 }
                 Poll::Pending => {

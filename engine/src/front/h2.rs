@@ -48,7 +48,9 @@ use super::ClientStream;
 use crate::buf::Buf;
 use crate::ctx::{Counted, ShardCtx};
 use crate::rate::TokenBucket;
-use crate::exchange::{self, BodyError, BodySource, DeliverError, Failure, ResponseSink, Session};
+use crate::exchange::{
+    self, trailers, BodyError, BodySource, DeliverError, Failure, ResponseSink, Session,
+};
 use crate::trace::{CountingRead, Front, Trace};
 
 /// This hop's `Via` entry for a request received over HTTP/2.
@@ -320,6 +322,16 @@ async fn handle(
     };
     let slot = ctx.upstreams.choose(backend);
     trace.routed(backend, slot);
+    if head.expect_continue && has_body {
+        // As the HTTP/1.1 front does: we answer 100 ourselves and stream the body at
+        // once; the backend's own interim 100, if any, is dropped when its response is
+        // read (RFC 9110 §10.1.1, RFC 9113 §8.1).
+        let mut cont = Response::new(());
+        *cont.status_mut() = StatusCode::CONTINUE;
+        if respond.send_informational(cont).is_err() {
+            return 499;
+        }
+    }
     let mut upstream = Vec::with_capacity(h1.len() + 128);
     http1::write_request_upstream(
         &h1,
@@ -508,9 +520,15 @@ impl BodySource for H2Body<'_> {
             let _ = self.body.flow_control().release_capacity(n);
         }
         if chunked {
-            dst.write_all(b"0\r\n\r\n")
-                .await
-                .map_err(BodyError::Backend)?;
+            // Trailers, if the client sent any, become the chunked trailer section.
+            let trailers =
+                glommio::timer::timeout(self.idle, async { Ok(self.body.trailers().await) })
+                    .await
+                    .map_err(|_| BodyError::Client)?
+                    .map_err(|_| BodyError::Client)?;
+            frame.clear();
+            trailers::write(trailers.as_ref(), &mut frame);
+            dst.write_all(&frame).await.map_err(BodyError::Backend)?;
             dst.flush().await.map_err(BodyError::Backend)?;
         }
         self.pending = false;
@@ -651,20 +669,32 @@ async fn stream_body<R: AsyncRead + Unpin>(
         Framing::Chunked => {
             let mut scanner = ChunkedScanner::new();
             let mut plain = Vec::with_capacity(BUF_SIZE);
+            let mut section = Vec::new();
             loop {
                 if bbuf.is_empty() {
                     read_more(bbuf, src, send).await?;
                 }
                 plain.clear();
                 let (used, done) = scanner
-                    .feed_decoded(bbuf.data(), |d| plain.extend_from_slice(d))
+                    .feed_with_trailers(
+                        bbuf.data(),
+                        |d| plain.extend_from_slice(d),
+                        |b| section.push(b),
+                    )
                     .map_err(|e| BodyErr::Backend(io::Error::other(e)))?;
                 bbuf.consume(used);
-                if done || !plain.is_empty() {
+                // The backend's trailer section, if any, ends the stream as HTTP/2
+                // trailers (a HEADERS frame after the DATA).
+                let fields = if done { trailers::parse(&section) } else { Default::default() };
+                let end = done && fields.is_empty();
+                if end || !plain.is_empty() {
                     let piece = Bytes::copy_from_slice(&plain);
-                    send_piece(send, piece, done, idle).await?;
+                    send_piece(send, piece, end, idle).await?;
                 }
                 if done {
+                    if !end {
+                        send.send_trailers(fields).map_err(|_| BodyErr::Client)?;
+                    }
                     return Ok(());
                 }
             }
