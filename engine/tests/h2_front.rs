@@ -615,3 +615,87 @@ fn h2_paths_cannot_step_around_a_route() {
     assert_eq!(a.stats().requests_total, 0);
     proxy.assert_healthy();
 }
+
+/// A stream waiting for its backend holds a small head buffer, not a 16 KiB body buffer
+/// (those come from a per-shard pool once a body streams): 2,000 streams waiting at a
+/// slow origin cost the proxy well under 16 KiB each, all in (h2 state, the task, the
+/// request head, the backend connection).
+#[test]
+fn waiting_streams_hold_small_buffers() {
+    let o = origin();
+    let mut proxy = Proxy::start(&[
+        "--backend",
+        &o.addr().to_string(),
+        "--access-log",
+        "off",
+    ]);
+    let addr = proxy.addr;
+    let admin = proxy.admin;
+    // Warm up allocator arenas and the pool with a few bodies first.
+    on_glommio(move || async move {
+        let send = h2_connect(addr).await;
+        for _ in 0..20 {
+            let g = exchange(&send, "GET", &format!("http://{addr}/size/100000"), None)
+                .await
+                .expect("warm-up");
+            assert_eq!(g.status, 200);
+        }
+    });
+    let before = proxy.rss();
+    const CONNS: usize = 8;
+    const PER: usize = 250;
+    let pid = proxy.pid();
+    let peak = on_glommio(move || async move {
+        let mut sends = Vec::new();
+        for _ in 0..CONNS {
+            sends.push(h2_connect(addr).await);
+        }
+        let mut tasks = Vec::new();
+        for send in &sends {
+            for _ in 0..PER {
+                let send = send.clone();
+                tasks.push(glommio::spawn_local(async move {
+                    exchange(&send, "GET", &format!("http://{addr}/delay/3000"), None)
+                        .await
+                        .map(|g| g.status)
+                        .ok()
+                }));
+            }
+        }
+        // Peak: every stream in flight at the proxy.
+        let mut peak = 0u64;
+        for _ in 0..200 {
+            glommio::timer::sleep(Duration::from_millis(25)).await;
+            let inflight = sum_metric(&metrics(admin), "ringway_inflight_requests", &[]) as usize;
+            if inflight >= CONNS * PER {
+                let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+                let kib: u64 = status
+                    .lines()
+                    .find(|l| l.starts_with("VmRSS:"))
+                    .and_then(|l| l.split_whitespace().nth(1))
+                    .and_then(|n| n.parse().ok())
+                    .unwrap();
+                peak = kib * 1024;
+                break;
+            }
+        }
+        let mut ok = 0;
+        for t in tasks {
+            if t.await == Some(200) {
+                ok += 1;
+            }
+        }
+        assert_eq!(ok, CONNS * PER, "every waiting stream got its answer");
+        peak
+    });
+    assert!(peak > 0, "the streams were never all in flight at once");
+    let per_stream = peak.saturating_sub(before) / (CONNS * PER) as u64;
+    eprintln!(
+        "RSS {} KiB -> {} KiB with {} streams waiting: {per_stream} bytes per stream",
+        before / 1024,
+        peak / 1024,
+        CONNS * PER
+    );
+    assert!(per_stream < 16 << 10, "{per_stream} bytes per waiting stream");
+    proxy.assert_healthy();
+}

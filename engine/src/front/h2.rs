@@ -60,7 +60,44 @@ const TICK: Duration = Duration::from_millis(250);
 /// A connection that sent GOAWAY and has no streams left is closed after this long even
 /// if the client never acknowledges.
 const GOAWAY_LINGER: Duration = Duration::from_secs(1);
+/// A stream's response buffer while its body streams: taken from the shard's pool
+/// ([`StreamBufs`]) when a body starts, given back when the stream ends.
 const BUF_SIZE: usize = 16 << 10;
+/// A stream's buffer until then: enough for a typical response head (it grows up to
+/// `--max-head` for a larger one). A stream waiting for its backend holds only this.
+const HEAD_BUF: usize = 2 << 10;
+/// Body buffers a shard keeps for reuse (beyond that, they are freed).
+const POOL_MAX: usize = 512;
+
+thread_local! {
+    /// The shard's free body buffers (one thread per shard: no lock, no sharing).
+    static STREAM_BUFS: std::cell::RefCell<Vec<Buf>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// The shard's pool of 16 KiB body buffers for HTTP/2 streams.
+struct StreamBufs;
+
+impl StreamBufs {
+    fn take() -> Buf {
+        STREAM_BUFS
+            .with(|p| p.borrow_mut().pop())
+            .unwrap_or_else(|| Buf::with_capacity(BUF_SIZE))
+    }
+
+    /// Gives `buf` back if it is a body buffer of the usual size (a grown or a small
+    /// one is dropped).
+    fn give_back(mut buf: Buf) {
+        buf.clear();
+        if buf.spare_capacity() == BUF_SIZE {
+            STREAM_BUFS.with(|p| {
+                let mut p = p.borrow_mut();
+                if p.len() < POOL_MAX {
+                    p.push(buf);
+                }
+            });
+        }
+    }
+}
 /// Fields that are connection-specific in HTTP/2 (RFC 9113 §8.2.2) and never sent.
 const CONNECTION_SPECIFIC: [&str; 6] = [
     "connection",
@@ -358,7 +395,7 @@ async fn handle(
         pending: has_body,
         idle,
     };
-    let mut bbuf = Buf::with_capacity(BUF_SIZE);
+    let mut bbuf = Buf::with_capacity(HEAD_BUF);
     let result = {
         let mut sink = H2Sink {
             respond: &mut *respond,
@@ -368,6 +405,7 @@ async fn handle(
         exchange::forward(&ctx, &cc.session, &req, &mut src, &mut sink, &mut bbuf).await
     };
     crate::outcome::note(trace, &result);
+    StreamBufs::give_back(bbuf);
     match result {
         Ok(ex) => ex.status,
         Err(Failure::Answer { status, .. }) => answer_locally(respond, status, is_head),
@@ -571,6 +609,14 @@ impl ResponseSink for H2Sink<'_> {
             return Ok(true);
         }
         self.trace.add_local_out(bbuf.len());
+        let fits = matches!(resp.framing, Framing::Length(n) if n <= bbuf.len() as u64);
+        if !fits {
+            // A body to stream: a full-size buffer from the shard's pool, with what was
+            // read past the head.
+            let mut big = StreamBufs::take();
+            big.put(bbuf.data());
+            std::mem::swap(bbuf, &mut big);
+        }
         let mut src = CountingRead::new(src, &self.trace.bytes_out);
         match stream_body(self.idle, resp.framing, &mut src, bbuf, &mut send).await {
             Ok(()) => Ok(true),
