@@ -18,9 +18,65 @@ use httparse::Header;
 use super::fields::{name_is, named_in_connection, ConnectionOptions};
 use super::rewrite::{is_hop_by_hop, push_combined, via_parts};
 use super::{
-    header_slots, parse_response_into, push_field, push_field_parts, push_u64, Framing,
-    ResponseHead,
+    header_slots, parse_response_into, push_field_parts, push_u64, Framing, ResponseHead,
 };
+
+/// Where [`write_response_downstream`] puts the head it decides on: HTTP/1.1 text (a
+/// `Vec<u8>`), or the fields of another protocol's head (the HTTP/2 front builds its
+/// `HEADERS` from them directly, without writing and re-reading text).
+pub trait HeadOut {
+    /// The status line: the backend's status and reason phrase.
+    fn status_line(&mut self, status: u16, reason: &[u8]);
+    /// A field whose value is the concatenation of `parts`.
+    fn field(&mut self, name: &[u8], parts: &[&[u8]]);
+    /// A field whose value is every non-empty value of the `name` fields in `headers`,
+    /// then `ours`, joined with `, ` (how `Via` is extended).
+    fn combined(&mut self, canonical: &[u8], headers: &[Header<'_>], name: &str, ours: &[&[u8]]);
+    /// The head is complete.
+    fn end(&mut self);
+    /// About `n` bytes are coming (text outputs reserve them).
+    fn reserve(&mut self, _n: usize) {}
+}
+
+impl HeadOut for Vec<u8> {
+    fn status_line(&mut self, status: u16, reason: &[u8]) {
+        self.extend_from_slice(b"HTTP/1.1 ");
+        push_u64(self, u64::from(status));
+        self.push(b' ');
+        self.extend_from_slice(reason);
+        self.extend_from_slice(b"\r\n");
+    }
+
+    fn field(&mut self, name: &[u8], parts: &[&[u8]]) {
+        push_field_parts(self, name, parts);
+    }
+
+    fn combined(&mut self, canonical: &[u8], headers: &[Header<'_>], name: &str, ours: &[&[u8]]) {
+        push_combined(self, canonical, headers, name, ours);
+    }
+
+    fn end(&mut self) {
+        self.extend_from_slice(b"\r\n");
+    }
+
+    fn reserve(&mut self, n: usize) {
+        Vec::reserve(self, n);
+    }
+}
+
+/// `n` in decimal, in `digits`; returns the written tail.
+fn decimal(mut n: u64, digits: &mut [u8; 20]) -> &[u8] {
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    &digits[i..]
+}
 
 impl ResponseHead {
     /// The body must be de-chunked for this client: a chunked response to an HTTP/1.0
@@ -47,7 +103,7 @@ pub fn write_response_downstream(
     via: &str,
     client_keep_alive: bool,
     client_minor: u8,
-    out: &mut Vec<u8>,
+    out: &mut impl HeadOut,
 ) {
     let mut slots = header_slots();
     let Some((resp, Ok(httparse::Status::Complete(_)))) = buf
@@ -69,11 +125,7 @@ pub fn write_response_downstream(
     let no_framing_fields = head.is_interim() || head.status == 204;
 
     out.reserve(head.head_len + 64);
-    out.extend_from_slice(b"HTTP/1.1 ");
-    push_u64(out, u64::from(head.status));
-    out.push(b' ');
-    out.extend_from_slice(reason.as_bytes());
-    out.extend_from_slice(b"\r\n");
+    out.status_line(head.status, reason.as_bytes());
 
     let mut conn = ConnectionOptions::default();
     for h in headers.iter().filter(|h| name_is(h.name, "connection")) {
@@ -88,14 +140,14 @@ pub fn write_response_downstream(
         let name = h.name;
         if is_hop_by_hop(name) {
             if switching && name_is(name, "upgrade") {
-                push_field(out, name.as_bytes(), h.value);
+                out.field(name.as_bytes(), &[h.value]);
             }
             continue;
         }
         match name.len() {
             3 if name_is(name, "via") => {
                 if !wrote_via && !via_dropped {
-                    push_combined(out, b"Via", headers, "via", &via);
+                    out.combined(b"Via", headers, "via", &via);
                     wrote_via = true;
                 }
                 continue;
@@ -103,14 +155,14 @@ pub fn write_response_downstream(
             14 if name_is(name, "content-length") => {
                 // Length(n) is re-emitted once below; with TE present, TE won and CL goes.
                 if head.framing == Framing::Empty && !no_framing_fields && !wrote_cl {
-                    push_field(out, name.as_bytes(), h.value);
+                    out.field(name.as_bytes(), &[h.value]);
                     wrote_cl = true;
                 }
                 continue;
             }
             17 if name_is(name, "transfer-encoding") => {
                 if !no_framing_fields && !dechunk {
-                    push_field(out, name.as_bytes(), h.value);
+                    out.field(name.as_bytes(), &[h.value]);
                 }
                 continue;
             }
@@ -119,28 +171,27 @@ pub fn write_response_downstream(
         if nominated(name) {
             continue;
         }
-        push_field(out, name.as_bytes(), h.value);
+        out.field(name.as_bytes(), &[h.value]);
     }
 
     if let Framing::Length(n) = head.framing {
-        out.extend_from_slice(b"Content-Length: ");
-        push_u64(out, n);
-        out.extend_from_slice(b"\r\n");
+        let mut digits = [0u8; 20];
+        out.field(b"Content-Length", &[decimal(n, &mut digits)]);
     }
     if switching {
-        out.extend_from_slice(b"Connection: upgrade\r\n");
+        out.field(b"Connection", &[b"upgrade"]);
     } else if !interim {
         let close = !client_keep_alive || head.framing == Framing::UntilClose || dechunk;
         if close {
-            out.extend_from_slice(b"Connection: close\r\n");
+            out.field(b"Connection", &[b"close"]);
         } else if client_minor == 0 {
-            out.extend_from_slice(b"Connection: keep-alive\r\n");
+            out.field(b"Connection", &[b"keep-alive"]);
         }
     }
     if !wrote_via {
-        push_field_parts(out, b"Via", &via);
+        out.field(b"Via", &via);
     }
-    out.extend_from_slice(b"\r\n");
+    out.end();
 }
 
 #[cfg(test)]

@@ -35,7 +35,7 @@ use std::mem::MaybeUninit;
 
 pub use canned::{reason_phrase, write_error};
 pub use chunked::{ChunkError, ChunkedScanner, MAX_TRAILER};
-pub use downstream::write_response_downstream;
+pub use downstream::{write_response_downstream, HeadOut};
 pub use length::LengthCounter;
 pub use request::{parse_request, RequestHead};
 pub use response::{parse_response, ResponseHead};

@@ -15,9 +15,10 @@
 //!    parsed per stream.
 //! 2. is forwarded by [`exchange::forward`] with an [`H2Body`] (DATA frames, re-framed
 //!    for HTTP/1.1, flow-control capacity released as bytes reach the backend) and an
-//!    [`H2Sink`] (the response head re-emitted through `http1::write_response_downstream`
-//!    and sent as HTTP/2 headers without connection-specific fields; the body de-chunked,
-//!    trailers dropped, sent as the client's window allows).
+//!    [`H2Sink`] (the response head decided by `http1::write_response_downstream`, the
+//!    same rules as HTTP/1.1, written straight into HTTP/2 headers without
+//!    connection-specific fields; the body de-chunked, trailers passed on as HTTP/2
+//!    trailers, sent as the client's window allows).
 //!
 //! The connection's [`Session`] is shared by its streams: its first stream is the
 //! session's first request, and with `--reuse never` its backend connections stay
@@ -763,31 +764,65 @@ async fn stream_body<R: AsyncRead + Unpin>(
 }
 
 /// The HTTP/2 response head for a backend response: the fields HTTP/1.1 would forward
-/// (same rules: `write_response_downstream`), less connection-specific ones.
+/// (same rules, same code: `write_response_downstream`, into [`H2Head`] instead of
+/// text), less connection-specific ones.
 fn response_head(buf: &[u8], resp: &ResponseHead) -> Response<()> {
-    let mut h1 = Vec::with_capacity(resp.head_len + 64);
-    http1::write_response_downstream(buf, resp, VIA, true, 1, &mut h1);
-    let mut response = Response::new(());
-    *response.status_mut() = StatusCode::from_u16(resp.status).unwrap_or(StatusCode::BAD_GATEWAY);
-    let mut slots = [httparse::EMPTY_HEADER; http1::MAX_HEADERS + 8];
-    let mut parsed = httparse::Response::new(&mut slots);
-    if !matches!(parsed.parse(&h1), Ok(httparse::Status::Complete(_))) {
-        return response;
-    }
-    let headers = response.headers_mut();
-    for h in parsed.headers.iter() {
-        let Ok(name) = HeaderName::from_bytes(h.name.as_bytes()) else {
-            continue;
+    let mut out = H2Head(Response::new(()));
+    *out.0.status_mut() = StatusCode::BAD_GATEWAY;
+    http1::write_response_downstream(buf, resp, VIA, true, 1, &mut out);
+    out.0
+}
+
+/// Builds an HTTP/2 response head from the fields the HTTP/1.1 rules decide on.
+struct H2Head(Response<()>);
+
+impl H2Head {
+    fn push(&mut self, name: &[u8], value: &[u8]) {
+        let Ok(name) = HeaderName::from_bytes(name) else {
+            return;
         };
         if CONNECTION_SPECIFIC.contains(&name.as_str()) {
-            continue;
+            return;
         }
-        let Ok(value) = HeaderValue::from_bytes(h.value) else {
-            continue;
-        };
-        headers.append(name, value);
+        if let Ok(value) = HeaderValue::from_bytes(value) {
+            self.0.headers_mut().append(name, value);
+        }
     }
-    response
+}
+
+impl http1::HeadOut for H2Head {
+    fn status_line(&mut self, status: u16, _reason: &[u8]) {
+        *self.0.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
+    }
+
+    fn field(&mut self, name: &[u8], parts: &[&[u8]]) {
+        match parts {
+            [one] => self.push(name, one),
+            _ => self.push(name, &parts.concat()),
+        }
+    }
+
+    fn combined(
+        &mut self,
+        canonical: &[u8],
+        headers: &[httparse::Header<'_>],
+        name: &str,
+        ours: &[&[u8]],
+    ) {
+        let mut value = Vec::new();
+        for h in headers.iter().filter(|h| h.name.eq_ignore_ascii_case(name)) {
+            if !h.value.is_empty() {
+                value.extend_from_slice(h.value);
+                value.extend_from_slice(b", ");
+            }
+        }
+        for part in ours {
+            value.extend_from_slice(part);
+        }
+        self.push(canonical, &value);
+    }
+
+    fn end(&mut self) {}
 }
 
 /// Answers a stream without a backend: a short text body, like HTTP/1's canned errors.
