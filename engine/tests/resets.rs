@@ -396,6 +396,10 @@ fn rapid_reset_does_not_stop_another_client_and_cancels_backend_streams() {
         rss_after < rss_before + (64 << 20),
         "RSS grew from {rss_before} to {rss_after}"
     );
+    // The resetting client was cut (by the reset budget, or by h2's own bound on streams
+    // reset before they were accepted) and had to reconnect.
     let m = proxy.metrics();
-    assert!(sum_metric(&m, "ringway_h2_reset_closed_total", &[]) >= 1.0);
+    let cut = sum_metric(&m, "ringway_h2_reset_closed_total", &[])
+        + sum_metric(&m, "ringway_h2_connection_errors_total", &[]);
+    assert!(cut >= 1.0 && got.connections > 1, "never cut: {} connections", got.connections);
 }
