@@ -441,7 +441,10 @@ pub async fn forward(
                 let mut m = ctx.metrics.borrow_mut();
                 if saved {
                     m.c.cancel_drained += 1;
+                    drop(m);
                     lease.set_reusable(true);
+                    // One that carried a body of this client before stays private to it.
+                    session.finish(lease, reuse);
                 } else {
                     m.c.cancel_closed += 1;
                     prepaid.keep();
@@ -589,8 +592,9 @@ async fn drain(ctx: &ShardCtx, lease: &mut Lease, method: Method, bbuf: &mut Buf
                 loop {
                     if !bbuf.is_empty() {
                         // The scanner takes everything it is given unless the body ends.
-                        let (used, done) =
-                            scanner.feed_decoded(bbuf.data(), |d| seen += d.len() as u64).ok()?;
+                        let (used, done) = scanner
+                            .feed_decoded(bbuf.data(), |d| seen += d.len() as u64)
+                            .ok()?;
                         bbuf.consume(used);
                         if done {
                             break;

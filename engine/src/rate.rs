@@ -84,7 +84,10 @@ mod tests {
         }
         assert!(!b.take(t0));
         let w = b.wait(t0);
-        assert!(w > Duration::from_millis(90) && w <= Duration::from_millis(100), "{w:?}");
+        assert!(
+            w > Duration::from_millis(90) && w <= Duration::from_millis(100),
+            "{w:?}"
+        );
         // 1 s later: 10 tokens due, but the bucket holds 5 at most.
         let t1 = t0 + Duration::from_secs(1);
         for _ in 0..5 {

@@ -155,8 +155,10 @@ impl Raw {
     /// still serves.
     fn serves(&mut self, stream: u32) -> bool {
         self.headers(stream, &get("/"), true);
-        self.until(Duration::from_secs(10), |f| f.stream == stream && f.kind == 1)
-            .is_some_and(|f| f.kind == 1)
+        self.until(Duration::from_secs(10), |f| {
+            f.stream == stream && f.kind == 1
+        })
+        .is_some_and(|f| f.kind == 1)
     }
 }
 
@@ -170,9 +172,15 @@ fn malformed_requests_are_stream_errors_and_the_connection_serves_on() {
         f
     };
     let cases: Vec<(&str, Vec<(&'static str, String)>)> = vec![
-        ("connection-specific field", with(&[("connection", "keep-alive")])),
+        (
+            "connection-specific field",
+            with(&[("connection", "keep-alive")]),
+        ),
         ("keep-alive", with(&[("keep-alive", "5")])),
-        ("transfer-encoding", with(&[("transfer-encoding", "chunked")])),
+        (
+            "transfer-encoding",
+            with(&[("transfer-encoding", "chunked")]),
+        ),
         ("upgrade", with(&[("upgrade", "websocket")])),
         ("TE other than trailers", with(&[("te", "gzip")])),
         ("Host differs from :authority", with(&[("host", "other")])),
@@ -232,7 +240,9 @@ fn malformed_requests_are_stream_errors_and_the_connection_serves_on() {
     // TE: trailers is fine.
     let mut c = Raw::connect(proxy.addr);
     c.headers(1, &with(&[("te", "trailers")]), true);
-    let f = c.until(Duration::from_secs(10), |f| f.stream == 1 && (f.kind == 1 || f.kind == 3));
+    let f = c.until(Duration::from_secs(10), |f| {
+        f.stream == 1 && (f.kind == 1 || f.kind == 3)
+    });
     assert_eq!(f.map(|f| f.kind), Some(1), "TE: trailers was refused");
     let m = proxy.metrics();
     assert!(
@@ -275,11 +285,19 @@ fn content_length_must_match_the_data_received() {
     c.headers(1, &fields, false);
     c.send(&frame(0, 0, 1, b"abcd"));
     let answered = c.until(Duration::from_secs(10), |f| f.stream == 1 && f.kind == 1);
-    assert_eq!(answered.map(|f| f.kind), Some(1), "no answer to a complete body");
+    assert_eq!(
+        answered.map(|f| f.kind),
+        Some(1),
+        "no answer to a complete body"
+    );
     c.send(&frame(0, 1, 1, b"more"));
     let f = c.until(Duration::from_secs(10), |f| f.kind == 3 && f.stream == 1);
     let code = f.map(|f| u32::from_be_bytes(f.payload[..4].try_into().unwrap()));
-    assert_eq!(code, Some(PROTOCOL_ERROR), "DATA past content-length after the answer");
+    assert_eq!(
+        code,
+        Some(PROTOCOL_ERROR),
+        "DATA past content-length after the answer"
+    );
     assert!(c.serves(3));
 }
 
@@ -327,7 +345,10 @@ fn nothing_more_is_sent_on_a_stream_the_client_reset() {
 fn a_broken_preface_gets_goaway_protocol_error_not_an_http1_answer() {
     let o = origin();
     let proxy = Proxy::start(&["--backend", &o.addr().to_string(), "--access-log", "off"]);
-    for raw in [&b"PRI * HTTP/2.0\r\n\r\nXY\r\n\r\n"[..], b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r"] {
+    for raw in [
+        &b"PRI * HTTP/2.0\r\n\r\nXY\r\n\r\n"[..],
+        b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r",
+    ] {
         let mut s = TcpStream::connect(proxy.addr).unwrap();
         s.write_all(raw).unwrap();
         s.shutdown(std::net::Shutdown::Write).unwrap();
@@ -370,7 +391,12 @@ fn oversized_header_lists_and_continuation_floods_are_bounded() {
     let rss_before = proxy.rss();
     // A header list over --max-head: refused (431 or a reset), the connection serves on.
     let mut c = Raw::connect(proxy.addr);
-    let mut blockb = block(&[(":method", "GET"), (":scheme", "http"), (":path", "/"), (":authority", "t")]);
+    let mut blockb = block(&[
+        (":method", "GET"),
+        (":scheme", "http"),
+        (":path", "/"),
+        (":authority", "t"),
+    ]);
     for i in 0..300 {
         blockb.extend(lit(&format!("x-pad-{i}"), &"v".repeat(100)));
     }
@@ -382,14 +408,24 @@ fn oversized_header_lists_and_continuation_floods_are_bounded() {
         c.send(&frame(kind, flags | if last { 0x4 } else { 0 }, 1, p));
     }
     let f = c
-        .until(Duration::from_secs(10), |f| f.stream == 1 && (f.kind == 1 || f.kind == 3))
+        .until(Duration::from_secs(10), |f| {
+            f.stream == 1 && (f.kind == 1 || f.kind == 3)
+        })
         .expect("an answer to the oversized head");
     assert!(f.kind == 1 || f.kind == 3, "{f:?}");
-    assert!(c.serves(3), "the connection stopped serving after an oversized head");
+    assert!(
+        c.serves(3),
+        "the connection stopped serving after an oversized head"
+    );
 
     // A CONTINUATION flood: HEADERS without END_HEADERS, then CONTINUATION for ever.
     let mut c = Raw::connect(proxy.addr);
-    c.send(&frame(1, 0x1, 1, &block(&[(":method", "GET"), (":path", "/")])));
+    c.send(&frame(
+        1,
+        0x1,
+        1,
+        &block(&[(":method", "GET"), (":path", "/")]),
+    ));
     let piece = frame(9, 0, 1, &lit("x-flood", &"f".repeat(100)).repeat(100));
     let mut sent = 0usize;
     let mut closed = false;
@@ -402,16 +438,28 @@ fn oversized_header_lists_and_continuation_floods_are_bounded() {
         sent += piece.len();
     }
     let goaway = c.until(Duration::from_secs(5), |f| f.kind == 7);
-    eprintln!("CONTINUATION flood cut after {} KiB: {goaway:?}", sent / 1024);
-    assert!(closed || goaway.is_some(), "a CONTINUATION flood of {sent} bytes was not cut");
+    eprintln!(
+        "CONTINUATION flood cut after {} KiB: {goaway:?}",
+        sent / 1024
+    );
+    assert!(
+        closed || goaway.is_some(),
+        "a CONTINUATION flood of {sent} bytes was not cut"
+    );
     if let Some(g) = goaway {
         assert_eq!(g.kind, 7);
         let code = u32::from_be_bytes(g.payload[4..8].try_into().unwrap());
         // ENHANCE_YOUR_CALM, PROTOCOL_ERROR or COMPRESSION_ERROR: never NO_ERROR.
         assert!([1, 9, 11].contains(&code), "GOAWAY code {code}");
     }
-    assert!(sent < (64 << 20), "{sent} bytes of CONTINUATION were read before the cut");
-    assert!(proxy.rss() < rss_before + (64 << 20), "RSS grew by more than 64 MiB");
+    assert!(
+        sent < (64 << 20),
+        "{sent} bytes of CONTINUATION were read before the cut"
+    );
+    assert!(
+        proxy.rss() < rss_before + (64 << 20),
+        "RSS grew by more than 64 MiB"
+    );
     // Others unaffected.
     assert_eq!(proxy.connect().get("/").status, 200);
 }
@@ -432,7 +480,9 @@ fn expect_100_continue_gets_an_interim_response_before_the_body() {
     c.headers(1, &fields, false);
     // The interim response comes before any body byte is sent (a client waits for it).
     let first = c
-        .until(Duration::from_secs(5), |f| f.stream == 1 && (f.kind == 1 || f.kind == 3))
+        .until(Duration::from_secs(5), |f| {
+            f.stream == 1 && (f.kind == 1 || f.kind == 3)
+        })
         .expect("an interim response");
     assert_eq!((first.kind, first.flags & 1), (1, 0), "{first:?}");
     c.send(&frame(0, 1, 1, b"hello"));
@@ -455,4 +505,58 @@ fn expect_100_continue_gets_an_interim_response_before_the_body() {
     }
     assert_eq!(heads, 2, "one 100, one final head");
     assert_eq!(body, b"hello");
+}
+
+#[test]
+fn zero_window_readers_are_reset_and_hold_little_memory() {
+    let o = origin();
+    let proxy = Proxy::start(&[
+        "--backend",
+        &o.addr().to_string(),
+        "--timeout-client-idle",
+        "1s",
+        "--access-log",
+        "off",
+    ]);
+    let rss_before = proxy.rss();
+    // A client that announces a zero stream window and never opens it.
+    let mut s = TcpStream::connect(proxy.addr).unwrap();
+    let mut hello = PREFACE.to_vec();
+    hello.extend(frame(4, 0, 0, &[0, 4, 0, 0, 0, 0])); // SETTINGS_INITIAL_WINDOW_SIZE = 0
+    s.write_all(&hello).unwrap();
+    let mut c = Raw { s, buf: Vec::new() };
+    c.send(&frame(4, 1, 0, &[]));
+    const STREAMS: u32 = 200;
+    for i in 0..STREAMS {
+        c.headers(2 * i + 1, &get("/size/1048576"), true);
+    }
+    // Every stream gets its head, no DATA, and RST_STREAM(CANCEL) once the client has
+    // given no window for --timeout-client-idle.
+    let mut reset = std::collections::BTreeSet::new();
+    let mut peak = 0;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while reset.len() < STREAMS as usize && Instant::now() < deadline {
+        let Some(f) = c.next(Duration::from_secs(5)) else {
+            break;
+        };
+        assert!(
+            !(f.kind == 0 && !f.payload.is_empty()),
+            "DATA beyond a zero window: {f:?}"
+        );
+        if f.kind == 3 {
+            let code = u32::from_be_bytes(f.payload[..4].try_into().unwrap());
+            assert_eq!(code, 8, "CANCEL expected: {f:?}");
+            reset.insert(f.stream);
+            peak = peak.max(proxy.rss());
+        }
+    }
+    assert_eq!(reset.len(), STREAMS as usize, "streams reset");
+    let grown = peak.saturating_sub(rss_before);
+    eprintln!(
+        "{STREAMS} zero-window streams of 1 MiB: RSS +{} KiB",
+        grown / 1024
+    );
+    // 200 MiB of responses are waiting at the origin; the proxy holds a bounded part.
+    assert!(grown < 48 << 20, "RSS grew by {grown} bytes");
+    assert_eq!(proxy.connect().get("/").status, 200);
 }

@@ -623,12 +623,7 @@ fn h2_paths_cannot_step_around_a_route() {
 #[test]
 fn waiting_streams_hold_small_buffers() {
     let o = origin();
-    let mut proxy = Proxy::start(&[
-        "--backend",
-        &o.addr().to_string(),
-        "--access-log",
-        "off",
-    ]);
+    let mut proxy = Proxy::start(&["--backend", &o.addr().to_string(), "--access-log", "off"]);
     let addr = proxy.addr;
     let admin = proxy.admin;
     // Warm up allocator arenas and the pool with a few bodies first.
@@ -696,6 +691,9 @@ fn waiting_streams_hold_small_buffers() {
         peak / 1024,
         CONNS * PER
     );
-    assert!(per_stream < 16 << 10, "{per_stream} bytes per waiting stream");
+    assert!(
+        per_stream < 16 << 10,
+        "{per_stream} bytes per waiting stream"
+    );
     proxy.assert_healthy();
 }

@@ -35,7 +35,9 @@ type Got = (u16, Vec<u8>, Option<http::HeaderMap>);
 /// POSTs `body` with request trailers `x-req-sum: 42` and `content-length: 9` (which
 /// must be dropped) over h2 prior knowledge.
 async fn post_with_trailers(addr: SocketAddr, path: &str, body: &'static [u8]) -> Got {
-    let stream = glommio::net::TcpStream::connect(addr).await.expect("connect");
+    let stream = glommio::net::TcpStream::connect(addr)
+        .await
+        .expect("connect");
     let (send, conn) = h2::client::handshake(TokioIo::new(stream))
         .await
         .expect("h2 handshake");
@@ -101,12 +103,18 @@ fn trailers_cross_between_an_h2_client_and_an_http1_chunked_backend() {
     assert_eq!(status, 200);
     assert_eq!(body, b"hello");
     let trailers = trailers.expect("response trailers");
-    assert_eq!(trailers.get("x-resp-sum").map(|v| v.as_bytes()), Some(&b"7"[..]));
+    assert_eq!(
+        trailers.get("x-resp-sum").map(|v| v.as_bytes()),
+        Some(&b"7"[..])
+    );
     assert!(trailers.get("transfer-encoding").is_none(), "{trailers:?}");
     // The request went up chunked with the client's trailers as its trailer section.
     let lower = raw.to_ascii_lowercase();
     assert!(lower.contains("transfer-encoding: chunked\r\n"), "{raw}");
-    assert!(raw.ends_with("3\r\nabc\r\n0\r\nx-req-sum: 42\r\n\r\n"), "{raw:?}");
+    assert!(
+        raw.ends_with("3\r\nabc\r\n0\r\nx-req-sum: 42\r\n\r\n"),
+        "{raw:?}"
+    );
 }
 
 #[test]
@@ -159,7 +167,8 @@ fn trailers_cross_between_an_h2_client_and_an_h2c_backend() {
             .join()
             .ok();
     });
-    rx.recv_timeout(Duration::from_secs(10)).expect("backend listens");
+    rx.recv_timeout(Duration::from_secs(10))
+        .expect("backend listens");
     let spec = format!("h2c://{backend}");
     let proxy = Proxy::start(&["--backend", &spec, "--access-log", "off"]);
     let addr = proxy.addr;
@@ -168,12 +177,21 @@ fn trailers_cross_between_an_h2_client_and_an_h2c_backend() {
     assert_eq!(status, 200);
     assert_eq!(body, b"hello");
     let trailers = trailers.expect("response trailers");
-    assert_eq!(trailers.get("grpc-status").map(|v| v.as_bytes()), Some(&b"0"[..]));
+    assert_eq!(
+        trailers.get("grpc-status").map(|v| v.as_bytes()),
+        Some(&b"0"[..])
+    );
     let (got, req_trailers) = seen_rx.recv_timeout(Duration::from_secs(10)).expect("seen");
     assert_eq!(got, b"abc");
     let req_trailers = req_trailers.expect("request trailers at the backend");
-    assert_eq!(req_trailers.get("x-req-sum").map(|v| v.as_bytes()), Some(&b"42"[..]));
-    assert!(req_trailers.get("content-length").is_none(), "{req_trailers:?}");
+    assert_eq!(
+        req_trailers.get("x-req-sum").map(|v| v.as_bytes()),
+        Some(&b"42"[..])
+    );
+    assert!(
+        req_trailers.get("content-length").is_none(),
+        "{req_trailers:?}"
+    );
     // An HTTP/1.1 client sees the h2c backend's trailers as a chunked trailer section.
     let mut c = proxy.connect();
     c.send(b"POST /h1 HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\nx-req-sum: 43\r\n\r\n");

@@ -616,7 +616,9 @@ fn h2_backend(
                         match m {
                             H2Mode::Garbage => {
                                 let _ = stream
-                                    .write_all(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+                                    .write_all(
+                                        b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n",
+                                    )
                                     .await;
                             }
                             H2Mode::GoawayAfterFirst => {
@@ -625,7 +627,9 @@ fn h2_backend(
                                 let mut preface = true;
                                 let mut goaway = false;
                                 loop {
-                                    let Ok(k) = stream.read(&mut chunk).await else { return };
+                                    let Ok(k) = stream.read(&mut chunk).await else {
+                                        return;
+                                    };
                                     if k == 0 {
                                         return;
                                     }
@@ -645,10 +649,13 @@ fn h2_backend(
                                             break;
                                         }
                                         let (kind, flags) = (buf[3], buf[4]);
-                                        let sid = u32::from_be_bytes([buf[5], buf[6], buf[7], buf[8]])
-                                            & 0x7fff_ffff;
+                                        let sid =
+                                            u32::from_be_bytes([buf[5], buf[6], buf[7], buf[8]])
+                                                & 0x7fff_ffff;
                                         match kind {
-                                            4 if flags & 1 == 0 => out.extend(h2_frame(4, 1, 0, &[])),
+                                            4 if flags & 1 == 0 => {
+                                                out.extend(h2_frame(4, 1, 0, &[]))
+                                            }
                                             6 if flags & 1 == 0 => {
                                                 out.extend(h2_frame(6, 1, 0, &buf[9..9 + len]))
                                             }
@@ -683,7 +690,8 @@ fn h2_backend(
             .join()
             .ok();
     });
-    rx.recv_timeout(Duration::from_secs(10)).expect("backend listens");
+    rx.recv_timeout(Duration::from_secs(10))
+        .expect("backend listens");
     (addr, state)
 }
 
@@ -701,9 +709,16 @@ async fn serve_good_h2(
         st.streams.fetch_add(1, Ordering::Relaxed);
         let st = st.clone();
         glommio::spawn_local(async move {
-            let path = req.uri().path_and_query().map_or("", |p| p.as_str()).to_string();
+            let path = req
+                .uri()
+                .path_and_query()
+                .map_or("", |p| p.as_str())
+                .to_string();
             if path.contains("/hang") {
-                if std::future::poll_fn(|cx| respond.poll_reset(cx)).await.is_ok() {
+                if std::future::poll_fn(|cx| respond.poll_reset(cx))
+                    .await
+                    .is_ok()
+                {
                     st.cancelled.fetch_add(1, Ordering::Relaxed);
                 }
                 return;
@@ -736,10 +751,12 @@ where
 /// An h2 client connection (prior knowledge) driven by its own task; dropping the
 /// returned task ends the connection abruptly.
 async fn h2_client(addr: SocketAddr) -> (h2::client::SendRequest<bytes::Bytes>, glommio::Task<()>) {
-    let stream = glommio::net::TcpStream::connect(addr).await.expect("connect");
+    let stream = glommio::net::TcpStream::connect(addr)
+        .await
+        .expect("connect");
     let (send, conn) = h2::client::handshake(ringway_h2mux::io::TokioIo::new(stream))
-    .await
-    .expect("h2 handshake");
+        .await
+        .expect("h2 handshake");
     let task = glommio::spawn_local(async move {
         let _ = conn.await;
     });
@@ -802,7 +819,11 @@ fn h2_backend_connections_that_failed_their_handshake_or_got_goaway_are_never_re
         assert_eq!(*status, 200, "request {i}: {got:?}");
         assert_eq!(text, &format!("conn=4 path=/r{i}"), "request {i}");
     }
-    assert_eq!(st.after_goaway.load(Ordering::Relaxed), 0, "a stream went on the GOAWAY'd connection");
+    assert_eq!(
+        st.after_goaway.load(Ordering::Relaxed),
+        0,
+        "a stream went on the GOAWAY'd connection"
+    );
     assert_eq!(st.conns.load(Ordering::Relaxed), 4);
     // The same over an HTTP/2 client.
     let addr_p = proxy.addr;
@@ -852,9 +873,16 @@ fn h2_clients_gone_mid_stream_leave_nothing_on_shared_or_pooled_backend_connecti
         let (send, task) = h2_client(addr).await;
         let mut pending = Vec::new();
         for i in 0..10 {
-            for path in [format!("/h2/hang?a={i}"), format!("/h2/slow?a={i}"), format!("/delay/300?a={i}"), format!("/delay/250?c={i}")] {
+            for path in [
+                format!("/h2/hang?a={i}"),
+                format!("/h2/slow?a={i}"),
+                format!("/delay/300?a={i}"),
+                format!("/delay/250?c={i}"),
+            ] {
                 let mut ready = send.clone().ready().await.expect("ready");
-                let req = http::Request::get(format!("http://test{path}")).body(()).unwrap();
+                let req = http::Request::get(format!("http://test{path}"))
+                    .body(())
+                    .unwrap();
                 pending.push(ready.send_request(req, true).expect("send"));
             }
         }
@@ -865,9 +893,11 @@ fn h2_clients_gone_mid_stream_leave_nothing_on_shared_or_pooled_backend_connecti
         drop(send);
     });
     let a_conns = web.stats().connections_total;
-    wait_until(Duration::from_secs(10), "A's hanging backend streams cancelled", || {
-        st.cancelled.load(Ordering::Relaxed) == 10
-    });
+    wait_until(
+        Duration::from_secs(10),
+        "A's hanging backend streams cancelled",
+        || st.cancelled.load(Ordering::Relaxed) == 10,
+    );
     let texts = on_glommio(move || async move {
         let (send, _task) = h2_client(addr).await;
         let mut tasks = Vec::new();
@@ -888,17 +918,29 @@ fn h2_clients_gone_mid_stream_leave_nothing_on_shared_or_pooled_backend_connecti
     for (i, h2, h1) in texts {
         let (s, t) = h2.expect("h2c answer");
         assert_eq!(s, 200);
-        assert!(t.ends_with(&format!("path=/h2/x?tok=B{i}")), "B{i} got {t:?}");
+        assert!(
+            t.ends_with(&format!("path=/h2/x?tok=B{i}")),
+            "B{i} got {t:?}"
+        );
         let (s, t) = h1.expect("h1 answer");
         assert_eq!(s, 200);
         assert!(t.contains(&format!("tok=B{i} ")), "B{i} got {t:?}");
-        assert!(!t.contains("?a=") && !t.contains("?c="), "B{i} got A's answer: {t:?}");
+        assert!(
+            !t.contains("?a=") && !t.contains("?c="),
+            "B{i} got A's answer: {t:?}"
+        );
     }
     // One shared h2c connection served both sessions.
     assert_eq!(st.conns.load(Ordering::Relaxed), 1);
     let m = proxy.metrics();
     let drained = sum_metric(&m, "ringway_cancel_drained_total", &[]) as u64;
-    assert!(drained >= 15, "A's 20 cancelled HTTP/1.1 requests: {drained} drained\n{m}");
-    eprintln!("origin connections: {a_conns} for A, {} in all", web.stats().connections_total);
+    assert!(
+        drained >= 15,
+        "A's 20 cancelled HTTP/1.1 requests: {drained} drained\n{m}"
+    );
+    eprintln!(
+        "origin connections: {a_conns} for A, {} in all",
+        web.stats().connections_total
+    );
     proxy.assert_healthy();
 }

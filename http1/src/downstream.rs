@@ -17,9 +17,7 @@ use httparse::Header;
 
 use super::fields::{name_is, named_in_connection, ConnectionOptions};
 use super::rewrite::{is_hop_by_hop, push_combined, via_parts};
-use super::{
-    header_slots, parse_response_into, push_field_parts, push_u64, Framing, ResponseHead,
-};
+use super::{header_slots, parse_response_into, push_field_parts, push_u64, Framing, ResponseHead};
 
 /// Where [`write_response_downstream`] puts the head it decides on: HTTP/1.1 text (a
 /// `Vec<u8>`), or the fields of another protocol's head (the HTTP/2 front builds its

@@ -431,10 +431,18 @@ pub fn build(s: Settings) -> Result<Config, ConfigError> {
     let cancel = CancelLimits {
         drain_time: s.cancel_drain_time.value,
         drain_size: s.cancel_drain_size.value as u64,
-        connect_rate: in_range(&s.cancel_connect_rate, s.cancel_connect_rate.value, 0, 1_000_000)?
-            as u32,
-        connect_burst: in_range(&s.cancel_connect_burst, s.cancel_connect_burst.value, 1, 1_000_000)?
-            as u32,
+        connect_rate: in_range(
+            &s.cancel_connect_rate,
+            s.cancel_connect_rate.value,
+            0,
+            1_000_000,
+        )? as u32,
+        connect_burst: in_range(
+            &s.cancel_connect_burst,
+            s.cancel_connect_burst.value,
+            1,
+            1_000_000,
+        )? as u32,
         h2_reset_rate: in_range(&s.h2_reset_rate, s.h2_reset_rate.value, 0, 1_000_000)? as u32,
         h2_reset_burst: in_range(&s.h2_reset_burst, s.h2_reset_burst.value, 1, 1_000_000)? as u32,
     };

@@ -48,10 +48,10 @@ use ringway_http1::{self as http1, ChunkedScanner, Framing, HeadError, ResponseH
 use super::ClientStream;
 use crate::buf::Buf;
 use crate::ctx::{Counted, ShardCtx};
-use crate::rate::TokenBucket;
 use crate::exchange::{
     self, trailers, BodyError, BodySource, DeliverError, Failure, ResponseSink, Session,
 };
+use crate::rate::TokenBucket;
 use crate::trace::{CountingRead, Front, Trace};
 
 /// This hop's `Via` entry for a request received over HTTP/2.
@@ -252,7 +252,9 @@ pub async fn serve(ctx: Rc<ShardCtx>, stream: ClientStream, peer: IpAddr, buffer
         match next {
             None => {}
             Some(None) => return,
-            Some(Some(Ok((_, mut respond)))) if cc.active.get() >= max_in_progress || cc.calmed.get() => {
+            Some(Some(Ok((_, mut respond))))
+                if cc.active.get() >= max_in_progress || cc.calmed.get() =>
+            {
                 ctx.metrics.borrow_mut().c.h2_refused_streams += 1;
                 respond.send_reset(Reason::REFUSED_STREAM);
             }
@@ -732,7 +734,11 @@ async fn stream_body<R: AsyncRead + Unpin>(
                 bbuf.consume(used);
                 // The backend's trailer section, if any, ends the stream as HTTP/2
                 // trailers (a HEADERS frame after the DATA).
-                let fields = if done { trailers::parse(&section) } else { Default::default() };
+                let fields = if done {
+                    trailers::parse(&section)
+                } else {
+                    Default::default()
+                };
                 let end = done && fields.is_empty();
                 if end || !plain.is_empty() {
                     let piece = Bytes::copy_from_slice(&plain);
