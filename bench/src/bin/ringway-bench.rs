@@ -2,8 +2,9 @@
 //!
 //! Parses flags in the style of wrk/h2load into a `LoadConfig`, runs it with
 //! `ringway_bench::load::run`, and prints the report as text or JSON (`--json`), optionally
-//! writing the latency histogram as an HDR log (`--hdr-out`). Every flag error names the
-//! flag and what it expects; nothing here panics on input.
+//! writing the latency histogram as an HDR log (`--hdr-out`). `ringway-bench idle URL
+//! --conns N --pid PID` is the idle-memory probe instead (`ringway_bench::idle`). Every
+//! flag error names the flag and what it expects; nothing here panics on input.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -83,7 +84,48 @@ fn parse_cpu_list(s: &str) -> Result<CpuList, ringway_sys::ValueError> {
     cpu_list(s).map(CpuList)
 }
 
+/// `ringway-bench idle`: opens N keep-alive connections, one request each, and reports
+/// how much a process's resident set grew per idle connection.
+#[derive(Parser, Debug)]
+#[command(name = "ringway-bench idle", version)]
+struct IdleArgs {
+    /// Target URL, e.g. http://127.0.0.1:8080/ (its responses need a Content-Length)
+    url: String,
+    /// Connections to open and leave idle
+    #[arg(short = 'c', long, default_value_t = 5000)]
+    conns: usize,
+    /// The process whose resident set (VmRSS) is measured, e.g. the proxy's
+    #[arg(long)]
+    pid: Option<u32>,
+    /// Write every request before reading any response (with a slow path such as
+    /// /delay/200 the proxy then needs, and afterwards pools, one backend connection each)
+    #[arg(long)]
+    concurrent: bool,
+    /// HTTP/2 with prior knowledge (h2c), one stream per connection
+    #[arg(short = '2', long)]
+    http2: bool,
+    /// Keep the connections open this long after measuring (e.g. 30s)
+    #[arg(long, default_value = "0s", value_parser = parse_duration)]
+    hold: std::time::Duration,
+    /// Connect timeout and longest wait for response bytes
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    timeout: std::time::Duration,
+    /// Print the report as JSON on stdout
+    #[arg(long)]
+    json: bool,
+}
+
 fn main() -> ExitCode {
+    if std::env::args_os().nth(1).is_some_and(|a| a == "idle") {
+        let args = IdleArgs::parse_from(std::env::args_os().skip(1));
+        return match run_idle(args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("ringway-bench idle: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let args = Args::parse();
     match run(args) {
         Ok(()) => ExitCode::SUCCESS,
@@ -92,6 +134,26 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn run_idle(args: IdleArgs) -> anyhow::Result<()> {
+    let cfg = ringway_bench::idle::IdleConfig {
+        target: config::parse_url(&args.url)?,
+        conns: args.conns,
+        pid: args.pid,
+        concurrent: args.concurrent,
+        http2: args.http2,
+        timeout: args.timeout,
+    };
+    let held = ringway_bench::idle::run(&cfg)?;
+    if args.json {
+        println!("{}", held.report.to_json());
+    } else {
+        held.report.print_human();
+    }
+    std::thread::sleep(args.hold);
+    held.close();
+    Ok(())
 }
 
 fn run(args: Args) -> anyhow::Result<()> {

@@ -6,9 +6,12 @@
 //! in place from the client's buffer (`ringway_http1::write_request_upstream`), a small
 //! complete body travels in the same write as its head, chunked bodies are forwarded
 //! verbatim, and a small response leaves in one write (head and first body bytes).
-//! Each client connection is one task with two buffers it keeps for its life (client
-//! side, backend side) and one scratch vector for heads: nothing is allocated per
-//! request. Every failure becomes a status the client can read or, once a response has
+//! Each client connection is one task. Its two buffers (client side, backend side) and
+//! its scratch vector for heads come from the shard's pool (`crate::buf`) when a request
+//! arrives and go back when it is done, so a keep-alive connection waiting for its next
+//! request holds none of them: it waits for readability without a buffer. The state of
+//! one request (the exchange and everything under it) lives in one allocation made when
+//! the head is complete, not in the connection's task. Every failure becomes a status the client can read or, once a response has
 //! started, a closed connection; nothing here panics on what a peer sent.
 
 use std::io;
@@ -41,8 +44,8 @@ pub async fn serve(ctx: Rc<ShardCtx>, stream: ClientStream, peer: IpAddr, buf: B
         stream,
         peer,
         buf,
-        bbuf: Buf::with_capacity(super::BUF_SIZE),
-        out: Vec::with_capacity(1024),
+        bbuf: Buf::new(),
+        out: Vec::new(),
         route_scratch: Vec::new(),
         session: Session::new(),
         trace: Trace::new(Front::Http1),
@@ -69,11 +72,12 @@ struct Client {
     ctx: Rc<ShardCtx>,
     stream: ClientStream,
     peer: IpAddr,
-    /// Bytes from the client not yet consumed (head, body, next pipelined request).
+    /// Bytes from the client not yet consumed (head, body, next pipelined request);
+    /// holds a store only while it holds bytes.
     buf: Buf,
-    /// Bytes from the backend not yet consumed.
+    /// Bytes from the backend not yet consumed; holds a store only during a request.
     bbuf: Buf,
-    /// Scratch for heads we write.
+    /// Scratch for heads we write, taken from the shard's pool for each request.
     out: Vec<u8>,
     /// Scratch for the routing view of a target that needs normalising.
     route_scratch: Vec<u8>,
@@ -132,10 +136,16 @@ impl Client {
                     .begin(self.peer, head_started, method, target, version);
             }
             self.ctx.metrics.borrow_mut().c.requests += 1;
+            self.out = crate::buf::scratch();
             let outcome = {
                 let _inflight = Counted::new(&self.ctx, |l| &l.inflight);
-                self.handle(head).await
+                // Boxed: the exchange's state (many awaits deep) exists only while a
+                // request does, and the idle connection's task stays small.
+                Box::pin(self.handle(head)).await
             };
+            crate::buf::give_scratch(std::mem::take(&mut self.out));
+            self.bbuf.clear();
+            self.bbuf.release();
             crate::report::done(&self.ctx, &self.trace, outcome.status);
             if !outcome.keep_alive || self.ctx.load.draining.get() {
                 return;
@@ -180,6 +190,17 @@ impl Client {
                 }
             };
             self.stream.set_read_timeout(Some(timeout));
+            if self.buf.is_empty() {
+                // Between requests: wait for the client holding no buffer.
+                self.buf.release();
+                if let Err(e) = self.stream.readable().await {
+                    return if e.kind() == io::ErrorKind::TimedOut && head_deadline.is_some() {
+                        HeadRead::Timeout
+                    } else {
+                        HeadRead::Closed
+                    };
+                }
+            }
             if self.buf.spare_capacity() == 0 && !self.buf.grow(max_head + 1) {
                 return HeadRead::Bad(HeadError::TooLarge);
             }

@@ -64,6 +64,15 @@ impl ClientStream {
     pub fn set_write_timeout(&self, t: Option<Duration>) {
         let _ = self.tcp().set_write_timeout(t);
     }
+
+    /// Waits, without a buffer, until a read would not block (bytes, EOF, an error),
+    /// bounded by the read timeout (expiry: `ErrorKind::TimedOut`).
+    pub async fn readable(&mut self) -> io::Result<()> {
+        match self {
+            ClientStream::Plain(s) => s.readable().await,
+            ClientStream::Tls(t) => t.readable().await,
+        }
+    }
 }
 
 impl AsyncRead for ClientStream {
@@ -106,9 +115,6 @@ impl AsyncWrite for ClientStream {
         }
     }
 }
-
-/// Each client connection's receive buffer (it grows up to `--max-head` for a large head).
-pub const BUF_SIZE: usize = 16 << 10;
 
 /// Accepts clients on one listener until the task is dropped (shard draining). With
 /// `tls`, each connection is a TLS client (this shard's config: shared certificates and
@@ -177,43 +183,28 @@ fn could_be_preface(data: &[u8]) -> bool {
 
 /// Serves one client connection to its end, in the front its first bytes (or its TLS
 /// handshake) call for.
-pub async fn serve(ctx: Rc<ShardCtx>, mut stream: TcpStream, tls: Option<Arc<ServerConfig>>) {
+pub async fn serve(ctx: Rc<ShardCtx>, stream: TcpStream, tls: Option<Arc<ServerConfig>>) {
     let _conn = Counted::new(&ctx, |l| &l.client_conns);
-    let _ = stream.set_nodelay(true);
-    let mut peer = stream
-        .peer_addr()
-        .map(|a| a.ip())
-        .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
-    // `--accept-proxy`: the balancer in front names the client first; the bytes read
-    // past its header are the client's and go to whatever reads next.
-    let mut early = Vec::new();
-    if ctx.config().accept_proxy {
-        match proxy::read_header(&mut stream, ctx.config().timeouts.client_head).await {
-            Ok((p, rest)) => {
-                if let Some(src) = p.source {
-                    peer = src.ip();
-                }
-                early = rest;
-            }
-            Err(why) => {
-                ctx.metrics.borrow_mut().c.proxy_header_errors += 1;
-                tracing::debug!(%peer, ?why, "connection without a valid PROXY header closed");
-                return;
-            }
-        }
-    }
+    let Some((stream, peer, early)) = Box::pin(prelude(ctx.clone(), stream)).await else {
+        return;
+    };
+    // Each phase's future is boxed for that phase only (the prelude, the sniff, then the
+    // front), so the task itself holds a counter, a pointer and little else: an idle
+    // connection costs its front's state and nothing of the phases it is not in.
     if let Some(config) = tls {
-        return serve_tls(ctx, stream, peer, config, early).await;
+        return Box::pin(serve_tls(ctx, stream, peer, config, early)).await;
     }
-    let mut buf = Buf::with_capacity(BUF_SIZE);
-    buf.put(&early);
-    match sniff(&ctx, &mut stream, &mut buf).await {
+    let (mut stream, buf, sniffed) = Box::pin(sniff(ctx.clone(), stream, early)).await;
+    match sniffed {
         Sniffed::Nothing => {}
-        Sniffed::Http1 => h1::serve(ctx, ClientStream::Plain(stream), peer, buf).await,
+        Sniffed::Http1 => Box::pin(h1::serve(ctx, ClientStream::Plain(stream), peer, buf)).await,
         Sniffed::Http2 => {
-            h2::serve(ctx, ClientStream::Plain(stream), peer, buf.data().to_vec()).await
+            let first = buf.data().to_vec();
+            drop(buf);
+            Box::pin(h2::serve(ctx, ClientStream::Plain(stream), peer, first)).await
         }
         Sniffed::BrokenPreface => {
+            drop(buf);
             {
                 let mut m = ctx.metrics.borrow_mut();
                 m.c.bad_request += 1;
@@ -224,6 +215,36 @@ pub async fn serve(ctx: Rc<ShardCtx>, mut stream: TcpStream, tls: Option<Arc<Ser
             let _ = stream.write_all(GOAWAY_PROTOCOL_ERROR).await;
         }
     }
+}
+
+/// What comes before a front: `TCP_NODELAY`, the peer's address and, with
+/// `--accept-proxy`, the PROXY header (the balancer in front names the client first; the
+/// bytes read past its header are the client's and go to whatever reads next). `None`:
+/// the header was bad and the connection is closed (counted).
+async fn prelude(ctx: Rc<ShardCtx>, mut stream: TcpStream) -> Option<(TcpStream, IpAddr, Vec<u8>)> {
+    let _ = stream.set_nodelay(true);
+    let mut peer = stream
+        .peer_addr()
+        .map(|a| a.ip())
+        .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+    let mut early = Vec::new();
+    if ctx.config().accept_proxy {
+        let timeout = ctx.config().timeouts.client_head;
+        match proxy::read_header(&mut stream, timeout).await {
+            Ok((p, rest)) => {
+                if let Some(src) = p.source {
+                    peer = src.ip();
+                }
+                early = rest;
+            }
+            Err(why) => {
+                ctx.metrics.borrow_mut().c.proxy_header_errors += 1;
+                tracing::debug!(%peer, ?why, "connection without a valid PROXY header closed");
+                return None;
+            }
+        }
+    }
+    Some((stream, peer, early))
 }
 
 /// The TLS handshake (bounded by `--timeout-client-head`), then the front ALPN chose.
@@ -287,20 +308,39 @@ async fn serve_tls(
     }
     let stream = ClientStream::Tls(Box::new(tls));
     if h2 {
-        h2::serve(ctx, stream, peer, Vec::new()).await
+        Box::pin(h2::serve(ctx, stream, peer, Vec::new())).await
     } else {
-        h1::serve(ctx, stream, peer, Buf::with_capacity(BUF_SIZE)).await
+        Box::pin(h1::serve(ctx, stream, peer, Buf::new())).await
     }
 }
 
 /// Reads the first bytes: until they are not the start of the HTTP/2 preface, or are
-/// all of it. The first read waits up to `--timeout-client-idle`, the rest of a preface
-/// up to `--timeout-client-head`.
-async fn sniff(ctx: &ShardCtx, stream: &mut TcpStream, buf: &mut Buf) -> Sniffed {
+/// all of it. The wait for the first byte is up to `--timeout-client-idle` and holds no
+/// buffer (one is taken when bytes are there), the rest of a preface up to
+/// `--timeout-client-head`. `early` are bytes already read (past a PROXY header). Gives
+/// back the stream and the bytes read.
+async fn sniff(
+    ctx: Rc<ShardCtx>,
+    mut stream: TcpStream,
+    early: Vec<u8>,
+) -> (TcpStream, Buf, Sniffed) {
+    let mut buf = Buf::new();
+    if !early.is_empty() {
+        buf.put(&early);
+    }
+    drop(early);
+    let sniffed = sniff_into(&ctx, &mut stream, &mut buf).await;
+    (stream, buf, sniffed)
+}
+
+async fn sniff_into(ctx: &ShardCtx, stream: &mut TcpStream, buf: &mut Buf) -> Sniffed {
     let t = &ctx.config().timeouts;
     let _ = stream.set_read_timeout(Some(t.client_idle));
     // Bytes may be there already (read past a PROXY header).
     if buf.is_empty() {
+        if stream.readable().await.is_err() {
+            return Sniffed::Nothing;
+        }
         match buf.fill_from(stream).await {
             Ok(0) | Err(_) => return Sniffed::Nothing,
             Ok(_) => {}
@@ -332,6 +372,27 @@ async fn sniff(ctx: &ShardCtx, stream: &mut TcpStream, buf: &mut Buf) -> Sniffed
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The size of the future an async fn returns, without calling it.
+    fn future_size3<A, B, C, F: std::future::Future>(_: impl FnOnce(A, B, C) -> F) -> usize {
+        std::mem::size_of::<F>()
+    }
+    fn future_size4<A, B, C, D, F: std::future::Future>(_: impl FnOnce(A, B, C, D) -> F) -> usize {
+        std::mem::size_of::<F>()
+    }
+
+    /// What an idle connection's task holds: the accept layer's future (its task) and
+    /// the HTTP/1.1 front's (one box), each bounded so the per-request state (the
+    /// exchange, boxed per request) cannot creep back into them unnoticed.
+    #[test]
+    fn connection_futures_stay_small() {
+        let serve = future_size3(serve);
+        let h1 = future_size4(h1::serve);
+        let h2 = future_size4(h2::serve);
+        eprintln!("futures: serve {serve} bytes, h1::serve {h1}, h2::serve {h2}");
+        assert!(serve <= 384, "the accept layer's future is {serve} bytes");
+        assert!(h1 <= 1536, "the HTTP/1.1 front's future is {h1} bytes");
+    }
 
     #[test]
     fn preface_prefixes() {

@@ -152,6 +152,22 @@ where
         }
     }
 
+    /// Waits until a read can make progress without lending it a buffer: decrypted
+    /// bytes (or a close) already here, records rustls still has to send (the read sends
+    /// them first), or the socket readable. A keep-alive client waits here between
+    /// requests holding no receive buffer of ringway's.
+    pub async fn readable(&mut self) -> io::Result<()> {
+        if self.conn.wants_write() {
+            return Ok(());
+        }
+        match self.conn.process_new_packets() {
+            Ok(st) if st.plaintext_bytes_to_read() == 0 && !st.peer_has_closed() => {}
+            // Bytes to read, a close, or an error the next read reports.
+            _ => return Ok(()),
+        }
+        self.io.readable().await
+    }
+
     /// Runs the handshake to its end.
     pub async fn handshake(&mut self) -> io::Result<()> {
         std::future::poll_fn(|cx| loop {

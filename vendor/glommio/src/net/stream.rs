@@ -298,6 +298,30 @@ impl<S: AsRawFd> NonBufferedStream<S> {
         Poll::Pending
     }
 
+    /// ringway: waits until the socket is readable (bytes, EOF or an error) without a
+    /// buffer, under the read timeout. It arms the same one-shot poll `poll_read` arms
+    /// when a read would block, and leaves it completed, so the next `poll_read` tries
+    /// `recv` at once. Holding no buffer while a connection idles is the point.
+    pub(crate) fn poll_readable(&mut self, cx: &Context<'_>) -> Poll<io::Result<()>> {
+        let reactor = self.reactor.upgrade().unwrap();
+        let reactor = reactor.as_ref();
+        match self.source_rx.as_ref() {
+            Some(src) if src.result().is_some() => {
+                self.read_timeout.cancel_timer(reactor);
+                return Poll::Ready(Ok(()));
+            }
+            Some(_) => {}
+            None => {
+                self.source_rx = Some(reactor.poll_read_ready(self.stream.as_raw_fd()));
+            }
+        }
+        poll_err!(self.read_timeout.check(reactor));
+        let source = self.source_rx.as_ref().unwrap();
+        source.add_waiter_single(cx.waker());
+        self.read_timeout.maybe_set_timer(reactor, cx.waker());
+        Poll::Pending
+    }
+
     pub(crate) fn poll_write(&mut self, cx: &Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         // On the write path, we always start with calling `yolo_send`, because
         // it is very likely to success. It could be a waste if it already timed
@@ -455,6 +479,15 @@ impl<S: AsRawFd, B: RxBuf> GlommioStream<S, B> {
             self.rx_done.set(true);
         }
         Poll::Ready(Ok(result))
+    }
+
+    /// ringway: see [`NonBufferedStream::poll_readable`]; bytes already in the receive
+    /// buffer count as readable.
+    pub(crate) fn poll_readable(&mut self, cx: &Context<'_>) -> Poll<io::Result<()>> {
+        if !self.rx_buf.is_empty() || self.rx_done.get() {
+            return Poll::Ready(Ok(()));
+        }
+        self.stream.poll_readable(cx)
     }
 
     pub(crate) fn poll_write(&mut self, cx: &Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {

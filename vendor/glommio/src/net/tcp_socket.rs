@@ -652,6 +652,21 @@ impl<B: RxBuf> TcpStream<B> {
         self.stream.peek(buf).await.map_err(Into::into)
     }
 
+    /// Waits until a read would not block (bytes arrived, the peer closed, or the socket
+    /// has an error), without a buffer; bounded by the read timeout
+    /// ([`TcpStream::set_read_timeout`]), whose expiry is an error of kind `TimedOut`.
+    /// Added by ringway (see RINGWAY-PATCHES.md): a connection waiting for its next
+    /// request then holds no receive buffer. Dropping the future cancels nothing in
+    /// flight that refers to memory of the caller: the poll it arms carries no buffer.
+    pub fn poll_readable(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.stream.poll_readable(cx)
+    }
+
+    /// [`TcpStream::poll_readable`] as a future.
+    pub async fn readable(&mut self) -> io::Result<()> {
+        futures_lite::future::poll_fn(|cx| self.poll_readable(cx)).await
+    }
+
     /// Returns the socket address of the remote peer of this TCP connection.
     ///
     /// # Examples

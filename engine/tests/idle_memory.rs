@@ -1,0 +1,154 @@
+//! What an idle keep-alive connection costs the real `ringway` process in memory
+//! (issue 11): thousands of client connections that have each served one request and
+//! now wait for the next, and as many idle pooled backend connections. The figure is the
+//! growth of the proxy's resident set (`VmRSS`) divided by the count, measured by
+//! `ringway-bench idle` (`ringway_bench::idle`), the same probe docs/benchmarks.md
+//! quotes. The bounds have margin over what is measured (about 1 KiB per client
+//! connection) and fail if a connection held a receive buffer again while idle: one
+//! 16 KiB buffer per connection is 16 KiB of growth each, two of them 32 KiB.
+
+mod common;
+
+use common::*;
+use ringway_bench::idle::{self, IdleConfig, IdleReport};
+use ringway_bench::load::config::parse_url;
+use std::time::Duration;
+
+/// Idle HTTP/1.1 client connections opened by the client-side check.
+const CLIENTS: usize = 5000;
+/// Bound on the resident set's growth per idle HTTP/1.1 client connection.
+const CLIENT_BOUND: f64 = 4096.0;
+/// Idle client connections, each with its own pooled backend connection.
+const PAIRS: usize = 3000;
+/// Bound on the growth per idle pooled backend connection (the issue's goal).
+const BACKEND_BOUND: f64 = 2048.0;
+
+/// Raises the soft `RLIMIT_NOFILE` to `need` (the proxy inherits it); fails the test
+/// with the fix when the hard limit is lower.
+fn raise_fd_limit(need: u64) {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit on this process with a valid, initialised rlimit.
+    let rc = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) };
+    assert_eq!(rc, 0, "getrlimit: {}", std::io::Error::last_os_error());
+    assert!(
+        lim.rlim_max >= need,
+        "this test needs {need} file descriptors but the hard RLIMIT_NOFILE is {}: raise it (ulimit -Hn)",
+        lim.rlim_max
+    );
+    if lim.rlim_cur < need {
+        lim.rlim_cur = need;
+        // SAFETY: as above; rlim_cur <= rlim_max was checked.
+        let rc = unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) };
+        assert_eq!(rc, 0, "setrlimit: {}", std::io::Error::last_os_error());
+    }
+}
+
+fn start(origin: &Origin, reuse: &str) -> Proxy {
+    let backend = origin.addr().to_string();
+    Proxy::start(&[
+        "--backend",
+        &backend,
+        "--reuse",
+        reuse,
+        "--access-log",
+        "off",
+        "--pool-max-idle",
+        "20000",
+        "--max-conns-per-shard",
+        "20000",
+        "--timeout-client-idle",
+        "120s",
+        "--pool-purge-delay",
+        "120s",
+    ])
+}
+
+fn probe(proxy: &Proxy, conns: usize) -> (IdleReport, idle::Held) {
+    let cfg = IdleConfig {
+        target: parse_url(&proxy.url("/")).expect("url"),
+        conns,
+        pid: Some(proxy.pid()),
+        concurrent: false,
+        http2: false,
+        timeout: IO_TIMEOUT,
+    };
+    let held = idle::run(&cfg).expect("idle probe");
+    (held.report.clone(), held)
+}
+
+fn idle_series(proxy: &Proxy, name: &str) -> u64 {
+    sum_metric(&proxy.metrics(), name, &[]) as u64
+}
+
+#[test]
+fn idle_keepalive_clients_hold_no_buffer() {
+    raise_fd_limit(CLIENTS as u64 + 1024);
+    let origin = origin();
+    // `always`: every request may reuse the one pooled backend connection, so what grows
+    // is the client side alone.
+    let proxy = start(&origin, "always");
+    let (report, held) = probe(&proxy, CLIENTS);
+    assert_eq!(
+        metric(&proxy.metrics(), "ringway_client_connections{shard=\"0\"}"),
+        CLIENTS as u64,
+        "every probe connection is open and served"
+    );
+    assert!(
+        idle_series(&proxy, "ringway_server_connect_total") <= 2,
+        "one backend connection carried every request"
+    );
+    eprintln!(
+        "{CLIENTS} idle HTTP/1.1 clients: {:.0} bytes each ({} -> {} KiB)",
+        report.per_conn(),
+        report.rss_before / 1024,
+        report.rss_after / 1024
+    );
+    assert!(
+        report.per_conn() < CLIENT_BOUND,
+        "an idle keep-alive client costs {:.0} bytes of RSS (bound {CLIENT_BOUND})",
+        report.per_conn()
+    );
+    // They are alive, not merely counted: each still answers a request afterwards.
+    drop(held);
+    let mut c = proxy.connect();
+    assert_eq!(c.get("/").status, 200);
+}
+
+#[test]
+fn idle_pooled_backend_connections_stay_small() {
+    // The test process holds the clients and, in its in-process origin, the backends.
+    raise_fd_limit(2 * PAIRS as u64 + 1024);
+    let origin = origin();
+    // Client side alone, then (`safe`: the first request of each client connection gets
+    // a connection of its own) each client with one idle pooled backend connection.
+    let alone = start(&origin, "always");
+    let (clients, held) = probe(&alone, PAIRS);
+    held.close();
+    drop(alone);
+    let paired = start(&origin, "safe");
+    let (both, held) = probe(&paired, PAIRS);
+    wait_until(
+        Duration::from_secs(10),
+        "every backend connection idle in the pool",
+        || idle_series(&paired, "ringway_server_idle_cur") == PAIRS as u64,
+    );
+    let backend = both.per_conn() - clients.per_conn();
+    eprintln!(
+        "{PAIRS} idle clients: {:.0} bytes each; with a pooled backend connection each: {:.0}; backend alone {backend:.0}",
+        clients.per_conn(),
+        both.per_conn()
+    );
+    assert!(
+        backend < BACKEND_BOUND,
+        "an idle pooled backend connection costs {backend:.0} bytes of RSS (bound {BACKEND_BOUND})"
+    );
+    assert!(
+        both.per_conn() < CLIENT_BOUND + BACKEND_BOUND,
+        "a client and its pooled backend connection cost {:.0} bytes together",
+        both.per_conn()
+    );
+    drop(held);
+}
