@@ -540,7 +540,7 @@ fn zero_window_readers_are_reset_and_hold_little_memory() {
             break;
         };
         assert!(
-            !(f.kind == 0 && !f.payload.is_empty()),
+            f.kind != 0 || f.payload.is_empty(),
             "DATA beyond a zero window: {f:?}"
         );
         if f.kind == 3 {

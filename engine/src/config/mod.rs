@@ -430,7 +430,7 @@ pub fn build(s: Settings) -> Result<Config, ConfigError> {
 
     let cancel = CancelLimits {
         drain_time: s.cancel_drain_time.value,
-        drain_size: s.cancel_drain_size.value as u64,
+        drain_size: s.cancel_drain_size.value,
         connect_rate: in_range(
             &s.cancel_connect_rate,
             s.cancel_connect_rate.value,
