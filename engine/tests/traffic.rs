@@ -736,3 +736,22 @@ fn weight_zero_drains_and_no_usable_server_is_503() {
         p.stderr()
     );
 }
+
+/// The worked example of docs/traffic.md is a configuration check-config accepts.
+#[test]
+fn the_traffic_guide_example_is_valid() {
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/traffic.md"))
+        .unwrap();
+    let start = doc.find("```toml\n").expect("a TOML example") + 8;
+    let end = start + doc[start..].find("```").unwrap();
+    let f = TempFile(temp_path("guide.toml"));
+    write_file(&f.0, &doc[start..end]);
+    let out = std::process::Command::new(BIN)
+        .args(["check-config", "--config", f.0.to_str().unwrap(), "--shards", "1"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("balance least-request; check GET /healthz"), "{text}");
+    assert!(text.contains("balance hash on path"), "{text}");
+}
