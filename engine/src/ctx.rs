@@ -6,8 +6,8 @@
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, AtomicUsize};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use crate::access_log::{Hub, ShardLog};
 use crate::config::Config;
@@ -17,12 +17,24 @@ use crate::tls::{BackendTls, ServerTls};
 use crate::upstream::{Table, Upstreams};
 use crate::warn::RateLimited;
 
-/// What all shards read. Written once before the shards start, except the stop flag and
-/// the table's published idle counts.
+/// What all shards read. Written once before the shards start, except the stop flag,
+/// the table's published figures and a configuration reload (below).
 pub struct Shared {
+    /// The configuration the process started with (a shard's live one is
+    /// [`ShardCtx::config`]).
     pub config: Config,
     pub router: Router,
     pub table: Arc<Table>,
+    /// A configuration reload (SIGHUP): the signal thread validates the new
+    /// configuration, builds its server table from the last one, puts both here and bumps
+    /// `generation`; each shard picks it up at its next stop-flag poll (20 ms) and
+    /// applies it between requests. The lock is taken once per reload per shard, never
+    /// on the request path.
+    pub reload: Mutex<Reloaded>,
+    pub generation: AtomicU64,
+    /// Reloads that took effect, and those refused (the old configuration stays).
+    pub reloads: AtomicU64,
+    pub reload_failures: AtomicU64,
     pub n_shards: usize,
     pub stop: AtomicBool,
     /// TLS termination (certificates, ticket keys, reload counters), when `--listen-tls`.
@@ -34,6 +46,12 @@ pub struct Shared {
     pub fd_budget: Arc<AtomicUsize>,
 }
 
+/// The configuration in force, as the last reload left it.
+pub struct Reloaded {
+    pub config: Arc<Config>,
+    pub table: Arc<Table>,
+}
+
 impl Shared {
     pub fn new(
         config: Config,
@@ -41,9 +59,17 @@ impl Shared {
         server_tls: Option<Arc<ServerTls>>,
         backend_tls: Option<BackendTls>,
     ) -> Shared {
+        let table = Arc::new(Table::new(&config, n_shards, backend_tls));
         Shared {
             router: Router::new(&config),
-            table: Arc::new(Table::new(&config, n_shards, backend_tls)),
+            reload: Mutex::new(Reloaded {
+                config: Arc::new(config.clone()),
+                table: table.clone(),
+            }),
+            generation: AtomicU64::new(0),
+            reloads: AtomicU64::new(0),
+            reload_failures: AtomicU64::new(0),
+            table,
             access_log: Hub::new(config.access_log.clone(), config.access_log_format),
             config,
             n_shards,
@@ -51,6 +77,17 @@ impl Shared {
             server_tls,
             fd_budget: Arc::new(AtomicUsize::new(usize::MAX)),
         }
+    }
+
+    /// Publishes a new configuration and its table for the shards to pick up.
+    pub fn publish_reload(&self, config: Config, table: Table) {
+        if let Ok(mut r) = self.reload.lock() {
+            *r = Reloaded {
+                config: Arc::new(config),
+                table: Arc::new(table),
+            };
+        }
+        self.generation.fetch_add(1, Ordering::SeqCst);
     }
 }
 
@@ -98,10 +135,65 @@ pub struct ShardCtx {
     pub backend_warn: RateLimited,
     /// This shard's access log buffer.
     pub access_log: ShardLog,
+    /// The configuration and routes in force on this shard (its own copies: reading them
+    /// costs no atomic), replaced by a reload between requests.
+    pub live: RefCell<Rc<Live>>,
+    /// The reload generation `live` comes from.
+    pub generation: Cell<u64>,
+}
+
+/// A shard's configuration in force.
+pub struct Live {
+    pub config: Rc<Config>,
+    pub router: Rc<Router>,
+}
+
+impl Live {
+    pub fn new(config: Config) -> Live {
+        Live {
+            router: Rc::new(Router::new(&config)),
+            config: Rc::new(config),
+        }
+    }
 }
 
 impl ShardCtx {
-    pub fn config(&self) -> &Config {
-        &self.shared.config
+    /// The configuration in force on this shard.
+    pub fn config(&self) -> Rc<Config> {
+        self.live.borrow().config.clone()
+    }
+
+    /// The routes in force on this shard.
+    pub fn router(&self) -> Rc<Router> {
+        self.live.borrow().router.clone()
+    }
+
+    /// Applies a configuration reload if one was published since the last look; returns
+    /// whether it did.
+    pub fn pick_up_reload(&self) -> bool {
+        let g = self.shared.generation.load(Ordering::SeqCst);
+        if g == self.generation.get() {
+            return false;
+        }
+        let (config, table) = match self.shared.reload.lock() {
+            Ok(r) => (r.config.as_ref().clone(), r.table.as_ref().clone()),
+            Err(_) => return false,
+        };
+        self.generation.set(g);
+        let old_names: Vec<String> = self
+            .config()
+            .backends
+            .iter()
+            .map(|b| b.name.clone())
+            .collect();
+        self.upstreams.reload(table);
+        let new_names: Vec<String> = config.backends.iter().map(|b| b.name.clone()).collect();
+        self.metrics.borrow_mut().reshape(
+            &old_names,
+            &new_names,
+            self.upstreams.table().keys.len(),
+        );
+        *self.live.borrow_mut() = Rc::new(Live::new(config));
+        true
     }
 }

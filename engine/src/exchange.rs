@@ -41,7 +41,7 @@ use crate::ctx::ShardCtx;
 use crate::duplex::Duplex;
 use crate::rate::TokenBucket;
 use crate::trace::Trace;
-use crate::upstream::{AcquireError, Lease, Upstreams};
+use crate::upstream::{AcquireError, Lease, Upstreams, Verdict};
 
 /// A client connection's standing with the backends: whether its first request is yet
 /// to be sent (HAProxy's reuse modes treat it apart), and the backend connections
@@ -236,6 +236,10 @@ pub enum Failure {
 }
 
 /// Forwards one request and its response. See the module docs.
+///
+/// Around the exchange itself, for the upstream layer's traffic management: the request
+/// counts as outstanding on its server while it runs (least-request balancing), and how
+/// it ended is told to the passive checks ([`crate::upstream::Verdict`]).
 pub async fn forward(
     ctx: &ShardCtx,
     session: &Session,
@@ -244,16 +248,95 @@ pub async fn forward(
     sink: &mut impl ResponseSink,
     bbuf: &mut Buf,
 ) -> Result<Exchanged, Failure> {
+    let _outstanding = ctx.upstreams.begin_outstanding(req.slot);
+    if ctx.upstreams.is_h2(req.slot) {
+        session.first.set(false);
+        let r = h2back::forward(ctx, req, src, sink, bbuf).await;
+        ctx.upstreams.passive(req.slot, verdict_of(&r));
+        return r;
+    }
+    let (r, slot) = forward_h1(ctx, session, req, src, sink, bbuf).await;
+    ctx.upstreams.passive(slot, verdict_of(&r));
+    r
+}
+
+/// What an exchange's result says about its server, for the passive checks.
+fn verdict_of(r: &Result<Exchanged, Failure>) -> Verdict {
+    match r {
+        Ok(x) if x.status >= 500 => Verdict::Failed,
+        Ok(_) | Err(Failure::ClientGone) => Verdict::Ok,
+        Err(Failure::Broken { client_gone, .. }) if *client_gone => Verdict::Ok,
+        // 503 from our own limits is not the server's fault; the rest are.
+        Err(Failure::Answer { status: 503, .. }) => Verdict::Ok,
+        Err(_) => Verdict::Failed,
+    }
+}
+
+/// The retry rule across servers (`retries`, `retry-on`): another server of the backend
+/// for a request that is idempotent, has no body left to send and got no response byte.
+/// Returns the slot to try next, or `None` when the request may not be retried.
+fn retry_elsewhere(
+    ctx: &ShardCtx,
+    req: &Request<'_>,
+    slot: ServerId,
+    streamed_body: bool,
+    tries: &mut u32,
+    on: fn(&crate::config::values::RetryOn) -> bool,
+) -> Option<ServerId> {
+    let be = ctx.upstreams.backend_of(slot)?;
+    if *tries >= be.retries || !on(&be.retry_on) || streamed_body || !req.method.is_idempotent() {
+        return None;
+    }
+    *tries += 1;
+    ctx.upstreams.passive(slot, Verdict::Failed);
+    ctx.metrics.borrow_mut().c.retries += 1;
+    let key = crate::upstream::balance::KeySource {
+        head: req.head,
+        path: b"",
+        client: std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+    };
+    ctx.upstreams.choose_other(slot, &key)
+}
+
+/// The HTTP/1.1 exchange, with its retries; also returns the slot of the last try.
+async fn forward_h1(
+    ctx: &ShardCtx,
+    session: &Session,
+    req: &Request<'_>,
+    src: &mut impl BodySource,
+    sink: &mut impl ResponseSink,
+    bbuf: &mut Buf,
+) -> (Result<Exchanged, Failure>, ServerId) {
+    let mut slot = req.slot;
+    let r = forward_tries(ctx, session, req, &mut slot, src, sink, bbuf).await;
+    (r, slot)
+}
+
+async fn forward_tries(
+    ctx: &ShardCtx,
+    session: &Session,
+    req: &Request<'_>,
+    slot: &mut ServerId,
+    src: &mut impl BodySource,
+    sink: &mut impl ResponseSink,
+    bbuf: &mut Buf,
+) -> Result<Exchanged, Failure> {
     let cfg = ctx.config();
-    let (backend_timeout, max_head) = (cfg.timeouts.backend, cfg.max_head);
+    let max_head = cfg.max_head;
     let body_time = cfg.timeouts.client_body;
     let first = session.first.replace(false);
-    if ctx.upstreams.is_h2(req.slot) {
-        return h2back::forward(ctx, req, src, sink, bbuf).await;
-    }
     let reuse = ctx.upstreams.reuse_mode();
     let mut retried = false;
+    let mut tries = 0u32;
+    // A body streamed from the client cannot be sent again: no retry elsewhere then.
+    let streamed = src.pending();
     loop {
+        let backend_timeout = ctx
+            .upstreams
+            .backend_of(*slot)
+            .map_or(cfg.timeouts.backend, |b| {
+                b.timeout_try.unwrap_or(b.timeout_backend)
+            });
         let asked = std::time::Instant::now();
         let mut prepaid = Prepaid {
             session,
@@ -269,10 +352,7 @@ pub async fn forward(
                 }
             }
         }
-        let mut lease = match session
-            .lease(&ctx.upstreams, req.slot, first, retried)
-            .await
-        {
+        let mut lease = match session.lease(&ctx.upstreams, *slot, first, retried).await {
             Ok(l) => {
                 req.trace.leased(&l, asked);
                 if l.reused() {
@@ -284,6 +364,16 @@ pub async fn forward(
             Err(e) => {
                 if let AcquireError::Refused(err) = &e {
                     tracing::debug!(error = %err, "backend connect refused");
+                }
+                if !matches!(e, AcquireError::Unavailable(_)) {
+                    if let Some(next) =
+                        retry_elsewhere(ctx, req, *slot, streamed, &mut tries, |r| {
+                            r.connect_failure
+                        })
+                    {
+                        *slot = next;
+                        continue;
+                    }
                 }
                 return Err(Failure::Answer {
                     status: e.status(),
@@ -399,6 +489,37 @@ pub async fn forward(
                 retried = true;
                 ctx.metrics.borrow_mut().c.retries += 1;
                 continue;
+            }
+            // Closed, reset, or silent past the per-try timeout with not a byte of a
+            // response (a timeout arrives as `Io`, the buffer empty): another server may
+            // get it (`retries`, `retry-on`).
+            Err(RelayError::NothingReceived(e)) | Err(RelayError::Io(e))
+                if body_sent && bbuf.is_empty() =>
+            {
+                drop(lease);
+                let timed_out = e.kind() == io::ErrorKind::TimedOut;
+                let on: fn(&crate::config::values::RetryOn) -> bool = if timed_out {
+                    |r| r.timeout
+                } else {
+                    |r| r.reset
+                };
+                if let Some(next) = retry_elsewhere(ctx, req, *slot, streamed, &mut tries, on) {
+                    *slot = next;
+                    retried = false;
+                    continue;
+                }
+                tracing::debug!(error = %e, "backend failed before responding");
+                let status = if timed_out {
+                    ctx.metrics.borrow_mut().c.backend_timeouts += 1;
+                    504
+                } else {
+                    ctx.metrics.borrow_mut().c.backend_errors += 1;
+                    502
+                };
+                return Err(Failure::Answer {
+                    status,
+                    close: false,
+                });
             }
             Err(RelayError::NothingReceived(e) | RelayError::Io(e)) => {
                 let status = if e.kind() == io::ErrorKind::TimedOut {

@@ -51,7 +51,7 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     init_logs(&config.log, config.log_format);
-    run(config)
+    run(config, cli.opts())
 }
 
 /// `ringway generate man|SHELL`: the man page (roff) or a completion script, on stdout.
@@ -79,18 +79,42 @@ fn generate(what: &str) -> ExitCode {
     ExitCode::SUCCESS
 }
 
+/// Changes the log filter of the running process (a reload's `log`); unset before
+/// `init_logs`, and when `RINGWAY_LOG` overrides the filter.
+type SetFilter = Box<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
+static SET_LOG_FILTER: std::sync::OnceLock<SetFilter> = std::sync::OnceLock::new();
+
 fn init_logs(filter: &str, format: TextOrJson) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("RINGWAY_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(filter));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let _ = match format {
-        TextOrJson::Json => builder.json().with_current_span(false).try_init(),
-        TextOrJson::Text => builder
-            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    let from_env = tracing_subscriber::EnvFilter::try_from_env("RINGWAY_LOG").ok();
+    let env_set = from_env.is_some();
+    let filter = from_env.unwrap_or_else(|| tracing_subscriber::EnvFilter::new(filter));
+    let (filter, handle) = tracing_subscriber::reload::Layer::new(filter);
+    let registry = tracing_subscriber::registry().with(filter);
+    let done = match format {
+        TextOrJson::Json => registry
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .json()
+                    .with_current_span(false)
+                    .with_writer(std::io::stderr),
+            )
+            .try_init(),
+        TextOrJson::Text => registry
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+                    .with_writer(std::io::stderr),
+            )
             .try_init(),
     };
+    if done.is_ok() && !env_set {
+        let _ = SET_LOG_FILTER.set(Box::new(move |f: &str| {
+            let filter = tracing_subscriber::EnvFilter::try_new(f).map_err(|e| e.to_string())?;
+            handle.reload(filter).map_err(|e| e.to_string())
+        }));
+    }
 }
 
 /// Prints a machine-readable line on stdout (tests and scripts read the ports from
@@ -101,7 +125,7 @@ fn say(line: &str) {
     let _ = out.flush();
 }
 
-fn run(config: Config) -> ExitCode {
+fn run(config: Config, opts: ringway::config::Opts) -> ExitCode {
     if !config.reuse_port_shared {
         if let Some((addr, e)) = ringway::preflight::address_in_use(&config.listen) {
             eprintln!(
@@ -147,7 +171,7 @@ fn run(config: Config) -> ExitCode {
                             continue;
                         }
                         if sig == signal_hook::consts::SIGHUP {
-                            reload(&shared);
+                            reload(&shared, &opts);
                             continue;
                         }
                         tracing::info!(signal = sig, "stopping: draining in-flight requests");
@@ -211,7 +235,17 @@ fn run(config: Config) -> ExitCode {
 }
 
 /// SIGHUP: what can change without a restart is re-read; a failure keeps what runs.
-fn reload(shared: &ringway::ctx::Shared) {
+///
+/// The TLS certificates and keys are re-read; then the `--config` file is read and
+/// validated exactly as at start-up (and as `ringway check-config` does). An invalid file
+/// is refused as a whole: the error is logged, counted in
+/// `ringway_config_reload_failures_total`, and the old configuration keeps serving. A
+/// valid one is published to the shards (see `ctx::Shared::reload`): backends and their
+/// servers, routes, timeouts, per-backend pool limits, balancing and checks, and the log
+/// filter change without dropping a connection; settings that only a restart can change
+/// (listeners, CPUs, ...) keep their running value and are logged as such.
+fn reload(shared: &ringway::ctx::Shared, opts: &ringway::config::Opts) {
+    use std::sync::atomic::Ordering;
     match &shared.server_tls {
         Some(tls) => match tls.reload() {
             Ok(()) => tracing::info!("reloaded the TLS certificates and keys"),
@@ -219,9 +253,50 @@ fn reload(shared: &ringway::ctx::Shared) {
                 tracing::error!(error = %e, "TLS reload failed; keeping the certificates in use")
             }
         },
-        None => tracing::info!("SIGHUP: no TLS certificates to reload"),
+        None => tracing::debug!("SIGHUP: no TLS certificates to reload"),
     }
-    tracing::warn!(
-        "SIGHUP: reloading the configuration file is not supported yet; listeners, backends and routes are unchanged (restart to apply them)"
-    );
+    if opts.config.is_none() {
+        tracing::info!("SIGHUP: no --config file to reload; the flags stay as they are");
+        return;
+    }
+    let new = match Config::from_opts(opts) {
+        Ok(c) => c,
+        Err(e) => {
+            shared.reload_failures.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(error = %e, "configuration reload refused: {e}; the old configuration keeps serving");
+            return;
+        }
+    };
+    let (current, table) = match shared.reload.lock() {
+        Ok(r) => (r.config.clone(), r.table.clone()),
+        Err(_) => {
+            shared.reload_failures.fetch_add(1, Ordering::Relaxed);
+            tracing::error!("configuration reload refused: internal state poisoned");
+            return;
+        }
+    };
+    let (applied, restart) = ringway::config::reload::merge(&current, new);
+    for what in &restart {
+        tracing::warn!(
+            "configuration reload: {what} changed, which needs a restart; the running value stays"
+        );
+    }
+    if applied.log != current.log {
+        match SET_LOG_FILTER.get() {
+            Some(set) => match set(&applied.log) {
+                Ok(()) => tracing::info!(filter = %applied.log, "log filter changed"),
+                Err(e) => tracing::warn!(error = %e, "log filter not changed"),
+            },
+            None => tracing::warn!("log filter not changed: RINGWAY_LOG overrides it"),
+        }
+    }
+    let changes = ringway::config::reload::describe_changes(&current, &applied);
+    let new_table = table.rebuild(&applied);
+    shared.publish_reload(applied, new_table);
+    shared.reloads.fetch_add(1, Ordering::Relaxed);
+    if changes.is_empty() {
+        tracing::info!("configuration reloaded: nothing changed");
+    } else {
+        tracing::info!("configuration reloaded: {}", changes.join("; "));
+    }
 }

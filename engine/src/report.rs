@@ -23,11 +23,12 @@ pub fn done(ctx: &ShardCtx, t: &Trace, status: u16) {
     let server = t
         .slot
         .get()
-        .and_then(|s| ctx.shared.table.server_of_slot(s));
+        .and_then(|s| ctx.upstreams.table().server_of_slot(s));
+    let config = ctx.config();
     let backend = t
         .backend
         .get()
-        .and_then(|b| ctx.config().backends.get(b))
+        .and_then(|b| config.backends.get(b))
         .map(|b| b.name.as_str());
     {
         let mut m = ctx.metrics.borrow_mut();

@@ -1,13 +1,11 @@
-//! Routing: which backend a request goes to, from its `Host` and path, and which server
-//! of that backend serves it (round-robin, skipping servers marked down).
+//! Routing: which backend a request goes to, from its `Host` and path. Which server of
+//! that backend serves it is the upstream layer's choice (`upstream/balance.rs`).
 //!
-//! The routing table is built once from the configuration and shared read-only by the
-//! shards; the round-robin cursor is per shard, so choosing a server takes no lock.
+//! The routing table is built from the configuration; each shard holds its own copy,
+//! replaced by a configuration reload between requests.
 //! Routes match the normalised view of a request (`Host`, or the authority of an
 //! absolute-form target; the path as `ringway_http1::route_path` makes it), never the raw
 //! target: see docs/operations.md, "How targets are normalised".
-
-use std::cell::Cell;
 
 use crate::config::{Config, RouteConfig};
 
@@ -69,29 +67,6 @@ fn strip_port(host: &[u8]) -> &[u8] {
     }
 }
 
-/// A shard's round-robin cursor over one backend's servers.
-#[derive(Debug, Default)]
-pub struct RoundRobin {
-    next: Cell<usize>,
-}
-
-impl RoundRobin {
-    /// Picks the next server index in `0..n` for which `usable` holds; if none does, the
-    /// plain next one (so a server marked down gets tried again rather than never).
-    pub fn pick(&self, n: usize, usable: impl Fn(usize) -> bool) -> usize {
-        let start = self.next.get();
-        for i in 0..n {
-            let idx = (start + i) % n;
-            if usable(idx) {
-                self.next.set(idx + 1);
-                return idx;
-            }
-        }
-        self.next.set(start + 1);
-        start % n.max(1)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -138,12 +113,8 @@ mod tests {
     }
 
     #[test]
-    fn round_robin_skips_unusable() {
-        let rr = RoundRobin::default();
-        let picks: Vec<usize> = (0..4).map(|_| rr.pick(3, |i| i != 1)).collect();
-        assert_eq!(picks, vec![0, 2, 0, 2]);
-        let all_down: Vec<usize> = (0..3).map(|_| rr.pick(3, |_| false)).collect();
-        assert_eq!(all_down.len(), 3);
+    fn ports_are_stripped() {
         assert_eq!(strip_port(b"[::1]:80"), b"[::1]");
+        assert_eq!(strip_port(b"a.test:8080"), b"a.test");
     }
 }

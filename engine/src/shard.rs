@@ -56,7 +56,7 @@ impl Shard {
         let ctx = &self.ctx;
         let m = ctx.metrics.borrow();
         let (servers, up_counters, t) = ctx.upstreams.snapshot();
-        let table = &ctx.shared.table;
+        let table = ctx.upstreams.table();
         let servers_up = ctx.upstreams.servers_up();
         // Per slot: whether its server is up on this shard.
         let up: Vec<bool> = (0..table.keys.len())
@@ -87,6 +87,7 @@ impl Shard {
             inflight: ctx.load.inflight.get(),
             draining: ctx.load.draining.get(),
             faults: ctx.upstreams.faults_injected(),
+            checks: ctx.upstreams.checks.figures(),
         }
     }
 
@@ -164,9 +165,11 @@ impl crate::admin::Source for Shard {
     async fn metrics(&self) -> String {
         let mut snaps = self.gather().await;
         let shared = &self.ctx.shared;
-        let slots = shared.table.slot_labels(&shared.config);
-        let backends: Vec<String> = shared
-            .config
+        let table = self.ctx.upstreams.table();
+        let slots = table.slot_labels();
+        let backends: Vec<String> = self
+            .ctx
+            .config()
             .backends
             .iter()
             .map(|b| b.name.clone())
@@ -181,6 +184,53 @@ impl crate::admin::Source for Shard {
                 commit: crate::build_info::COMMIT,
             },
         );
+        {
+            use std::fmt::Write as _;
+            let _ = write!(
+                text,
+                "# HELP ringway_config_reloads_total Configuration reloads (SIGHUP) that took effect.\n\
+                 # TYPE ringway_config_reloads_total counter\nringway_config_reloads_total {}\n\
+                 # HELP ringway_config_reload_failures_total Configuration reloads refused (the file was invalid); the old configuration stays.\n\
+                 # TYPE ringway_config_reload_failures_total counter\nringway_config_reload_failures_total {}\n",
+                shared.reloads.load(Ordering::Relaxed),
+                shared.reload_failures.load(Ordering::Relaxed)
+            );
+            let checks: Vec<_> = snaps
+                .iter()
+                .flat_map(|s| s.checks.iter().copied())
+                .collect();
+            if !checks.is_empty() {
+                let label = |server: u32| {
+                    table
+                        .servers
+                        .get(server as usize)
+                        .map_or_else(String::new, |s| {
+                            format!("backend=\"{}\",server=\"{}\"", s.backend_name, s.addr)
+                        })
+                };
+                let families: [(&str, &str, &str); 4] = [
+                    ("server_check_up", "gauge", "1 while the server passes its active health check (HAProxy's rise/fall), 0 while it is down by it."),
+                    ("server_check_last_change_seconds", "gauge", "When the server's health-check state last changed (start-up counts), in seconds since the epoch."),
+                    ("server_checks_failed_total", "counter", "Active health checks of the server that failed."),
+                    ("server_checks_total", "counter", "Active health checks of the server sent (one shard checks each server)."),
+                ];
+                for (k, (name, kind, help)) in families.iter().enumerate() {
+                    let _ = write!(
+                        text,
+                        "# HELP ringway_{name} {help}\n# TYPE ringway_{name} {kind}\n"
+                    );
+                    for &(server, up, changed, failed, sent) in &checks {
+                        let v = match k {
+                            0 => u64::from(up).to_string(),
+                            1 => format!("{changed:.3}"),
+                            2 => failed.to_string(),
+                            _ => sent.to_string(),
+                        };
+                        let _ = writeln!(text, "ringway_{name}{{{}}} {v}", label(server));
+                    }
+                }
+            }
+        }
         if let Some(tls) = &shared.server_tls {
             use std::fmt::Write as _;
             let ok = tls.reloads.load(Ordering::Relaxed);
@@ -263,7 +313,11 @@ pub async fn run(
         warn: RateLimited::default(),
         backend_warn: RateLimited::default(),
         access_log: shared.access_log.shard_log(id),
+        live: RefCell::new(Rc::new(crate::ctx::Live::new(shared.config.clone()))),
+        generation: Cell::new(0),
     });
+    // A reload published while this shard was starting.
+    ctx.pick_up_reload();
     let shard = Rc::new(Shard {
         cpu,
         ctx: ctx.clone(),
@@ -285,6 +339,7 @@ pub async fn run(
     let maintenance = [
         glommio::spawn_local(upstreams.clone().sweep_loop()),
         glommio::spawn_local(upstreams.clone().purge_loop()),
+        glommio::spawn_local(upstreams.clone().check_loop()),
     ];
     let log_flush = ctx.access_log.enabled().then(|| {
         let ctx = ctx.clone();
@@ -325,6 +380,9 @@ pub async fn run(
 
     while !shared.stop.load(Ordering::Relaxed) {
         glommio::timer::sleep(STOP_POLL).await;
+        if ctx.pick_up_reload() {
+            tracing::debug!(shard = id, "configuration reload applied");
+        }
     }
     // Drain: stop accepting, let in-flight requests finish within the grace period.
     ctx.load.draining.set(true);

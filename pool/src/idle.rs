@@ -106,6 +106,8 @@ struct ServerSlot {
     safe: List,
     down: bool,
     stats: ServerStats,
+    /// This server's own limits (a per-backend setting), instead of the pool's.
+    limits: Option<PoolConfig>,
 }
 
 impl ServerSlot {
@@ -164,6 +166,30 @@ impl<C> IdlePool<C> {
         &self.cfg
     }
 
+    /// The limits that apply to `server`: its own if it has them, else the pool's.
+    pub fn limits(&self, server: ServerId) -> &PoolConfig {
+        self.servers
+            .get(server.index())
+            .and_then(|s| s.limits.as_ref())
+            .unwrap_or(&self.cfg)
+    }
+
+    /// Gives `server` its own limits (reuse mode, max idle, max reuse), e.g. from its
+    /// backend's settings. Connections already pooled stay until checkout or purge.
+    pub fn set_limits(&mut self, server: ServerId, limits: PoolConfig) {
+        if let Some(s) = self.servers.get_mut(server.index()) {
+            s.limits = Some(limits);
+        }
+    }
+
+    /// Makes room for servers up to `n_servers` (a configuration reload added some); the
+    /// existing servers and their connections are untouched.
+    pub fn grow(&mut self, n_servers: usize) {
+        while self.servers.len() < n_servers {
+            self.servers.push(ServerSlot::default());
+        }
+    }
+
     /// Number of servers this pool was built for.
     pub fn n_servers(&self) -> usize {
         self.servers.len()
@@ -174,7 +200,7 @@ impl<C> IdlePool<C> {
     /// a client session; the reuse mode decides (see [`crate::ReuseMode::allowed`]).
     /// Returns `None` when the request must use a new connection (or its own private one).
     pub fn checkout(&mut self, server: ServerId, first_request: bool) -> Option<Checkout<C>> {
-        let allowed = self.cfg.reuse.allowed(first_request);
+        let allowed = self.limits(server).reuse.allowed(first_request);
         let (conn, uses, class) = self.pop_newest(server, allowed, true)?;
         let stats = &mut self.servers[server.index()].stats;
         stats.reuse += 1;
@@ -424,13 +450,13 @@ impl<C> IdlePool<C> {
     /// Pools a connection that does not count as used, applying the limits in order:
     /// unknown server, down, reuse never, max-reuse, max-idle.
     fn put(&mut self, server: ServerId, conn: C, uses: u32, now: Instant) -> PutResult<C> {
-        let cfg = &self.cfg;
         let Some(slot) = self.servers.get_mut(server.index()) else {
             return PutResult::Rejected(conn, RejectReason::UnknownServer);
         };
         if slot.down {
             return PutResult::Rejected(conn, RejectReason::ServerDown);
         }
+        let cfg = slot.limits.as_ref().unwrap_or(&self.cfg);
         if cfg.reuse == crate::ReuseMode::Never {
             return PutResult::Rejected(conn, RejectReason::ReuseNever);
         }

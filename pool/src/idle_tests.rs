@@ -347,3 +347,30 @@ fn a_dead_checkout_is_not_a_reuse() {
     assert_eq!(live.conn, 1);
     assert_eq!(p.stats(S0).reuse, 1);
 }
+
+#[test]
+fn per_server_limits_override_the_pools_and_grow_keeps_connections() {
+    let mut p: IdlePool<u32> = IdlePool::new(cfg(ReuseMode::Safe, 8), 2);
+    // S1's backend says: keep one idle, never reuse on a session's first request but
+    // allow safe ones (aggressive).
+    p.set_limits(S1, cfg(ReuseMode::Aggressive, 1));
+    assert_eq!(p.limits(S1).max_idle_per_server, 1);
+    assert_eq!(p.limits(S0).max_idle_per_server, 8);
+    put(&mut p, S1, 10, 2);
+    p.connected(S1);
+    match p.checkin(S1, 11, 2, Instant::now()) {
+        PutResult::Rejected(11, RejectReason::MaxIdle) => {}
+        other => panic!("S1 keeps one idle: {other:?}"),
+    }
+    // Aggressive: a first request may take a safe connection (Safe mode would refuse).
+    assert!(p.checkout(S1, true).is_some());
+    put(&mut p, S0, 20, 2);
+    assert!(p.checkout(S0, true).is_none(), "S0 keeps the pool's safe mode");
+    // A reload adds a server: existing connections stay, the new slot works.
+    put(&mut p, S0, 21, 1);
+    p.grow(3);
+    assert_eq!(p.n_servers(), 3);
+    assert_eq!(p.idle_count(S0), 2);
+    put(&mut p, ServerId(2), 30, 1);
+    assert_eq!(p.idle_count(ServerId(2)), 1);
+}

@@ -12,8 +12,10 @@
 
 #[macro_use]
 mod define;
+pub mod backend;
 mod file;
 pub mod reference;
+pub mod reload;
 mod settings;
 pub mod values;
 
@@ -28,6 +30,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use ringway_pool::{FaultPlan, ReuseMode};
 
+pub use backend::{BackendConfig, CheckConfig, OutlierConfig};
 pub use define::{Origin, Setting};
 pub use file::SettingsFile;
 pub use ringway_sys::format_cpu_list;
@@ -143,14 +146,6 @@ impl Placement {
     }
 }
 
-#[derive(Debug, Clone)]
-pub struct BackendConfig {
-    pub name: String,
-    pub servers: Vec<SocketAddr>,
-    /// How each server is spoken to, in the same order (plain or TLS, with its name).
-    pub schemes: Vec<values::Scheme>,
-}
-
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RouteConfig {
     /// Lower-case host without port, or `*`.
@@ -237,7 +232,10 @@ impl Config {
             Some(path) => Some(SettingsFile::read(path, &Settings::keys())?),
             None => None,
         };
-        build(Settings::resolve(&opts.settings, file.as_ref())?)
+        build_with(
+            Settings::resolve(&opts.settings, file.as_ref())?,
+            file.as_ref(),
+        )
     }
 }
 
@@ -251,29 +249,60 @@ fn in_range<T>(s: &Setting<T>, n: u64, min: u64, max: u64) -> Result<u64, Config
 
 /// Checks what involves more than one setting, and fills in the [`Config`].
 pub fn build(s: Settings) -> Result<Config, ConfigError> {
-    if s.backend.value.is_empty() {
+    build_with(s, None)
+}
+
+/// [`build`], with the `[backends.NAME]` tables of the file, if any.
+pub fn build_with(s: Settings, file: Option<&SettingsFile>) -> Result<Config, ConfigError> {
+    let defaults = backend::defaults(&s)?;
+    let tables = file.and_then(|f| f.backends.as_ref().map(|b| (f, b)));
+    let mut backends: Vec<BackendConfig> = Vec::new();
+    match tables {
+        // `--backend` flags win over the file's backends; a `backend = [...]` list and
+        // `[backends.NAME]` tables in the same file would be two answers to one question.
+        Some((f, section)) if s.backend.origin != Origin::Flag => {
+            if matches!(s.backend.origin, Origin::File { .. }) {
+                return Err(s.backend.err(
+                    "the file gives both backend = [...] and [backends.NAME] tables; keep one",
+                ));
+            }
+            for t in &section.tables {
+                if backends.iter().any(|x| x.name == t.name) {
+                    return Err(ConfigError::new(
+                        &format!("backends.{}", t.name),
+                        format!("backend name '{}' is used twice", t.name),
+                    ));
+                }
+                backends.push(backend::from_table(&f.path, t, &defaults)?);
+            }
+        }
+        _ => {
+            for (i, b) in s.backend.value.iter().enumerate() {
+                let name = match &b.name {
+                    Some(n) => n.clone(),
+                    None if i == 0 => "default".to_string(),
+                    None => format!("backend{}", i + 1),
+                };
+                if backends.iter().any(|x| x.name == name) {
+                    return Err(s
+                        .backend
+                        .err(format!("backend name '{name}' is used twice")));
+                }
+                backends.push(BackendConfig {
+                    name,
+                    servers: b.servers.clone(),
+                    schemes: b.schemes.clone(),
+                    weights: b.weights.clone(),
+                    ..defaults.clone()
+                });
+            }
+        }
+    }
+    if backends.is_empty() {
         return Err(ConfigError::new(
             "--backend",
-            "at least one backend is required, e.g. --backend 127.0.0.1:9000",
+            "at least one backend is required, e.g. --backend 127.0.0.1:9000 (or a [backends.NAME] table in --config)",
         ));
-    }
-    let mut backends: Vec<BackendConfig> = Vec::with_capacity(s.backend.value.len());
-    for (i, b) in s.backend.value.iter().enumerate() {
-        let name = match &b.name {
-            Some(n) => n.clone(),
-            None if i == 0 => "default".to_string(),
-            None => format!("backend{}", i + 1),
-        };
-        if backends.iter().any(|x| x.name == name) {
-            return Err(s
-                .backend
-                .err(format!("backend name '{name}' is used twice")));
-        }
-        backends.push(BackendConfig {
-            name,
-            servers: b.servers.clone(),
-            schemes: b.schemes.clone(),
-        });
     }
     let names: HashMap<&str, usize> = backends
         .iter()
@@ -390,6 +419,11 @@ pub fn build(s: Settings) -> Result<Config, ConfigError> {
         crate::tls::BackendTls::build(&backend_tls).map_err(|e| s.backend_ca.err(e.to_string()))?;
     }
 
+    if let Some(t) = &s.timeout_try.value {
+        if t.is_zero() {
+            return Err(s.timeout_try.err("must be greater than zero"));
+        }
+    }
     let timeouts = Timeouts {
         client_head: s.timeout_client_head.value,
         client_idle: s.timeout_client_idle.value,
@@ -592,14 +626,52 @@ pub fn describe(c: &Config) -> String {
             .servers
             .iter()
             .zip(&b.schemes)
-            .map(|(a, sc)| match sc {
-                values::Scheme::Http => a.to_string(),
-                values::Scheme::Https { name } => format!("https://{name} ({a})"),
-                values::Scheme::H2c => format!("h2c://{a}"),
-                values::Scheme::H2 { name } => format!("h2://{name} ({a})"),
+            .zip(&b.weights)
+            .map(|((a, sc), w)| {
+                let s = match sc {
+                    values::Scheme::Http => a.to_string(),
+                    values::Scheme::Https { name } => format!("https://{name} ({a})"),
+                    values::Scheme::H2c => format!("h2c://{a}"),
+                    values::Scheme::H2 { name } => format!("h2://{name} ({a})"),
+                };
+                if *w == 1 {
+                    s
+                } else {
+                    format!("{s} weight={w}")
+                }
             })
             .collect();
         s.push_str(&format!("backend {}: {}\n", b.name, servers.join(", ")));
+        let balance = match b.balance {
+            values::Balance::Hash => format!("hash on {}", b.hash_on),
+            ref other => other.to_string(),
+        };
+        let check = match &b.check {
+            Some(c) => format!(
+                "{} {} expecting {} every {:?} (timeout {:?}, rise {}, fall {})",
+                c.method, c.path, c.status, c.interval, c.timeout, c.rise, c.fall
+            ),
+            None => "none".to_string(),
+        };
+        s.push_str(&format!(
+            "  balance {balance}; check {check}; timeouts connect {:?}, backend {:?}{}; retries {} on {}; reuse {}, max idle {}, max reuse {}; passive checks {}\n",
+            b.timeout_connect,
+            b.timeout_backend,
+            b.timeout_try.map_or(String::new(), |t| format!(", per try {t:?}")),
+            b.retries,
+            b.retry_on,
+            b.reuse,
+            b.pool_max_idle,
+            b.max_reuse.map_or("unlimited".to_string(), |n| n.to_string()),
+            if b.outlier.failures == 0 {
+                "off".to_string()
+            } else {
+                format!(
+                    "after {} failures, out {:?} to {:?}",
+                    b.outlier.failures, b.outlier.ejection, b.outlier.max_ejection
+                )
+            }
+        ));
     }
     for r in &c.routes {
         s.push_str(&format!(

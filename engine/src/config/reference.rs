@@ -64,6 +64,35 @@ pub fn markdown() -> String {
             out.push('\n');
         }
     }
+    out.push_str(
+        "\n## Per-backend settings\n\n\
+         A `[backends.NAME]` table in the file is one backend (the first table is the default\n\
+         backend unless `default-backend` says otherwise); `--backend` flags, when given,\n\
+         replace the file's backends. Every key but `servers` defaults to the global setting\n\
+         named in the default column, so the flags are the defaults of every backend. An\n\
+         invalid value names the backend and the key (`backends.api.retries: ...`) with the\n\
+         file and line. See [traffic.md](traffic.md) for a worked example.\n\n\
+         | key of `[backends.NAME]` | value | default | meaning |\n| --- | --- | --- | --- |\n",
+    );
+    let rows = |keys: &[super::backend::BackendKey], out: &mut String| {
+        for k in keys {
+            let default = match k.default_from {
+                Some(f) => format!("`--{f}`"),
+                None => "none".to_string(),
+            };
+            out.push_str(&format!(
+                "| `{}` | {} | {default} | {} |\n",
+                k.key,
+                k.expected.replace('|', "\\|"),
+                k.doc.replace('|', "\\|")
+            ));
+        }
+    };
+    rows(super::backend::BACKEND_KEYS, &mut out);
+    out.push_str(
+        "\n| key of `[backends.NAME.check]` | value | default | meaning |\n| --- | --- | --- | --- |\n",
+    );
+    rows(super::backend::CHECK_KEYS, &mut out);
     out
 }
 

@@ -6,8 +6,8 @@
 //! (checked by a unit test) follow from the entry; see [`define`](super::define).
 
 use super::values::{
-    AccessLog, Addr, Backend, Count, Cpus, Dur, Format, Listen, LogFilter, OnOff, Reuse, Route,
-    Size, Text,
+    AccessLog, Addr, Backend, BalanceKind, CheckPath, Count, Cpus, Dur, Format, HashOnKind, Listen,
+    LogFilter, MethodKind, OnOff, RetryOnKind, Reuse, Route, Size, StatusRangeKind, Text,
 };
 
 pub const LISTENERS: &str = "Listeners";
@@ -49,6 +49,48 @@ settings! {
         /// Backend for requests no route matches: a backend name, or `none` to answer 404. Default: the first backend.
         #[arg(value_name = "NAME", help_heading = BACKENDS)]
         default_backend: Text;
+        /// How a backend spreads requests over its servers: round-robin (smooth, weighted), least-request (fewest outstanding requests of two random servers) or hash (consistent, on --hash-on). Default for every backend.
+        #[arg(value_name = "round-robin|least-request|hash", help_heading = BACKENDS)]
+        balance: BalanceKind = "round-robin";
+        /// What `balance = hash` hashes: header:NAME, cookie:NAME, path or client-ip (a request without the key gets round-robin).
+        #[arg(value_name = "KEY", help_heading = BACKENDS)]
+        hash_on: HashOnKind = "client-ip";
+        /// Further tries a request may get on another server of its backend, when it is idempotent, its body is all sent and no response byte came (see --retry-on). A stale reused connection is always retried once anyway.
+        #[arg(value_name = "N", help_heading = BACKENDS)]
+        retries: Count = "0";
+        /// Which failures --retries covers: connect-failure, reset (closed before a response byte), timeout (no response head within --timeout-try); comma-separated, or none.
+        #[arg(value_name = "LIST", help_heading = BACKENDS)]
+        retry_on: RetryOnKind = "connect-failure,reset";
+        /// Path of the active health check (HTTP); given, every backend checks its servers. Default: no active checks.
+        #[arg(value_name = "PATH", help_heading = BACKENDS)]
+        check_path: CheckPath;
+        /// Method of the active health check.
+        #[arg(value_name = "METHOD", help_heading = BACKENDS)]
+        check_method: MethodKind = "GET";
+        /// Statuses an active health check accepts as healthy, e.g. 200-399.
+        #[arg(value_name = "RANGE", help_heading = BACKENDS)]
+        check_status: StatusRangeKind = "200-399";
+        /// Time between two active checks of one server.
+        #[arg(value_name = "DUR", help_heading = BACKENDS)]
+        check_interval: Dur = "2s";
+        /// Time an active check may take (connect, request and response head) before it counts as failed.
+        #[arg(value_name = "DUR", help_heading = BACKENDS)]
+        check_timeout: Dur = "1s";
+        /// Consecutive passed checks that bring a down server up (HAProxy's rise).
+        #[arg(value_name = "N", help_heading = BACKENDS)]
+        check_rise: Count = "2";
+        /// Consecutive failed checks that take an up server down (HAProxy's fall).
+        #[arg(value_name = "N", help_heading = BACKENDS)]
+        check_fall: Count = "3";
+        /// Passive checks: consecutive connect errors, resets or 5xx answers from a server that take it out (0 = off).
+        #[arg(value_name = "N", help_heading = BACKENDS)]
+        outlier_failures: Count = "5";
+        /// How long a server taken out by passive checks stays out the first time; it doubles each time it fails again, up to --outlier-max-ejection.
+        #[arg(value_name = "DUR", help_heading = BACKENDS)]
+        outlier_ejection: Dur = "1s";
+        /// Longest time a server stays out after passive checks.
+        #[arg(value_name = "DUR", help_heading = BACKENDS)]
+        outlier_max_ejection: Dur = "30s";
         /// PEM CA bundle that https:// backends are verified against. Default: the system roots.
         #[arg(value_name = "FILE", help_heading = BACKENDS)]
         backend_ca: Text;
@@ -103,6 +145,9 @@ settings! {
         /// Time a backend may stay silent while a response is expected.
         #[arg(value_name = "DUR", help_heading = LIMITS)]
         timeout_backend: Dur = "30s";
+        /// Longest silence of the server during one try, instead of --timeout-backend; a try that times out before any response byte may be retried (--retry-on timeout). Default: --timeout-backend.
+        #[arg(value_name = "DUR", help_heading = LIMITS)]
+        timeout_try: Dur;
         /// On SIGINT/SIGTERM, how long in-flight requests may take to finish.
         #[arg(value_name = "DUR", help_heading = LIMITS)]
         grace: Dur = "10s";

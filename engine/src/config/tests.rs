@@ -496,3 +496,162 @@ fn every_setting_has_a_flag_a_key_and_parsing_defaults() {
         Some("Address of the admin listener serving /metrics (Prometheus text format)")
     );
 }
+
+/// The shape of issue 13's example, with the flags as defaults for every backend.
+#[test]
+fn backend_tables_take_the_documented_shape_and_flags_are_defaults() {
+    let (dir, p) = toml_file(
+        "backends",
+        r#"default-backend = "api"
+timeout-connect = "2s"
+[backends.static]
+servers = ["127.0.0.1:9100"]
+[backends.api]
+servers = ["127.0.0.1:9000", "127.0.0.1:9001 weight=3", { address = "127.0.0.1:9002", weight = 0 }]
+balance = "least-request"
+hash-on = "header:x-user"
+retries = 2
+retry-on = ["connect-failure"]
+pool-max-idle = 8
+reuse = "aggressive"
+[backends.api.check]
+path = "/healthz"
+interval = "1s"
+timeout = "500ms"
+rise = 2
+fall = 2
+"#,
+    );
+    let c = cfg(&["--config", &p, "--max-reuse", "7"]).unwrap();
+    assert_eq!(c.backends.len(), 2);
+    // File order: the first table is backend 0.
+    assert_eq!(c.backends[0].name, "static");
+    assert_eq!(c.default_backend, Some(1), "default-backend names api");
+    let api = &c.backends[1];
+    assert_eq!(api.weights, vec![1, 3, 0]);
+    assert_eq!(api.balance, values::Balance::LeastRequest);
+    assert_eq!(api.hash_on, values::HashOn::Header("x-user".into()));
+    assert_eq!(api.retries, 2);
+    assert!(api.retry_on.connect_failure && !api.retry_on.reset);
+    assert_eq!(api.pool_max_idle, 8);
+    assert_eq!(api.reuse, ReuseMode::Aggressive);
+    let check = api.check.as_ref().unwrap();
+    assert_eq!(
+        (
+            check.path.as_str(),
+            check.method.as_str(),
+            check.rise,
+            check.fall
+        ),
+        ("/healthz", "GET", 2, 2)
+    );
+    assert_eq!(check.timeout, Duration::from_millis(500));
+    assert_eq!(check.status, values::StatusRange { lo: 200, hi: 399 });
+    // Globals are the defaults: the file's timeout-connect, the flag's max-reuse.
+    let st = &c.backends[0];
+    assert_eq!(st.timeout_connect, Duration::from_secs(2));
+    assert_eq!(api.timeout_connect, Duration::from_secs(2));
+    assert_eq!(st.max_reuse, Some(7));
+    assert_eq!(st.balance, values::Balance::RoundRobin);
+    assert!(st.check.is_none());
+    // --backend flags replace the file's backends.
+    let c = cfg(&[
+        "--config",
+        &p,
+        "--backend",
+        "x=127.0.0.1:1",
+        "--default-backend",
+        "x",
+    ])
+    .unwrap();
+    assert_eq!(c.backends.len(), 1);
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn bad_backend_settings_name_the_backend_and_the_key() {
+    let cases: &[(&str, &str, &str)] = &[
+        (
+            "[backends.api]\nservers = [\"127.0.0.1:1\"]\nbalance = \"random\"\n",
+            "backends.api.balance",
+            "'random' is not a balance algorithm",
+        ),
+        (
+            "[backends.api]\nservers = [\"127.0.0.1:1\"]\nretries = 99\n",
+            "backends.api.retries",
+            "99 is out of range",
+        ),
+        (
+            "[backends.api]\nservers = [\"127.0.0.1:1 weight=x\"]\n",
+            "backends.api.servers",
+            "weight 'x' is not a whole number",
+        ),
+        (
+            "[backends.api]\nbalance = \"hash\"\n",
+            "backends.api.servers",
+            "missing",
+        ),
+        (
+            "[backends.api]\nservers = [\"127.0.0.1:1\"]\nbalanse = \"hash\"\n",
+            "backends.api.balanse",
+            "unknown key of backend 'api'",
+        ),
+        (
+            "[backends.api]\nservers = [\"127.0.0.1:1\"]\nhash-on = \"body\"\n",
+            "backends.api.hash-on",
+            "not a hash key",
+        ),
+        (
+            "[backends.api]\nservers = [\"127.0.0.1:1\"]\n[backends.api.check]\npath = \"/h\"\nrise = 0\n",
+            "backends.api.check.rise",
+            "0 is out of range",
+        ),
+        (
+            "[backends.api]\nservers = [\"127.0.0.1:1\"]\n[backends.api.check]\ninterval = \"1s\"\n",
+            "backends.api.check.path",
+            "missing",
+        ),
+        (
+            "[backends.api]\nservers = [\"127.0.0.1:1\"]\n[backends.api.check]\npath = \"/h\"\nstatus = \"600\"\n",
+            "backends.api.check.status",
+            "not a status range",
+        ),
+    ];
+    for (i, (text, key, needle)) in cases.iter().enumerate() {
+        let (dir, p) = toml_file(&format!("berr{i}"), text);
+        let e = err(&["--config", &p]);
+        assert_eq!(e.flag, *key, "{text:?} -> {e}");
+        assert!(e.msg.contains(needle), "{text:?} -> '{e}' lacks '{needle}'");
+        assert!(
+            e.msg.contains(&format!("in {p}, line ")),
+            "{text:?} -> '{e}'"
+        );
+        std::fs::remove_dir_all(&dir).ok();
+    }
+}
+
+#[test]
+fn reload_merge_keeps_what_needs_a_restart() {
+    let old = cfg(&["--backend", "a=127.0.0.1:1", "--listen", "127.0.0.1:1000"]).unwrap();
+    let new = cfg(&[
+        "--backend",
+        "a=127.0.0.1:1,127.0.0.1:2",
+        "--listen",
+        "127.0.0.1:2000",
+        "--timeout-client-idle",
+        "5s",
+    ])
+    .unwrap();
+    let (applied, restart) = reload::merge(&old, new);
+    assert_eq!(restart, vec!["listen".to_string()]);
+    assert_eq!(applied.listen, old.listen, "the running listeners stay");
+    assert_eq!(applied.backends[0].servers.len(), 2, "backends change");
+    assert_eq!(applied.timeouts.client_idle, Duration::from_secs(5));
+    let changes = reload::describe_changes(&old, &applied);
+    assert!(
+        changes
+            .iter()
+            .any(|c| c.contains("backend a changed (1 server(s) added")),
+        "{changes:?}"
+    );
+}

@@ -353,6 +353,37 @@ pub struct BackendSpec {
     pub servers: Vec<SocketAddr>,
     /// The scheme of each server, in the same order.
     pub schemes: Vec<Scheme>,
+    /// The weight of each server, in the same order (1 unless `weight=N` was given).
+    pub weights: Vec<u32>,
+}
+
+/// The largest server weight accepted.
+pub const MAX_WEIGHT: u32 = 1000;
+
+/// One server as a backend lists it: `SERVER [weight=N]`.
+pub fn parse_weighted_server(s: &str) -> Result<(Scheme, SocketAddr, u32), String> {
+    let s = s.trim();
+    let (server, weight) = match s.split_once(char::is_whitespace) {
+        None => (s, 1),
+        Some((server, rest)) => {
+            let rest = rest.trim();
+            let w = rest
+                .strip_prefix("weight=")
+                .ok_or_else(|| format!("'{s}': after the server only `weight=N` may follow"))?;
+            let w: u32 = w
+                .trim()
+                .parse()
+                .map_err(|_| format!("'{s}': weight '{w}' is not a whole number"))?;
+            if w > MAX_WEIGHT {
+                return Err(format!(
+                    "'{s}': weight {w} is out of range (0 to {MAX_WEIGHT}; 0 drains the server)"
+                ));
+            }
+            (server, w)
+        }
+    };
+    let (scheme, addr) = parse_server(server)?;
+    Ok((scheme, addr, weight))
 }
 
 /// One server of a backend spec: its scheme (`http://`, `https://`, `h2c://` or none) and
@@ -406,14 +437,265 @@ impl Kind for Backend {
         }
         let parsed = servers
             .split(',')
-            .map(parse_server)
+            .map(parse_weighted_server)
             .collect::<Result<Vec<_>, _>>()?;
-        let (schemes, servers) = parsed.into_iter().unzip();
-        Ok(BackendSpec {
+        let mut spec = BackendSpec {
             name,
-            servers,
-            schemes,
+            servers: Vec::new(),
+            schemes: Vec::new(),
+            weights: Vec::new(),
+        };
+        for (scheme, addr, weight) in parsed {
+            spec.schemes.push(scheme);
+            spec.servers.push(addr);
+            spec.weights.push(weight);
+        }
+        Ok(spec)
+    }
+}
+
+/// How a backend spreads requests over its servers (`balance`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Balance {
+    /// Smooth weighted round-robin (nginx's).
+    RoundRobin,
+    /// Least outstanding requests, power of two random choices, weighted.
+    LeastRequest,
+    /// Consistent hashing (Maglev) on a request key.
+    Hash,
+}
+
+impl std::fmt::Display for Balance {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Balance::RoundRobin => "round-robin",
+            Balance::LeastRequest => "least-request",
+            Balance::Hash => "hash",
         })
+    }
+}
+
+pub struct BalanceKind;
+impl Kind for BalanceKind {
+    type Value = Balance;
+    const EXPECTED: &'static str = "round-robin, least-request or hash";
+    fn parse(s: &str) -> Result<Balance, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "round-robin" | "roundrobin" => Ok(Balance::RoundRobin),
+            "least-request" | "leastrequest" => Ok(Balance::LeastRequest),
+            "hash" => Ok(Balance::Hash),
+            _ => Err(format!(
+                "'{s}' is not a balance algorithm (round-robin, least-request or hash)"
+            )),
+        }
+    }
+}
+
+/// What `balance = "hash"` hashes (`hash-on`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HashOn {
+    /// A request header's value (name in lower case).
+    Header(String),
+    /// A cookie's value.
+    Cookie(String),
+    /// The request path (without the query).
+    Path,
+    /// The client's address.
+    ClientIp,
+}
+
+impl std::fmt::Display for HashOn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            HashOn::Header(n) => write!(f, "header:{n}"),
+            HashOn::Cookie(n) => write!(f, "cookie:{n}"),
+            HashOn::Path => f.write_str("path"),
+            HashOn::ClientIp => f.write_str("client-ip"),
+        }
+    }
+}
+
+pub struct HashOnKind;
+impl Kind for HashOnKind {
+    type Value = HashOn;
+    const EXPECTED: &'static str = "header:NAME, cookie:NAME, path or client-ip";
+    fn parse(s: &str) -> Result<HashOn, String> {
+        let t = s.trim();
+        let token = |n: &str| {
+            !n.is_empty()
+                && n.bytes()
+                    .all(|c| c.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&c))
+        };
+        let bad =
+            || format!("'{s}' is not a hash key (header:NAME, cookie:NAME, path or client-ip)");
+        match t.split_once(':') {
+            Some((k, n)) if k.eq_ignore_ascii_case("header") && token(n) => {
+                Ok(HashOn::Header(n.to_ascii_lowercase()))
+            }
+            Some((k, n)) if k.eq_ignore_ascii_case("cookie") && token(n) => {
+                Ok(HashOn::Cookie(n.to_string()))
+            }
+            None if t.eq_ignore_ascii_case("path") || t.eq_ignore_ascii_case("uri") => {
+                Ok(HashOn::Path)
+            }
+            None if t.eq_ignore_ascii_case("client-ip") => Ok(HashOn::ClientIp),
+            _ => Err(bad()),
+        }
+    }
+}
+
+/// On which failures a request is retried (`retry-on`), each only for an idempotent
+/// request whose body is all sent and before any byte of a response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RetryOn {
+    /// The connect failed (refused, timed out).
+    pub connect_failure: bool,
+    /// The connection was reset or closed before a response byte.
+    pub reset: bool,
+    /// No response head within the per-try timeout (`timeout-try`).
+    pub timeout: bool,
+}
+
+impl std::fmt::Display for RetryOn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut v = Vec::new();
+        if self.connect_failure {
+            v.push("connect-failure");
+        }
+        if self.reset {
+            v.push("reset");
+        }
+        if self.timeout {
+            v.push("timeout");
+        }
+        if v.is_empty() {
+            v.push("none");
+        }
+        f.write_str(&v.join(","))
+    }
+}
+
+pub struct RetryOnKind;
+impl Kind for RetryOnKind {
+    type Value = RetryOn;
+    const EXPECTED: &'static str = "a list of connect-failure, reset, timeout (or none)";
+    fn parse(s: &str) -> Result<RetryOn, String> {
+        let mut r = RetryOn::default();
+        for w in s.split(',').map(str::trim) {
+            match w.to_ascii_lowercase().as_str() {
+                "connect-failure" => r.connect_failure = true,
+                "reset" => r.reset = true,
+                "timeout" => r.timeout = true,
+                "none" => {}
+                _ => {
+                    return Err(format!(
+                        "'{w}' is not a retry condition (connect-failure, reset, timeout or none)"
+                    ))
+                }
+            }
+        }
+        Ok(r)
+    }
+    fn from_toml(v: &toml::Value) -> Result<RetryOn, String> {
+        match v {
+            toml::Value::String(s) => Self::parse(s),
+            toml::Value::Array(items) => {
+                let mut words = Vec::new();
+                for i in items {
+                    match i {
+                        toml::Value::String(s) => words.push(s.clone()),
+                        toml::Value::Integer(n) => words.push(n.to_string()),
+                        other => return Err(wrong_type::<Self>(other)),
+                    }
+                }
+                Self::parse(&words.join(","))
+            }
+            other => Err(wrong_type::<Self>(other)),
+        }
+    }
+}
+
+/// A range of HTTP status codes (`200-399`, or one code `204`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StatusRange {
+    pub lo: u16,
+    pub hi: u16,
+}
+
+impl StatusRange {
+    pub fn contains(&self, s: u16) -> bool {
+        (self.lo..=self.hi).contains(&s)
+    }
+}
+
+impl std::fmt::Display for StatusRange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.lo == self.hi {
+            write!(f, "{}", self.lo)
+        } else {
+            write!(f, "{}-{}", self.lo, self.hi)
+        }
+    }
+}
+
+pub struct StatusRangeKind;
+impl Kind for StatusRangeKind {
+    type Value = StatusRange;
+    const EXPECTED: &'static str = "a status range such as \"200-399\"";
+    fn parse(s: &str) -> Result<StatusRange, String> {
+        let bad = || format!("'{s}' is not a status range such as 200-399 (codes 100 to 599)");
+        let code = |t: &str| -> Result<u16, String> {
+            let n: u16 = t.trim().parse().map_err(|_| bad())?;
+            if (100..=599).contains(&n) {
+                Ok(n)
+            } else {
+                Err(bad())
+            }
+        };
+        let (lo, hi) = match s.split_once('-') {
+            Some((a, b)) => (code(a)?, code(b)?),
+            None => (code(s)?, code(s)?),
+        };
+        if lo > hi {
+            return Err(bad());
+        }
+        Ok(StatusRange { lo, hi })
+    }
+    fn from_toml(v: &toml::Value) -> Result<StatusRange, String> {
+        match v {
+            toml::Value::Integer(n) => Self::parse(&n.to_string()),
+            toml::Value::String(s) => Self::parse(s),
+            other => Err(wrong_type::<Self>(other)),
+        }
+    }
+}
+
+/// An HTTP method token for health checks (`GET`, `HEAD`, `OPTIONS`).
+pub struct MethodKind;
+impl Kind for MethodKind {
+    type Value = String;
+    const EXPECTED: &'static str = "an HTTP method such as GET or HEAD";
+    fn parse(s: &str) -> Result<String, String> {
+        let t = s.trim();
+        if t.is_empty() || !t.bytes().all(|c| c.is_ascii_alphabetic()) {
+            return Err(format!("'{s}' is not an HTTP method such as GET or HEAD"));
+        }
+        Ok(t.to_ascii_uppercase())
+    }
+}
+
+/// A health-check path: absolute, printable, no spaces.
+pub struct CheckPath;
+impl Kind for CheckPath {
+    type Value = String;
+    const EXPECTED: &'static str = "a path such as \"/healthz\"";
+    fn parse(s: &str) -> Result<String, String> {
+        if !s.starts_with('/') || !s.bytes().all(|c| c.is_ascii_graphic()) {
+            return Err(format!(
+                "'{s}' is not a request path (it starts with / and has no spaces)"
+            ));
+        }
+        Ok(s.to_string())
     }
 }
 

@@ -247,7 +247,7 @@ impl Client {
             let data = self.buf.data();
             let host = head.host.clone().map(|r| &data[r]);
             let path = http1::route_path(&data[head.path.clone()], &mut self.route_scratch);
-            ctx.shared.router.route(host, path)
+            ctx.router().route(host, path)
         };
         let Some(backend) = backend else {
             ctx.metrics.borrow_mut().c.no_route += 1;
@@ -262,7 +262,27 @@ impl Client {
                 keep_alive: !close,
             };
         };
-        let slot = ctx.upstreams.choose(backend);
+        let chosen = {
+            let data = self.buf.data();
+            let key = crate::upstream::balance::KeySource {
+                head: &data[..head.head_len],
+                path: &data[head.path.clone()],
+                client: self.peer,
+            };
+            ctx.upstreams.choose(backend, &key)
+        };
+        let Some(slot) = chosen else {
+            // No usable server in the backend (the upstream layer logged why).
+            let close = !head.keep_alive || head.framing != Framing::Empty;
+            if !close {
+                self.buf.consume(head.head_len);
+            }
+            self.send_error(503, close).await;
+            return Outcome {
+                status: 503,
+                keep_alive: !close,
+            };
+        };
         self.trace.routed(backend, slot);
 
         // The upstream head, kept until a response head arrives (a retry resends it).

@@ -352,7 +352,7 @@ async fn handle(
         }
     };
     let mut route_scratch = Vec::new();
-    let backend = ctx.shared.router.route(
+    let backend = ctx.router().route(
         head.host.clone().map(|r| &h1[r]),
         http1::route_path(&h1[head.path.clone()], &mut route_scratch),
     );
@@ -360,7 +360,15 @@ async fn handle(
         ctx.metrics.borrow_mut().c.no_route += 1;
         return answer_locally(respond, 404, is_head);
     };
-    let slot = ctx.upstreams.choose(backend);
+    let key = crate::upstream::balance::KeySource {
+        head: &h1[..head.head_len],
+        path: &h1[head.path.clone()],
+        client: cc.peer,
+    };
+    let Some(slot) = ctx.upstreams.choose(backend, &key) else {
+        // No usable server in the backend (the upstream layer logged why).
+        return answer_locally(respond, 503, is_head);
+    };
     trace.routed(backend, slot);
     if head.expect_continue && has_body {
         // As the HTTP/1.1 front does: we answer 100 ourselves and stream the body at

@@ -212,6 +212,25 @@ impl ShardMetrics {
         }
     }
 
+    /// A configuration reload: the per-backend figures follow their backend's name to its
+    /// new index (a new backend starts empty, a removed one's are dropped); per-slot
+    /// figures grow (slots are stable across reloads).
+    pub fn reshape(&mut self, old: &[String], new: &[String], n_slots: usize) {
+        let mut request = vec![Hist::default(); new.len() + 1];
+        request[0] = std::mem::take(&mut self.request[0]);
+        for (i, name) in new.iter().enumerate() {
+            if let Some(j) = old.iter().position(|o| o == name) {
+                if let Some(h) = self.request.get_mut(j + 1) {
+                    request[i + 1] = std::mem::take(h);
+                }
+            }
+        }
+        self.request = request;
+        if self.servers.len() < n_slots {
+            self.servers.resize(n_slots, ServerFigures::default());
+        }
+    }
+
     pub fn record_status(&mut self, status: u16) {
         let class = (status / 100) as usize;
         if (1..=5).contains(&class) {
@@ -238,4 +257,7 @@ pub struct Snapshot {
     pub inflight: u64,
     pub draining: bool,
     pub faults: Vec<(String, u64)>,
+    /// The active checks this shard runs: (server index, up, last change in seconds
+    /// since the epoch, checks failed, checks sent).
+    pub checks: Vec<(u32, bool, f64, u64, u64)>,
 }

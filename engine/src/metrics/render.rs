@@ -496,7 +496,7 @@ pub fn render(snaps: &mut [Snapshot], labels: &Labels<'_>) -> String {
     family(
         &mut out,
         "server_up",
-        "1 when the server is up as the shard sees it, 0 while it is marked down after a failed connect.",
+        "1 when the server is usable as the shard sees it; 0 while it is down by its health check, taken out by passive checks or a failed connect, drained (weight 0) or removed by a reload.",
         "gauge",
     );
     for s in snaps.iter() {
@@ -659,6 +659,7 @@ mod tests {
             inflight: 0,
             draining: false,
             faults: vec![("connect".into(), 3)],
+            checks: Vec::new(),
         }
     }
 

@@ -290,6 +290,14 @@ impl H2Pool {
             slots: RefCell::new((0..n_slots).map(|_| SlotConns::default()).collect()),
         }
     }
+
+    /// Room for slots up to `n_slots` (a configuration reload added servers).
+    pub(super) fn grow(&self, n_slots: usize) {
+        let mut slots = self.slots.borrow_mut();
+        while slots.len() < n_slots {
+            slots.push(SlotConns::default());
+        }
+    }
 }
 
 /// A stream lent to one request on a shared HTTP/2 connection. Dropping it gives the
@@ -364,6 +372,7 @@ impl Upstreams {
     /// Whether `slot`'s connections speak HTTP/2.
     pub fn is_h2(&self, slot: ServerId) -> bool {
         self.table
+            .borrow()
             .keys
             .key(slot)
             .is_some_and(|k| k.proto == ringway_pool::Proto::Http2)

@@ -20,7 +20,9 @@
 //! Bytes found on an idle connection are a desync: it is closed and counted, never used. Connections closed by policy (purge, limits, server down, shutdown)
 //! close with RST so TIME_WAIT does not pile up.
 
+pub mod balance;
 mod h2conns;
+pub mod health;
 mod lease;
 mod takeover;
 mod transport;
@@ -28,9 +30,8 @@ mod transport;
 use std::cell::{Cell, RefCell};
 use std::io;
 use std::net::SocketAddr;
-use std::ops::Range;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -45,103 +46,204 @@ pub use transport::{BackendConn, H2Io, Handover, IdleConn, Moved, Pooled, Transp
 
 use rustls::pki_types::ServerName;
 
-use crate::config::values::Scheme;
-use crate::config::Config;
+use crate::config::values::{Balance, Scheme};
+use crate::config::{BackendConfig, Config};
 use crate::fd::IdlePeek;
-use crate::route::RoundRobin;
 use crate::tls::BackendTls;
 use crate::warn::RateLimited;
+use balance::{KeySource, Maglev, Rng, SmoothWrr, Usable};
 
 /// How often idle connections are checked for a close or stray bytes from the server.
 pub const IDLE_SWEEP: Duration = Duration::from_secs(1);
 /// Idle connections pooled at least this long are probed before reuse.
 pub const PROBE_AFTER: Duration = Duration::from_millis(50);
-/// How long a server stays marked down after a failed connect before it is tried again.
-pub const DOWN_RETRY: Duration = Duration::from_secs(1);
-
 /// One configured backend server.
 #[derive(Debug, Clone)]
 pub struct ServerInfo {
     pub addr: SocketAddr,
+    /// Its backend's index in the current configuration (meaningless once `removed`).
     pub backend: usize,
+    /// Its backend's name (kept for the labels of a removed server).
+    pub backend_name: Arc<str>,
     /// The index of its connections' [`PoolKey`].
     pub slot: ServerId,
     /// For an `https://` server, the name it is verified as (and told in SNI).
     pub tls_name: Option<ServerName<'static>>,
+    pub scheme: Scheme,
+    /// 0: drained (no new requests).
+    pub weight: u32,
+    /// No longer in the configuration (a reload removed it): it gets no new requests,
+    /// its idle connections are closed and the ones in use close when their request ends.
+    pub removed: bool,
 }
 
-/// The server table every shard reads: built once before the shards start; only the
-/// published idle counts change, each entry written by its own shard only.
+/// One backend as the upstream layer runs it.
+#[derive(Debug, Clone)]
+pub struct BackendRt {
+    pub cfg: Arc<BackendConfig>,
+    /// Its servers' indices in [`Table::servers`], in configuration order.
+    pub servers: Vec<u32>,
+    pub weights: Vec<u32>,
+    /// The consistent-hash table, for `balance = "hash"`.
+    pub maglev: Option<Arc<Maglev>>,
+}
+
+/// The server table: built before the shards start and rebuilt by a configuration
+/// reload. Each shard holds its own copy (`Rc`), so reading it costs no atomic; only the
+/// published figures are shared, each entry written by its own shard only.
+///
+/// Server indices and pool slots are stable across reloads: a server that stays (same
+/// backend, address and scheme) keeps its index and slot, so its pooled connections and
+/// takeover messages stay valid; new servers are appended; removed ones stay in the
+/// table, marked `removed`.
+#[derive(Clone)]
 pub struct Table {
     pub servers: Vec<ServerInfo>,
-    /// For each backend, the range of its servers' indices.
-    pub backend_servers: Vec<Range<u32>>,
+    pub backends: Vec<BackendRt>,
     pub keys: KeyTable,
     /// Published idle counts: entry `[shard * keys.len() + slot]`, written only by `shard`.
-    published: Vec<AtomicUsize>,
+    published: Arc<Vec<AtomicUsize>>,
+    /// Published outstanding requests: entry `[shard * servers.len() + server]`, written
+    /// only by `shard` (least-request balancing).
+    outstanding: Arc<Vec<AtomicU32>>,
     n_shards: usize,
     /// The client config for `https://` servers (one for all: `--backend-ca` and
     /// `--backend-cert` are process-wide today).
-    pub backend_tls: Option<BackendTls>,
+    pub backend_tls: Option<Arc<BackendTls>>,
 }
 
 impl Table {
     pub fn new(config: &Config, n_shards: usize, backend_tls: Option<BackendTls>) -> Table {
-        let mut servers = Vec::new();
-        let mut backend_servers = Vec::new();
-        let mut keys = KeyTable::new();
-        for (b, be) in config.backends.iter().enumerate() {
-            let start = servers.len() as u32;
-            for (i, addr) in be.servers.iter().enumerate() {
-                let scheme = be.schemes.get(i).unwrap_or(&Scheme::Http);
-                let tls_name = scheme
-                    .tls_name()
-                    .and_then(|n| ServerName::try_from(n.to_string()).ok());
-                // Connections made with other TLS parameters never match: the digest of
-                // the client config is part of the key (pingora's reuse hash).
-                let tls = match (&tls_name, &backend_tls) {
-                    (Some(n), Some(t)) => {
-                        let mut h = std::collections::hash_map::DefaultHasher::new();
-                        std::hash::Hash::hash(&t.digest, &mut h);
-                        std::hash::Hash::hash(&n.to_str(), &mut h);
-                        Some(std::hash::Hasher::finish(&h))
-                    }
-                    _ => None,
-                };
-                let proto = if scheme.is_h2() {
-                    Proto::Http2
-                } else {
-                    Proto::Http1
-                };
-                let slot = keys.intern(PoolKey {
-                    server: servers.len() as u32,
-                    proto,
-                    tls,
-                });
-                servers.push(ServerInfo {
-                    addr: *addr,
-                    backend: b,
-                    slot,
-                    tls_name,
-                });
-            }
-            backend_servers.push(start..servers.len() as u32);
+        Table::build(config, n_shards, backend_tls.map(Arc::new), None)
+    }
+
+    /// The table for `config` after a reload of `self`: the same backend TLS, stable
+    /// server indices and slots (see the type's documentation).
+    pub fn rebuild(&self, config: &Config) -> Table {
+        Table::build(config, self.n_shards, self.backend_tls.clone(), Some(self))
+    }
+
+    fn build(
+        config: &Config,
+        n_shards: usize,
+        backend_tls: Option<Arc<BackendTls>>,
+        previous: Option<&Table>,
+    ) -> Table {
+        let mut servers: Vec<ServerInfo> = previous.map_or_else(Vec::new, |p| p.servers.clone());
+        let mut keys = previous.map_or_else(KeyTable::new, |p| p.keys.clone());
+        for s in &mut servers {
+            s.removed = true;
         }
+        let mut claimed = vec![false; servers.len()];
+        let mut backends = Vec::with_capacity(config.backends.len());
+        for (b, be) in config.backends.iter().enumerate() {
+            let name: Arc<str> = be.name.as_str().into();
+            let mut list = Vec::with_capacity(be.servers.len());
+            for (i, addr) in be.servers.iter().enumerate() {
+                let scheme = be.schemes.get(i).cloned().unwrap_or(Scheme::Http);
+                let weight = be.weights.get(i).copied().unwrap_or(1);
+                let same = servers.iter().position(|s| {
+                    s.addr == *addr && s.scheme == scheme && *s.backend_name == *name
+                });
+                let index = match same {
+                    Some(j) if !claimed[j] => {
+                        claimed[j] = true;
+                        let s = &mut servers[j];
+                        s.removed = false;
+                        s.backend = b;
+                        s.weight = weight;
+                        j
+                    }
+                    _ => {
+                        let tls_name = scheme
+                            .tls_name()
+                            .and_then(|n| ServerName::try_from(n.to_string()).ok());
+                        // Connections made with other TLS parameters never match: the
+                        // digest of the client config is part of the key (pingora's
+                        // reuse hash).
+                        let tls = match (&tls_name, &backend_tls) {
+                            (Some(n), Some(t)) => {
+                                let mut h = std::collections::hash_map::DefaultHasher::new();
+                                std::hash::Hash::hash(&t.digest, &mut h);
+                                std::hash::Hash::hash(&n.to_str(), &mut h);
+                                Some(std::hash::Hasher::finish(&h))
+                            }
+                            _ => None,
+                        };
+                        let proto = if scheme.is_h2() {
+                            Proto::Http2
+                        } else {
+                            Proto::Http1
+                        };
+                        let slot = keys.intern(PoolKey {
+                            server: servers.len() as u32,
+                            proto,
+                            tls,
+                        });
+                        servers.push(ServerInfo {
+                            addr: *addr,
+                            backend: b,
+                            backend_name: name.clone(),
+                            slot,
+                            tls_name,
+                            scheme,
+                            weight,
+                            removed: false,
+                        });
+                        claimed.push(true);
+                        servers.len() - 1
+                    }
+                };
+                list.push(index as u32);
+            }
+            let weights: Vec<u32> = list.iter().map(|&i| servers[i as usize].weight).collect();
+            let maglev = (be.balance == Balance::Hash).then(|| {
+                let names: Vec<String> = list
+                    .iter()
+                    .map(|&i| format!("{}", servers[i as usize].addr))
+                    .collect();
+                Arc::new(Maglev::new(&names, &weights))
+            });
+            backends.push(BackendRt {
+                cfg: Arc::new(be.clone()),
+                servers: list,
+                weights,
+                maglev,
+            });
+        }
+        // Published figures: fresh arrays of the new sizes, starting from the old values
+        // (a stale figure only costs one less good choice or a Deny).
         let published = (0..n_shards * keys.len())
-            .map(|_| AtomicUsize::new(0))
+            .map(|e| {
+                let v = previous.map_or(0, |p| {
+                    let (shard, slot) = (e / keys.len().max(1), e % keys.len().max(1));
+                    p.published(shard, ServerId(slot as u32))
+                });
+                AtomicUsize::new(v)
+            })
+            .collect();
+        let outstanding = (0..n_shards * servers.len())
+            .map(|e| {
+                let v = previous.map_or(0, |p| {
+                    let n = servers.len().max(1);
+                    p.outstanding_of(e / n, (e % n) as u32)
+                });
+                AtomicU32::new(v)
+            })
             .collect();
         Table {
             servers,
-            backend_servers,
+            backends,
             keys,
-            published,
+            published: Arc::new(published),
+            outstanding: Arc::new(outstanding),
             n_shards,
             backend_tls,
         }
     }
 
     /// Labels (backend name, address) of each pool slot, in slot order.
-    pub fn slot_labels(&self, config: &Config) -> Vec<(String, String)> {
+    pub fn slot_labels(&self) -> Vec<(String, String)> {
         (0..self.keys.len())
             .map(|i| {
                 let s = self
@@ -149,7 +251,7 @@ impl Table {
                     .key(ServerId(i as u32))
                     .and_then(|k| self.servers.get(k.server as usize));
                 match s {
-                    Some(s) => (config.backends[s.backend].name.clone(), s.addr.to_string()),
+                    Some(s) => (s.backend_name.to_string(), s.addr.to_string()),
                     None => (String::new(), String::new()),
                 }
             })
@@ -171,16 +273,50 @@ impl Table {
         self.published_entry(shard, slot)
             .map_or(0, |a| a.load(Ordering::Relaxed))
     }
+
+    fn outstanding_entry(&self, shard: usize, server: u32) -> Option<&AtomicU32> {
+        self.outstanding
+            .get(shard * self.servers.len() + server as usize)
+    }
+
+    /// Requests shard `shard` last said it has outstanding on `server`.
+    pub fn outstanding_of(&self, shard: usize, server: u32) -> u32 {
+        self.outstanding_entry(shard, server)
+            .map_or(0, |a| a.load(Ordering::Relaxed))
+    }
+
+    /// The shard that runs the active checks of `server`: servers are spread over the
+    /// shards, one shard per server, so each server gets one check per interval.
+    pub fn checker_of(&self, server: u32) -> usize {
+        server as usize % self.n_shards.max(1)
+    }
+
+    pub fn n_shards(&self) -> usize {
+        self.n_shards
+    }
 }
 
 /// What the upstream layer says to other shards.
 pub enum UpstreamMsg {
     Takeover(Msg<Handover>),
-    /// A server went down (or came back) as seen by the sending shard.
+    /// A server's state changed as seen by the sending shard.
     ServerState {
         server: u32,
-        down: bool,
+        state: ServerVerdict,
     },
+}
+
+/// A change of a server's state, sent to every shard.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServerVerdict {
+    /// Taken out by passive checks (or a failed connect) for this long.
+    Ejected(Duration),
+    /// A connect to it succeeded again.
+    Reached,
+    /// Its active check failed `fall` times in a row: down until it passes `rise` times.
+    CheckDown,
+    /// Its active check passed `rise` times in a row.
+    CheckUp,
 }
 
 /// Sends a message to another shard without waiting. `Err(Some(msg))`: the channel was
@@ -218,10 +354,51 @@ pub struct Counters {
     pub local_exhaustion: u64,
     /// Idle or kept connections found holding bytes nobody asked for before reuse.
     pub backend_desync: u64,
+    /// Requests answered 503 because no server of their backend was usable.
+    pub no_server: u64,
+    /// Servers taken out by passive checks (consecutive failures).
+    pub outlier_ejections: u64,
+}
+
+/// One server's state on this shard.
+#[derive(Debug, Default, Clone)]
+struct ServerHealth {
+    /// Taken out by passive checks (or a failed connect) until then.
+    out_until: Option<Instant>,
+    /// Ejections in a row without a success in between (the back-off doubles each time).
+    ejections: u32,
+    /// Failures in a row (connect errors, resets, 5xx) seen by this shard.
+    fails: u32,
+    /// Down by its active check.
+    check_down: bool,
+    /// Requests this shard has outstanding on it.
+    outstanding: u32,
+}
+
+/// Counts one request outstanding on a server for as long as it lives (least-request).
+pub struct Outstanding {
+    ups: Rc<Upstreams>,
+    server: u32,
+}
+
+impl Drop for Outstanding {
+    fn drop(&mut self) {
+        self.ups.add_outstanding(self.server, -1);
+    }
+}
+
+/// How one exchange with a server ended, for the passive checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// A response that is not a 5xx.
+    Ok,
+    /// Reset, closed or garbage before a response, or a 5xx answer.
+    Failed,
 }
 
 /// What the upstream layer reads from the configuration.
 struct Knobs {
+    /// The default connect timeout (each backend may have its own).
     connect_timeout: Duration,
     max_conns: usize,
     takeover: bool,
@@ -244,14 +421,18 @@ pub struct FdBudget {
 /// One shard's backend connections and everything that decides about them.
 pub struct Upstreams {
     shard: usize,
-    table: Arc<Table>,
+    table: RefCell<Rc<Table>>,
     knobs: Knobs,
     pool: RefCell<IdlePool<IdleConn>>,
     /// The shared HTTP/2 connections (slots with `Proto::Http2`), see `h2conns.rs`.
     h2: h2conns::H2Pool,
-    rr: Vec<RoundRobin>,
-    /// When each server was marked down on this shard (None = up).
-    down_since: Vec<Cell<Option<Instant>>>,
+    /// Per backend: the smooth weighted round-robin state.
+    wrr: RefCell<Vec<SmoothWrr>>,
+    rng: Rng,
+    /// Per server (by index in the table): its state on this shard.
+    health: RefCell<Vec<ServerHealth>>,
+    /// The active checks this shard runs (see `health.rs`).
+    pub(crate) checks: health::Checks,
     /// Backend connections this shard holds (leased, idle, or parked for a hand-over).
     conns: Cell<usize>,
     faults: RefCell<Option<FaultPlan>>,
@@ -278,7 +459,8 @@ impl Upstreams {
             low_idle: config.pool_low_idle,
         };
         let n_slots = table.keys.len();
-        Upstreams {
+        let table = Rc::new(table.as_ref().clone());
+        let ups = Upstreams {
             shard,
             knobs: Knobs {
                 connect_timeout: config.timeouts.connect,
@@ -291,10 +473,16 @@ impl Upstreams {
             },
             pool: RefCell::new(IdlePool::new(pool_cfg, n_slots)),
             h2: h2conns::H2Pool::new(n_slots),
-            rr: (0..config.backends.len())
-                .map(|_| RoundRobin::default())
-                .collect(),
-            down_since: (0..table.servers.len()).map(|_| Cell::new(None)).collect(),
+            wrr: RefCell::new(
+                table
+                    .backends
+                    .iter()
+                    .map(|b| SmoothWrr::new(b.servers.len()))
+                    .collect(),
+            ),
+            rng: Rng::new(shard as u64 + 1),
+            health: RefCell::new(vec![ServerHealth::default(); table.servers.len()]),
+            checks: health::Checks::default(),
             conns: Cell::new(0),
             faults: RefCell::new(config.fault.as_ref().map(|f| f.for_shard(shard))),
             takeover: RefCell::new(takeover::State::new(
@@ -306,8 +494,64 @@ impl Upstreams {
             outbox,
             counters: RefCell::new(Counters::default()),
             warn: RateLimited::default(),
-            table,
+            table: RefCell::new(table),
             fds,
+        };
+        ups.apply_limits();
+        ups
+    }
+
+    /// This shard's copy of the server table (cheap: an `Rc`).
+    pub fn table(&self) -> Rc<Table> {
+        self.table.borrow().clone()
+    }
+
+    /// Gives each server's pool slot its backend's limits (reuse mode, max idle, max
+    /// reuse), where they differ from the global ones.
+    fn apply_limits(&self) {
+        let table = self.table();
+        let mut pool = self.pool.borrow_mut();
+        pool.grow(table.keys.len());
+        let global = pool.config().clone();
+        for s in &table.servers {
+            let Some(be) = table.backends.get(s.backend).filter(|_| !s.removed) else {
+                continue;
+            };
+            let limits = PoolConfig {
+                reuse: be.cfg.reuse,
+                max_idle_per_server: be.cfg.pool_max_idle,
+                max_reuse: be.cfg.max_reuse,
+                low_idle: global.low_idle,
+            };
+            pool.set_limits(s.slot, limits);
+        }
+    }
+
+    /// A configuration reload: the new table (see [`Table::rebuild`]). Unchanged servers
+    /// keep their pooled connections; removed ones get no new requests and their idle
+    /// connections close now (the ones in use close when their request ends).
+    pub fn reload(&self, table: Table) {
+        let table = Rc::new(table);
+        self.h2.grow(table.keys.len());
+        {
+            let mut h = self.health.borrow_mut();
+            h.resize(table.servers.len(), ServerHealth::default());
+        }
+        *self.wrr.borrow_mut() = table
+            .backends
+            .iter()
+            .map(|b| SmoothWrr::new(b.servers.len()))
+            .collect();
+        let removed: Vec<ServerId> = table
+            .servers
+            .iter()
+            .filter(|s| s.removed)
+            .map(|s| s.slot)
+            .collect();
+        *self.table.borrow_mut() = table;
+        self.apply_limits();
+        for slot in removed {
+            self.close_idle_of(slot);
         }
     }
 
@@ -334,35 +578,235 @@ impl Upstreams {
         }
     }
 
-    /// Whether a server may be chosen now: up, or down long enough to be tried again.
-    fn server_usable(&self, server: u32) -> bool {
-        match self.down_since.get(server as usize).and_then(|c| c.get()) {
-            None => true,
-            Some(t) => t.elapsed() >= DOWN_RETRY,
+    /// Whether a server may get a new request now.
+    fn usable(&self, table: &Table, server: u32, now: Instant) -> Usable {
+        let Some(info) = table.servers.get(server as usize) else {
+            return Usable::No;
+        };
+        if info.removed || info.weight == 0 {
+            return Usable::No;
+        }
+        let h = self.health.borrow();
+        match h.get(server as usize) {
+            Some(h) if h.check_down => Usable::No,
+            Some(ServerHealth {
+                out_until: Some(t), ..
+            }) if *t > now => Usable::Ejected,
+            _ => Usable::Yes,
         }
     }
 
-    /// Chooses a server of `backend` by round-robin, skipping servers marked down, and
-    /// returns the pool slot its connections live in.
-    pub fn choose(&self, backend: usize) -> ServerId {
-        let range = self.table.backend_servers[backend].clone();
-        let n = (range.end - range.start) as usize;
-        let idx = self.rr[backend].pick(n, |i| self.server_usable(range.start + i as u32));
-        self.table.servers[range.start as usize + idx].slot
+    /// `server`'s outstanding requests over all shards: this shard's own count, plus what
+    /// the others published.
+    fn load(&self, table: &Table, server: u32) -> u64 {
+        let own = self
+            .health
+            .borrow()
+            .get(server as usize)
+            .map_or(0, |h| h.outstanding) as u64;
+        let others: u64 = (0..table.n_shards)
+            .filter(|&sh| sh != self.shard)
+            .map(|sh| table.outstanding_of(sh, server) as u64)
+            .sum();
+        own + others
+    }
+
+    /// Chooses a server of `backend` by its `balance` algorithm among the usable ones and
+    /// returns the pool slot its connections live in; `None` when no server of the
+    /// backend is usable (down by its check, drained or removed): the request gets 503.
+    pub fn choose(&self, backend: usize, key: &KeySource<'_>) -> Option<ServerId> {
+        let table = self.table();
+        let be = table.backends.get(backend)?;
+        let now = Instant::now();
+        let usable = |i: usize| self.usable(&table, be.servers[i], now);
+        let wrr = || {
+            self.wrr
+                .borrow()
+                .get(backend)
+                .and_then(|w| w.pick(&be.weights, &usable))
+        };
+        let idx = match (&be.cfg.balance, &be.maglev) {
+            (Balance::LeastRequest, _) => balance::p2c(
+                &be.weights,
+                &usable,
+                &|i| self.load(&table, be.servers[i]),
+                &self.rng,
+            ),
+            (Balance::Hash, Some(m)) => match key.hash(&be.cfg.hash_on) {
+                Some(h) => m.pick(h, be.servers.len(), &usable),
+                None => wrr(),
+            },
+            _ => wrr(),
+        };
+        match idx {
+            Some(i) => Some(table.servers[be.servers[i] as usize].slot),
+            None => {
+                self.counters.borrow_mut().no_server += 1;
+                if let Some(suppressed) = self.warn.allow() {
+                    let (mut down, mut drained) = (0, 0);
+                    for &s in &be.servers {
+                        match self.usable(&table, s, now) {
+                            Usable::No if table.servers[s as usize].weight == 0 => drained += 1,
+                            Usable::No => down += 1,
+                            _ => {}
+                        }
+                    }
+                    tracing::warn!(
+                        backend = %be.cfg.name,
+                        servers = be.servers.len(),
+                        down_by_check = down,
+                        drained,
+                        suppressed,
+                        "no usable server in backend {}: answering 503",
+                        be.cfg.name
+                    );
+                }
+                None
+            }
+        }
+    }
+
+    /// The configuration of the backend whose server owns `slot`.
+    pub fn backend_of(&self, slot: ServerId) -> Option<Arc<BackendConfig>> {
+        let table = self.table();
+        let server = table.keys.key(slot)?.server as usize;
+        let s = table.servers.get(server)?;
+        table.backends.get(s.backend).map(|b| b.cfg.clone())
+    }
+
+    /// Another server of the same backend than `slot`'s, for a retry; `None` when there
+    /// is none usable.
+    pub fn choose_other(&self, slot: ServerId, key: &KeySource<'_>) -> Option<ServerId> {
+        let table = self.table();
+        let server = table.keys.key(slot)?.server as usize;
+        let backend = table.servers.get(server)?.backend;
+        let be = table.backends.get(backend)?;
+        if be.servers.len() < 2 {
+            return Some(slot);
+        }
+        for _ in 0..be.servers.len() * 2 {
+            let s = self.choose(backend, key)?;
+            if s != slot {
+                return Some(s);
+            }
+        }
+        Some(slot)
+    }
+
+    /// Counts a request outstanding on `slot`'s server until the guard is dropped.
+    pub fn begin_outstanding(self: &Rc<Self>, slot: ServerId) -> Outstanding {
+        let server = self.server_of(slot);
+        self.add_outstanding(server, 1);
+        Outstanding {
+            ups: self.clone(),
+            server,
+        }
+    }
+
+    fn add_outstanding(&self, server: u32, delta: i32) {
+        let v = {
+            let mut h = self.health.borrow_mut();
+            let Some(h) = h.get_mut(server as usize) else {
+                return;
+            };
+            h.outstanding = h.outstanding.saturating_add_signed(delta);
+            h.outstanding
+        };
+        if let Some(a) = self.table.borrow().outstanding_entry(self.shard, server) {
+            a.store(v, Ordering::Relaxed);
+        }
+    }
+
+    /// How an exchange with `slot`'s server ended (passive checks): failures in a row
+    /// take the server out for a back-off that doubles while it keeps failing.
+    pub fn passive(&self, slot: ServerId, verdict: Verdict) {
+        let server = self.server_of(slot);
+        let Some(cfg) = self.backend_of(slot) else {
+            return;
+        };
+        let eject = {
+            let mut h = self.health.borrow_mut();
+            let Some(h) = h.get_mut(server as usize) else {
+                return;
+            };
+            match verdict {
+                Verdict::Ok => {
+                    h.fails = 0;
+                    if h.out_until.is_none_or(|t| t <= Instant::now()) {
+                        h.ejections = 0;
+                    }
+                    false
+                }
+                Verdict::Failed => {
+                    h.fails += 1;
+                    cfg.outlier.failures > 0 && h.fails >= cfg.outlier.failures
+                }
+            }
+        };
+        if eject {
+            self.counters.borrow_mut().outlier_ejections += 1;
+            let d = self.eject(server);
+            tracing::warn!(
+                backend = %cfg.name,
+                server = %self.addr_of(slot),
+                failures = cfg.outlier.failures,
+                out_for = ?d,
+                "passive check: {} failures in a row; taking the server out",
+                cfg.outlier.failures
+            );
+        }
+    }
+
+    /// Takes `server` out on this shard and every other for its back-off; returns it.
+    fn eject(&self, server: u32) -> Duration {
+        let cfg = self.backend_of(self.slot_of(server));
+        let (base, max) = cfg.map_or((Duration::from_secs(1), Duration::from_secs(30)), |c| {
+            (c.outlier.ejection, c.outlier.max_ejection)
+        });
+        let checked = self
+            .backend_of(self.slot_of(server))
+            .is_some_and(|c| c.check.is_some());
+        let d = {
+            let mut h = self.health.borrow_mut();
+            let Some(h) = h.get_mut(server as usize) else {
+                return base;
+            };
+            // With an active check, the check brings it back (`rise` passes); the
+            // longest back-off is only a safety net.
+            let d = if checked {
+                max.max(base)
+            } else {
+                base.saturating_mul(1u32 << h.ejections.min(16))
+                    .min(max.max(base))
+            };
+            h.ejections = h.ejections.saturating_add(1);
+            h.fails = 0;
+            d
+        };
+        self.apply_verdict(server, ServerVerdict::Ejected(d));
+        self.broadcast(server, ServerVerdict::Ejected(d));
+        d
+    }
+
+    fn slot_of(&self, server: u32) -> ServerId {
+        self.table()
+            .servers
+            .get(server as usize)
+            .map_or(ServerId(0), |s| s.slot)
     }
 
     /// The address of `slot`'s server, as text (the `:authority` of a request that had
     /// no Host).
     pub fn addr_of(&self, slot: ServerId) -> String {
         let server = self.server_of(slot) as usize;
-        self.table
+        self.table()
             .servers
             .get(server)
             .map_or_else(String::new, |s| s.addr.to_string())
     }
 
     fn server_of(&self, slot: ServerId) -> u32 {
-        self.table.keys.key(slot).map_or(0, |k| k.server)
+        self.table.borrow().keys.key(slot).map_or(0, |k| k.server)
     }
 
     /// Idle connections for `slot` in this shard's pool now: a request for it would
@@ -374,7 +818,7 @@ impl Upstreams {
     /// Writes this shard's idle count for `slot` where the other shards can read it.
     fn publish_idle(&self, slot: ServerId) {
         let count = self.pool.borrow().idle_count(slot);
-        if let Some(a) = self.table.published_entry(self.shard, slot) {
+        if let Some(a) = self.table.borrow().published_entry(self.shard, slot) {
             a.store(count, Ordering::Relaxed);
         }
     }
@@ -469,14 +913,19 @@ impl Upstreams {
             return Err(AcquireError::Unavailable("file descriptor budget"));
         }
         let server = self.server_of(slot);
-        let info = &self.table.servers[server as usize];
+        let table = self.table();
+        let Some(info) = table.servers.get(server as usize) else {
+            return Err(AcquireError::Unavailable("unknown server"));
+        };
         let addr = info.addr;
-        let timeout = self.knobs.connect_timeout;
-        let connected = match (&info.tls_name, &self.table.backend_tls) {
+        let timeout = table
+            .backends
+            .get(info.backend)
+            .map_or(self.knobs.connect_timeout, |b| b.cfg.timeout_connect);
+        let connected = match (&info.tls_name, &table.backend_tls) {
             (Some(name), Some(tls)) => {
                 // ALPN: `h2` for an h2:// server (and it must agree), `http/1.1` otherwise.
-                let h2 = self
-                    .table
+                let h2 = table
                     .keys
                     .key(slot)
                     .is_some_and(|k| k.proto == Proto::Http2);
@@ -489,11 +938,19 @@ impl Upstreams {
             Ok(transport) => {
                 self.pool.borrow_mut().connected(slot);
                 self.conns.set(self.conns.get() + 1);
-                if let Some(c) = self.down_since.get(server as usize) {
-                    if c.take().is_some() {
-                        self.pool.borrow_mut().set_server_down(slot, false);
-                        self.broadcast(server, false);
+                let was_out = {
+                    let mut h = self.health.borrow_mut();
+                    match h.get_mut(server as usize) {
+                        Some(h) if !h.check_down && h.out_until.is_some() => {
+                            h.out_until = None;
+                            true
+                        }
+                        _ => false,
                     }
+                };
+                if was_out {
+                    self.apply_verdict(server, ServerVerdict::Reached);
+                    self.broadcast(server, ServerVerdict::Reached);
                 }
                 Ok(BackendConn {
                     transport,
@@ -514,9 +971,8 @@ impl Upstreams {
                 }
                 self.counters.borrow_mut().backend_connect_errors += 1;
                 let timed_out = e.kind() == io::ErrorKind::TimedOut;
-                tracing::warn!(server = %addr, error = %e, "backend connect failed; marking the server down");
-                self.mark_down(server);
-                self.broadcast(server, true);
+                let d = self.eject(server);
+                tracing::warn!(server = %addr, error = %e, out_for = ?d, "backend connect failed; taking the server out");
                 if timed_out {
                     Err(AcquireError::Timeout)
                 } else {
@@ -526,26 +982,64 @@ impl Upstreams {
         }
     }
 
-    /// Tells every other shard that a server went down (or came back).
-    fn broadcast(&self, server: u32, down: bool) {
-        for peer in 0..self.table.n_shards {
+    /// Tells every other shard about a server's new state.
+    fn broadcast(&self, server: u32, state: ServerVerdict) {
+        for peer in 0..self.table.borrow().n_shards {
             if peer != self.shard {
-                let _ = (self.outbox)(peer, UpstreamMsg::ServerState { server, down });
+                let _ = (self.outbox)(peer, UpstreamMsg::ServerState { server, state });
             }
         }
     }
 
-    /// Marks a server down on this shard and closes its idle connections.
-    fn mark_down(&self, server: u32) {
-        if let Some(c) = self.down_since.get(server as usize) {
-            if c.get().is_none() {
+    /// Applies a server's new state on this shard: out or down closes its idle
+    /// connections (pooled HTTP/1.1 and idle HTTP/2 ones) and refuses new ones into the
+    /// pool; requests in flight on it finish.
+    pub(crate) fn apply_verdict(&self, server: u32, state: ServerVerdict) {
+        let now = Instant::now();
+        let down = {
+            let mut h = self.health.borrow_mut();
+            let Some(h) = h.get_mut(server as usize) else {
+                return;
+            };
+            match state {
+                ServerVerdict::Ejected(d) => {
+                    self.checks.passive_down(server);
+                    let until = now + d;
+                    if h.out_until.is_none_or(|t| t < until) {
+                        h.out_until = Some(until);
+                    }
+                    true
+                }
+                ServerVerdict::Reached => {
+                    h.out_until = None;
+                    h.check_down
+                }
+                ServerVerdict::CheckDown => {
+                    h.check_down = true;
+                    true
+                }
+                ServerVerdict::CheckUp => {
+                    h.check_down = false;
+                    h.out_until = None;
+                    h.ejections = 0;
+                    h.fails = 0;
+                    false
+                }
+            }
+        };
+        let slot = self.slot_of(server);
+        if down {
+            if state != ServerVerdict::Reached {
                 self.counters.borrow_mut().server_down_events += 1;
             }
-            c.set(Some(Instant::now()));
+            self.close_idle_of(slot);
+        } else {
+            self.pool.borrow_mut().set_server_down(slot, false);
         }
-        let Some(slot) = self.table.servers.get(server as usize).map(|s| s.slot) else {
-            return;
-        };
+    }
+
+    /// Closes `slot`'s idle connections on this shard and keeps new ones out of its pool.
+    fn close_idle_of(&self, slot: ServerId) {
         let closing = self.pool.borrow_mut().set_server_down(slot, true);
         for ic in closing {
             self.close_pooled(ic.conn);
@@ -553,25 +1047,11 @@ impl Upstreams {
         self.publish_idle(slot);
     }
 
-    /// Marks a server up again on this shard (another shard reached it).
-    fn mark_up(&self, server: u32) {
-        if let Some(c) = self.down_since.get(server as usize) {
-            c.set(None);
-        }
-        if let Some(s) = self.table.servers.get(server as usize) {
-            self.pool.borrow_mut().set_server_down(s.slot, false);
-        }
-    }
-
     /// A message from another shard.
     pub fn on_message(self: &Rc<Self>, msg: UpstreamMsg) {
         match msg {
             UpstreamMsg::Takeover(m) => self.on_takeover(m),
-            UpstreamMsg::ServerState { server, down: true } => self.mark_down(server),
-            UpstreamMsg::ServerState {
-                server,
-                down: false,
-            } => self.mark_up(server),
+            UpstreamMsg::ServerState { server, state } => self.apply_verdict(server, state),
         }
     }
 
@@ -698,7 +1178,11 @@ impl Upstreams {
 
     /// Whether each server (by index in the table) is up as this shard sees it.
     pub fn servers_up(&self) -> Vec<bool> {
-        self.down_since.iter().map(|c| c.get().is_none()).collect()
+        let now = Instant::now();
+        let table = self.table();
+        (0..table.servers.len() as u32)
+            .map(|s| self.usable(&table, s, now) == Usable::Yes)
+            .collect()
     }
 
     /// The injected-fault counts by point (empty without `--fault`).

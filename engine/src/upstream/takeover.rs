@@ -103,7 +103,7 @@ impl Upstreams {
     /// connect anew.
     pub(super) async fn take_over(self: &Rc<Self>, slot: ServerId, first: bool) -> Option<Pooled> {
         let allowed = self.knobs.reuse.allowed(first);
-        let table = self.table.clone();
+        let table = self.table();
         let next = self.takeover.borrow_mut().driver.begin(
             slot,
             allowed,
