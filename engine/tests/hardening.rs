@@ -496,8 +496,7 @@ fn chunk_extensions_with_bad_grammar_are_refused() {
         // The origin answers only after 300 ms, so the answer a client sees is ringway's
         // verdict on the body (all of it is sent at once), not an early origin answer.
         let mut req =
-            b"POST /delay/300 HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
-                .to_vec();
+            b"POST /delay/300 HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
         req.extend_from_slice(body);
         c.send(&req);
         let r = c.read_response(false);

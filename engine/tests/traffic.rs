@@ -729,11 +729,14 @@ fn weight_zero_drains_and_no_usable_server_is_503() {
     std::thread::sleep(Duration::from_millis(100));
     let r = conn.request("GET", "/", &[], None);
     assert_eq!(r.status, 503);
-    assert!(
-        p.stderr()
-            .contains("no usable server in backend d: answering 503"),
-        "{}",
-        p.stderr()
+    // The log line reaches the test through a reader thread: wait for it.
+    wait_until(
+        Duration::from_secs(5),
+        "the no-usable-server log line",
+        || {
+            p.stderr()
+                .contains("no usable server in backend d: answering 503")
+        },
     );
 }
 
@@ -747,11 +750,25 @@ fn the_traffic_guide_example_is_valid() {
     let f = TempFile(temp_path("guide.toml"));
     write_file(&f.0, &doc[start..end]);
     let out = std::process::Command::new(BIN)
-        .args(["check-config", "--config", f.0.to_str().unwrap(), "--shards", "1"])
+        .args([
+            "check-config",
+            "--config",
+            f.0.to_str().unwrap(),
+            "--shards",
+            "1",
+        ])
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(text.contains("balance least-request; check GET /healthz"), "{text}");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("balance least-request; check GET /healthz"),
+        "{text}"
+    );
     assert!(text.contains("balance hash on path"), "{text}");
 }

@@ -365,7 +365,10 @@ fn per_server_limits_override_the_pools_and_grow_keeps_connections() {
     // Aggressive: a first request may take a safe connection (Safe mode would refuse).
     assert!(p.checkout(S1, true).is_some());
     put(&mut p, S0, 20, 2);
-    assert!(p.checkout(S0, true).is_none(), "S0 keeps the pool's safe mode");
+    assert!(
+        p.checkout(S0, true).is_none(),
+        "S0 keeps the pool's safe mode"
+    );
     // A reload adds a server: existing connections stay, the new slot works.
     put(&mut p, S0, 21, 1);
     p.grow(3);

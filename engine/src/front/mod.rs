@@ -194,7 +194,7 @@ pub async fn serve(ctx: Rc<ShardCtx>, stream: TcpStream, tls: Option<Arc<ServerC
     if let Some(config) = tls {
         return Box::pin(serve_tls(ctx, stream, peer, config, early)).await;
     }
-    let (mut stream, buf, sniffed) = Box::pin(sniff(ctx.clone(), stream, early)).await;
+    let (stream, buf, sniffed) = Box::pin(sniff(ctx.clone(), stream, early)).await;
     match sniffed {
         Sniffed::Nothing => {}
         Sniffed::Http1 => Box::pin(h1::serve(ctx, ClientStream::Plain(stream), peer, buf)).await,
@@ -205,16 +205,23 @@ pub async fn serve(ctx: Rc<ShardCtx>, stream: TcpStream, tls: Option<Arc<ServerC
         }
         Sniffed::BrokenPreface => {
             drop(buf);
-            {
-                let mut m = ctx.metrics.borrow_mut();
-                m.c.bad_request += 1;
-                m.c.h2_conn_errors += 1;
-            }
-            tracing::debug!(%peer, "broken HTTP/2 preface: GOAWAY(PROTOCOL_ERROR)");
-            let _ = stream.set_write_timeout(Some(Duration::from_secs(1)));
-            let _ = stream.write_all(GOAWAY_PROTOCOL_ERROR).await;
+            Box::pin(broken_preface(ctx, stream, peer)).await
         }
     }
+}
+
+/// A connection that opened with `PRI * HTTP/2.0` and broke the preface: SETTINGS and
+/// GOAWAY(PROTOCOL_ERROR), counted (boxed by the caller, so the accept layer's own future
+/// stays small).
+async fn broken_preface(ctx: Rc<ShardCtx>, mut stream: TcpStream, peer: IpAddr) {
+    {
+        let mut m = ctx.metrics.borrow_mut();
+        m.c.bad_request += 1;
+        m.c.h2_conn_errors += 1;
+    }
+    tracing::debug!(%peer, "broken HTTP/2 preface: GOAWAY(PROTOCOL_ERROR)");
+    let _ = stream.set_write_timeout(Some(Duration::from_secs(1)));
+    let _ = stream.write_all(GOAWAY_PROTOCOL_ERROR).await;
 }
 
 /// What comes before a front: `TCP_NODELAY`, the peer's address and, with
