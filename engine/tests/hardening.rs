@@ -491,7 +491,6 @@ fn chunk_extensions_with_bad_grammar_are_refused() {
         b"5;a=\"open\r\nhello\r\n0\r\n\r\n",
         b"5;=x\r\nhello\r\n0\r\n\r\n",
     ] {
-        let before = origin.stats().requests_total;
         let mut c = Conn::connect(proxy.addr);
         // The origin answers only after 300 ms, so the answer a client sees is ringway's
         // verdict on the body (all of it is sent at once), not an early origin answer.
@@ -501,9 +500,10 @@ fn chunk_extensions_with_bad_grammar_are_refused() {
         c.send(&req);
         let r = c.read_response(false);
         assert_eq!(r.status, 400, "{:?}", String::from_utf8_lossy(body));
-        // The head may have gone before the body was scanned; the body never completes
-        // at the origin, and the connection is not kept.
-        assert!(origin.stats().requests_total <= before + 1);
+        // The head may have gone before the body was scanned (the origin counts it when
+        // it answers, 300 ms later, so a count here would race); the client's connection
+        // is not kept after a body that cannot be trusted.
+        assert!(r.says_close() || c.closed_within(Duration::from_secs(2)));
     }
     let mut c = Conn::connect(proxy.addr);
     c.send(b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5;a=\"b c\";d\r\nhello\r\n0\r\n\r\n");
