@@ -8,9 +8,8 @@
 
 mod common;
 
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::net::{SocketAddr, TcpListener};
+use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::Duration;
@@ -28,75 +27,8 @@ fn have(tool: &str) -> bool {
 // ---------------------------------------------------------------------------------------
 // nginx as an h2c origin
 
-struct Nginx {
-    child: Child,
-    port: u16,
-    queries: std::cell::Cell<u64>,
-    _dir: PathBuf,
-}
-
-impl Nginx {
-    /// `keepalive_requests`: streams per connection before nginx sends GOAWAY.
-    fn start(name: &str, keepalive_requests: u32) -> Nginx {
-        let dir = std::env::temp_dir().join(format!("ringway-h2b-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let port = closed_port();
-        let d = dir.to_string_lossy().to_string();
-        let conf = format!(
-            "daemon off;\nmaster_process off;\nworker_processes 1;\npid {d}/nginx.pid;\n\
-             error_log {d}/error.log warn;\nevents {{ worker_connections 4096; }}\n\
-             http {{\n access_log off;\n client_body_temp_path {d}/body;\n proxy_temp_path {d}/proxy;\n\
-             fastcgi_temp_path {d}/fastcgi;\n uwsgi_temp_path {d}/uwsgi;\n scgi_temp_path {d}/scgi;\n\
-             keepalive_requests {keepalive_requests};\n keepalive_timeout 300s;\n\
-             server {{\n  listen 127.0.0.1:{port} http2;\n\
-             location = /nginx_status {{ stub_status; }}\n\
-             location / {{ default_type text/plain; return 200 \"tok=$arg_t host=$host\\n\"; }}\n }}\n}}\n"
-        );
-        let conf_path = dir.join("nginx.conf");
-        std::fs::write(&conf_path, conf).unwrap();
-        let child = Command::new("nginx")
-            .args([
-                "-p",
-                &d,
-                "-c",
-                &conf_path.to_string_lossy(),
-                "-e",
-                &format!("{d}/error.log"),
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("nginx is needed for this test (installed by .ci/run)");
-        wait_until(Duration::from_secs(10), "nginx to listen", || {
-            TcpStream::connect(("127.0.0.1", port)).is_ok()
-        });
-        Nginx {
-            child,
-            port,
-            queries: std::cell::Cell::new(1),
-            _dir: dir,
-        }
-    }
-
-    /// Connections nginx accepted so far, not counting our probes and status queries.
-    fn accepts(&self) -> u64 {
-        let url = format!("http://127.0.0.1:{}/nginx_status", self.port);
-        let body = curl_ok(&["--http2-prior-knowledge", &url]);
-        self.queries.set(self.queries.get() + 1);
-        let text = String::from_utf8_lossy(&body).to_string();
-        let line = text.lines().nth(2).expect("stub_status numbers");
-        let accepts: u64 = line.split_whitespace().next().unwrap().parse().unwrap();
-        accepts - self.queries.get()
-    }
-}
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+/// nginx as an h2c origin (the shared helper in `common`).
+type Nginx = NginxH2c;
 
 /// Runs h2load; returns (succeeded, failed, its whole output).
 fn h2load(args: &[&str]) -> (u64, u64, String) {

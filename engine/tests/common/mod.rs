@@ -967,6 +967,11 @@ impl NginxH2c {
         format!("127.0.0.1:{}", self.port)
     }
 
+    /// Connections nginx accepted so far, not counting our probes and status queries.
+    pub fn accepts(&self) -> u64 {
+        self.counts().0
+    }
+
     /// (connections accepted so far, connections open now), not counting our probes and
     /// status queries.
     pub fn counts(&self) -> (u64, u64) {
