@@ -11,6 +11,10 @@
 //! a down server gets no new requests and its idle connections are closed on every
 //! shard; requests in flight on it finish. The checking shard keeps the figures
 //! `/metrics` shows per server (state, last change, checks failed).
+//!
+//! A server the passive checks took out is, when it has an active check, down for that
+//! check too: it comes back after `rise` passed checks (HAProxy's `observe` with
+//! `on-error mark-down`), not when a timer runs out.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -65,6 +69,24 @@ impl Checks {
                 (s, c.up, t, c.failed, c.checks)
             })
             .collect()
+    }
+}
+
+impl Checks {
+    /// Passive checks took `server` out: when this shard checks it, its check state goes
+    /// down too, so that `rise` passed checks (and only they) bring it back.
+    pub(super) fn passive_down(&self, server: u32) {
+        if let Some(s) = self.state.borrow_mut().get_mut(&server) {
+            if s.up {
+                s.up = false;
+                s.passes = 0;
+                s.last_change = SystemTime::now();
+                tracing::info!(
+                    server,
+                    "health check: server is down (taken out by passive checks); it comes back after its rise count of passed checks"
+                );
+            }
+        }
     }
 }
 

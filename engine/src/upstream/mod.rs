@@ -763,14 +763,22 @@ impl Upstreams {
         let (base, max) = cfg.map_or((Duration::from_secs(1), Duration::from_secs(30)), |c| {
             (c.outlier.ejection, c.outlier.max_ejection)
         });
+        let checked = self
+            .backend_of(self.slot_of(server))
+            .is_some_and(|c| c.check.is_some());
         let d = {
             let mut h = self.health.borrow_mut();
             let Some(h) = h.get_mut(server as usize) else {
                 return base;
             };
-            let d = base
-                .saturating_mul(1u32 << h.ejections.min(16))
-                .min(max.max(base));
+            // With an active check, the check brings it back (`rise` passes); the
+            // longest back-off is only a safety net.
+            let d = if checked {
+                max.max(base)
+            } else {
+                base.saturating_mul(1u32 << h.ejections.min(16))
+                    .min(max.max(base))
+            };
             h.ejections = h.ejections.saturating_add(1);
             h.fails = 0;
             d
@@ -995,6 +1003,7 @@ impl Upstreams {
             };
             match state {
                 ServerVerdict::Ejected(d) => {
+                    self.checks.passive_down(server);
                     let until = now + d;
                     if h.out_until.is_none_or(|t| t < until) {
                         h.out_until = Some(until);
