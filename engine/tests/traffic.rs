@@ -442,6 +442,15 @@ fn active_checks_take_a_stopped_server_out_and_back() {
     wait_until(Duration::from_secs(10), "load goes on", || {
         loads.iter().map(|l| l.ok()).sum::<u64>() > before + 100
     });
+    // Its checks keep failing while it is stopped (passive checks may have taken it out
+    // before the check did: then it is down for its check all the same).
+    wait_until(Duration::from_secs(5), "c's checks fail", || {
+        try_metric(
+            &p.metrics(),
+            &format!("ringway_server_checks_failed_total{{backend=\"web\",server=\"{c_addr}\"}}"),
+        )
+        .is_some_and(|n| n >= 2)
+    });
     // Restart c on the same port.
     let c2 = origin_with(OriginConfig {
         listen: c_addr,
@@ -474,9 +483,135 @@ fn active_checks_take_a_stopped_server_out_and_back() {
         why.extend(w);
     }
     assert_eq!(failed, 0, "client requests failed: {why:?}");
-    let log = p.stderr();
-    assert!(log.contains("health check: server is down"), "{log}");
-    assert!(log.contains("health check: server is up"), "{log}");
+    // The log reaches the test through a reader thread: wait for the lines.
+    wait_until(Duration::from_secs(5), "the down and up log lines", || {
+        let log = p.stderr();
+        log.contains("health check: server is down") && log.contains("health check: server is up")
+    });
+}
+
+/// A server that answers its health check (`/healthz`) with 200 and every other request
+/// with 500 while `failing` is set (200 otherwise), on keep-alive connections; counts the
+/// requests that are not checks.
+fn flaky() -> (SocketAddr, Arc<AtomicBool>, Arc<AtomicU64>) {
+    use std::io::{BufRead, BufReader};
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let failing = Arc::new(AtomicBool::new(true));
+    let served = Arc::new(AtomicU64::new(0));
+    let (f, n) = (failing.clone(), served.clone());
+    std::thread::spawn(move || {
+        for sock in l.incoming() {
+            let Ok(sock) = sock else { return };
+            let (f, n) = (f.clone(), n.clone());
+            std::thread::spawn(move || {
+                let _ = sock.set_read_timeout(Some(Duration::from_secs(30)));
+                let mut w = sock.try_clone().unwrap();
+                let mut r = BufReader::new(sock);
+                loop {
+                    let mut line = String::new();
+                    if r.read_line(&mut line).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    let check = line.contains("/healthz");
+                    // The rest of the head (requests here have no body).
+                    loop {
+                        let mut h = String::new();
+                        if r.read_line(&mut h).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        if h == "\r\n" {
+                            break;
+                        }
+                    }
+                    if !check {
+                        n.fetch_add(1, Ordering::Relaxed);
+                    }
+                    let status = if !check && f.load(Ordering::Relaxed) {
+                        "500 Internal Server Error"
+                    } else {
+                        "200 OK"
+                    };
+                    let resp = format!("HTTP/1.1 {status}\r\nContent-Length: 2\r\n\r\nok");
+                    if w.write_all(resp.as_bytes()).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, failing, served)
+}
+
+/// Passive checks defer to the active check: a server taken out by passive checks (5xx
+/// in a row) while its check still passes is down for its check, and comes back only
+/// after `rise` passed checks — not when `outlier-max-ejection` (100 ms here) runs out.
+#[test]
+fn passive_checks_defer_to_the_active_check() {
+    let good = origin();
+    let (bad, failing, bad_served) = flaky();
+    let f = TempFile(temp_path("defer.toml"));
+    write_file(
+        &f.0,
+        &format!(
+            "[backends.d]\nservers = [\"{}\", \"{bad}\"]\noutlier-failures = 2\noutlier-ejection = \"50ms\"\noutlier-max-ejection = \"100ms\"\n[backends.d.check]\npath = \"/healthz\"\ninterval = \"200ms\"\ntimeout = \"150ms\"\nrise = 3\nfall = 2\n",
+            good.addr()
+        ),
+    );
+    let p = Proxy::start(&["--config", f.0.to_str().unwrap(), "--shards", "2"]);
+    let check_up = format!("ringway_server_check_up{{backend=\"d\",server=\"{bad}\"}}");
+    wait_until(Duration::from_secs(5), "the check state", || {
+        try_metric(&p.metrics(), &check_up) == Some(1)
+    });
+    // Requests until the bad server has answered 500 twice in a row on some shard.
+    let mut conn = p.connect();
+    let mut five = 0;
+    for _ in 0..200 {
+        let r = conn.request("GET", "/", &[], None);
+        if r.status == 500 {
+            five += 1;
+        }
+        if r.says_close() {
+            conn = p.connect();
+        }
+        if try_metric(&p.metrics(), &check_up) == Some(0) {
+            break;
+        }
+    }
+    assert!(five >= 2, "the bad server answered {five} 500s");
+    assert_eq!(
+        try_metric(&p.metrics(), &check_up),
+        Some(0),
+        "taken out by passive checks, the server is down for its check too"
+    );
+    // It is healthy again at once; its check passed all along.
+    failing.store(false, Ordering::Relaxed);
+    let out = Instant::now();
+    let before = bad_served.load(Ordering::Relaxed);
+    let mut back = None;
+    while out.elapsed() < Duration::from_secs(5) {
+        let r = conn.request("GET", "/", &[], None);
+        assert_eq!(r.status, 200, "{}", r.text());
+        if bad_served.load(Ordering::Relaxed) > before {
+            back = Some(out.elapsed());
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let back = back.expect("the server came back within 5 s");
+    // rise 3 x interval 200 ms: at least two intervals after the first passed check,
+    // far past the 100 ms longest ejection.
+    assert!(
+        back >= Duration::from_millis(350),
+        "back after {back:?}, before rise passed checks"
+    );
+    assert_eq!(try_metric(&p.metrics(), &check_up), Some(1));
+    wait_until(Duration::from_secs(5), "the log lines", || {
+        let log = p.stderr();
+        log.contains("passive check: 2 failures in a row")
+            && log.contains("taken out by passive checks")
+            && log.contains("health check: server is up")
+    });
 }
 
 /// Reload on SIGHUP under continuous load: a backend's servers and a route change, no
@@ -546,11 +681,10 @@ fn reload_under_load_keeps_unchanged_pools_and_refuses_bad_files() {
     let r = probe.request("GET", "/new/x", &[], None);
     assert_eq!(r.status, 200);
     assert!(d.stats().requests_total > before, "the new route serves");
-    let log = p.stderr();
-    assert!(
-        log.contains("takeover-timeout changed, which needs a restart"),
-        "{log}"
-    );
+    wait_until(Duration::from_secs(5), "the restart-only log line", || {
+        p.stderr()
+            .contains("takeover-timeout changed, which needs a restart")
+    });
     assert!(log.contains("backend new added"), "{log}");
 
     // An invalid file: refused with the reason, counted; the old configuration serves.
@@ -562,10 +696,14 @@ fn reload_under_load_keeps_unchanged_pools_and_refuses_bad_files() {
     wait_until(Duration::from_secs(10), "the refused reload", || {
         metric(&p.metrics(), "ringway_config_reload_failures_total") == 1
     });
-    let log = p.stderr();
-    assert!(
-        log.contains("configuration reload refused") && log.contains("backends.new.balance"),
-        "{log}"
+    // The log reaches the test through a reader thread: wait for the line.
+    wait_until(
+        Duration::from_secs(5),
+        "the refused-reload log line",
+        || {
+            let log = p.stderr();
+            log.contains("configuration reload refused") && log.contains("backends.new.balance")
+        },
     );
     // check-config says the same of the same file.
     let out = std::process::Command::new(BIN)

@@ -48,6 +48,23 @@ pub struct CheckState {
     last_error: String,
 }
 
+impl CheckState {
+    /// A server's state when this shard starts checking it: up (HAProxy's start).
+    fn new(now: Instant) -> CheckState {
+        CheckState {
+            next: now,
+            running: false,
+            passes: 0,
+            failures: 0,
+            up: true,
+            checks: 0,
+            failed: 0,
+            last_change: SystemTime::now(),
+            last_error: String::new(),
+        }
+    }
+}
+
 /// The checks this shard runs, by server index.
 #[derive(Default)]
 pub struct Checks {
@@ -69,24 +86,6 @@ impl Checks {
                 (s, c.up, t, c.failed, c.checks)
             })
             .collect()
-    }
-}
-
-impl Checks {
-    /// Passive checks took `server` out: when this shard checks it, its check state goes
-    /// down too, so that `rise` passed checks (and only they) bring it back.
-    pub(super) fn passive_down(&self, server: u32) {
-        if let Some(s) = self.state.borrow_mut().get_mut(&server) {
-            if s.up {
-                s.up = false;
-                s.passes = 0;
-                s.last_change = SystemTime::now();
-                tracing::info!(
-                    server,
-                    "health check: server is down (taken out by passive checks); it comes back after its rise count of passed checks"
-                );
-            }
-        }
     }
 }
 
@@ -122,17 +121,7 @@ impl Upstreams {
                     else {
                         continue;
                     };
-                    let s = st.entry(server).or_insert_with(|| CheckState {
-                        next: now,
-                        running: false,
-                        passes: 0,
-                        failures: 0,
-                        up: true,
-                        checks: 0,
-                        failed: 0,
-                        last_change: SystemTime::now(),
-                        last_error: String::new(),
-                    });
+                    let s = st.entry(server).or_insert_with(|| CheckState::new(now));
                     if !s.running && s.next <= now {
                         s.running = true;
                         s.next = now + check.interval;
@@ -148,6 +137,38 @@ impl Upstreams {
                 })
                 .detach();
             }
+        }
+    }
+
+    /// `server` went down on every shard without its check saying so (passive checks took
+    /// it out; see `Upstreams::eject`): if this shard checks it, its check state goes down
+    /// too, so that `rise` passed checks — and only they — bring it back with `CheckUp`.
+    /// The state is made here if the checks have not started yet, so the server can
+    /// never stay down with a check state that says up.
+    pub(super) fn mark_check_down(&self, server: u32) {
+        let table = self.table();
+        let checked = table.servers.get(server as usize).is_some_and(|i| {
+            !i.removed
+                && table
+                    .backends
+                    .get(i.backend)
+                    .is_some_and(|b| b.cfg.check.is_some())
+        });
+        if !checked || table.checker_of(server) != self.shard {
+            return;
+        }
+        let mut st = self.checks.state.borrow_mut();
+        let s = st
+            .entry(server)
+            .or_insert_with(|| CheckState::new(Instant::now()));
+        if s.up {
+            s.up = false;
+            s.passes = 0;
+            s.last_change = SystemTime::now();
+            tracing::info!(
+                server = %table.servers[server as usize].addr,
+                "health check: server is down (taken out by passive checks); it comes back after its rise count of passed checks"
+            );
         }
     }
 

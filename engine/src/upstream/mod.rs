@@ -750,42 +750,43 @@ impl Upstreams {
                 backend = %cfg.name,
                 server = %self.addr_of(slot),
                 failures = cfg.outlier.failures,
-                out_for = ?d,
+                out_for = %out_for(d),
                 "passive check: {} failures in a row; taking the server out",
                 cfg.outlier.failures
             );
         }
     }
 
-    /// Takes `server` out on this shard and every other for its back-off; returns it.
-    fn eject(&self, server: u32) -> Duration {
+    /// Takes `server` out on this shard and every other: for its back-off (returned), or,
+    /// when its backend has an active check, down for that check (`None`): only `rise`
+    /// passed checks bring it back (HAProxy's `observe` with `on-error mark-down`), not a
+    /// timer and not a lucky connect.
+    fn eject(&self, server: u32) -> Option<Duration> {
         let cfg = self.backend_of(self.slot_of(server));
+        let checked = cfg.as_ref().is_some_and(|c| c.check.is_some());
         let (base, max) = cfg.map_or((Duration::from_secs(1), Duration::from_secs(30)), |c| {
             (c.outlier.ejection, c.outlier.max_ejection)
         });
-        let checked = self
-            .backend_of(self.slot_of(server))
-            .is_some_and(|c| c.check.is_some());
         let d = {
             let mut h = self.health.borrow_mut();
             let Some(h) = h.get_mut(server as usize) else {
-                return base;
+                return Some(base);
             };
-            // With an active check, the check brings it back (`rise` passes); the
-            // longest back-off is only a safety net.
-            let d = if checked {
-                max.max(base)
-            } else {
-                base.saturating_mul(1u32 << h.ejections.min(16))
-                    .min(max.max(base))
-            };
+            let d = base
+                .saturating_mul(1u32 << h.ejections.min(16))
+                .min(max.max(base));
             h.ejections = h.ejections.saturating_add(1);
             h.fails = 0;
             d
         };
-        self.apply_verdict(server, ServerVerdict::Ejected(d));
-        self.broadcast(server, ServerVerdict::Ejected(d));
-        d
+        let verdict = if checked {
+            ServerVerdict::CheckDown
+        } else {
+            ServerVerdict::Ejected(d)
+        };
+        self.apply_verdict(server, verdict);
+        self.broadcast(server, verdict);
+        (!checked).then_some(d)
     }
 
     fn slot_of(&self, server: u32) -> ServerId {
@@ -972,7 +973,7 @@ impl Upstreams {
                 self.counters.borrow_mut().backend_connect_errors += 1;
                 let timed_out = e.kind() == io::ErrorKind::TimedOut;
                 let d = self.eject(server);
-                tracing::warn!(server = %addr, error = %e, out_for = ?d, "backend connect failed; taking the server out");
+                tracing::warn!(server = %addr, error = %e, out_for = %out_for(d), "backend connect failed; taking the server out");
                 if timed_out {
                     Err(AcquireError::Timeout)
                 } else {
@@ -1003,7 +1004,6 @@ impl Upstreams {
             };
             match state {
                 ServerVerdict::Ejected(d) => {
-                    self.checks.passive_down(server);
                     let until = now + d;
                     if h.out_until.is_none_or(|t| t < until) {
                         h.out_until = Some(until);
@@ -1016,6 +1016,7 @@ impl Upstreams {
                 }
                 ServerVerdict::CheckDown => {
                     h.check_down = true;
+                    h.out_until = None;
                     true
                 }
                 ServerVerdict::CheckUp => {
@@ -1027,6 +1028,11 @@ impl Upstreams {
                 }
             }
         };
+        if state == ServerVerdict::CheckDown {
+            // Taken down by passive checks on any shard: the checking shard's check state
+            // goes down too, so its `rise` passes (and only they) bring the server back.
+            self.mark_check_down(server);
+        }
         let slot = self.slot_of(server);
         if down {
             if state != ServerVerdict::Reached {
@@ -1194,6 +1200,14 @@ impl Upstreams {
                 .collect(),
             None => Vec::new(),
         }
+    }
+}
+
+/// How long a server taken out stays out, for the log.
+fn out_for(d: Option<Duration>) -> String {
+    match d {
+        Some(d) => format!("{d:?}"),
+        None => "until its active check passes rise times".to_string(),
     }
 }
 
