@@ -54,9 +54,16 @@ use crate::upstream::{AcquireError, Lease, Upstreams, Verdict};
 /// spent, a request of this client that would connect waits for the budget (or for an
 /// idle pooled connection) instead of opening one more connection, so no client can turn
 /// cancels into a connection storm at the origin.
-#[derive(Default)]
+///
+/// With `send-proxy` on a backend, every connection to its servers starts with a PROXY
+/// header naming this client ([`ClientAddr`]) and is private to this session the same
+/// way (HAProxy marks such connections private): opened for this client, reused only
+/// for its later requests, never pooled for another client nor taken over by another
+/// shard, and closed when the client connection ends.
 pub struct Session {
     first: Cell<bool>,
+    /// Who the client is (for the PROXY header of `send-proxy` backends).
+    client: ClientAddr,
     private: RefCell<Vec<Lease>>,
     /// Backend connects this client may still cause (made on first use): a connect takes a
     /// token, given back when its connection ends up pooled or reused (it cost nothing)
@@ -64,10 +71,20 @@ pub struct Session {
     cancel_budget: RefCell<Option<TokenBucket>>,
 }
 
+/// The client of a connection as the backends may be told (`send-proxy`): its address
+/// (from the `--accept-proxy` header when the listener has one, else the socket's peer)
+/// and the address it connected to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientAddr {
+    pub src: std::net::SocketAddr,
+    pub dst: std::net::SocketAddr,
+}
+
 impl Session {
-    pub fn new() -> Session {
+    pub fn new(client: ClientAddr) -> Session {
         Session {
             first: Cell::new(true),
+            client,
             private: RefCell::new(Vec::new()),
             cancel_budget: RefCell::new(None),
         }
@@ -110,27 +127,41 @@ impl Session {
         first: bool,
         fresh: bool,
     ) -> Result<Lease, AcquireError> {
+        let send_proxy = ups.backend_of(slot).and_then(|b| b.send_proxy);
         if !fresh {
             let mut private = self.private.borrow_mut();
             while let Some(i) = private.iter().position(|l| l.slot() == slot) {
                 let mut lease = private.swap_remove(i);
-                // One that carried a body is peeked before each reuse (one syscall, on
-                // the body path only); one the server closed or wrote on is dropped.
-                if !lease.carried_body() || lease.still_quiet() {
-                    return Ok(lease);
+                // One that carried a body, or a `send-proxy` one, is peeked before each
+                // reuse (one syscall, on those paths only); one the server closed or
+                // wrote on is dropped.
+                if !(lease.carried_body() || lease.is_private()) || lease.still_quiet() {
+                    // It carried a request before: the stale-connection retry applies.
+                    return Ok(lease.kept());
                 }
                 lease.set_reusable(false);
             }
         }
-        ups.acquire(slot, first, fresh).await
+        match send_proxy {
+            // Only this client's own connections: a new one names it first.
+            Some(v) => {
+                let header =
+                    crate::upstream::proxy_out::header(v, self.client.src, self.client.dst);
+                ups.acquire_private(slot, &header).await
+            }
+            None => ups.acquire(slot, first, fresh).await,
+        }
     }
 
-    /// The exchange is over with this lease: keep it private (`--reuse never`, or a
+    /// The exchange is over with this lease: keep it private (`--reuse never`, a
     /// connection that has carried a request body: no other client may ever get an
-    /// answer a backend gave to what it took for a request inside that body) or let it
+    /// answer a backend gave to what it took for a request inside that body, or one that
+    /// began with this client's PROXY header) or let it
     /// go back to the pool (or close) as it was marked.
     fn finish(&self, lease: Lease, reuse: ReuseMode) {
-        if lease.is_reusable() && (reuse == ReuseMode::Never || lease.carried_body()) {
+        if lease.is_reusable()
+            && (reuse == ReuseMode::Never || lease.carried_body() || lease.is_private())
+        {
             self.private.borrow_mut().push(lease);
         }
     }

@@ -24,14 +24,35 @@ impl Haproxy {
     /// HAProxy listening on a free port, forwarding to `to` with `send` (`send-proxy` or
     /// `send-proxy-v2`), its own connections made from 127.0.0.9.
     fn start(tag: &str, to: std::net::SocketAddr, send: &str) -> Haproxy {
+        Haproxy::start_with(tag, |port| {
+            format!(
+                "global\n  maxconn 256\ndefaults\n  mode http\n  timeout connect 2s\n  timeout client 10s\n  timeout server 10s\n\
+                 frontend f\n  bind 127.0.0.1:{port}\n  default_backend b\n\
+                 backend b\n  server s {to} {send} source 127.0.0.9\n"
+            )
+        })
+    }
+
+    /// HAProxy as a backend that expects PROXY headers (`bind ... accept-proxy`, v1 and
+    /// v2 alike) and tells the origin `to` whom the header named: `X-Client-IP: %[src]`,
+    /// `X-Client-Port: %[src_port]`.
+    fn accepting(tag: &str, to: std::net::SocketAddr) -> Haproxy {
+        Haproxy::start_with(tag, |port| {
+            format!(
+                "global\n  maxconn 256\ndefaults\n  mode http\n  timeout connect 2s\n  timeout client 10s\n  timeout server 10s\n\
+                 frontend f\n  bind 127.0.0.1:{port} accept-proxy\n\
+                 \x20 http-request set-header X-Client-IP %[src]\n\
+                 \x20 http-request set-header X-Client-Port %[src_port]\n  default_backend b\n\
+                 backend b\n  server s {to}\n"
+            )
+        })
+    }
+
+    fn start_with(tag: &str, conf: impl FnOnce(u16) -> String) -> Haproxy {
         let dir = temp_path(&format!("haproxy-{tag}"));
         std::fs::create_dir_all(&dir).expect("haproxy dir");
         let port = closed_port();
-        let conf = format!(
-            "global\n  maxconn 256\ndefaults\n  mode http\n  timeout connect 2s\n  timeout client 10s\n  timeout server 10s\n\
-             frontend f\n  bind 127.0.0.1:{port}\n  default_backend b\n\
-             backend b\n  server s {to} {send} source 127.0.0.9\n"
-        );
+        let conf = conf(port);
         let path = dir.join("haproxy.cfg");
         std::fs::write(&path, conf).expect("haproxy config");
         let child = Command::new("haproxy")
@@ -164,4 +185,136 @@ fn connections_without_a_valid_header_are_closed_and_counted() {
         r.text()
     );
     proxy.assert_healthy();
+}
+
+/// The `X-Client-IP` values HAProxy (as the backend) put in the requests the origin echoed.
+fn client_ips(body: &[u8]) -> Vec<String> {
+    String::from_utf8_lossy(body)
+        .to_lowercase()
+        .lines()
+        .filter_map(|l| l.strip_prefix("x-client-ip:").map(|v| v.trim().to_string()))
+        .collect()
+}
+
+fn write_config(tag: &str, text: &str) -> TempFile {
+    let f = TempFile(temp_path(tag));
+    std::fs::write(&f.0, text).expect("config file");
+    f
+}
+
+/// `send-proxy = "v1"` and `"v2"`: HAProxy as the backend (`accept-proxy`) sees each
+/// client's own address — curl bound to 127.0.0.5, .6, .7 — and its health checks pass
+/// (they carry LOCAL / UNKNOWN headers, which HAProxy accepts). Each client connection
+/// gets its own backend connection, reused for that client's later requests only: over
+/// two shards, 3 clients x 4 requests = 3 new connections, 9 reuses of the client's own,
+/// none taken over, none pooled.
+#[test]
+fn send_proxy_v1_and_v2_name_each_client_to_haproxy() {
+    let origin = origin();
+    for v in ["v1", "v2"] {
+        let hap = Haproxy::accepting(&format!("backend-{v}"), origin.addr());
+        let backend = format!("127.0.0.1:{}", hap.port);
+        let f = write_config(
+            &format!("send-proxy-{v}.toml"),
+            &format!(
+                "[backends.b]\nservers = [\"{backend}\"]\nsend-proxy = \"{v}\"\n[backends.b.check]\npath = \"/healthz\"\ninterval = \"100ms\"\ntimeout = \"500ms\"\nrise = 1\nfall = 1\n"
+            ),
+        );
+        let mut proxy = Proxy::start(&["--config", f.0.to_str().unwrap(), "--shards", "2"]);
+        // Checks through HAProxy's accept-proxy bind pass: a check without a header
+        // would be refused by HAProxy (fall 1: down at once).
+        let checks = format!("ringway_server_checks_total{{backend=\"b\",server=\"{backend}\"}}");
+        let up = format!("ringway_server_check_up{{backend=\"b\",server=\"{backend}\"}}");
+        wait_until(Duration::from_secs(10), "three passed checks", || {
+            let m = proxy.metrics();
+            try_metric(&m, &checks).is_some_and(|n| n >= 3) && try_metric(&m, &up) == Some(1)
+        });
+        let url = proxy.url("/headers");
+        for ip in ["127.0.0.5", "127.0.0.6", "127.0.0.7"] {
+            // One curl = one client connection with four requests on it.
+            let body = curl_ok(&["-s", "--interface", ip, &url, &url, &url, &url]);
+            let ips = client_ips(&body);
+            assert_eq!(ips, vec![ip; 4], "{v}: {}", String::from_utf8_lossy(&body));
+        }
+        let m = proxy.metrics();
+        assert_eq!(metric(&m, &up), 1, "{v}: checks still pass");
+        let by = |conn: &str| {
+            sum_metric(
+                &m,
+                "ringway_server_requests_total",
+                &[("server", &backend), ("conn", conn)],
+            )
+        };
+        assert_eq!(
+            by("new"),
+            3.0,
+            "{v}: one backend connection per client connection"
+        );
+        assert_eq!(by("reused"), 9.0, "{v}: each reused by its own client only");
+        assert_eq!(by("taken_over"), 0.0, "{v}: never taken over");
+        let pooled = sum_metric(&m, "ringway_server_idle_cur", &[("server", &backend)])
+            + sum_metric(&m, "ringway_server_safe_cur", &[("server", &backend)]);
+        assert_eq!(pooled, 0.0, "{v}: never pooled");
+        proxy.assert_healthy();
+    }
+}
+
+/// The whole chain: HAProxy in front (`send-proxy-v2`, connecting from 127.0.0.9) ->
+/// ringway `--accept-proxy` -> `send-proxy = "v1"` -> HAProxy `accept-proxy` -> origin:
+/// the address the last HAProxy sees is curl's own, 127.0.0.5, and so is ringway's
+/// X-Forwarded-For.
+#[test]
+fn the_client_address_travels_through_accept_proxy_and_send_proxy() {
+    let origin = origin();
+    let back = Haproxy::accepting("chain-back", origin.addr());
+    let backend = format!("127.0.0.1:{}", back.port);
+    let f = write_config(
+        "chain.toml",
+        &format!("[backends.b]\nservers = [\"{backend}\"]\nsend-proxy = \"v1\"\n"),
+    );
+    let mut proxy = Proxy::start(&["--config", f.0.to_str().unwrap(), "--accept-proxy"]);
+    let front = Haproxy::start("chain-front", proxy.addr, "send-proxy-v2");
+    let url = format!("http://127.0.0.1:{}/headers", front.port);
+    let body = curl_ok(&["-s", "--interface", "127.0.0.5", &url]);
+    assert_eq!(
+        client_ips(&body),
+        vec!["127.0.0.5"],
+        "{}",
+        String::from_utf8_lossy(&body)
+    );
+    let text = String::from_utf8_lossy(&body).to_lowercase();
+    assert!(text.contains("x-forwarded-for: 127.0.0.5"), "{text}");
+    // The port is curl's too (not HAProxy's 127.0.0.9 connection, not ringway's).
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("x-client-port:") && l.trim() != "x-client-port: 0"),
+        "{text}"
+    );
+    proxy.assert_healthy();
+}
+
+/// `send-proxy` with an HTTP/2 server is refused (its connections are shared by many
+/// clients), and so is a version that does not exist: exit 2 naming backend and key.
+#[test]
+fn send_proxy_with_h2_servers_or_a_bad_version_exits_2() {
+    for (text, want) in [
+        (
+            "[backends.h]\nservers = [\"127.0.0.1:9\", \"h2c://127.0.0.1:10\"]\nsend-proxy = \"v2\"\n",
+            "not supported with the HTTP/2 server 127.0.0.1:10",
+        ),
+        (
+            "[backends.h]\nservers = [\"127.0.0.1:9\"]\nsend-proxy = \"v3\"\n",
+            "'v3' is not a PROXY protocol version",
+        ),
+    ] {
+        let f = write_config("send-proxy-bad.toml", text);
+        let out = std::process::Command::new(BIN)
+            .args(["check-config", "--config", f.0.to_str().unwrap()])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{err}");
+        assert!(err.contains("backends.h.send-proxy"), "{err}");
+        assert!(err.contains(want) && err.contains("line 3"), "{err}");
+    }
 }

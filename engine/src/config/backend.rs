@@ -17,7 +17,7 @@ use ringway_pool::ReuseMode;
 use super::file::key_line;
 use super::values::{
     self, Balance, BalanceKind, CheckPath, Count, Dur, HashOn, HashOnKind, Kind, MethodKind,
-    RetryOn, RetryOnKind, Reuse, Scheme, StatusRange, StatusRangeKind,
+    ProxyVersion, RetryOn, RetryOnKind, Reuse, Scheme, SendProxyKind, StatusRange, StatusRangeKind,
 };
 use super::{ConfigError, Settings};
 
@@ -67,6 +67,10 @@ pub struct BackendConfig {
     pub max_reuse: Option<u32>,
     pub check: Option<CheckConfig>,
     pub outlier: OutlierConfig,
+    /// Send a PROXY protocol header naming the client at the start of every connection
+    /// to its servers (HTTP/1.1 servers only; such connections are private to one client
+    /// connection, see `exchange::Session`).
+    pub send_proxy: Option<ProxyVersion>,
 }
 
 /// One key of a backend table.
@@ -174,6 +178,7 @@ backend_keys! {
     "outlier-failures": Count, Some("outlier-failures"), "Passive checks: consecutive failures that take a server out (0 = off).";
     "outlier-ejection": Dur, Some("outlier-ejection"), "First time out after passive checks; doubles while it keeps failing.";
     "outlier-max-ejection": Dur, Some("outlier-max-ejection"), "Longest time out after passive checks.";
+    "send-proxy": SendProxyKind, None, "PROXY protocol header sent at the start of each connection to its servers, naming the client (the address from --accept-proxy, else the peer): \"v1\" (text, HAProxy's send-proxy), \"v2\" (binary, send-proxy-v2) or \"off\" (default). Such a connection is private to its client connection: never pooled for others, never taken over by another shard, closed with the client. Health checks then send a LOCAL header (v2) or PROXY UNKNOWN (v1). HTTP/1.1 servers only: refused with h2:// and h2c:// servers.";
     "check": CheckTable, None, "The active health check: a [backends.NAME.check] table (keys below); without it, the --check-* flags apply (no check unless --check-path is given).";
 }
 
@@ -374,6 +379,7 @@ pub fn defaults(s: &Settings) -> Result<BackendConfig, ConfigError> {
             ejection: s.outlier_ejection.value,
             max_ejection: s.outlier_max_ejection.value,
         },
+        send_proxy: None,
     };
     if let Some(c) = &d.check {
         check_valid(c).map_err(|(key, msg)| match key {
@@ -510,6 +516,7 @@ pub fn from_table(
             "outlier-max-ejection" => {
                 b.outlier.max_ejection = positive(get::<Dur>(v, key, line, &err)?, key, line, &err)?
             }
+            "send-proxy" => b.send_proxy = get::<SendProxyKind>(v, key, line, &err)?,
             other => return Err(err(other, line, "unknown key".to_string())),
         }
     }
@@ -519,6 +526,29 @@ pub fn from_table(
             t.line,
             "missing: a backend needs servers = [\"HOST:PORT\", ...]".to_string(),
         ));
+    }
+    if b.send_proxy.is_some() {
+        // An HTTP/2 connection carries many clients' streams: it cannot start with one
+        // client's PROXY header (private HTTP/2 connections per client are not built).
+        if let Some(i) = b
+            .schemes
+            .iter()
+            .position(|s| matches!(s, Scheme::H2c | Scheme::H2 { .. }))
+        {
+            let line = t
+                .entries
+                .iter()
+                .find(|(k, _, _)| k == "send-proxy")
+                .map_or(t.line, |e| e.2);
+            return Err(err(
+                "send-proxy",
+                line,
+                format!(
+                    "not supported with the HTTP/2 server {} (h2:// and h2c:// connections are shared by many clients; send-proxy needs HTTP/1.1 servers)",
+                    b.servers[i]
+                ),
+            ));
+        }
     }
     if let Some(entries) = &t.check {
         let mut c = match &defaults.check {

@@ -672,6 +672,15 @@ pub fn describe(c: &Config) -> String {
                 )
             }
         ));
+        if let Some(v) = b.send_proxy {
+            let v = match v {
+                values::ProxyVersion::V1 => "v1",
+                values::ProxyVersion::V2 => "v2",
+            };
+            s.push_str(&format!(
+                "  sends PROXY protocol {v} (connections private to their client)\n"
+            ));
+        }
     }
     for r in &c.routes {
         s.push_str(&format!(

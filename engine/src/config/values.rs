@@ -475,6 +475,31 @@ impl std::fmt::Display for Balance {
     }
 }
 
+/// The PROXY protocol version sent to a backend's servers (`send-proxy`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProxyVersion {
+    /// The text header (HAProxy's `send-proxy`).
+    V1,
+    /// The binary header (HAProxy's `send-proxy-v2`).
+    V2,
+}
+
+pub struct SendProxyKind;
+impl Kind for SendProxyKind {
+    type Value = Option<ProxyVersion>;
+    const EXPECTED: &'static str = "\"v1\", \"v2\" or \"off\"";
+    fn parse(s: &str) -> Result<Option<ProxyVersion>, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "v1" | "1" => Ok(Some(ProxyVersion::V1)),
+            "v2" | "2" => Ok(Some(ProxyVersion::V2)),
+            "off" | "no" | "none" => Ok(None),
+            _ => Err(format!(
+                "'{s}' is not a PROXY protocol version (\"v1\", \"v2\" or \"off\")"
+            )),
+        }
+    }
+}
+
 pub struct BalanceKind;
 impl Kind for BalanceKind {
     type Value = Balance;

@@ -27,7 +27,9 @@ use crate::body::{copy_body, copy_dechunked, CopyError};
 use crate::buf::Buf;
 use crate::ctx::{Counted, ShardCtx};
 use crate::duplex::Duplex;
-use crate::exchange::{self, BodyError, BodySource, DeliverError, Failure, ResponseSink, Session};
+use crate::exchange::{
+    self, BodyError, BodySource, ClientAddr, DeliverError, Failure, ResponseSink, Session,
+};
 use crate::trace::{Counting, Front, Metered, Trace};
 use crate::upstream::Lease;
 
@@ -38,16 +40,16 @@ const PIPELINE_SLICE: usize = 16;
 const DUPLEX_ABOVE: u64 = 256 << 10;
 
 /// Serves an HTTP/1.1 client connection whose first bytes are already in `buf`.
-pub async fn serve(ctx: Rc<ShardCtx>, stream: ClientStream, peer: IpAddr, buf: Buf) {
+pub async fn serve(ctx: Rc<ShardCtx>, stream: ClientStream, client: ClientAddr, buf: Buf) {
     let mut c = Client {
         ctx,
         stream,
-        peer,
+        peer: client.src.ip(),
         buf,
         bbuf: Buf::new(),
         out: Vec::new(),
         route_scratch: Vec::new(),
-        session: Session::new(),
+        session: Session::new(client),
         trace: Trace::new(Front::Http1),
     };
     c.run().await;

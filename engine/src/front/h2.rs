@@ -49,7 +49,7 @@ use super::ClientStream;
 use crate::buf::Buf;
 use crate::ctx::{Counted, ShardCtx};
 use crate::exchange::{
-    self, trailers, BodyError, BodySource, DeliverError, Failure, ResponseSink, Session,
+    self, trailers, BodyError, BodySource, ClientAddr, DeliverError, Failure, ResponseSink, Session,
 };
 use crate::rate::TokenBucket;
 use crate::trace::{CountingRead, Front, Trace};
@@ -153,7 +153,8 @@ impl Drop for StreamGuard {
 
 /// Serves one HTTP/2 connection whose first bytes (`buffered`, the preface and maybe
 /// more) were already read from `stream`.
-pub async fn serve(ctx: Rc<ShardCtx>, stream: ClientStream, peer: IpAddr, buffered: Vec<u8>) {
+pub async fn serve(ctx: Rc<ShardCtx>, stream: ClientStream, client: ClientAddr, buffered: Vec<u8>) {
+    let peer = client.src.ip();
     let _h2_conn = Counted::new(&ctx, |l| &l.h2_conns);
     let cfg = ctx.config();
     let (client_head, client_idle) = (cfg.timeouts.client_head, cfg.timeouts.client_idle);
@@ -197,7 +198,7 @@ pub async fn serve(ctx: Rc<ShardCtx>, stream: ClientStream, peer: IpAddr, buffer
         ctx: ctx.clone(),
         peer,
         proto,
-        session: Session::new(),
+        session: Session::new(client),
         active: Cell::new(0),
         idle_since: Cell::new(Instant::now()),
         calmed: Cell::new(false),

@@ -12,7 +12,9 @@ pub mod h2;
 mod proxy;
 
 use std::io;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+use crate::exchange::ClientAddr;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -185,27 +187,27 @@ fn could_be_preface(data: &[u8]) -> bool {
 /// handshake) call for.
 pub async fn serve(ctx: Rc<ShardCtx>, stream: TcpStream, tls: Option<Arc<ServerConfig>>) {
     let _conn = Counted::new(&ctx, |l| &l.client_conns);
-    let Some((stream, peer, early)) = Box::pin(prelude(ctx.clone(), stream)).await else {
+    let Some((stream, client, early)) = Box::pin(prelude(ctx.clone(), stream)).await else {
         return;
     };
     // Each phase's future is boxed for that phase only (the prelude, the sniff, then the
     // front), so the task itself holds a counter, a pointer and little else: an idle
     // connection costs its front's state and nothing of the phases it is not in.
     if let Some(config) = tls {
-        return Box::pin(serve_tls(ctx, stream, peer, config, early)).await;
+        return Box::pin(serve_tls(ctx, stream, client, config, early)).await;
     }
     let (stream, buf, sniffed) = Box::pin(sniff(ctx.clone(), stream, early)).await;
     match sniffed {
         Sniffed::Nothing => {}
-        Sniffed::Http1 => Box::pin(h1::serve(ctx, ClientStream::Plain(stream), peer, buf)).await,
+        Sniffed::Http1 => Box::pin(h1::serve(ctx, ClientStream::Plain(stream), client, buf)).await,
         Sniffed::Http2 => {
             let first = buf.data().to_vec();
             drop(buf);
-            Box::pin(h2::serve(ctx, ClientStream::Plain(stream), peer, first)).await
+            Box::pin(h2::serve(ctx, ClientStream::Plain(stream), client, first)).await
         }
         Sniffed::BrokenPreface => {
             drop(buf);
-            Box::pin(broken_preface(ctx, stream, peer)).await
+            Box::pin(broken_preface(ctx, stream, client.src.ip())).await
         }
     }
 }
@@ -228,19 +230,27 @@ async fn broken_preface(ctx: Rc<ShardCtx>, mut stream: TcpStream, peer: IpAddr) 
 /// `--accept-proxy`, the PROXY header (the balancer in front names the client first; the
 /// bytes read past its header are the client's and go to whatever reads next). `None`:
 /// the header was bad and the connection is closed (counted).
-async fn prelude(ctx: Rc<ShardCtx>, mut stream: TcpStream) -> Option<(TcpStream, IpAddr, Vec<u8>)> {
+async fn prelude(
+    ctx: Rc<ShardCtx>,
+    mut stream: TcpStream,
+) -> Option<(TcpStream, ClientAddr, Vec<u8>)> {
     let _ = stream.set_nodelay(true);
-    let mut peer = stream
-        .peer_addr()
-        .map(|a| a.ip())
-        .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+    let unspecified = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0);
+    let mut client = ClientAddr {
+        src: stream.peer_addr().unwrap_or(unspecified),
+        dst: stream.local_addr().unwrap_or(unspecified),
+    };
+    let peer = client.src.ip();
     let mut early = Vec::new();
     if ctx.config().accept_proxy {
         let timeout = ctx.config().timeouts.client_head;
         match proxy::read_header(&mut stream, timeout).await {
             Ok((p, rest)) => {
                 if let Some(src) = p.source {
-                    peer = src.ip();
+                    client.src = src;
+                }
+                if let (Some(_), Some(dst)) = (p.source, p.dest) {
+                    client.dst = dst;
                 }
                 early = rest;
             }
@@ -251,7 +261,7 @@ async fn prelude(ctx: Rc<ShardCtx>, mut stream: TcpStream) -> Option<(TcpStream,
             }
         }
     }
-    Some((stream, peer, early))
+    Some((stream, client, early))
 }
 
 /// The TLS handshake (bounded by `--timeout-client-head`), then the front ALPN chose.
@@ -260,10 +270,11 @@ async fn prelude(ctx: Rc<ShardCtx>, mut stream: TcpStream) -> Option<(TcpStream,
 async fn serve_tls(
     ctx: Rc<ShardCtx>,
     stream: TcpStream,
-    peer: IpAddr,
+    client: ClientAddr,
     config: Arc<ServerConfig>,
     early: Vec<u8>,
 ) {
+    let peer = client.src.ip();
     let mut conn = match ServerConnection::new(config) {
         Ok(c) => c,
         Err(e) => {
@@ -315,9 +326,9 @@ async fn serve_tls(
     }
     let stream = ClientStream::Tls(Box::new(tls));
     if h2 {
-        Box::pin(h2::serve(ctx, stream, peer, Vec::new())).await
+        Box::pin(h2::serve(ctx, stream, client, Vec::new())).await
     } else {
-        Box::pin(h1::serve(ctx, stream, peer, Buf::new())).await
+        Box::pin(h1::serve(ctx, stream, client, Buf::new())).await
     }
 }
 

@@ -29,6 +29,8 @@ const V1_MAX: usize = 107;
 pub struct Proxied {
     /// The client's address, or `None` for `LOCAL`/`UNKNOWN` (keep the socket's peer).
     pub source: Option<SocketAddr>,
+    /// The address the client connected to (the balancer's listener), with `source`.
+    pub dest: Option<SocketAddr>,
     /// The header's length: the client's own bytes start after it.
     pub len: usize,
 }
@@ -83,37 +85,55 @@ pub fn parse(data: &[u8]) -> Result<Option<Proxied>, Refused> {
     }
     match parsed {
         HeaderResult::V1(Ok(h)) => {
-            let source = match h.addresses {
-                v1::Addresses::Tcp4(a) => {
-                    Some(SocketAddr::new(IpAddr::V4(a.source_address), a.source_port))
-                }
-                v1::Addresses::Tcp6(a) => {
-                    Some(SocketAddr::new(IpAddr::V6(a.source_address), a.source_port))
-                }
-                v1::Addresses::Unknown => None,
+            let (source, dest) = match h.addresses {
+                v1::Addresses::Tcp4(a) => (
+                    Some(SocketAddr::new(IpAddr::V4(a.source_address), a.source_port)),
+                    Some(SocketAddr::new(
+                        IpAddr::V4(a.destination_address),
+                        a.destination_port,
+                    )),
+                ),
+                v1::Addresses::Tcp6(a) => (
+                    Some(SocketAddr::new(IpAddr::V6(a.source_address), a.source_port)),
+                    Some(SocketAddr::new(
+                        IpAddr::V6(a.destination_address),
+                        a.destination_port,
+                    )),
+                ),
+                v1::Addresses::Unknown => (None, None),
             };
             Ok(Some(Proxied {
                 source,
+                dest,
                 len: h.header.len(),
             }))
         }
         HeaderResult::V2(Ok(h)) => {
-            let source = match (h.command, h.addresses) {
-                (v2::Command::Local, _) => None,
-                (v2::Command::Proxy, v2::Addresses::IPv4(a)) => {
-                    Some(SocketAddr::new(IpAddr::V4(a.source_address), a.source_port))
-                }
-                (v2::Command::Proxy, v2::Addresses::IPv6(a)) => {
-                    Some(SocketAddr::new(IpAddr::V6(a.source_address), a.source_port))
-                }
+            let (source, dest) = match (h.command, h.addresses) {
+                (v2::Command::Local, _) => (None, None),
+                (v2::Command::Proxy, v2::Addresses::IPv4(a)) => (
+                    Some(SocketAddr::new(IpAddr::V4(a.source_address), a.source_port)),
+                    Some(SocketAddr::new(
+                        IpAddr::V4(a.destination_address),
+                        a.destination_port,
+                    )),
+                ),
+                (v2::Command::Proxy, v2::Addresses::IPv6(a)) => (
+                    Some(SocketAddr::new(IpAddr::V6(a.source_address), a.source_port)),
+                    Some(SocketAddr::new(
+                        IpAddr::V6(a.destination_address),
+                        a.destination_port,
+                    )),
+                ),
                 // A unix-socket or unspecified source says nothing about an IP client.
-                (v2::Command::Proxy, _) => None,
+                (v2::Command::Proxy, _) => (None, None),
             };
             if h.len() > MAX_HEADER {
                 return Err(Refused::TooLong);
             }
             Ok(Some(Proxied {
                 source,
+                dest,
                 len: h.len(),
             }))
         }

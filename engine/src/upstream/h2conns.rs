@@ -566,7 +566,7 @@ impl Upstreams {
     /// Opens a TCP connection to `slot`'s server and runs the HTTP/2 handshake on it;
     /// spawns the task that drives the connection.
     async fn connect_h2(&self, slot: ServerId) -> Result<Rc<H2Conn>, AcquireError> {
-        let conn = self.connect(slot).await?;
+        let conn = self.connect(slot, &[]).await?;
         let settings = ClientSettings {
             max_header_list_size: self.knobs.max_head,
             ..ClientSettings::default()

@@ -184,13 +184,22 @@ impl Upstreams {
             .is_some_and(|k| k.proto == Proto::Http2);
         let tls = table.backend_tls.clone();
         let limit = check.timeout;
+        // A server that expects PROXY headers (`send-proxy`) gets one on its checks too:
+        // LOCAL (v2) or UNKNOWN (v1), the spec's form for a proxy's own connections.
+        let preface = table
+            .backends
+            .get(info.backend)
+            .and_then(|b| b.cfg.send_proxy)
+            .map(super::proxy_out::local)
+            .unwrap_or_default();
         let run = async move {
             let transport = match (&info.tls_name, &tls) {
                 (Some(name), Some(t)) => {
                     let config = if h2 { &t.config_h2 } else { &t.config };
-                    Transport::connect_tls(info.addr, limit, config.clone(), name.clone(), h2).await
+                    let (c, n) = (config.clone(), name.clone());
+                    Transport::connect_tls(info.addr, limit, c, n, h2, &preface).await
                 }
-                _ => Transport::connect_tcp(info.addr, limit).await,
+                _ => Transport::connect_tcp_with(info.addr, limit, &preface).await,
             }
             .map_err(|e| format!("connect: {e}"))?;
             transport.set_timeouts(Some(limit));

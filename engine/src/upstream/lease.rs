@@ -57,6 +57,13 @@ impl Lease {
         }
     }
 
+    /// A connection its client's session kept between requests is used again: a failure
+    /// before any response byte may then mean the server closed it meanwhile.
+    pub fn kept(mut self) -> Lease {
+        self.reused = self.conn.as_ref().is_some_and(|c| c.uses > 0);
+        self
+    }
+
     /// The connection came from another shard.
     pub(super) fn taken_over(mut self) -> Lease {
         self.acquired = Acquired::TakenOver;
@@ -124,6 +131,12 @@ impl Lease {
     /// Whether the lease would go back to the pool now.
     pub fn is_reusable(&self) -> bool {
         self.reusable
+    }
+
+    /// Whether the connection began with a PROXY header naming one client (`send-proxy`):
+    /// it is never pooled, only kept by that client's session.
+    pub fn is_private(&self) -> bool {
+        self.conn.as_ref().is_some_and(|c| c.private)
     }
 
     /// Whether the connection has ever carried a request body (then it is never pooled).

@@ -24,6 +24,7 @@ pub mod balance;
 mod h2conns;
 pub mod health;
 mod lease;
+pub mod proxy_out;
 mod takeover;
 mod transport;
 
@@ -853,7 +854,21 @@ impl Upstreams {
             }
         }
         let asked = Instant::now();
-        let conn = self.connect(slot).await?;
+        let conn = self.connect(slot, &[]).await?;
+        Ok(Lease::new(self.clone(), conn, false).connected_in(asked.elapsed()))
+    }
+
+    /// A new connection for one client only (`send-proxy`): it starts with `preface`
+    /// (the PROXY header naming that client) and is marked private, so it never enters
+    /// the pool or another shard; the client's session keeps it (`exchange::Session`).
+    pub async fn acquire_private(
+        self: &Rc<Self>,
+        slot: ServerId,
+        preface: &[u8],
+    ) -> Result<Lease, AcquireError> {
+        let asked = Instant::now();
+        let mut conn = self.connect(slot, preface).await?;
+        conn.private = true;
         Ok(Lease::new(self.clone(), conn, false).connected_in(asked.elapsed()))
     }
 
@@ -900,8 +915,9 @@ impl Upstreams {
         }
     }
 
-    /// Opens a new connection to `slot`'s server, marking the server down on failure.
-    async fn connect(&self, slot: ServerId) -> Result<BackendConn, AcquireError> {
+    /// Opens a new connection to `slot`'s server, marking the server down on failure;
+    /// `preface` (a PROXY header, or nothing) is its first bytes.
+    async fn connect(&self, slot: ServerId, preface: &[u8]) -> Result<BackendConn, AcquireError> {
         if self.fault(FaultPoint::Connect) {
             self.counters.borrow_mut().backend_connect_errors += 1;
             return Err(AcquireError::Unavailable("injected connect fault"));
@@ -931,9 +947,10 @@ impl Upstreams {
                     .key(slot)
                     .is_some_and(|k| k.proto == Proto::Http2);
                 let config = if h2 { &tls.config_h2 } else { &tls.config };
-                Transport::connect_tls(addr, timeout, config.clone(), name.clone(), h2).await
+                Transport::connect_tls(addr, timeout, config.clone(), name.clone(), h2, preface)
+                    .await
             }
-            _ => Transport::connect_tcp(addr, timeout).await,
+            _ => Transport::connect_tcp_with(addr, timeout, preface).await,
         };
         match connected {
             Ok(transport) => {
@@ -958,6 +975,7 @@ impl Upstreams {
                     slot,
                     uses: 0,
                     carried_body: false,
+                    private: false,
                 })
             }
             Err(e) => {
@@ -1071,7 +1089,7 @@ impl Upstreams {
     /// `BackendConn::carried_body`); the exchange keeps it private to its client instead.
     fn give_back(&self, conn: BackendConn, reusable: bool) {
         let slot = conn.slot;
-        if !reusable || conn.carried_body {
+        if !reusable || conn.carried_body || conn.private {
             self.pool.borrow_mut().released(slot);
             self.forget_conn();
             return;

@@ -276,6 +276,7 @@ impl Upstreams {
                     uses,
                     // Connections that carried a body never enter a pool, so never move.
                     carried_body: false,
+                    private: false,
                 }),
                 None,
             ),
@@ -440,6 +441,7 @@ impl Upstreams {
             uses,
             // It came from this shard's pool, which holds no body-carrying connection.
             carried_body: false,
+            private: false,
         })
     }
 

@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use futures_lite::{AsyncRead, AsyncWrite};
+use futures_lite::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use glommio::net::TcpStream;
 use ringway_pool::ServerId;
 
@@ -59,10 +59,27 @@ impl std::fmt::Debug for Moved {
 impl Transport {
     /// Opens a plain TCP connection (with `TCP_NODELAY`).
     pub async fn connect_tcp(addr: std::net::SocketAddr, timeout: Duration) -> io::Result<Self> {
-        let stream = TcpStream::connect_timeout(addr, timeout)
+        Transport::connect_tcp_with(addr, timeout, &[]).await
+    }
+
+    /// Opens a TCP connection and writes `preface` on it first (a PROXY protocol header,
+    /// which comes before anything else, TLS included), all within `timeout`.
+    pub async fn connect_tcp_with(
+        addr: std::net::SocketAddr,
+        timeout: Duration,
+        preface: &[u8],
+    ) -> io::Result<Self> {
+        let started = Instant::now();
+        let mut stream = TcpStream::connect_timeout(addr, timeout)
             .await
             .map_err(io::Error::from)?;
         let _ = stream.set_nodelay(true);
+        if !preface.is_empty() {
+            let left = timeout.saturating_sub(started.elapsed());
+            let _ = stream.set_write_timeout(Some(left.max(Duration::from_millis(1))));
+            stream.write_all(preface).await?;
+            let _ = stream.set_write_timeout(None);
+        }
         Ok(Transport::Tcp(stream))
     }
 
@@ -74,9 +91,10 @@ impl Transport {
         config: Arc<ClientConfig>,
         name: ServerName<'static>,
         h2: bool,
+        preface: &[u8],
     ) -> io::Result<Self> {
         let started = Instant::now();
-        let Transport::Tcp(tcp) = Transport::connect_tcp(addr, timeout).await? else {
+        let Transport::Tcp(tcp) = Transport::connect_tcp_with(addr, timeout, preface).await? else {
             return Err(io::Error::other("connect_tcp gave a TLS stream"));
         };
         let conn = ClientConnection::new(config, name)
@@ -222,6 +240,10 @@ pub struct BackendConn {
     /// (or to another shard): it stays private to the client connection whose body it
     /// carried, and closes with it. Only that client can then get a shifted answer.
     pub carried_body: bool,
+    /// It began with a PROXY protocol header naming one client (`send-proxy`): it carries
+    /// that client's identity, so it never goes back to a pool (nor to another shard); it
+    /// stays private to that client connection and closes with it.
+    pub private: bool,
 }
 
 /// An idle connection in a shard's pool: an HTTP/1.1 connection (plain or TLS), or an
