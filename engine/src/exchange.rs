@@ -282,8 +282,8 @@ pub async fn forward(
     let _outstanding = ctx.upstreams.begin_outstanding(req.slot);
     if ctx.upstreams.is_h2(req.slot) {
         session.first.set(false);
-        let r = h2back::forward(ctx, req, src, sink, bbuf).await;
-        ctx.upstreams.passive(req.slot, verdict_of(&r));
+        let (r, slot) = h2back::forward(ctx, req, src, sink, bbuf).await;
+        ctx.upstreams.passive(slot, verdict_of(&r));
         return r;
     }
     let (r, slot) = forward_h1(ctx, session, req, src, sink, bbuf).await;

@@ -88,6 +88,7 @@ impl Shard {
             draining: ctx.load.draining.get(),
             faults: ctx.upstreams.faults_injected(),
             checks: ctx.upstreams.checks.figures(),
+            no_server: ctx.upstreams.no_server_by_backend(),
         }
     }
 
@@ -195,6 +196,23 @@ impl crate::admin::Source for Shard {
                 shared.reloads.load(Ordering::Relaxed),
                 shared.reload_failures.load(Ordering::Relaxed)
             );
+            let _ = write!(
+                text,
+                "# HELP ringway_backend_no_server_total Requests answered 503 because no server of the backend was usable (all down by their check, taken out, drained or removed).\n\
+                 # TYPE ringway_backend_no_server_total counter\n"
+            );
+            for s in snaps.iter() {
+                let shard = match s.cpu {
+                    Some(cpu) => format!("shard=\"{}\",cpu=\"{cpu}\"", s.shard),
+                    None => format!("shard=\"{}\"", s.shard),
+                };
+                for (backend, n) in &s.no_server {
+                    let _ = writeln!(
+                        text,
+                        "ringway_backend_no_server_total{{{shard},backend=\"{backend}\"}} {n}"
+                    );
+                }
+            }
             let checks: Vec<_> = snaps
                 .iter()
                 .flat_map(|s| s.checks.iter().copied())

@@ -188,9 +188,14 @@ impl Trace {
 
     /// The exchange got its backend connection (`asked` is when it asked for it).
     pub fn leased(&self, lease: &Lease, asked: Instant) {
+        self.leased_as(lease.acquired(), asked);
+    }
+
+    /// The exchange got its backend connection (or, HTTP/2, a stream on one), had `how`.
+    pub fn leased_as(&self, how: Acquired, asked: Instant) {
         let now = Instant::now();
         self.lease.set(Some(LeaseNote {
-            how: lease.acquired(),
+            how,
             took: now.saturating_duration_since(asked),
             at: now,
         }));

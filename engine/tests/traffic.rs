@@ -832,7 +832,7 @@ fn nginx_checks_over_http1_and_h2c() {
 /// Weight 0 drains a server at run time (by a reload), and a backend whose every server
 /// is drained answers 503 with a log line saying why.
 #[test]
-fn weight_zero_drains_and_no_usable_server_is_503() {
+fn weight_zero_drains_and_no_usable_server_is_503_and_counted() {
     let (a, b) = (origin(), origin());
     let f = TempFile(temp_path("drain.toml"));
     let cfg = |wa: u32, wb: u32| {
@@ -865,8 +865,21 @@ fn weight_zero_drains_and_no_usable_server_is_503() {
         metric(&p.metrics(), "ringway_config_reloads_total") == 2
     });
     std::thread::sleep(Duration::from_millis(100));
-    let r = conn.request("GET", "/", &[], None);
-    assert_eq!(r.status, 503);
+    let no_server = "ringway_backend_no_server_total{shard=\"0\",backend=\"d\"}";
+    assert_eq!(
+        metric(&p.metrics(), no_server),
+        0,
+        "no 503 of this kind yet"
+    );
+    for _ in 0..3 {
+        let r = conn.request("GET", "/", &[], None);
+        assert_eq!(r.status, 503);
+        if r.says_close() {
+            conn = p.connect();
+        }
+    }
+    // Counted per backend, in /metrics.
+    assert_eq!(metric(&p.metrics(), no_server), 3);
     // The log line reaches the test through a reader thread: wait for it.
     wait_until(
         Duration::from_secs(5),

@@ -89,6 +89,7 @@ fn main() -> ExitCode {
         max_concurrent_streams: args
             .max_concurrent_streams
             .unwrap_or(DEFAULT_MAX_CONCURRENT_STREAMS),
+        refuse_streams: false,
     };
     // Signals are caught before "listening" is printed, so a supervisor that signals
     // right after reading the line gets a clean exit.

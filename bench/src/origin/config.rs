@@ -51,6 +51,10 @@ pub struct OriginConfig {
     /// h2c only: the SETTINGS_MAX_CONCURRENT_STREAMS announced to clients (and enforced:
     /// a stream above it is refused with `REFUSED_STREAM` by `h2`). 0 refuses every stream.
     pub max_concurrent_streams: u32,
+    /// h2c only: answer every stream with `RST_STREAM(REFUSED_STREAM)` — a server that
+    /// takes no new work without saying so in its SETTINGS (the stream was not processed,
+    /// so a client may send it again elsewhere).
+    pub refuse_streams: bool,
 }
 
 impl Default for OriginConfig {
@@ -65,6 +69,7 @@ impl Default for OriginConfig {
             delay: None,
             protocol: Protocol::Http1,
             max_concurrent_streams: DEFAULT_MAX_CONCURRENT_STREAMS,
+            refuse_streams: false,
         }
     }
 }

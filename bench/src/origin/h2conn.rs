@@ -350,6 +350,10 @@ async fn serve_stream(
     ctx: &ShardCtx,
 ) -> Result<(), Cancelled> {
     let (parts, mut body) = req.into_parts();
+    if ctx.cfg.refuse_streams {
+        respond.send_reset(Reason::REFUSED_STREAM);
+        return Ok(());
+    }
     if route == Route::Reset {
         respond.send_reset(Reason::INTERNAL_ERROR);
         return Ok(());

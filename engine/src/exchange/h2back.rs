@@ -19,15 +19,24 @@
 //!
 //! Retries: a stream the server never processed (`REFUSED_STREAM`, or above a GOAWAY's
 //! `last_stream_id`) is sent again on another connection (a shared one first, then a new
-//! one), up to [`MAX_UNPROCESSED_RETRIES`] times, as long as none of the request body
-//! still to come has been taken from the client; otherwise the usual rule of the module above applies
-//! (idempotent, reused connection, nothing received: once, on a fresh connection).
+//! one), up to [`MAX_UNPROCESSED_RETRIES`] times, then on another HTTP/2 server of the
+//! backend (at most once per other server), whatever the method — no server processed
+//! it — as long as none of the request body still to come has been taken from the
+//! client; otherwise the usual rule of the module above applies (idempotent, reused
+//! connection, nothing received: once, on a fresh connection), and then the backend's
+//! `retries`/`retry-on` send an idempotent request with no response byte and no body
+//! taken to another server (connect failure, reset or close, timeout of `timeout-try`),
+//! as for HTTP/1.1. A retry goes only to a server that speaks HTTP/2 too.
+//!
+//! The trace notes how the stream's connection was had (shared or pooled: `reused`,
+//! taken over, new), so the per-server request counts, connect and first-byte times and
+//! the access log cover HTTP/2 backends like HTTP/1.1 ones.
 
 use std::cell::Cell;
 use std::future::{poll_fn, Future};
 use std::pin::pin;
 use std::task::Poll;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_lite::AsyncWriteExt;
 use h2::Reason;
@@ -39,7 +48,8 @@ use super::ResponseSink;
 use super::{body_failed, send_body, BodySource, DeliverError, Exchanged, Failure, Request};
 use crate::buf::Buf;
 use crate::ctx::ShardCtx;
-use crate::upstream::H2Stream;
+use crate::upstream::{AcquireError, Acquired, H2Stream};
+use ringway_pool::ServerId;
 
 /// How many times a stream the server did not process is sent again.
 pub const MAX_UNPROCESSED_RETRIES: u32 = 3;
@@ -174,9 +184,30 @@ enum Attempt {
 }
 
 /// Forwards one request to an HTTP/2 backend. See the module docs.
+/// Also returns the slot of the last try (a retry may have gone to another server).
 pub(super) async fn forward(
     ctx: &ShardCtx,
     req: &Request<'_>,
+    src: &mut impl BodySource,
+    sink: &mut impl ResponseSink,
+    bbuf: &mut Buf,
+) -> (Result<Exchanged, Failure>, ServerId) {
+    let mut slot = req.slot;
+    let r = forward_tries(ctx, req, &mut slot, src, sink, bbuf).await;
+    (r, slot)
+}
+
+/// Another HTTP/2 server of the backend for a retry (`super::retry_elsewhere`, or, for a
+/// stream no server processed, any other server): `None` when there is none, or when
+/// the one chosen speaks HTTP/1.1 (a mixed backend: this path cannot send it there).
+fn elsewhere(ctx: &ShardCtx, slot: ServerId, next: Option<ServerId>) -> Option<ServerId> {
+    next.filter(|&n| n != slot && ctx.upstreams.is_h2(n))
+}
+
+async fn forward_tries(
+    ctx: &ShardCtx,
+    req: &Request<'_>,
+    slot: &mut ServerId,
     src: &mut impl BodySource,
     sink: &mut impl ResponseSink,
     bbuf: &mut Buf,
@@ -191,16 +222,44 @@ pub(super) async fn forward(
     };
     let mut fresh = false;
     let mut unprocessed = 0;
+    // Tries on other servers: by the backend's `retries` (counted in `tries`), and for
+    // streams no server processed, one per other server at most (`moved`).
+    let mut tries = 0u32;
+    let mut moved = 0usize;
+    // A body streamed from the client cannot be sent again.
+    let streamed = src.pending();
     loop {
-        let stream = match ctx.upstreams.acquire_h2(req.slot, fresh).await {
+        let asked = Instant::now();
+        let stream = match ctx.upstreams.acquire_h2(*slot, fresh).await {
             Ok(s) => s,
             Err(e) => {
+                if !matches!(e, AcquireError::Unavailable(_)) {
+                    let next = super::retry_elsewhere(ctx, req, *slot, streamed, &mut tries, |r| {
+                        r.connect_failure
+                    });
+                    if let Some(next) = elsewhere(ctx, *slot, next) {
+                        *slot = next;
+                        fresh = false;
+                        unprocessed = 0;
+                        continue;
+                    }
+                }
                 return Err(Failure::Answer {
                     status: e.status(),
                     close: src.pending(),
-                })
+                });
             }
         };
+        // How the stream's connection was had, for the per-server figures (requests by
+        // connection kind, connect and first-byte times) and the access log.
+        let how = if stream.taken_over() {
+            Acquired::TakenOver
+        } else if stream.reused() {
+            Acquired::Pooled
+        } else {
+            Acquired::Connected(asked.elapsed())
+        };
+        req.trace.leased_as(how, asked);
         let touched = Cell::new(false);
         let result = attempt(ctx, &stream, &head, req, src, sink, bbuf, &touched).await;
         let failed = match result {
@@ -221,6 +280,25 @@ pub(super) async fn forward(
                     ctx.metrics.borrow_mut().c.retries += 1;
                     continue;
                 }
+                // Refused on fresh connections too: no server processed it, so it is
+                // safe to send to another one, whatever the method and `retries` say.
+                if !touched.get() && moved + 1 < ctx.upstreams.servers_beside(*slot) {
+                    let key = crate::upstream::balance::KeySource {
+                        head: req.head,
+                        path: b"",
+                        client: std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+                    };
+                    let next = ctx.upstreams.choose_other(*slot, &key);
+                    if let Some(next) = elsewhere(ctx, *slot, next) {
+                        tracing::debug!(error = %e, "stream refused by every connection of a server: sending it to another server");
+                        moved += 1;
+                        *slot = next;
+                        fresh = false;
+                        unprocessed = 0;
+                        ctx.metrics.borrow_mut().c.retries += 1;
+                        continue;
+                    }
+                }
                 (502, e.to_string(), false)
             }
             Attempt::Failed { status, why, conn } => (status, why, conn),
@@ -240,6 +318,23 @@ pub(super) async fn forward(
             fresh = true;
             ctx.metrics.borrow_mut().c.retries += 1;
             continue;
+        }
+        // Another server, by the backend's `retries` and `retry-on`, as for HTTP/1.1:
+        // idempotent, no body taken from the client, no response byte.
+        if (status == 502 || status == 504) && !touched.get() {
+            let on: fn(&crate::config::values::RetryOn) -> bool = if status == 504 {
+                |r| r.timeout
+            } else {
+                |r| r.reset
+            };
+            let next = super::retry_elsewhere(ctx, req, *slot, streamed, &mut tries, on);
+            if let Some(next) = elsewhere(ctx, *slot, next) {
+                tracing::debug!(error = %why, "retrying on another HTTP/2 server");
+                *slot = next;
+                fresh = false;
+                unprocessed = 0;
+                continue;
+            }
         }
         tracing::debug!(error = %why, status, "HTTP/2 backend failed before responding");
         let mut m = ctx.metrics.borrow_mut();
@@ -298,7 +393,14 @@ async fn attempt(
     touched: &Cell<bool>,
 ) -> Result<Exchanged, Attempt> {
     let cfg = ctx.config();
-    let (backend_timeout, body_time) = (cfg.timeouts.backend, cfg.timeouts.client_body);
+    // The backend's own bound for one try (`timeout-try`, else `timeout-backend`).
+    let backend_timeout = ctx
+        .upstreams
+        .backend_of(stream.slot())
+        .map_or(cfg.timeouts.backend, |b| {
+            b.timeout_try.unwrap_or(b.timeout_backend)
+        });
+    let body_time = cfg.timeouts.client_body;
     let idempotent = req.method.is_idempotent();
     let mut send = stream.sender();
     // h2 holds a new stream here while the server's SETTINGS_MAX_CONCURRENT_STREAMS is

@@ -260,4 +260,6 @@ pub struct Snapshot {
     /// The active checks this shard runs: (server index, up, last change in seconds
     /// since the epoch, checks failed, checks sent).
     pub checks: Vec<(u32, bool, f64, u64, u64)>,
+    /// Per backend (name): requests answered 503 because none of its servers was usable.
+    pub no_server: Vec<(String, u64)>,
 }

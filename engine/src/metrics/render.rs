@@ -660,6 +660,7 @@ mod tests {
             draining: false,
             faults: vec![("connect".into(), 3)],
             checks: Vec::new(),
+            no_server: Vec::new(),
         }
     }
 

@@ -315,6 +315,11 @@ impl H2Stream {
         self.conn.send.clone()
     }
 
+    /// The pool slot (server) of the stream's connection.
+    pub fn slot(&self) -> ServerId {
+        self.conn.slot
+    }
+
     /// The connection had carried a stream before this one.
     pub fn reused(&self) -> bool {
         self.reused

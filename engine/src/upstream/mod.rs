@@ -440,6 +440,9 @@ pub struct Upstreams {
     takeover: RefCell<takeover::State>,
     outbox: Outbox,
     counters: RefCell<Counters>,
+    /// Requests answered 503 because no server of their backend was usable, by backend
+    /// name (names survive reloads).
+    no_server: RefCell<std::collections::HashMap<String, u64>>,
     warn: RateLimited,
     fds: FdBudget,
 }
@@ -494,6 +497,7 @@ impl Upstreams {
             )),
             outbox,
             counters: RefCell::new(Counters::default()),
+            no_server: RefCell::new(std::collections::HashMap::new()),
             warn: RateLimited::default(),
             table: RefCell::new(table),
             fds,
@@ -616,6 +620,12 @@ impl Upstreams {
     /// returns the pool slot its connections live in; `None` when no server of the
     /// backend is usable (down by its check, drained or removed): the request gets 503.
     pub fn choose(&self, backend: usize, key: &KeySource<'_>) -> Option<ServerId> {
+        self.pick(backend, key, true)
+    }
+
+    /// [`Upstreams::choose`]; `answers` when a `None` means the request gets 503 (then it
+    /// is counted per backend and logged), not when it only means "no retry elsewhere".
+    fn pick(&self, backend: usize, key: &KeySource<'_>, answers: bool) -> Option<ServerId> {
         let table = self.table();
         let be = table.backends.get(backend)?;
         let now = Instant::now();
@@ -641,8 +651,14 @@ impl Upstreams {
         };
         match idx {
             Some(i) => Some(table.servers[be.servers[i] as usize].slot),
+            None if !answers => None,
             None => {
                 self.counters.borrow_mut().no_server += 1;
+                *self
+                    .no_server
+                    .borrow_mut()
+                    .entry(be.cfg.name.clone())
+                    .or_insert(0) += 1;
                 if let Some(suppressed) = self.warn.allow() {
                     let (mut down, mut drained) = (0, 0);
                     for &s in &be.servers {
@@ -686,12 +702,23 @@ impl Upstreams {
             return Some(slot);
         }
         for _ in 0..be.servers.len() * 2 {
-            let s = self.choose(backend, key)?;
+            let s = self.pick(backend, key, false)?;
             if s != slot {
                 return Some(s);
             }
         }
         Some(slot)
+    }
+
+    /// How many servers `slot`'s backend has (itself included).
+    pub fn servers_beside(&self, slot: ServerId) -> usize {
+        let table = self.table();
+        table
+            .keys
+            .key(slot)
+            .and_then(|k| table.servers.get(k.server as usize))
+            .and_then(|s| table.backends.get(s.backend))
+            .map_or(1, |b| b.servers.len())
     }
 
     /// Counts a request outstanding on `slot`'s server until the guard is dropped.
@@ -1198,6 +1225,20 @@ impl Upstreams {
             .collect();
         let t = self.takeover.borrow().counters();
         (servers, self.counters.borrow().clone(), t)
+    }
+
+    /// Requests answered 503 for want of a usable server, for each backend of the
+    /// current configuration (0 included), in configuration order.
+    pub fn no_server_by_backend(&self) -> Vec<(String, u64)> {
+        let counts = self.no_server.borrow();
+        self.table()
+            .backends
+            .iter()
+            .map(|b| {
+                let n = counts.get(&b.cfg.name).copied().unwrap_or(0);
+                (b.cfg.name.clone(), n)
+            })
+            .collect()
     }
 
     /// Whether each server (by index in the table) is up as this shard sees it.
