@@ -6,7 +6,6 @@
 
 mod common;
 
-
 use common::*;
 use ringway_bench::origin::Protocol;
 
