@@ -66,13 +66,26 @@ fn start(origin: &Origin, reuse: &str) -> Proxy {
     ])
 }
 
+/// Idle HTTP/2 (h2c) client connections, one stream served on each.
+const H2_CLIENTS: usize = 3000;
+/// Bound on the growth per idle h2c client connection. Measured: 6,289 bytes in a
+/// release build (HAProxy: 6,376, docs/benchmarks.md), about 6,550 in this debug build
+/// (larger futures). It was 28.7 KB while `h2` held its 16 KiB write and 8 KiB read
+/// buffers for the connection's life (vendor/h2/RINGWAY-PATCHES.md): either one held
+/// again fails this bound.
+const H2_CLIENT_BOUND: f64 = 8192.0;
+
 fn probe(proxy: &Proxy, conns: usize) -> (IdleReport, idle::Held) {
+    probe_with(proxy, conns, false)
+}
+
+fn probe_with(proxy: &Proxy, conns: usize, http2: bool) -> (IdleReport, idle::Held) {
     let cfg = IdleConfig {
         target: parse_url(&proxy.url("/")).expect("url"),
         conns,
         pid: Some(proxy.pid()),
         concurrent: false,
-        http2: false,
+        http2,
         timeout: IO_TIMEOUT,
     };
     let held = idle::run(&cfg).expect("idle probe");
@@ -151,4 +164,41 @@ fn idle_pooled_backend_connections_stay_small() {
         both.per_conn()
     );
     drop(held);
+}
+
+#[test]
+fn idle_h2c_clients_hold_no_codec_buffers() {
+    raise_fd_limit(H2_CLIENTS as u64 + 1024);
+    let origin = origin();
+    let proxy = start(&origin, "always");
+    let (report, held) = probe_with(&proxy, H2_CLIENTS, true);
+    assert_eq!(
+        metric(&proxy.metrics(), "ringway_client_connections{shard=\"0\"}"),
+        H2_CLIENTS as u64,
+        "every probe connection is open and was served"
+    );
+    eprintln!(
+        "{H2_CLIENTS} idle h2c clients: {:.0} bytes each ({} -> {} KiB)",
+        report.per_conn(),
+        report.rss_before / 1024,
+        report.rss_after / 1024
+    );
+    assert!(
+        report.per_conn() < H2_CLIENT_BOUND,
+        "an idle h2c client costs {:.0} bytes of RSS (bound {H2_CLIENT_BOUND})",
+        report.per_conn()
+    );
+    // Alive, not merely counted: another h2c client is served, and the held ones close
+    // cleanly.
+    drop(held);
+    let out = curl_ok(&[
+        "-s",
+        "--http2-prior-knowledge",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        &proxy.url("/"),
+    ]);
+    assert_eq!(String::from_utf8_lossy(&out), "200");
 }
