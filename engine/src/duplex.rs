@@ -22,6 +22,12 @@ impl<'a, T> Duplex<'a, T> {
     pub fn new(stream: &'a mut T) -> Self {
         Duplex(RefCell::new(stream))
     }
+
+    /// Runs `f` on the stream itself for the length of one call (e.g. a readiness check
+    /// beside the two halves), under the same one-borrow-at-a-time rule.
+    pub fn with_mut<R>(&self, f: impl FnOnce(&mut T) -> R) -> R {
+        f(&mut self.0.borrow_mut())
+    }
 }
 
 impl<T: AsyncRead + Unpin> AsyncRead for &Duplex<'_, T> {

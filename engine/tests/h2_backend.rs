@@ -494,3 +494,119 @@ fn max_reuse_counts_streams_and_reuse_never_keeps_connections_private() {
     );
     proxy.assert_healthy();
 }
+
+/// Reads one HTTP/1.1 response with a `content-length` or chunked body from `s`; returns
+/// the head and the number of body bytes read (what the test needs to tell answers apart).
+fn read_h1_response(s: &mut std::net::TcpStream, pending: &mut Vec<u8>) -> String {
+    use std::io::Read;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(end) = pending.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&pending[..end + 4]).to_string();
+            let lower = head.to_ascii_lowercase();
+            let body_end = if let Some(cl) = lower
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse::<usize>().ok())
+            {
+                (pending.len() >= end + 4 + cl).then_some(end + 4 + cl)
+            } else {
+                // Chunked: ends with the last chunk.
+                pending[end + 4..]
+                    .windows(5)
+                    .position(|w| w == b"0\r\n\r\n")
+                    .map(|p| end + 4 + p + 5)
+            };
+            if let Some(n) = body_end {
+                pending.drain(..n);
+                return head;
+            }
+        }
+        assert!(std::time::Instant::now() < deadline, "response within 10 s");
+        let mut b = [0u8; 4096];
+        let n = s.read(&mut b).expect("read response");
+        assert!(n > 0, "connection closed before a whole response");
+        pending.extend_from_slice(&b[..n]);
+    }
+}
+
+/// An HTTP/1.1 client that hangs up while its request waits at an h2c backend cancels
+/// the backend stream at once (RST_STREAM(CANCEL), counted as `cancelled` by
+/// `ringway-origin --h2c`), long before the backend would have answered or
+/// `--timeout-backend` passed; the shared backend connection stays. A client that stays,
+/// pipelines, or sends its body slowly is not taken for gone.
+#[test]
+fn an_http1_client_that_hangs_up_cancels_its_backend_stream() {
+    use ringway_bench::origin::Protocol;
+    use std::io::Write;
+    let origin = origin_with(OriginConfig {
+        protocol: Protocol::H2c,
+        ..OriginConfig::default()
+    });
+    let backend = format!("h2c://{}", origin.addr());
+    let proxy = Proxy::start(&["--backend", &backend, "--timeout-backend", "60s"]);
+    // Warm the backend connection up, so every later request shares it.
+    let out = curl_ok(&[
+        "-s",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        &proxy.url("/"),
+    ]);
+    assert_eq!(String::from_utf8_lossy(&out), "200");
+
+    for (i, how) in ["close", "shutdown-write"].iter().enumerate() {
+        let before = origin.stats();
+        let mut s = std::net::TcpStream::connect(proxy.addr).expect("connect");
+        s.write_all(b"GET /delay/20000 HTTP/1.1\r\nHost: h\r\n\r\n")
+            .expect("send");
+        wait_until(
+            Duration::from_secs(10),
+            "the stream reached the origin",
+            || origin.stats().requests_total > before.requests_total,
+        );
+        let gone_at = std::time::Instant::now();
+        if *how == "close" {
+            drop(s);
+        } else {
+            // A half-close is a client that gave up too (as nginx and HAProxy read it).
+            s.shutdown(std::net::Shutdown::Write).expect("shutdown");
+            std::mem::forget(s);
+        }
+        wait_until(
+            Duration::from_secs(5),
+            &format!("backend stream cancelled after the client's {how}"),
+            || origin.stats().cancelled == i as u64 + 1,
+        );
+        eprintln!(
+            "{how}: backend stream cancelled {:?} after the hang-up",
+            gone_at.elapsed()
+        );
+    }
+
+    // A client that waits, and one that pipelines its next request, are answered in full.
+    let mut s = std::net::TcpStream::connect(proxy.addr).expect("connect");
+    s.write_all(
+        b"GET /delay/300 HTTP/1.1\r\nHost: h\r\n\r\nGET /delay/300 HTTP/1.1\r\nHost: h\r\n\r\n",
+    )
+    .expect("send");
+    let mut pending = Vec::new();
+    for _ in 0..2 {
+        let head = read_h1_response(&mut s, &mut pending);
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    }
+    // A body sent slowly (bytes arrive while the answer is awaited) is no hang-up either.
+    s.write_all(b"POST /delay/300 HTTP/1.1\r\nHost: h\r\nContent-Length: 6\r\n\r\nabc")
+        .expect("send");
+    std::thread::sleep(Duration::from_millis(100));
+    s.write_all(b"def").expect("send");
+    let head = read_h1_response(&mut s, &mut pending);
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert_eq!(origin.stats().cancelled, 2, "nothing else was cancelled");
+    assert_eq!(
+        origin.stats().connections_total,
+        1,
+        "one backend connection carried every stream"
+    );
+}

@@ -17,12 +17,13 @@
 use std::io;
 use std::net::IpAddr;
 use std::rc::Rc;
+use std::task::{Context, Poll};
 use std::time::Instant;
 
 use futures_lite::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use ringway_http1::{self as http1, Framing, HeadError, RequestHead, ResponseHead};
 
-use super::ClientStream;
+use super::{ClientStream, Hangup};
 use crate::body::{copy_body, copy_dechunked, CopyError};
 use crate::buf::Buf;
 use crate::ctx::{Counted, ShardCtx};
@@ -355,6 +356,8 @@ impl Client {
             };
             let mut sink = H1Sink {
                 writer: Metered::new(&client, trace),
+                client: &client,
+                watch_hangup: ctx.upstreams.is_h2(slot),
                 upgrade: head.upgrade,
                 out,
                 minor: head.minor,
@@ -459,8 +462,13 @@ impl<R: AsyncRead + Unpin> BodySource for H1Body<'_, R> {
 
 /// The client end of an HTTP/1.1 response: the head rewritten for this hop, then the
 /// body as the backend framed it (de-chunked for an HTTP/1.0 client).
-struct H1Sink<'a, W> {
+struct H1Sink<'a, 'd, W> {
     writer: W,
+    /// The client connection itself, watched for a hang-up while the answer is awaited.
+    client: &'a Duplex<'d, ClientStream>,
+    /// Whether to watch: for HTTP/2 backends, where a client gone before the head
+    /// cancels the backend stream (RST_STREAM) and costs no connection.
+    watch_hangup: bool,
     /// The request asked to switch protocols: only then may a `101` pass.
     upgrade: bool,
     out: &'a mut Vec<u8>,
@@ -469,9 +477,23 @@ struct H1Sink<'a, W> {
     draining: bool,
 }
 
-impl<W: AsyncWrite + Unpin> ResponseSink for H1Sink<'_, W> {
+impl<W: AsyncWrite + Unpin> ResponseSink for H1Sink<'_, '_, W> {
     fn can_switch(&self) -> bool {
         self.upgrade
+    }
+
+    /// The client closed its connection (FIN or reset) while the head is awaited. Bytes
+    /// waiting on the socket (a body being sent, a pipelined request) say nothing either
+    /// way: then this is Pending without a wake-up of its own, and is asked again on the
+    /// task's next wake-up.
+    fn poll_gone(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        if !self.watch_hangup {
+            return Poll::Pending;
+        }
+        match self.client.with_mut(|s| s.poll_hangup(cx)) {
+            Poll::Ready(Hangup::Gone) => Poll::Ready(()),
+            Poll::Ready(Hangup::Unknown) | Poll::Pending => Poll::Pending,
+        }
     }
 
     async fn deliver<R: AsyncRead + Unpin>(

@@ -13,6 +13,7 @@ mod proxy;
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::os::unix::io::AsRawFd;
 
 use crate::exchange::ClientAddr;
 use std::rc::Rc;
@@ -74,6 +75,80 @@ impl ClientStream {
             ClientStream::Plain(s) => s.readable().await,
             ClientStream::Tls(t) => t.readable().await,
         }
+    }
+}
+
+/// What [`ClientStream::poll_hangup`] learned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hangup {
+    /// The client closed its connection (FIN or reset): nobody waits for the answer.
+    Gone,
+    /// Bytes are waiting to be read (a request body, a pipelined request): whether the
+    /// client is still there cannot be told without reading them.
+    Unknown,
+}
+
+impl ClientStream {
+    /// Ready once the socket is readable while a request waits for its answer: whether
+    /// the client hung up ([`Hangup::Gone`]) or sent more ([`Hangup::Unknown`]). Pending
+    /// (and woken when something arrives) while nothing came. Reads nothing: the bytes
+    /// stay for the front. Arms no read timeout (one armed before and passed: `Unknown`).
+    pub fn poll_hangup(&mut self, cx: &mut Context<'_>) -> Poll<Hangup> {
+        // The wait must not arm the read timeout: a deadline set now would stay armed
+        // for the front's next wait (glommio keeps the first one), ending the keep-alive
+        // wait after the next request early.
+        let timeout = self.tcp().read_timeout();
+        let _ = self.tcp().set_read_timeout(None);
+        let ready = match self {
+            ClientStream::Plain(s) => s.poll_readable(cx),
+            ClientStream::Tls(t) => t.poll_tcp_readable(cx),
+        };
+        let _ = self.tcp().set_read_timeout(timeout);
+        match ready {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::TimedOut => {
+                Poll::Ready(Hangup::Unknown)
+            }
+            Poll::Ready(Err(_)) => Poll::Ready(Hangup::Gone),
+            Poll::Ready(Ok(())) => Poll::Ready(peer_hung_up(self.tcp().as_raw_fd(), self.is_tls())),
+        }
+    }
+}
+
+/// Whether the peer of the readable socket `fd` closed it. Plain TCP: a peek at the next
+/// byte says EOF (or a reset) apart from data. TLS: the close_notify record arrives just
+/// before the FIN, so the socket's "peer shut down" flag (`POLLRDHUP`) decides.
+fn peer_hung_up(fd: std::os::unix::io::RawFd, tls: bool) -> Hangup {
+    if tls {
+        let mut p = libc::pollfd {
+            fd,
+            events: libc::POLLRDHUP,
+            revents: 0,
+        };
+        // SAFETY: one initialised pollfd on the stack, nfds 1, no wait; `fd` is the open
+        // socket of a stream borrowed for this call.
+        let n = unsafe { libc::poll(&mut p, 1, 0) };
+        let gone = n == 1 && p.revents & (libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR) != 0;
+        return if gone { Hangup::Gone } else { Hangup::Unknown };
+    }
+    let mut byte = 0u8;
+    // SAFETY: a 1-byte buffer on the stack, valid for the call; MSG_PEEK leaves the byte
+    // in the socket, MSG_DONTWAIT never blocks; `fd` is the open socket borrowed above.
+    let n = unsafe {
+        libc::recv(
+            fd,
+            (&mut byte as *mut u8).cast(),
+            1,
+            libc::MSG_PEEK | libc::MSG_DONTWAIT,
+        )
+    };
+    match n {
+        0 => Hangup::Gone,
+        n if n > 0 => Hangup::Unknown,
+        _ => match io::Error::last_os_error().kind() {
+            io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted => Hangup::Unknown,
+            _ => Hangup::Gone,
+        },
     }
 }
 

@@ -168,6 +168,12 @@ where
         self.io.readable().await
     }
 
+    /// Polls the TCP socket underneath for readiness (bytes, a close or an error), past
+    /// whatever rustls holds: for noticing a client that hung up while its request waits.
+    pub fn poll_tcp_readable(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.io.poll_readable(cx)
+    }
+
     /// Runs the handshake to its end.
     pub async fn handshake(&mut self) -> io::Result<()> {
         std::future::poll_fn(|cx| loop {
