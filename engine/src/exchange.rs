@@ -228,10 +228,31 @@ pub enum DeliverError {
 pub trait ResponseSink {
     /// Whether a `101 Switching Protocols` can be passed on (HTTP/1.1 only).
     fn can_switch(&self) -> bool;
-    /// Ready once the client has given up on this request (HTTP/2 `RST_STREAM`), so a
-    /// wait for the backend's head is abandoned. HTTP/1.1 notices on its next write.
+    /// Ready once the client has given up on this request (HTTP/2 `RST_STREAM`; an
+    /// HTTP/1.1 client that closed its connection while its request waits at an HTTP/2
+    /// backend), so a wait for the backend's head is abandoned. Otherwise HTTP/1.1
+    /// notices on its next write.
     fn poll_gone(&mut self, _cx: &mut Context<'_>) -> Poll<()> {
         Poll::Pending
+    }
+    /// Whether [`deliver_h2`](Self::deliver_h2) takes an HTTP/2 backend's response as it
+    /// came (the HTTP/2 front): no HTTP/1.1 text of the head, no chunk framing of the
+    /// body in between. Otherwise the response is turned into HTTP/1.1 for
+    /// [`deliver`](Self::deliver).
+    fn takes_h2(&self) -> bool {
+        false
+    }
+    /// Relays an HTTP/2 backend's response (head, DATA, trailers) when
+    /// [`takes_h2`](Self::takes_h2) says so; the backend's window is given back as the
+    /// client takes the bytes, and `idle` is how long the backend may stay silent
+    /// mid-body. Returns whether the client connection may carry another request.
+    async fn deliver_h2(
+        &mut self,
+        _head: http::response::Parts,
+        _body: h2::RecvStream,
+        _idle: Duration,
+    ) -> Result<bool, DeliverError> {
+        Err(DeliverError::Backend)
     }
     /// Sends the response head (`resp`, its bytes at the front of `bbuf`) and streams
     /// the body from `src`. Consumes what it used of `bbuf`. Returns whether the client

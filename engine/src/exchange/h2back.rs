@@ -9,9 +9,10 @@
 //! the front), the body is de-framed into DATA frames sent as the server's flow-control
 //! window allows (`BodyWriter`, `h2body.rs`), and the response (status, fields, DATA) is seen by the
 //! sink as an HTTP/1.1 response — chunked when it has no `content-length` —
-//! (`BodyReader`); response trailers are dropped. Flow-control capacity is given back to
-//! the server only as the sink takes the bytes, so a slow client holds at most one stream
-//! window of its response in the proxy.
+//! (`BodyReader`), unless the sink takes HTTP/2 as it is (`ResponseSink::takes_h2`,
+//! the HTTP/2 front): then head, DATA and trailers go across without HTTP/1.1 text.
+//! Flow-control capacity is given back to the server only as the sink takes the bytes,
+//! so a slow client holds at most one stream window of its response in the proxy.
 //!
 //! The stream is a lease on a shared connection ([`H2Stream`]): dropping it (the client
 //! went away, reset its stream, or the exchange failed) drops the `h2` stream handles, and
@@ -472,6 +473,17 @@ async fn attempt(
             Some(Some(Ok(r))) => r,
         };
         let (parts, recv) = resp.into_parts();
+        if sink.takes_h2() {
+            // HTTP/2 on both sides: the head and the body go across as they came.
+            let status = parts.status.as_u16();
+            return match sink.deliver_h2(parts, recv, backend_timeout).await {
+                Ok(keep_alive) => Ok((status, keep_alive)),
+                Err(e) => Err(Attempt::Final(Failure::Broken {
+                    status,
+                    client_gone: matches!(e, DeliverError::ClientGone),
+                })),
+            };
+        }
         let mut text = Vec::with_capacity(256);
         write_h1_response(&parts, req.method, &mut text);
         bbuf.put(&text);

@@ -51,6 +51,26 @@ pub fn parse(section: &[u8]) -> HeaderMap {
     map
 }
 
+/// `trailers` less the fields that must not be trailers (as they came from an HTTP/2
+/// backend, for an HTTP/2 client): the map itself when none is there, the usual case.
+pub fn allowed_only(trailers: HeaderMap) -> HeaderMap {
+    if trailers.keys().all(|n| allowed(n.as_str())) {
+        return trailers;
+    }
+    let mut map = HeaderMap::new();
+    let mut last = None;
+    for (name, value) in trailers {
+        // `into_iter` names a field once, then yields its further values with `None`.
+        if let Some(n) = name {
+            last = Some(n);
+        }
+        if let Some(n) = last.as_ref().filter(|n| allowed(n.as_str())) {
+            map.append(n.clone(), value);
+        }
+    }
+    map
+}
+
 /// The end of a chunked body carrying `trailers`: `0\r\n`, the fields, `\r\n`.
 pub fn write(trailers: Option<&HeaderMap>, out: &mut Vec<u8>) {
     out.extend_from_slice(b"0\r\n");
@@ -86,5 +106,11 @@ mod tests {
         assert_eq!(out, b"0\r\n\r\n");
         assert!(parse(b"\r\n").is_empty());
         assert!(parse(b"Transfer-Encoding: chunked\r\n\r\n").is_empty());
+        let kept = allowed_only(map.clone());
+        assert_eq!(kept.len(), 2);
+        assert_eq!(kept["x-checksum"], "abc");
+        assert!(!kept.contains_key("content-length"));
+        map.remove("content-length");
+        assert_eq!(allowed_only(map.clone()), map);
     }
 }

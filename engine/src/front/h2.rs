@@ -29,7 +29,7 @@
 //! from the peer can panic here.
 
 use std::cell::{Cell, RefCell};
-use std::future::poll_fn;
+use std::future::{poll_fn, Future};
 use std::io;
 use std::net::IpAddr;
 use std::rc::Rc;
@@ -99,6 +99,36 @@ impl StreamBufs {
         }
     }
 }
+/// A head's text while a stream is served: a vector from the shard's scratch pool
+/// (`buf::scratch`), given back when the stream is done with it, so a stream
+/// allocates none for its heads.
+struct Scratch(Vec<u8>);
+
+impl Scratch {
+    fn take() -> Scratch {
+        Scratch(crate::buf::scratch())
+    }
+}
+
+impl std::ops::Deref for Scratch {
+    type Target = Vec<u8>;
+    fn deref(&self) -> &Vec<u8> {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Scratch {
+    fn deref_mut(&mut self) -> &mut Vec<u8> {
+        &mut self.0
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        crate::buf::give_scratch(std::mem::take(&mut self.0));
+    }
+}
+
 /// Fields that are connection-specific in HTTP/2 (RFC 9113 §8.2.2) and never sent.
 const CONNECTION_SPECIFIC: [&str; 6] = [
     "connection",
@@ -175,8 +205,10 @@ pub async fn serve(ctx: Rc<ShardCtx>, stream: ClientStream, client: ClientAddr, 
     // aligned on frame boundaries.
     meter.borrow_mut().feed(&buffered, Instant::now());
     let stream = Metered::new(stream, meter.clone());
+    // Boxed for its own length only: the connection's future (its task, for its whole
+    // life) then holds no room for the handshake's state beside the connection's.
     let handshake = glommio::timer::timeout(client_head, async {
-        Ok(h2s::handshake(stream, buffered, &settings).await)
+        Ok(Box::pin(h2s::handshake(stream, buffered, &settings)).await)
     })
     .await;
     let mut conn = match handshake {
@@ -214,6 +246,7 @@ pub async fn serve(ctx: Rc<ShardCtx>, stream: ClientStream, client: ClientAddr, 
     // announced limit, new streams are refused.
     let max_in_progress = 2 * settings.max_concurrent_streams as usize;
     let mut goaway_at: Option<Instant> = None;
+    let mut tick = glommio::timer::Timer::new(TICK);
     loop {
         if meter.borrow().over_budget() && !cc.calmed.get() {
             // A flood of control frames (or empty DATA, resets, unknown frames): this
@@ -245,9 +278,19 @@ pub async fn serve(ctx: Rc<ShardCtx>, stream: ClientStream, client: ClientAddr, 
         } else if goaway_at.is_some_and(|t| t.elapsed() >= GOAWAY_LINGER) && cc.active.get() == 0 {
             return;
         }
-        let next = futures_lite::future::or(async { Some(conn.accept().await) }, async {
-            glommio::timer::sleep(TICK).await;
-            None
+        // One timer for the connection's life, re-armed when it fires: a new one per
+        // accepted stream cost an allocation and a timer-wheel insert and removal each.
+        let next = poll_fn(|cx| {
+            if let Poll::Ready(r) = conn.poll_accept(cx) {
+                return Poll::Ready(Some(r));
+            }
+            match std::pin::Pin::new(&mut tick).poll(cx) {
+                Poll::Ready(_) => {
+                    tick.reset(TICK);
+                    Poll::Ready(None)
+                }
+                Poll::Pending => Poll::Pending,
+            }
         })
         .await;
         match next {
@@ -334,7 +377,7 @@ async fn handle(
         ctx.metrics.borrow_mut().c.bad_request += 1;
         return answer_locally(respond, 501, is_head);
     }
-    let mut h1 = Vec::with_capacity(512);
+    let mut h1 = Scratch::take();
     if !build_h1_head(&parts, has_body, &mut h1) {
         ctx.metrics.borrow_mut().c.bad_request += 1;
         return answer_locally(respond, 400, is_head);
@@ -381,7 +424,7 @@ async fn handle(
             return 499;
         }
     }
-    let mut upstream = Vec::with_capacity(h1.len() + 128);
+    let mut upstream = Scratch::take();
     http1::write_request_upstream(
         &h1,
         &head,
@@ -411,6 +454,7 @@ async fn handle(
     let result = {
         let mut sink = H2Sink {
             respond: &mut *respond,
+            is_head,
             idle,
             trace,
         };
@@ -589,6 +633,8 @@ impl BodySource for H2Body<'_> {
 /// The client end of one stream's response.
 struct H2Sink<'a> {
     respond: &'a mut SendResponse<Bytes>,
+    /// The request is a HEAD: the response has no body.
+    is_head: bool,
     idle: Duration,
     /// Notes the response's start and its body bytes (as received from the backend).
     trace: &'a Trace,
@@ -601,6 +647,95 @@ impl ResponseSink for H2Sink<'_> {
 
     fn poll_gone(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         self.respond.poll_reset(cx).map(|_| ())
+    }
+
+    fn takes_h2(&self) -> bool {
+        true
+    }
+
+    /// HTTP/2 to HTTP/2: the backend's fields are already free of connection-specific
+    /// ones (`h2` refuses a response carrying any), so the head goes on with this hop
+    /// added to `Via`; each DATA frame's bytes go on as they came (no copy), the
+    /// backend's window given back once the client's window let them out; trailers
+    /// end the stream as they came, less fields that must not be trailers.
+    async fn deliver_h2(
+        &mut self,
+        mut head: http::response::Parts,
+        mut body: RecvStream,
+        idle: Duration,
+    ) -> Result<bool, DeliverError> {
+        add_via(&mut head.headers);
+        // As HTTP/1.1 framing has it: no body for HEAD, 204 and 304, whatever came.
+        let status = head.status.as_u16();
+        let empty = self.is_head || status == 204 || status == 304 || body.is_end_stream();
+        let mut send = self
+            .respond
+            .send_response(Response::from_parts(head, ()), empty)
+            .map_err(|_| DeliverError::ClientGone)?;
+        self.trace.response_started();
+        if empty {
+            return Ok(true);
+        }
+        let failed = |send: &mut SendStream<Bytes>, why: &str| {
+            tracing::debug!(why, "HTTP/2 backend response body failed");
+            send.send_reset(Reason::INTERNAL_ERROR);
+            Err(DeliverError::Backend)
+        };
+        loop {
+            let next = or_reset(
+                glommio::timer::timeout(idle, async { Ok(body.data().await) }),
+                &mut send,
+            )
+            .await;
+            let data = match next {
+                None => return Err(DeliverError::ClientGone),
+                Some(Err(_)) => return failed(&mut send, "silent for --timeout-backend"),
+                Some(Ok(None)) => break,
+                Some(Ok(Some(Err(_)))) => return failed(&mut send, "stream failed"),
+                Some(Ok(Some(Ok(data)))) => data,
+            };
+            let n = data.len();
+            self.trace.add_out(n);
+            // The last frame carries END_STREAM when no trailers follow.
+            let last = body.is_end_stream();
+            if n > 0 || last {
+                send_piece(&mut send, data, last, self.idle)
+                    .await
+                    .map_err(|_| DeliverError::ClientGone)?;
+            }
+            let _ = body.flow_control().release_capacity(n);
+            if last {
+                return Ok(true);
+            }
+        }
+        let trailers = or_reset(
+            glommio::timer::timeout(idle, async { Ok(body.trailers().await) }),
+            &mut send,
+        )
+        .await;
+        match trailers {
+            None => Err(DeliverError::ClientGone),
+            Some(Err(_)) => failed(&mut send, "silent for --timeout-backend"),
+            Some(Ok(Err(_))) => failed(&mut send, "stream failed"),
+            Some(Ok(Ok(Some(t)))) => {
+                let t = trailers::allowed_only(t);
+                if t.is_empty() {
+                    send_piece(&mut send, Bytes::new(), true, self.idle)
+                        .await
+                        .map_err(|_| DeliverError::ClientGone)?;
+                } else {
+                    send.send_trailers(t)
+                        .map_err(|_| DeliverError::ClientGone)?;
+                }
+                Ok(true)
+            }
+            Some(Ok(Ok(None))) => {
+                send_piece(&mut send, Bytes::new(), true, self.idle)
+                    .await
+                    .map_err(|_| DeliverError::ClientGone)?;
+                Ok(true)
+            }
+        }
     }
 
     async fn deliver<R: AsyncRead + Unpin>(
@@ -778,20 +913,65 @@ async fn stream_body<R: AsyncRead + Unpin>(
     }
 }
 
+/// Adds this hop to a response's `Via` (after the entries already there, in one field,
+/// as `write_response_downstream` does for a response read as HTTP/1.1).
+fn add_via(headers: &mut http::HeaderMap) {
+    let via = http::header::VIA;
+    if !headers.contains_key(&via) {
+        headers.insert(via, HeaderValue::from_static(VIA));
+        return;
+    }
+    let mut value = Vec::new();
+    for v in headers.get_all(&via).iter().filter(|v| !v.is_empty()) {
+        value.extend_from_slice(v.as_bytes());
+        value.extend_from_slice(b", ");
+    }
+    value.extend_from_slice(VIA.as_bytes());
+    if let Ok(v) = HeaderValue::from_bytes(&value) {
+        headers.insert(via, v);
+    }
+}
+
 /// The HTTP/2 response head for a backend response: the fields HTTP/1.1 would forward
 /// (same rules, same code: `write_response_downstream`, into [`H2Head`] instead of
 /// text), less connection-specific ones.
 fn response_head(buf: &[u8], resp: &ResponseHead) -> Response<()> {
-    let mut out = H2Head(Response::new(()));
-    *out.0.status_mut() = StatusCode::BAD_GATEWAY;
+    let mut out = H2Head {
+        resp: Response::new(()),
+        text: buf.get(..resp.head_len).unwrap_or(buf),
+        shared: None,
+    };
+    *out.resp.status_mut() = StatusCode::BAD_GATEWAY;
     http1::write_response_downstream(buf, resp, VIA, true, 1, &mut out);
-    out.0
+    out.resp
 }
 
 /// Builds an HTTP/2 response head from the fields the HTTP/1.1 rules decide on.
-struct H2Head(Response<()>);
+struct H2Head<'a> {
+    resp: Response<()>,
+    /// The backend's head as read: field values that are slices of it become slices of
+    /// one shared copy (`shared`), one allocation for the head instead of one per value.
+    text: &'a [u8],
+    shared: Option<Bytes>,
+}
 
-impl H2Head {
+impl H2Head<'_> {
+    fn value(&mut self, v: &[u8]) -> Option<HeaderValue> {
+        if v == VIA.as_bytes() {
+            return Some(HeaderValue::from_static(VIA));
+        }
+        let (base, at) = (self.text.as_ptr() as usize, v.as_ptr() as usize);
+        if !v.is_empty() && at >= base && at + v.len() <= base + self.text.len() {
+            let text = self.text;
+            let shared = self
+                .shared
+                .get_or_insert_with(|| Bytes::copy_from_slice(text));
+            let off = at - base;
+            return HeaderValue::from_maybe_shared(shared.slice(off..off + v.len())).ok();
+        }
+        HeaderValue::from_bytes(v).ok()
+    }
+
     fn push(&mut self, name: &[u8], value: &[u8]) {
         let Ok(name) = HeaderName::from_bytes(name) else {
             return;
@@ -799,20 +979,22 @@ impl H2Head {
         if CONNECTION_SPECIFIC.contains(&name.as_str()) {
             return;
         }
-        if let Ok(value) = HeaderValue::from_bytes(value) {
-            self.0.headers_mut().append(name, value);
+        if let Some(value) = self.value(value) {
+            self.resp.headers_mut().append(name, value);
         }
     }
 }
 
-impl http1::HeadOut for H2Head {
+impl http1::HeadOut for H2Head<'_> {
     fn status_line(&mut self, status: u16, _reason: &[u8]) {
-        *self.0.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
+        *self.resp.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
     }
 
     fn field(&mut self, name: &[u8], parts: &[&[u8]]) {
-        match parts {
-            [one] => self.push(name, one),
+        let mut filled = parts.iter().filter(|p| !p.is_empty());
+        match (filled.next(), filled.next()) {
+            (None, _) => self.push(name, b""),
+            (Some(one), None) => self.push(name, one),
             _ => self.push(name, &parts.concat()),
         }
     }
@@ -915,6 +1097,21 @@ mod tests {
         let req = http::Request::builder().uri("/x").body(()).unwrap();
         let (parts, ()) = req.into_parts();
         assert!(!build_h1_head(&parts, false, &mut Vec::new()));
+    }
+
+    #[test]
+    fn via_is_added_after_the_backends_entries() {
+        let mut h = http::HeaderMap::new();
+        add_via(&mut h);
+        assert_eq!(h["via"], "2.0 ringway");
+        let mut h = http::HeaderMap::new();
+        h.append("via", HeaderValue::from_static("1.1 a"));
+        h.append("via", HeaderValue::from_static("2 b"));
+        h.append("server", HeaderValue::from_static("o"));
+        add_via(&mut h);
+        assert_eq!(h.get_all("via").iter().count(), 1);
+        assert_eq!(h["via"], "1.1 a, 2 b, 2.0 ringway");
+        assert_eq!(h["server"], "o");
     }
 
     #[test]
