@@ -32,6 +32,12 @@ pub struct Shared {
     /// on the request path.
     pub reload: Mutex<Reloaded>,
     pub generation: AtomicU64,
+    /// Held by whoever builds a new configuration from the one in force and publishes it
+    /// (the SIGHUP reload, the resolver thread when a DNS name's addresses change), so
+    /// that neither overwrites the other's change. Never taken by a shard.
+    pub update: Mutex<()>,
+    /// The DNS names of the backends' servers and their figures (`dns.rs` writes them).
+    pub dns_names: crate::metrics::DnsNames,
     /// Reloads that took effect, and those refused (the old configuration stays).
     pub reloads: AtomicU64,
     pub reload_failures: AtomicU64,
@@ -67,6 +73,8 @@ impl Shared {
                 table: table.clone(),
             }),
             generation: AtomicU64::new(0),
+            update: Mutex::new(()),
+            dns_names: crate::metrics::DnsNames::from_pointee(Vec::new()),
             reloads: AtomicU64::new(0),
             reload_failures: AtomicU64::new(0),
             table,

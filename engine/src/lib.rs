@@ -17,6 +17,7 @@ pub mod build_info;
 pub mod config;
 pub mod ctx;
 pub mod demo;
+pub mod dns;
 pub mod duplex;
 pub mod exchange;
 pub mod fd;

@@ -35,7 +35,12 @@ fn main() -> ExitCode {
         Some(Command::Generate { what }) => return generate(what),
         _ => {}
     }
-    let config = match Config::from_opts(&cli.opts()) {
+    // Servers given by DNS name are resolved now, before anything starts: one that does
+    // not resolve is a configuration error (dns.rs says why).
+    let config = match Config::from_opts(&cli.opts()).and_then(|mut c| {
+        ringway::dns::resolve_missing(&mut c)?;
+        Ok(c)
+    }) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("ringway: error: {e}");
@@ -213,6 +218,10 @@ fn run(config: Config, opts: ringway::config::Opts) -> ExitCode {
     for line in summary.lines() {
         tracing::info!("{line}");
     }
+    // Re-resolution of servers given by DNS name, off the shards.
+    if let Err(e) = ringway::dns::spawn(proxy.shared.clone()) {
+        tracing::error!(error = %e, "cannot start the DNS resolver thread; DNS names keep their start-up addresses");
+    }
     let shared = proxy.shared.clone();
     let joined = proxy.join();
     // The shards flushed their last lines; let the writer write them and end.
@@ -267,6 +276,12 @@ fn reload(shared: &ringway::ctx::Shared, opts: &ringway::config::Opts) {
             return;
         }
     };
+    // One builder of the next configuration at a time (the resolver thread is the other).
+    let Ok(_guard) = shared.update.lock() else {
+        shared.reload_failures.fetch_add(1, Ordering::Relaxed);
+        tracing::error!("configuration reload refused: internal state poisoned");
+        return;
+    };
     let (current, table) = match shared.reload.lock() {
         Ok(r) => (r.config.clone(), r.table.clone()),
         Err(_) => {
@@ -275,6 +290,13 @@ fn reload(shared: &ringway::ctx::Shared, opts: &ringway::config::Opts) {
             return;
         }
     };
+    // DNS names it keeps keep their current addresses; new ones must resolve.
+    let mut new = new;
+    if let Err(e) = ringway::dns::carry_over(&mut new, &current) {
+        shared.reload_failures.fetch_add(1, Ordering::Relaxed);
+        tracing::error!(error = %e, "configuration reload refused: {e}; the old configuration keeps serving");
+        return;
+    }
     let (applied, restart) = ringway::config::reload::merge(&current, new);
     for what in &restart {
         tracing::warn!(

@@ -213,6 +213,7 @@ impl crate::admin::Source for Shard {
                     );
                 }
             }
+            text.push_str(&crate::metrics::render_dns(&shared.dns_names.load()));
             let checks: Vec<_> = snaps
                 .iter()
                 .flat_map(|s| s.checks.iter().copied())

@@ -16,8 +16,9 @@ use ringway_pool::ReuseMode;
 
 use super::file::key_line;
 use super::values::{
-    self, Balance, BalanceKind, CheckPath, Count, Dur, HashOn, HashOnKind, Kind, MethodKind,
-    ProxyVersion, RetryOn, RetryOnKind, Reuse, Scheme, SendProxyKind, StatusRange, StatusRangeKind,
+    self, Balance, BalanceKind, CheckPath, Count, Dur, Family, FamilyKind, HashOn, HashOnKind,
+    Kind, MethodKind, ProxyVersion, ResolverAddr, RetryOn, RetryOnKind, Reuse, Scheme,
+    SendProxyKind, ServerEntry, StatusRange, StatusRangeKind, Target,
 };
 use super::{ConfigError, Settings};
 
@@ -45,10 +46,30 @@ pub struct OutlierConfig {
     pub max_ejection: Duration,
 }
 
+/// How the DNS names among a backend's servers are resolved (`dns.rs`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResolveConfig {
+    /// DNS servers to ask; empty: the system's (`/etc/resolv.conf`, and `/etc/hosts`).
+    pub resolvers: Vec<SocketAddr>,
+    pub family: Family,
+    /// Re-resolve every this long whatever the TTL; `None`: honour the TTL, clamped.
+    pub interval: Option<Duration>,
+    /// An answer's TTL is raised to this (and a failed resolution is retried after it).
+    pub ttl_min: Duration,
+    /// An answer's TTL is lowered to this.
+    pub ttl_max: Duration,
+    /// Time one resolution may take.
+    pub timeout: Duration,
+}
+
 /// One backend, validated.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BackendConfig {
     pub name: String,
+    /// The servers as configured (addresses and DNS names); `servers`, `schemes` and
+    /// `weights` are what they stand for now (see [`BackendConfig::refill`]).
+    pub entries: Vec<ServerEntry>,
+    pub resolve: ResolveConfig,
     pub servers: Vec<SocketAddr>,
     /// How each server is spoken to, in the same order (plain or TLS, with its name).
     pub schemes: Vec<Scheme>,
@@ -71,6 +92,38 @@ pub struct BackendConfig {
     /// to its servers (HTTP/1.1 servers only; such connections are private to one client
     /// connection, see `exchange::Session`).
     pub send_proxy: Option<ProxyVersion>,
+}
+
+impl BackendConfig {
+    /// Recomputes `servers`, `schemes` and `weights` from `entries`: each address, and
+    /// each address a name resolved to (in order, duplicates once).
+    pub fn refill(&mut self) {
+        self.servers.clear();
+        self.schemes.clear();
+        self.weights.clear();
+        for e in &self.entries {
+            for addr in e.addrs() {
+                let dup = self
+                    .servers
+                    .iter()
+                    .zip(&self.schemes)
+                    .any(|(a, s)| *a == addr && *s == e.scheme);
+                if dup {
+                    continue;
+                }
+                self.servers.push(addr);
+                self.schemes.push(e.scheme.clone());
+                self.weights.push(e.weight);
+            }
+        }
+    }
+
+    /// Whether any of its servers is a DNS name.
+    pub fn has_names(&self) -> bool {
+        self.entries
+            .iter()
+            .any(|e| matches!(e.target, Target::Name { .. }))
+    }
 }
 
 /// One key of a backend table.
@@ -102,9 +155,9 @@ macro_rules! backend_keys {
 /// tables `{ address = "HOST:PORT", weight = N }`.
 pub struct ServerList;
 impl Kind for ServerList {
-    type Value = Vec<(Scheme, SocketAddr, u32)>;
+    type Value = Vec<ServerEntry>;
     const EXPECTED: &'static str =
-        "an array of servers such as [\"10.0.0.5:9000\", \"10.0.0.6:9000 weight=2\"]";
+        "an array of servers such as [\"10.0.0.5:9000\", \"api.internal:9000 weight=2\"]";
     fn parse(s: &str) -> Result<Self::Value, String> {
         s.split(',').map(values::parse_weighted_server).collect()
     }
@@ -151,6 +204,19 @@ impl Kind for ServerList {
     }
 }
 
+/// DNS servers, as a TOML array of `"IP[:PORT]"` strings.
+pub struct ResolverList;
+impl Kind for ResolverList {
+    type Value = Vec<SocketAddr>;
+    const EXPECTED: &'static str = "an array of DNS servers such as [\"127.0.0.1:5353\"]";
+    fn parse(s: &str) -> Result<Self::Value, String> {
+        s.split(',').map(ResolverAddr::parse).collect()
+    }
+    fn from_toml(v: &toml::Value) -> Result<Self::Value, String> {
+        values::from_toml_list::<ResolverAddr>(v)
+    }
+}
+
 /// A `[backends.NAME.check]` table (its keys are listed in [`CHECK_KEYS`]).
 pub struct CheckTable;
 impl Kind for CheckTable {
@@ -179,6 +245,12 @@ backend_keys! {
     "outlier-ejection": Dur, Some("outlier-ejection"), "First time out after passive checks; doubles while it keeps failing.";
     "outlier-max-ejection": Dur, Some("outlier-max-ejection"), "Longest time out after passive checks.";
     "send-proxy": SendProxyKind, None, "PROXY protocol header sent at the start of each connection to its servers, naming the client (the address from --accept-proxy, else the peer): \"v1\" (text, HAProxy's send-proxy), \"v2\" (binary, send-proxy-v2) or \"off\" (default). Such a connection is private to its client connection: never pooled for others, never taken over by another shard, closed with the client. Health checks then send a LOCAL header (v2) or PROXY UNKNOWN (v1). HTTP/1.1 servers only: refused with h2:// and h2c:// servers.";
+    "resolvers": ResolverList, Some("resolvers"), "DNS servers that resolve its servers given by name; [] or absent: the global resolvers (default: /etc/resolv.conf and /etc/hosts).";
+    "resolve-family": FamilyKind, Some("resolve-family"), "Which addresses its names resolve to: any (A and AAAA), ipv4, ipv6.";
+    "resolve-interval": Dur, Some("resolve-interval"), "Re-resolve its names this often whatever the TTL (default: honour the TTL between resolve-ttl-min and resolve-ttl-max).";
+    "resolve-ttl-min": Dur, Some("resolve-ttl-min"), "Shortest time between two resolutions of a name (a lower TTL is raised to it; a failed resolution is retried after it).";
+    "resolve-ttl-max": Dur, Some("resolve-ttl-max"), "Longest time between two resolutions of a name (a higher TTL is lowered to it).";
+    "resolve-timeout": Dur, Some("resolve-timeout"), "Time one resolution of a name may take before it counts as failed.";
     "check": CheckTable, None, "The active health check: a [backends.NAME.check] table (keys below); without it, the --check-* flags apply (no check unless --check-path is given).";
 }
 
@@ -358,8 +430,24 @@ pub fn defaults(s: &Settings) -> Result<BackendConfig, ConfigError> {
     let small = |c: &super::Setting<u64>| -> Result<u32, ConfigError> {
         u32::try_from(c.value).map_err(|_| c.err(format!("{} is out of range", c.value)))
     };
+    let resolve = ResolveConfig {
+        resolvers: s.resolvers.value.clone(),
+        family: s.resolve_family.value,
+        interval: s.resolve_interval.value,
+        ttl_min: s.resolve_ttl_min.value,
+        ttl_max: s.resolve_ttl_max.value,
+        timeout: s.resolve_timeout.value,
+    };
+    resolve_valid(&resolve).map_err(|(key, msg)| match key {
+        "resolve-interval" => s.resolve_interval.err(msg),
+        "resolve-ttl-min" => s.resolve_ttl_min.err(msg),
+        "resolve-ttl-max" => s.resolve_ttl_max.err(msg),
+        _ => s.resolve_timeout.err(msg),
+    })?;
     let d = BackendConfig {
         name: String::new(),
+        entries: Vec::new(),
+        resolve,
         servers: Vec::new(),
         schemes: Vec::new(),
         weights: Vec::new(),
@@ -400,6 +488,45 @@ pub fn defaults(s: &Settings) -> Result<BackendConfig, ConfigError> {
         }
     }
     Ok(d)
+}
+
+/// What must hold for the resolution settings; the key and the message otherwise.
+fn resolve_valid(r: &ResolveConfig) -> Result<(), (&'static str, String)> {
+    let (lo, hi) = (Duration::from_millis(10), Duration::from_secs(86_400));
+    let within = |d: Duration| d >= lo && d <= hi;
+    if let Some(i) = r.interval {
+        if !within(i) {
+            return Err(("resolve-interval", format!("{i:?} is out of range (10ms to 1 day)")));
+        }
+    }
+    if !within(r.ttl_min) {
+        return Err((
+            "resolve-ttl-min",
+            format!("{:?} is out of range (10ms to 1 day)", r.ttl_min),
+        ));
+    }
+    if !within(r.ttl_max) {
+        return Err((
+            "resolve-ttl-max",
+            format!("{:?} is out of range (10ms to 1 day)", r.ttl_max),
+        ));
+    }
+    if r.ttl_max < r.ttl_min {
+        return Err((
+            "resolve-ttl-max",
+            format!(
+                "{:?} is below resolve-ttl-min ({:?})",
+                r.ttl_max, r.ttl_min
+            ),
+        ));
+    }
+    if r.timeout.is_zero() || r.timeout > Duration::from_secs(60) {
+        return Err((
+            "resolve-timeout",
+            format!("{:?} is out of range (more than 0 to 60s)", r.timeout),
+        ));
+    }
+    Ok(())
 }
 
 /// What must hold for a health check; the key and the message otherwise.
@@ -456,17 +583,21 @@ pub fn from_table(
         let line = *line;
         match key.as_str() {
             "servers" => {
-                let list = get::<ServerList>(v, key, line, &err)?;
+                b.entries = get::<ServerList>(v, key, line, &err)?;
                 have_servers = true;
-                b.servers.clear();
-                b.schemes.clear();
-                b.weights.clear();
-                for (scheme, addr, w) in list {
-                    b.schemes.push(scheme);
-                    b.servers.push(addr);
-                    b.weights.push(w);
+                b.refill();
+            }
+            "resolvers" => {
+                let list = get::<ResolverList>(v, key, line, &err)?;
+                if !list.is_empty() {
+                    b.resolve.resolvers = list;
                 }
             }
+            "resolve-family" => b.resolve.family = get::<FamilyKind>(v, key, line, &err)?,
+            "resolve-interval" => b.resolve.interval = Some(get::<Dur>(v, key, line, &err)?),
+            "resolve-ttl-min" => b.resolve.ttl_min = get::<Dur>(v, key, line, &err)?,
+            "resolve-ttl-max" => b.resolve.ttl_max = get::<Dur>(v, key, line, &err)?,
+            "resolve-timeout" => b.resolve.timeout = get::<Dur>(v, key, line, &err)?,
             "balance" => b.balance = get::<BalanceKind>(v, key, line, &err)?,
             "hash-on" => b.hash_on = get::<HashOnKind>(v, key, line, &err)?,
             "timeout-connect" => {
@@ -527,13 +658,21 @@ pub fn from_table(
             "missing: a backend needs servers = [\"HOST:PORT\", ...]".to_string(),
         ));
     }
+    resolve_valid(&b.resolve).map_err(|(key, msg)| {
+        let line = t
+            .entries
+            .iter()
+            .find(|(k, _, _)| k == key)
+            .map_or(t.line, |(_, _, l)| *l);
+        err(key, line, msg)
+    })?;
     if b.send_proxy.is_some() {
         // An HTTP/2 connection carries many clients' streams: it cannot start with one
         // client's PROXY header (private HTTP/2 connections per client are not built).
         if let Some(i) = b
-            .schemes
+            .entries
             .iter()
-            .position(|s| matches!(s, Scheme::H2c | Scheme::H2 { .. }))
+            .position(|e| matches!(e.scheme, Scheme::H2c | Scheme::H2 { .. }))
         {
             let line = t
                 .entries
@@ -545,7 +684,7 @@ pub fn from_table(
                 line,
                 format!(
                     "not supported with the HTTP/2 server {} (h2:// and h2c:// connections are shared by many clients; send-proxy needs HTTP/1.1 servers)",
-                    b.servers[i]
+                    b.entries[i].target
                 ),
             ));
         }

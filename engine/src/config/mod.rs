@@ -30,7 +30,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use ringway_pool::{FaultPlan, ReuseMode};
 
-pub use backend::{BackendConfig, CheckConfig, OutlierConfig};
+pub use backend::{BackendConfig, CheckConfig, OutlierConfig, ResolveConfig};
 pub use define::{Origin, Setting};
 pub use file::SettingsFile;
 pub use ringway_sys::format_cpu_list;
@@ -288,13 +288,13 @@ pub fn build_with(s: Settings, file: Option<&SettingsFile>) -> Result<Config, Co
                         .backend
                         .err(format!("backend name '{name}' is used twice")));
                 }
-                backends.push(BackendConfig {
+                let mut be = BackendConfig {
                     name,
-                    servers: b.servers.clone(),
-                    schemes: b.schemes.clone(),
-                    weights: b.weights.clone(),
+                    entries: b.entries.clone(),
                     ..defaults.clone()
-                });
+                };
+                be.refill();
+                backends.push(be);
             }
         }
     }
@@ -414,7 +414,7 @@ pub fn build_with(s: Settings, file: Option<&SettingsFile>) -> Result<Config, Co
     };
     let any_https = backends
         .iter()
-        .any(|b| b.schemes.iter().any(|x| x.tls_name().is_some()));
+        .any(|b| b.entries.iter().any(|e| e.scheme.tls_name().is_some()));
     if any_https {
         crate::tls::BackendTls::build(&backend_tls).map_err(|e| s.backend_ca.err(e.to_string()))?;
     }

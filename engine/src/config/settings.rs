@@ -6,8 +6,9 @@
 //! (checked by a unit test) follow from the entry; see [`define`](super::define).
 
 use super::values::{
-    AccessLog, Addr, Backend, BalanceKind, CheckPath, Count, Cpus, Dur, Format, HashOnKind, Listen,
-    LogFilter, MethodKind, OnOff, RetryOnKind, Reuse, Route, Size, StatusRangeKind, Text,
+    AccessLog, Addr, Backend, BalanceKind, CheckPath, Count, Cpus, Dur, FamilyKind, Format,
+    HashOnKind, Listen, LogFilter, MethodKind, OnOff, ResolverAddr, RetryOnKind, Reuse, Route,
+    Size, StatusRangeKind, Text,
 };
 
 pub const LISTENERS: &str = "Listeners";
@@ -38,6 +39,9 @@ settings! {
         /// A route: HOST[/PATH-PREFIX]=NAME (repeatable; longest matching prefix wins; HOST `*` matches any).
         #[arg(value_name = "SPEC", help_heading = BACKENDS)]
         route: Route;
+        /// DNS server (IP or IP:PORT, repeatable) that resolves servers given by name (`NAME:PORT`). Default: the system's (/etc/resolv.conf, and /etc/hosts).
+        #[arg(value_name = "ADDR", help_heading = BACKENDS)]
+        resolvers: ResolverAddr;
     }
     one {
         /// Share the listen addresses with another process already listening on them (SO_REUSEPORT splits the connections between both); without it ringway refuses to start there.
@@ -91,6 +95,21 @@ settings! {
         /// Longest time a server stays out after passive checks.
         #[arg(value_name = "DUR", help_heading = BACKENDS)]
         outlier_max_ejection: Dur = "30s";
+        /// Which addresses a server given by name resolves to: any (A and AAAA), ipv4 (A only) or ipv6 (AAAA only).
+        #[arg(value_name = "any|ipv4|ipv6", help_heading = BACKENDS)]
+        resolve_family: FamilyKind = "any";
+        /// Re-resolve servers given by name this often, whatever their TTL. Default: honour each answer's TTL, between --resolve-ttl-min and --resolve-ttl-max.
+        #[arg(value_name = "DUR", help_heading = BACKENDS)]
+        resolve_interval: Dur;
+        /// Shortest time between two resolutions of a name: a lower TTL is raised to it, and a failed resolution is retried after it.
+        #[arg(value_name = "DUR", help_heading = BACKENDS)]
+        resolve_ttl_min: Dur = "1s";
+        /// Longest time between two resolutions of a name: a higher TTL is lowered to it.
+        #[arg(value_name = "DUR", help_heading = BACKENDS)]
+        resolve_ttl_max: Dur = "60s";
+        /// Time one resolution of a name may take (all its queries and retries) before it counts as failed.
+        #[arg(value_name = "DUR", help_heading = BACKENDS)]
+        resolve_timeout: Dur = "2s";
         /// PEM CA bundle that https:// backends are verified against. Default: the system roots.
         #[arg(value_name = "FILE", help_heading = BACKENDS)]
         backend_ca: Text;

@@ -256,6 +256,41 @@ fn every_error_names_its_flag() {
             "bogus",
         ),
         (
+            &["--backend", "127.0.0.1:1", "--resolvers", "dns.example"],
+            "--resolvers",
+            "not a DNS server address",
+        ),
+        (
+            &["--backend", "127.0.0.1:1", "--resolve-ttl-min", "0s"],
+            "--resolve-ttl-min",
+            "out of range",
+        ),
+        (
+            &["--backend", "127.0.0.1:1", "--resolve-ttl-min", "10s", "--resolve-ttl-max", "5s"],
+            "--resolve-ttl-max",
+            "below resolve-ttl-min",
+        ),
+        (
+            &["--backend", "127.0.0.1:1", "--resolve-interval", "1ms"],
+            "--resolve-interval",
+            "out of range",
+        ),
+        (
+            &["--backend", "127.0.0.1:1", "--resolve-timeout", "0s"],
+            "--resolve-timeout",
+            "out of range",
+        ),
+        (
+            &["--backend", "127.0.0.1:1", "--resolve-family", "ipv5"],
+            "--resolve-family",
+            "not any, ipv4 or ipv6",
+        ),
+        (
+            &["--backend", "bad_host!:80"],
+            "--backend",
+            "not a valid host name",
+        ),
+        (
             &["--backend", "127.0.0.1:1", "--fault-seed", "x"],
             "--fault-seed",
             "not a whole number",

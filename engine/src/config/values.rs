@@ -350,18 +350,57 @@ impl Scheme {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BackendSpec {
     pub name: Option<String>,
-    pub servers: Vec<SocketAddr>,
-    /// The scheme of each server, in the same order.
-    pub schemes: Vec<Scheme>,
-    /// The weight of each server, in the same order (1 unless `weight=N` was given).
-    pub weights: Vec<u32>,
+    /// The servers as written, in order: addresses and DNS names.
+    pub entries: Vec<ServerEntry>,
+}
+
+/// Where a configured server is: an address, or a DNS name resolved at start-up and
+/// re-resolved while ringway runs (`dns.rs`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Target {
+    Addr(SocketAddr),
+    Name { host: String, port: u16 },
+}
+
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Target::Addr(a) => write!(f, "{a}"),
+            Target::Name { host, port } => write!(f, "{host}:{port}"),
+        }
+    }
+}
+
+/// One server as a backend lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerEntry {
+    pub scheme: Scheme,
+    pub target: Target,
+    /// 0 drains it; for a name, every address it resolves to gets this weight.
+    pub weight: u32,
+    /// For a name: the addresses it resolved to last (empty until it is resolved).
+    pub resolved: Vec<std::net::IpAddr>,
+}
+
+impl ServerEntry {
+    /// The servers this entry stands for now: its address, or one per resolved address.
+    pub fn addrs(&self) -> Vec<SocketAddr> {
+        match &self.target {
+            Target::Addr(a) => vec![*a],
+            Target::Name { port, .. } => self
+                .resolved
+                .iter()
+                .map(|ip| SocketAddr::new(*ip, *port))
+                .collect(),
+        }
+    }
 }
 
 /// The largest server weight accepted.
 pub const MAX_WEIGHT: u32 = 1000;
 
 /// One server as a backend lists it: `SERVER [weight=N]`.
-pub fn parse_weighted_server(s: &str) -> Result<(Scheme, SocketAddr, u32), String> {
+pub fn parse_weighted_server(s: &str) -> Result<ServerEntry, String> {
     let s = s.trim();
     let (server, weight) = match s.split_once(char::is_whitespace) {
         None => (s, 1),
@@ -382,13 +421,18 @@ pub fn parse_weighted_server(s: &str) -> Result<(Scheme, SocketAddr, u32), Strin
             (server, w)
         }
     };
-    let (scheme, addr) = parse_server(server)?;
-    Ok((scheme, addr, weight))
+    let (scheme, target) = parse_server(server)?;
+    Ok(ServerEntry {
+        scheme,
+        target,
+        weight,
+        resolved: Vec::new(),
+    })
 }
 
 /// One server of a backend spec: its scheme (`http://`, `https://`, `h2c://` or none) and
-/// address.
-fn parse_server(s: &str) -> Result<(Scheme, SocketAddr), String> {
+/// address or DNS name.
+fn parse_server(s: &str) -> Result<(Scheme, Target), String> {
     let s = s.trim();
     let (scheme, rest) = match s.split_once("://") {
         None => ("http", s),
@@ -396,25 +440,148 @@ fn parse_server(s: &str) -> Result<(Scheme, SocketAddr), String> {
     };
     let rest = rest.trim_end_matches('/');
     match scheme.to_ascii_lowercase().as_str() {
-        "http" => Ok((Scheme::Http, parse_addr(rest)?)),
+        "http" => Ok((Scheme::Http, parse_target(rest)?)),
         "https" | "h2" => {
-            let addr = parse_addr(rest)?;
+            let target = parse_target(rest)?;
             let name = match rest.rsplit_once(':') {
                 Some((h, _)) => h.trim_start_matches('[').trim_end_matches(']'),
                 None => rest,
             }
+            .trim_end_matches('.')
             .to_string();
             let scheme = if scheme.eq_ignore_ascii_case("h2") {
                 Scheme::H2 { name }
             } else {
                 Scheme::Https { name }
             };
-            Ok((scheme, addr))
+            Ok((scheme, target))
         }
-        "h2c" => Ok((Scheme::H2c, parse_addr(rest)?)),
+        "h2c" => Ok((Scheme::H2c, parse_target(rest)?)),
         other => Err(format!(
             "'{s}': unknown scheme '{other}://' (use http://, https://, h2c:// or h2://)"
         )),
+    }
+}
+
+/// `IP:PORT`, `[IPv6]:PORT` or `NAME:PORT` (a DNS name, resolved by `dns.rs`, never here).
+fn parse_target(s: &str) -> Result<Target, String> {
+    let s = s.trim();
+    if let Ok(a) = s.parse::<SocketAddr>() {
+        return Ok(Target::Addr(a));
+    }
+    let Some((host, port)) = s.rsplit_once(':') else {
+        return Err(format!(
+            "'{s}' has no port; expected HOST:PORT such as 10.0.0.5:9000 or api.internal:9000"
+        ));
+    };
+    let port: u16 = match port.parse() {
+        Ok(p) if p != 0 => p,
+        _ => {
+            return Err(format!(
+                "'{s}' is not a valid HOST:PORT: '{port}' is not a port (1 to 65535)"
+            ))
+        }
+    };
+    if host.starts_with('[') || host.contains(':') {
+        return Err(format!("'{s}': '{host}' is not a valid IPv6 address"));
+    }
+    if host.parse::<std::net::IpAddr>().is_ok() {
+        return Err(format!("'{s}' is not a valid address"));
+    }
+    check_hostname(host).map_err(|why| format!("'{s}': '{host}' is not a valid host name ({why})"))?;
+    Ok(Target::Name {
+        host: host.to_ascii_lowercase(),
+        port,
+    })
+}
+
+/// A DNS host name as RFC 1123 allows (letters, digits, `-`, and `_` as service
+/// discovery names use; labels of 1 to 63 characters, not starting or ending with `-`;
+/// 253 characters at most; a final `.` is allowed). All digits and dots is refused: it
+/// would be a mistyped address.
+pub fn check_hostname(host: &str) -> Result<(), String> {
+    let h = host.strip_suffix('.').unwrap_or(host);
+    if h.is_empty() {
+        return Err("empty".into());
+    }
+    if h.len() > 253 {
+        return Err("longer than 253 characters".into());
+    }
+    for label in h.split('.') {
+        if label.is_empty() {
+            return Err("an empty label".into());
+        }
+        if label.len() > 63 {
+            return Err(format!("label '{label}' is longer than 63 characters"));
+        }
+        if let Some(c) = label
+            .chars()
+            .find(|c| !(c.is_ascii_alphanumeric() || *c == '-' || *c == '_'))
+        {
+            return Err(format!("'{c}' is not allowed"));
+        }
+        if label.starts_with('-') || label.ends_with('-') {
+            return Err(format!("label '{label}' starts or ends with '-'"));
+        }
+    }
+    if h.chars().all(|c| c.is_ascii_digit() || c == '.') {
+        return Err("it looks like an IPv4 address but is not one".into());
+    }
+    Ok(())
+}
+
+/// A DNS resolver: `IP` (port 53) or `IP:PORT`, `[IPv6]:PORT`.
+pub struct ResolverAddr;
+impl Kind for ResolverAddr {
+    type Value = SocketAddr;
+    const EXPECTED: &'static str = "a DNS server address such as \"10.0.0.2\" or \"127.0.0.1:5353\"";
+    fn parse(s: &str) -> Result<SocketAddr, String> {
+        let t = s.trim();
+        if let Ok(a) = t.parse::<SocketAddr>() {
+            if a.port() == 0 {
+                return Err(format!("'{s}': port 0 is not a DNS server's port"));
+            }
+            return Ok(a);
+        }
+        if let Ok(ip) = t.parse::<std::net::IpAddr>() {
+            return Ok(SocketAddr::new(ip, 53));
+        }
+        Err(format!(
+            "'{s}' is not a DNS server address (an IP address, optionally with :PORT; a name would need a resolver itself)"
+        ))
+    }
+}
+
+/// Which addresses a name is resolved to (`resolve-family`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    /// A and AAAA.
+    Any,
+    Ipv4,
+    Ipv6,
+}
+
+impl std::fmt::Display for Family {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Family::Any => "any",
+            Family::Ipv4 => "ipv4",
+            Family::Ipv6 => "ipv6",
+        })
+    }
+}
+
+pub struct FamilyKind;
+impl Kind for FamilyKind {
+    type Value = Family;
+    const EXPECTED: &'static str = "an address family: any (A and AAAA), ipv4 (A) or ipv6 (AAAA)";
+    fn parse(s: &str) -> Result<Family, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "any" => Ok(Family::Any),
+            "ipv4" => Ok(Family::Ipv4),
+            "ipv6" => Ok(Family::Ipv6),
+            _ => Err(format!("'{s}' is not any, ipv4 or ipv6")),
+        }
     }
 }
 
@@ -435,22 +602,11 @@ impl Kind for Backend {
                 ));
             }
         }
-        let parsed = servers
+        let entries = servers
             .split(',')
             .map(parse_weighted_server)
             .collect::<Result<Vec<_>, _>>()?;
-        let mut spec = BackendSpec {
-            name,
-            servers: Vec::new(),
-            schemes: Vec::new(),
-            weights: Vec::new(),
-        };
-        for (scheme, addr, weight) in parsed {
-            spec.schemes.push(scheme);
-            spec.servers.push(addr);
-            spec.weights.push(weight);
-        }
-        Ok(spec)
+        Ok(BackendSpec { name, entries })
     }
 }
 
@@ -792,11 +948,19 @@ mod tests {
         assert_eq!(l.shards, Some(vec![0, 1]));
         let b = Backend::parse("api=127.0.0.1:1,127.0.0.1:2").unwrap();
         assert_eq!(b.name.as_deref(), Some("api"));
-        assert_eq!(b.servers.len(), 2);
+        assert_eq!(b.entries.len(), 2);
         assert_eq!(Backend::parse("127.0.0.1:1").unwrap().name, None);
+        let schemes = |b: BackendSpec| b.entries.into_iter().map(|e| e.scheme).collect::<Vec<_>>();
         let tls = Backend::parse("api=https://localhost:443,http://127.0.0.1:2").unwrap();
         assert_eq!(
-            tls.schemes,
+            tls.entries[0].target,
+            Target::Name {
+                host: "localhost".into(),
+                port: 443
+            }
+        );
+        assert_eq!(
+            schemes(tls),
             vec![
                 Scheme::Https {
                     name: "localhost".into()
@@ -805,9 +969,9 @@ mod tests {
             ]
         );
         let h2 = Backend::parse("api=h2c://127.0.0.1:1,127.0.0.1:2").unwrap();
-        assert_eq!(h2.schemes, vec![Scheme::H2c, Scheme::Http]);
+        assert_eq!(schemes(h2), vec![Scheme::H2c, Scheme::Http]);
         assert_eq!(
-            Backend::parse("h2://localhost:1").unwrap().schemes,
+            schemes(Backend::parse("h2://localhost:1").unwrap()),
             vec![Scheme::H2 {
                 name: "localhost".into()
             }]
@@ -818,6 +982,39 @@ mod tests {
         assert!(Backend::parse("ftp://127.0.0.1:1")
             .unwrap_err()
             .contains("unknown scheme"));
+        let named = Backend::parse("api=Api.Internal:9000 weight=3,[::1]:80").unwrap();
+        assert_eq!(
+            named.entries[0].target,
+            Target::Name {
+                host: "api.internal".into(),
+                port: 9000
+            }
+        );
+        assert_eq!(named.entries[0].weight, 3);
+        assert_eq!(named.entries[1].target, Target::Addr("[::1]:80".parse().unwrap()));
+        for (bad, why) in [
+            ("bad_host!:80", "not a valid host name"),
+            ("-api.internal:80", "starts or ends with '-'"),
+            ("a..b:80", "an empty label"),
+            ("api.internal:0", "is not a port"),
+            ("api.internal:99999", "is not a port"),
+            ("api.internal", "has no port"),
+            ("10.0.0.300:80", "looks like an IPv4 address"),
+            ("::1:80", "not a valid IPv6 address"),
+        ] {
+            let e = Backend::parse(bad).unwrap_err();
+            assert!(e.contains(why), "{bad}: {e}");
+        }
+        assert_eq!(
+            ResolverAddr::parse("10.0.0.2").unwrap(),
+            "10.0.0.2:53".parse().unwrap()
+        );
+        assert_eq!(
+            ResolverAddr::parse("[::1]:5353").unwrap(),
+            "[::1]:5353".parse().unwrap()
+        );
+        assert!(ResolverAddr::parse("dns.google").is_err());
+        assert!(ResolverAddr::parse("127.0.0.1:0").is_err());
         let r = Route::parse("Example.com/static=static").unwrap();
         assert_eq!(
             (r.host.as_str(), r.path_prefix.as_str(), r.backend.as_str()),

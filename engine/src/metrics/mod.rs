@@ -263,3 +263,74 @@ pub struct Snapshot {
     /// Per backend (name): requests answered 503 because none of its servers was usable.
     pub no_server: Vec<(String, u64)>,
 }
+
+/// What the resolver thread (`dns.rs`) says about one DNS name of one backend: written by
+/// that thread only (relaxed atomics), read by `/metrics`.
+#[derive(Debug)]
+pub struct DnsName {
+    pub backend: String,
+    /// `HOST:PORT` as configured.
+    pub name: String,
+    pub resolutions: std::sync::atomic::AtomicU64,
+    pub failures: std::sync::atomic::AtomicU64,
+    /// Addresses in use for it now (the last answer that had any).
+    pub addresses: std::sync::atomic::AtomicU64,
+    /// Its last resolution failed or had no address (the last addresses stay in use).
+    pub failing: std::sync::atomic::AtomicBool,
+}
+
+/// The DNS names in use, replaced whole when the set of names changes.
+pub type DnsNames = arc_swap::ArcSwap<Vec<std::sync::Arc<DnsName>>>;
+
+/// The Prometheus text of the DNS names' figures (empty without names).
+pub fn render_dns(names: &[std::sync::Arc<DnsName>]) -> String {
+    use std::fmt::Write as _;
+    use std::sync::atomic::Ordering::Relaxed;
+    let mut out = String::new();
+    if names.is_empty() {
+        return out;
+    }
+    type Get = fn(&DnsName) -> u64;
+    let families: [(&str, &str, &str, Get); 4] = [
+        (
+            "dns_resolutions_total",
+            "counter",
+            "Resolutions of a server's DNS name (each periodic re-resolution counts).",
+            |n| n.resolutions.load(Relaxed),
+        ),
+        (
+            "dns_failures_total",
+            "counter",
+            "Resolutions of a server's DNS name that failed (NXDOMAIN, SERVFAIL, timeout) or had no address; its last addresses stay in use.",
+            |n| n.failures.load(Relaxed),
+        ),
+        (
+            "dns_addresses",
+            "gauge",
+            "Addresses a server's DNS name stands for now (each is a server of the backend).",
+            |n| n.addresses.load(Relaxed),
+        ),
+        (
+            "dns_failing",
+            "gauge",
+            "1 while the last resolution of the name failed or had no address.",
+            |n| u64::from(n.failing.load(Relaxed)),
+        ),
+    ];
+    for (name, kind, help, get) in families {
+        let _ = write!(
+            out,
+            "# HELP ringway_{name} {help}\n# TYPE ringway_{name} {kind}\n"
+        );
+        for n in names {
+            let _ = writeln!(
+                out,
+                "ringway_{name}{{backend=\"{}\",name=\"{}\"}} {}",
+                n.backend,
+                n.name,
+                get(n)
+            );
+        }
+    }
+    out
+}
