@@ -284,7 +284,8 @@ async fn run(shared: Arc<Shared>) {
                 }
             };
             w.in_flight = true;
-            let (tx, key, host, timeout) = (tx.clone(), key.clone(), w.host.clone(), w.resolve.timeout);
+            let (tx, key, host, timeout) =
+                (tx.clone(), key.clone(), w.host.clone(), w.resolve.timeout);
             tokio::spawn(async move {
                 let answer = resolve(&resolver, &host, timeout).await;
                 let _ = tx.send((key, answer));
@@ -367,7 +368,8 @@ fn reconcile(watched: &mut HashMap<Key, Watched>, config: &Config, shared: &Shar
                             host: host.clone(),
                             port: *port,
                             resolve: be.resolve.clone(),
-                            next: Instant::now() + be.resolve.interval.unwrap_or(be.resolve.ttl_min),
+                            next: Instant::now()
+                                + be.resolve.interval.unwrap_or(be.resolve.ttl_min),
                             in_flight: false,
                             failing: None,
                             stats,
@@ -451,7 +453,9 @@ mod tests {
         let rt = runtime().unwrap();
         let r = build_resolver(&rc).unwrap();
         match rt.block_on(resolve(&r, "localhost", rc.timeout)) {
-            Answer::Addrs(ips, _) => assert!(ips.contains(&IpAddr::from([127, 0, 0, 1])), "{ips:?}"),
+            Answer::Addrs(ips, _) => {
+                assert!(ips.contains(&IpAddr::from([127, 0, 0, 1])), "{ips:?}")
+            }
             other => panic!("localhost: {other:?}"),
         }
     }

@@ -496,7 +496,10 @@ fn resolve_valid(r: &ResolveConfig) -> Result<(), (&'static str, String)> {
     let within = |d: Duration| d >= lo && d <= hi;
     if let Some(i) = r.interval {
         if !within(i) {
-            return Err(("resolve-interval", format!("{i:?} is out of range (10ms to 1 day)")));
+            return Err((
+                "resolve-interval",
+                format!("{i:?} is out of range (10ms to 1 day)"),
+            ));
         }
     }
     if !within(r.ttl_min) {
@@ -514,10 +517,7 @@ fn resolve_valid(r: &ResolveConfig) -> Result<(), (&'static str, String)> {
     if r.ttl_max < r.ttl_min {
         return Err((
             "resolve-ttl-max",
-            format!(
-                "{:?} is below resolve-ttl-min ({:?})",
-                r.ttl_max, r.ttl_min
-            ),
+            format!("{:?} is below resolve-ttl-min ({:?})", r.ttl_max, r.ttl_min),
         ));
     }
     if r.timeout.is_zero() || r.timeout > Duration::from_secs(60) {

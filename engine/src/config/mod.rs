@@ -642,6 +642,34 @@ pub fn describe(c: &Config) -> String {
             })
             .collect();
         s.push_str(&format!("backend {}: {}\n", b.name, servers.join(", ")));
+        for e in &b.entries {
+            if let values::Target::Name { .. } = &e.target {
+                let ips: Vec<String> = e.resolved.iter().map(|ip| ip.to_string()).collect();
+                let resolvers = if b.resolve.resolvers.is_empty() {
+                    "the system's resolvers".to_string()
+                } else {
+                    b.resolve
+                        .resolvers
+                        .iter()
+                        .map(|a| a.to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                };
+                s.push_str(&format!(
+                    "  name {} resolves to [{}] via {resolvers} ({}; re-resolved {})\n",
+                    e.target,
+                    ips.join(", "),
+                    b.resolve.family,
+                    match b.resolve.interval {
+                        Some(i) => format!("every {i:?}"),
+                        None => format!(
+                            "at its TTL, within {:?} to {:?}",
+                            b.resolve.ttl_min, b.resolve.ttl_max
+                        ),
+                    }
+                ));
+            }
+        }
         let balance = match b.balance {
             values::Balance::Hash => format!("hash on {}", b.hash_on),
             ref other => other.to_string(),

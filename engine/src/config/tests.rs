@@ -266,7 +266,14 @@ fn every_error_names_its_flag() {
             "out of range",
         ),
         (
-            &["--backend", "127.0.0.1:1", "--resolve-ttl-min", "10s", "--resolve-ttl-max", "5s"],
+            &[
+                "--backend",
+                "127.0.0.1:1",
+                "--resolve-ttl-min",
+                "10s",
+                "--resolve-ttl-max",
+                "5s",
+            ],
             "--resolve-ttl-max",
             "below resolve-ttl-min",
         ),

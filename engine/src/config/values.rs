@@ -488,7 +488,8 @@ fn parse_target(s: &str) -> Result<Target, String> {
     if host.parse::<std::net::IpAddr>().is_ok() {
         return Err(format!("'{s}' is not a valid address"));
     }
-    check_hostname(host).map_err(|why| format!("'{s}': '{host}' is not a valid host name ({why})"))?;
+    check_hostname(host)
+        .map_err(|why| format!("'{s}': '{host}' is not a valid host name ({why})"))?;
     Ok(Target::Name {
         host: host.to_ascii_lowercase(),
         port,
@@ -534,7 +535,8 @@ pub fn check_hostname(host: &str) -> Result<(), String> {
 pub struct ResolverAddr;
 impl Kind for ResolverAddr {
     type Value = SocketAddr;
-    const EXPECTED: &'static str = "a DNS server address such as \"10.0.0.2\" or \"127.0.0.1:5353\"";
+    const EXPECTED: &'static str =
+        "a DNS server address such as \"10.0.0.2\" or \"127.0.0.1:5353\"";
     fn parse(s: &str) -> Result<SocketAddr, String> {
         let t = s.trim();
         if let Ok(a) = t.parse::<SocketAddr>() {
@@ -991,7 +993,10 @@ mod tests {
             }
         );
         assert_eq!(named.entries[0].weight, 3);
-        assert_eq!(named.entries[1].target, Target::Addr("[::1]:80".parse().unwrap()));
+        assert_eq!(
+            named.entries[1].target,
+            Target::Addr("[::1]:80".parse().unwrap())
+        );
         for (bad, why) in [
             ("bad_host!:80", "not a valid host name"),
             ("-api.internal:80", "starts or ends with '-'"),
