@@ -533,3 +533,64 @@ fn localhost_resolves_from_the_hosts_file() {
     assert_eq!(c.get("/x").status, 200);
     assert!(o.stats().requests_total >= 1);
 }
+
+/// docs/traffic.md's DNS example is valid: its names resolved by the test DNS server
+/// (its `resolvers` lines pointed at it), `check-config` accepts it and shows each name's
+/// addresses and schedule.
+#[test]
+fn the_traffic_guide_dns_example_is_valid() {
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/traffic.md"))
+        .unwrap();
+    let section = &doc[doc.find("## Servers by DNS name").expect("the DNS section")..];
+    let start = section.find("```toml\n").expect("a TOML example") + 8;
+    let end = start + section[start..].find("```").unwrap();
+    let dns = Dns::start();
+    dns.set(
+        "{\"api.internal.\": {\"a\": [\"10.0.0.5\", \"10.0.0.6\"], \"ttl\": 30}, \
+          \"search.internal.\": {\"a\": [\"10.0.0.9\"], \"aaaa\": [\"fd00::9\"], \"ttl\": 30}}",
+    );
+    let toml: String = section[start..end]
+        .lines()
+        .map(|l| {
+            if l.starts_with("resolvers = ") {
+                format!("resolvers = [\"{}\"]", dns.addr())
+            } else {
+                l.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    let f = TempFile(temp_path("guide-dns.toml"));
+    std::fs::write(&f.0, toml).unwrap();
+    let out = Command::new(BIN)
+        .args([
+            "check-config",
+            "--config",
+            f.0.to_str().unwrap(),
+            "--shards",
+            "1",
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("backend api: 10.0.0.5:9000, 10.0.0.6:9000, 10.0.0.7:9000 weight=2"),
+        "{text}"
+    );
+    assert!(
+        text.contains("name api.internal:9000 resolves to [10.0.0.5, 10.0.0.6]"),
+        "{text}"
+    );
+    // ipv4 only: the AAAA record is not used.
+    assert!(
+        text.contains("backend search: https://search.internal (10.0.0.9:443) weight=3\n"),
+        "{text}"
+    );
+    assert!(text.contains("re-resolved every 5s"), "{text}");
+}
