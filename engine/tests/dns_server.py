@@ -101,9 +101,17 @@ class ThreadingTcp(socketserver.ThreadingMixIn, socketserver.TCPServer):
 
 
 def main():
-    udp = ThreadingUdp(("127.0.0.1", 0), Udp)
-    port = udp.server_address[1]
-    tcp = ThreadingTcp(("127.0.0.1", port), Tcp)
+    # A free UDP port whose TCP twin is free too (retried: the kernel picks the UDP one).
+    for _ in range(100):
+        udp = ThreadingUdp(("127.0.0.1", 0), Udp)
+        port = udp.server_address[1]
+        try:
+            tcp = ThreadingTcp(("127.0.0.1", port), Tcp)
+            break
+        except OSError:
+            udp.server_close()
+    else:
+        sys.exit("no port free for both UDP and TCP")
     threading.Thread(target=tcp.serve_forever, daemon=True).start()
     print(f"port {port}", flush=True)
     # Ends when the test closes our stdin (or kills us).
