@@ -98,9 +98,22 @@ fn borrow(stream: &TcpStream) -> BorrowedFd<'_> {
 
 /// Detaches a stream from this shard. On failure (no fd left for the duplicate) the
 /// stream is given back as it was, still registered and usable on this shard.
-/// The caller must not hold buffered bytes for this stream (ringway's are unbuffered).
+/// The caller must not hold buffered bytes for this stream (ringway's are unbuffered);
+/// a stream with ring I/O in flight ([`TcpStream::io_quiet`]) is refused the same way.
 #[allow(clippy::result_large_err)] // the stream itself comes back, on a path taken at the fd limit only
 pub fn detach(stream: TcpStream) -> Result<DetachedFd, (TcpStream, io::Error)> {
+    // Reads and writes go through the ring (vendor/glommio/RINGWAY-PATCHES.md): a stream
+    // with a receive or send on it, or received bytes no read took, would leave them
+    // behind. Such a stream stays here, usable (a hand-over never costs a connection).
+    if !stream.io_quiet() {
+        return Err((
+            stream,
+            io::Error::new(
+                io::ErrorKind::WouldBlock,
+                "the connection has a receive or send in flight on this shard's ring",
+            ),
+        ));
+    }
     match borrow(&stream).try_clone_to_owned() {
         Ok(owned) => {
             drop(stream);

@@ -455,6 +455,24 @@ impl Reactor {
         Ok(source)
     }
 
+    /// ringway: a `SEND` of `buf` queued on the ring without entering the kernel: it
+    /// goes out with the executor's next submission, together with every other
+    /// connection's queued sends and polls (one `io_uring_enter` per loop turn).
+    pub(crate) fn queued_send(&self, fd: RawFd, buf: DmaBuffer) -> Source {
+        let source = self.new_source(fd, SourceType::SockSend(buf), None);
+        self.sys.send(&source, MsgFlags::MSG_NOSIGNAL);
+        source
+    }
+
+    /// ringway: a `RECV` into `buf` (all of it) queued on the ring without entering the
+    /// kernel; see [`Reactor::queued_send`].
+    pub(crate) fn queued_recv(&self, fd: RawFd, buf: DmaBuffer) -> Source {
+        let len = buf.len();
+        let source = self.new_source(fd, SourceType::SockRecv(Some(buf)), None);
+        self.sys.recv(&source, len, MsgFlags::empty());
+        source
+    }
+
     pub(crate) fn rushed_sendmsg(
         &self,
         fd: RawFd,

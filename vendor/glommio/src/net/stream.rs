@@ -215,6 +215,49 @@ impl Timeout {
     }
 }
 
+/// ringway: the most one ring `SEND` carries; a longer write is a short write.
+pub(crate) const SEND_MAX: usize = 256 * 1024;
+/// ringway: size of the pooled I/O buffers: a write up to this long takes one, and a
+/// receive asks for at most this much.
+const IO_POOLED: usize = 16 * 1024;
+/// ringway: how many free I/O buffers a thread keeps (1 MiB).
+const IO_POOL_CAP: usize = 64;
+
+thread_local! {
+    static IO_POOL: std::cell::RefCell<Vec<sys::DmaBuffer>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// An owned buffer of exactly `len` bytes for a ring send or receive: from this thread's
+/// pool when it fits a pooled one, else its own allocation. The source that carries it
+/// to the kernel owns it until the completion, so a cancelled operation frees it then.
+fn take_io_buffer(len: usize) -> sys::DmaBuffer {
+    if len <= IO_POOLED {
+        if let Some(mut b) = IO_POOL.with(|p| p.borrow_mut().pop()) {
+            if b.set_len_within_capacity(len) {
+                return b;
+            }
+        }
+        let mut b = sys::DmaBuffer::new(IO_POOLED).expect("I/O buffer allocation");
+        b.trim_to_size(len);
+        return b;
+    }
+    sys::DmaBuffer::new(len).expect("I/O buffer allocation")
+}
+
+/// Gives a send or receive buffer back to this thread's pool (pooled size only, up to
+/// the cap; others are freed).
+fn give_io_buffer(mut b: sys::DmaBuffer) {
+    if b.sys_capacity() == Some(IO_POOLED) && b.set_len_within_capacity(IO_POOLED) {
+        IO_POOL.with(|p| {
+            let mut p = p.borrow_mut();
+            if p.len() < IO_POOL_CAP {
+                p.push(b);
+            }
+        });
+    }
+}
+
 #[derive(Debug)]
 pub(crate) struct NonBufferedStream<S> {
     reactor: Weak<Reactor>,
@@ -223,6 +266,13 @@ pub(crate) struct NonBufferedStream<S> {
     source_rx: Option<Source>,
     write_timeout: Timeout,
     read_timeout: Timeout,
+    /// ringway: bytes a ring receive brought in that no read has taken yet (a read
+    /// dropped after its receive completed, or a caller buffer shorter than what came):
+    /// the buffer, the first byte not yet taken, the end. Boxed: almost always empty.
+    rx_stash: Option<Box<(sys::DmaBuffer, usize, usize)>>,
+    /// ringway: the last receive filled its buffer, so more is probably waiting: the
+    /// next read receives at once instead of waiting for readiness first.
+    rx_more: bool,
 }
 
 impl<S: AsRawFd> NonBufferedStream<S> {
@@ -253,58 +303,167 @@ impl<S: AsRawFd> NonBufferedStream<S> {
         Ok(sz)
     }
 
+    /// ringway: reads go through the ring. A read first waits for readiness with the
+    /// one-shot `POLL_ADD` (holding no buffer, as an idle connection must), then queues a
+    /// `RECV` into a buffer from the thread's pool without entering the kernel (the
+    /// executor submits it with everything else queued in this loop turn), and returns
+    /// what it brought once it completes. A receive that filled its buffer lets the next
+    /// read receive at once, without the readiness step; a short one arms the poll early,
+    /// as glommio did after a short `recv`. Bytes a completed receive brought that no
+    /// read took (its read was dropped, or asked for less) wait in `rx_stash` and are
+    /// what the next read returns. A read dropped while its receive is in flight leaves
+    /// the source to the reactor, which cancels it; the source owns its buffer, so the
+    /// kernel never writes into freed memory.
     pub(crate) fn poll_read(
         &mut self,
         cx: &Context<'_>,
         buf: &mut [u8],
     ) -> Poll<io::Result<usize>> {
+        if buf.is_empty() {
+            return Poll::Ready(Ok(0));
+        }
+        if let Some(n) = self.take_stash(buf) {
+            return Poll::Ready(Ok(n));
+        }
         let reactor = self.reactor.upgrade().unwrap();
         let reactor = reactor.as_ref();
 
-        let no_pending_poll = self
-            .source_rx
-            .as_ref()
-            .map(|src| src.result().is_some())
-            .unwrap_or(true);
-
-        if no_pending_poll {
-            if let Some(result) = super::yolo_recv(self.stream.as_raw_fd(), buf) {
-                self.source_rx.take();
+        let state = self.source_rx.as_ref().map(|src| {
+            let recv = matches!(&*src.source_type(), SourceType::SockRecv(_));
+            (recv, src.result())
+        });
+        match state {
+            // A receive completed: hand over what it brought.
+            Some((true, Some(result))) => {
                 self.read_timeout.cancel_timer(reactor);
-                let result = poll_err!(result);
-                // Start an early poll if the buffer is not fully filled. So when
-                // the next time `poll_read` is called, it will be known immediately
-                // whether the underlying stream is ready for reading.
-                if result > 0 && result < buf.len() {
-                    self.source_rx = Some(reactor.poll_read_ready(self.stream.as_raw_fd()));
-                    // The `rush_dispatch`s here and after could be removed to
-                    // improve performance if #458 is handled appropriately.
-                    // reactor.rush_dispatch(self.source_rx.as_ref().unwrap());
+                let source = self.source_rx.take().unwrap();
+                let got = match source.extract_source_type() {
+                    SourceType::SockRecv(got) => got,
+                    _ => unreachable!(),
+                };
+                match result {
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        if let Some(got) = got {
+                            give_io_buffer(got);
+                        }
+                        // Fall through: wait for readiness, then receive again.
+                    }
+                    Err(e) => {
+                        if let Some(got) = got {
+                            give_io_buffer(got);
+                        }
+                        return Poll::Ready(Err(e));
+                    }
+                    Ok(n) => {
+                        let got = got.expect("a completed receive has its buffer");
+                        let asked = got.len();
+                        if n == 0 {
+                            give_io_buffer(got);
+                            return Poll::Ready(Ok(0));
+                        }
+                        self.rx_more = n == asked;
+                        if n < asked {
+                            // Start an early poll, so the next read knows at once
+                            // whether more is there.
+                            self.source_rx =
+                                Some(reactor.poll_read_ready(self.stream.as_raw_fd()));
+                        }
+                        self.rx_stash = Some(Box::new((got, 0, n)));
+                        return Poll::Ready(Ok(self.take_stash(buf).unwrap_or(0)));
+                    }
                 }
-                return Poll::Ready(Ok(result));
             }
+            // Readiness known (the poll completed): receive now.
+            Some((false, Some(_))) => {
+                self.source_rx.take();
+                return self.queue_recv(reactor, cx, buf.len());
+            }
+            // Something in flight: wait for it.
+            Some((_, None)) => {
+                if let Err(e) = self.read_timeout.check(reactor) {
+                    // Dropping a receive cancels it; a poll carries nothing.
+                    self.source_rx.take();
+                    return Poll::Ready(Err(e));
+                }
+                let source = self.source_rx.as_ref().unwrap();
+                source.add_waiter_single(cx.waker());
+                self.read_timeout.maybe_set_timer(reactor, cx.waker());
+                return Poll::Pending;
+            }
+            None if self.rx_more => {
+                return self.queue_recv(reactor, cx, buf.len());
+            }
+            None => {}
         }
 
         poll_err!(self.read_timeout.check(reactor));
-
-        if no_pending_poll {
-            self.source_rx = Some(reactor.poll_read_ready(self.stream.as_raw_fd()));
-            // reactor.rush_dispatch(self.source_rx.as_ref().unwrap());
-        }
-
+        self.source_rx = Some(reactor.poll_read_ready(self.stream.as_raw_fd()));
         let source = self.source_rx.as_ref().unwrap();
         source.add_waiter_single(cx.waker());
         self.read_timeout.maybe_set_timer(reactor, cx.waker());
         Poll::Pending
     }
 
+    fn queue_recv(
+        &mut self,
+        reactor: &Reactor,
+        cx: &Context<'_>,
+        want: usize,
+    ) -> Poll<io::Result<usize>> {
+        self.rx_more = false;
+        let into = take_io_buffer(want.min(IO_POOLED));
+        let source = reactor.queued_recv(self.stream.as_raw_fd(), into);
+        source.add_waiter_single(cx.waker());
+        self.read_timeout.maybe_set_timer(reactor, cx.waker());
+        self.source_rx = Some(source);
+        Poll::Pending
+    }
+
+    /// Copies stashed bytes into `buf`; `None` when there are none.
+    fn take_stash(&mut self, buf: &mut [u8]) -> Option<usize> {
+        let stash = self.rx_stash.as_mut()?;
+        let (store, start, end) = &mut **stash;
+        let n = (*end - *start).min(buf.len());
+        buf[..n].copy_from_slice(&store.as_bytes()[*start..*start + n]);
+        *start += n;
+        if *start == *end {
+            let (store, _, _) = *self.rx_stash.take().unwrap();
+            give_io_buffer(store);
+        }
+        Some(n)
+    }
+
+    /// ringway: whether nothing of this stream is between it and the kernel: no stashed
+    /// received bytes, no receive and no send queued or in flight (a readiness poll is
+    /// fine: it carries nothing). A stream must be quiet to have its fd moved elsewhere:
+    /// received bytes would stay behind, and a send the reactor completed but no write
+    /// has seen would be sent again by the retried write.
+    pub(crate) fn io_quiet(&self) -> bool {
+        let carries = |src: &Option<Source>| {
+            src.as_ref()
+                .map(|src| {
+                    matches!(
+                        &*src.source_type(),
+                        SourceType::SockRecv(_) | SourceType::SockSend(_)
+                    )
+                })
+                .unwrap_or(false)
+        };
+        self.rx_stash.is_none() && !carries(&self.source_rx) && !carries(&self.source_tx)
+    }
+
     /// ringway: waits until the socket is readable (bytes, EOF or an error) without a
     /// buffer, under the read timeout. It arms the same one-shot poll `poll_read` arms
-    /// when a read would block, and leaves it completed, so the next `poll_read` tries
-    /// `recv` at once. Holding no buffer while a connection idles is the point.
+    /// before it receives, and leaves it completed, so the next `poll_read` receives at
+    /// once. Holding no buffer while a connection idles is the point. Stashed bytes count
+    /// as readable; so does a receive in flight from a dropped read, once it completes.
     pub(crate) fn poll_readable(&mut self, cx: &Context<'_>) -> Poll<io::Result<()>> {
+        if self.rx_stash.is_some() {
+            return Poll::Ready(Ok(()));
+        }
         let reactor = self.reactor.upgrade().unwrap();
         let reactor = reactor.as_ref();
+        self.rx_more = false;
         match self.source_rx.as_ref() {
             Some(src) if src.result().is_some() => {
                 self.read_timeout.cancel_timer(reactor);
@@ -322,35 +481,106 @@ impl<S: AsRawFd> NonBufferedStream<S> {
         Poll::Pending
     }
 
+    /// ringway: writes go through the ring. The first poll copies up to
+    /// [`SEND_MAX`] bytes into an owned buffer and queues a `SEND` for them without
+    /// entering the kernel (the executor submits every queued operation once per loop
+    /// turn, so many connections' sends share one `io_uring_enter`), and is pending; the
+    /// poll after its completion returns what the kernel took, which may be less than
+    /// asked (the caller writes the rest, as after any short write). Nothing is in
+    /// flight once a write has returned, so a stream can be detached or dropped between
+    /// writes as before. A write dropped while its send is in flight leaves the send to
+    /// finish or be cancelled by the reactor (the source owns its buffer, so the kernel
+    /// never writes from freed memory); the next write then checks that the bytes that
+    /// went out are the ones it is writing, and fails the stream otherwise.
     pub(crate) fn poll_write(&mut self, cx: &Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        // On the write path, we always start with calling `yolo_send`, because
-        // it is very likely to success. It could be a waste if it already timed
-        // out since the last `poll_write`, but it would not cost much more to
-        // give it one last chance in this case.
-        if let Some(result) = super::yolo_send(self.stream.as_raw_fd(), buf) {
-            let reactor = self.reactor.upgrade().unwrap();
-            self.write_timeout.cancel_timer(reactor.as_ref());
-            self.source_tx.take();
-            return Poll::Ready(result);
+        if buf.is_empty() {
+            return Poll::Ready(Ok(0));
         }
-
         let reactor = self.reactor.upgrade().unwrap();
         let reactor = reactor.as_ref();
-        poll_err!(self.write_timeout.check(reactor));
 
-        let no_pending_poll = self
+        let in_flight = self
             .source_tx
             .as_ref()
-            .map(|src| src.result().is_some())
-            .unwrap_or(true);
-
-        if no_pending_poll {
-            self.source_tx = Some(reactor.poll_write_ready(self.stream.as_raw_fd()));
+            .map(|src| matches!(&*src.source_type(), SourceType::SockSend(_)));
+        match in_flight {
+            Some(true) => {
+                let result = self.source_tx.as_ref().and_then(|src| src.result());
+                match result {
+                    None => {
+                        if let Err(e) = self.write_timeout.check(reactor) {
+                            // Dropping the source cancels the send.
+                            self.source_tx.take();
+                            return Poll::Ready(Err(e));
+                        }
+                        let source = self.source_tx.as_ref().unwrap();
+                        source.add_waiter_single(cx.waker());
+                        self.write_timeout.maybe_set_timer(reactor, cx.waker());
+                        return Poll::Pending;
+                    }
+                    Some(result) => {
+                        self.write_timeout.cancel_timer(reactor);
+                        let source = self.source_tx.take().unwrap();
+                        let sent = match source.extract_source_type() {
+                            SourceType::SockSend(sent) => sent,
+                            _ => unreachable!(),
+                        };
+                        let n = match result {
+                            Ok(n) => n,
+                            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                                // The socket refused without waiting: wait until it
+                                // is writable, then send again.
+                                give_io_buffer(sent);
+                                self.source_tx =
+                                    Some(reactor.poll_write_ready(self.stream.as_raw_fd()));
+                                let source = self.source_tx.as_ref().unwrap();
+                                source.add_waiter_single(cx.waker());
+                                self.write_timeout.maybe_set_timer(reactor, cx.waker());
+                                return Poll::Pending;
+                            }
+                            Err(e) => {
+                                give_io_buffer(sent);
+                                return Poll::Ready(Err(e));
+                            }
+                        };
+                        let same = n <= buf.len() && sent.as_bytes()[..n] == buf[..n];
+                        give_io_buffer(sent);
+                        if !same {
+                            return Poll::Ready(Err(io::Error::new(
+                                io::ErrorKind::BrokenPipe,
+                                "a write was dropped while its send was in flight, and the \
+                                 next write carries other bytes",
+                            )));
+                        }
+                        return Poll::Ready(Ok(n));
+                    }
+                }
+            }
+            // Waiting for the socket to be writable after a refused send.
+            Some(false) => {
+                let ready = self.source_tx.as_ref().and_then(|src| src.result()).is_some();
+                if !ready {
+                    if let Err(e) = self.write_timeout.check(reactor) {
+                        self.source_tx.take();
+                        return Poll::Ready(Err(e));
+                    }
+                    let source = self.source_tx.as_ref().unwrap();
+                    source.add_waiter_single(cx.waker());
+                    self.write_timeout.maybe_set_timer(reactor, cx.waker());
+                    return Poll::Pending;
+                }
+                self.source_tx.take();
+            }
+            None => {}
         }
 
-        let source = self.source_tx.as_ref().unwrap();
+        let len = buf.len().min(SEND_MAX);
+        let mut owned = take_io_buffer(len);
+        owned.as_bytes_mut().copy_from_slice(&buf[..len]);
+        let source = reactor.queued_send(self.stream.as_raw_fd(), owned);
         source.add_waiter_single(cx.waker());
         self.write_timeout.maybe_set_timer(reactor, cx.waker());
+        self.source_tx = Some(source);
         Poll::Pending
     }
 
@@ -392,6 +622,8 @@ where
             source_rx: None,
             write_timeout: Timeout::new(reactor.register_timer()),
             read_timeout: Timeout::new(reactor.register_timer()),
+            rx_stash: None,
+            rx_more: false,
         };
         stream.init();
         GlommioStream {
@@ -492,6 +724,11 @@ impl<S: AsRawFd, B: RxBuf> GlommioStream<S, B> {
 
     pub(crate) fn poll_write(&mut self, cx: &Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         self.stream.poll_write(cx, buf)
+    }
+
+    /// ringway: see [`NonBufferedStream::io_quiet`]; bytes in the receive buffer count.
+    pub(crate) fn io_quiet(&self) -> bool {
+        self.rx_buf.is_empty() && self.stream.io_quiet()
     }
 
     pub(crate) fn poll_flush(&self, _cx: &Context<'_>) -> Poll<io::Result<()>> {

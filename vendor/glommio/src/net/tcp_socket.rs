@@ -667,6 +667,17 @@ impl<B: RxBuf> TcpStream<B> {
         futures_lite::future::poll_fn(|cx| self.poll_readable(cx)).await
     }
 
+    /// Whether nothing of this stream is between it and the kernel: no received bytes
+    /// waiting for a read, no receive and no send queued or in flight on the ring (a
+    /// readiness poll is fine). Reads and writes go through the ring (see
+    /// RINGWAY-PATCHES.md), so a read or write dropped mid-flight can leave work with
+    /// the stream; a stream must be quiet before its fd is duplicated and attached
+    /// elsewhere, or received bytes stay behind and a completed send is sent again.
+    /// Added by ringway.
+    pub fn io_quiet(&self) -> bool {
+        self.stream.io_quiet()
+    }
+
     /// Returns the socket address of the remote peer of this TCP connection.
     ///
     /// # Examples

@@ -98,6 +98,27 @@ impl DmaBuffer {
         })
     }
 
+    /// ringway: sets the addressable length back to `size`, at most the allocation
+    /// (system allocations only; others keep their length). Lets a pooled send buffer,
+    /// trimmed to one message, carry a longer one next time.
+    pub(crate) fn set_len_within_capacity(&mut self, size: usize) -> bool {
+        match &self.storage {
+            BufferStorage::Sys(x) if self.trim == 0 && size <= x.layout.size() => {
+                self.size = size;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// ringway: the size of a system allocation (`None` for other storage).
+    pub(crate) fn sys_capacity(&self) -> Option<usize> {
+        match &self.storage {
+            BufferStorage::Sys(x) => Some(x.layout.size()),
+            _ => None,
+        }
+    }
+
     pub(crate) fn with_storage(size: usize, storage: BufferStorage) -> DmaBuffer {
         DmaBuffer {
             storage,

@@ -389,13 +389,19 @@ fn fill_sqe<F>(
             }
 
             UringOpDescriptor::SockRecv(len, flags) => {
-                let mut buf = DmaBuffer::new(len).expect("failed to allocate buffer");
-                sqe.prep_recv(op.fd, buf.as_bytes_mut(), MsgFlags::from_bits_retain(flags));
-
+                // ringway: a receive may come with its buffer (`Reactor::queued_recv`,
+                // from the stream's pool); otherwise one is made here, as before.
                 source_map.peek_source_mut(from_user_data(op.user_data), |mut src| {
                     match &mut src.source_type {
                         SourceType::SockRecv(slot) => {
-                            *slot = Some(buf);
+                            let buf = slot.get_or_insert_with(|| {
+                                DmaBuffer::new(len).expect("failed to allocate buffer")
+                            });
+                            sqe.prep_recv(
+                                op.fd,
+                                buf.as_bytes_mut(),
+                                MsgFlags::from_bits_retain(flags),
+                            );
                         }
                         _ => unreachable!(),
                     };
@@ -1952,8 +1958,9 @@ impl Reactor {
                 PollableStatus::Pollable => self.poll_ring.borrow_mut(),
                 PollableStatus::NonPollable(_) => self.main_ring.borrow_mut(),
             },
-            SourceType::SockRecv(_)
-            | SourceType::SockRecvMsg(_, _)
+            // ringway: stream receives (`SockRecv`) go to the main ring with the sends
+            // and polls, so one `io_uring_enter` per loop turn submits them all.
+            SourceType::SockRecvMsg(_, _)
             | SourceType::Accept(_)
             | SourceType::Connect(_) => self.latency_ring.borrow_mut(),
             SourceType::Invalid => {

@@ -1,0 +1,369 @@
+//! The socket I/O that goes through the io_uring ring (ringway's change to the vendored
+//! glommio, `vendor/glommio/RINGWAY-PATCHES.md`): reads are a readiness poll then a
+//! queued `RECV` into a pooled buffer, writes a queued `SEND` of an owned copy, both
+//! submitted with the executor's next `io_uring_enter`. Tested through glommio's
+//! `TcpStream` as the engine uses it, over real sockets on 127.0.0.1: short and long
+//! reads and writes, reads and writes dropped in flight (nothing lost, nothing sent
+//! twice, nothing written into freed memory), more connections than the buffer pool
+//! holds, and a connection moved between two executors (shards) between exchanges.
+
+use std::io::{Read, Write};
+use std::time::{Duration, Instant};
+
+use futures_lite::future::poll_once;
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use glommio::net::{TcpListener, TcpStream};
+use glommio::{LocalExecutorBuilder, Placement};
+
+const WAIT: Duration = Duration::from_secs(10);
+
+/// Runs `f` on a fresh executor with a connected pair: (ours, accepted by glommio;
+/// theirs, a plain std socket).
+fn with_pair<F, Fut>(f: F)
+where
+    F: FnOnce(TcpStream, std::net::TcpStream) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()>,
+{
+    LocalExecutorBuilder::new(Placement::Unbound)
+        .spawn(move || async move {
+            let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+            let addr = listener.local_addr().expect("addr");
+            let theirs = std::net::TcpStream::connect(addr).expect("connect");
+            theirs.set_read_timeout(Some(WAIT)).expect("timeout");
+            let ours = listener.accept().await.expect("accept");
+            ours.set_read_timeout(Some(WAIT)).expect("timeout");
+            ours.set_write_timeout(Some(WAIT)).expect("timeout");
+            f(ours, theirs).await;
+        })
+        .expect("executor")
+        .join()
+        .expect("join");
+}
+
+fn pattern(n: usize, salt: u32) -> Vec<u8> {
+    (0..n as u32)
+        .map(|i| (i.wrapping_mul(31).wrapping_add(salt) % 251) as u8)
+        .collect()
+}
+
+/// Lets the executor run a few loop turns (the queued SQEs go out, completions come in).
+async fn turns(n: usize) {
+    for _ in 0..n {
+        glommio::yield_if_needed().await;
+        glommio::timer::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+#[test]
+fn long_writes_come_back_short_and_write_all_sends_every_byte_in_order() {
+    with_pair(|mut ours, theirs| async move {
+        // 8 MiB, more than one ring send carries and than the socket buffers hold while
+        // the peer reads slowly: writes come back short and are resubmitted.
+        let sent = pattern(8 << 20, 7);
+        let copy = sent.len();
+        let reader = std::thread::spawn(move || {
+            let mut theirs = theirs;
+            let mut got = Vec::with_capacity(copy);
+            let mut chunk = vec![0u8; 7_000];
+            while got.len() < copy {
+                let n = theirs.read(&mut chunk).expect("peer read");
+                assert!(n > 0, "EOF after {} bytes", got.len());
+                got.extend_from_slice(&chunk[..n]);
+                if got.len() < 1 << 20 {
+                    std::thread::sleep(Duration::from_micros(200));
+                }
+            }
+            got
+        });
+        let mut shorts = 0;
+        let mut off = 0;
+        while off < sent.len() {
+            let n = ours.write(&sent[off..]).await.expect("write");
+            assert!(n > 0 && n <= sent.len() - off);
+            if n < sent.len() - off {
+                shorts += 1;
+            }
+            off += n;
+        }
+        assert!(
+            shorts > 0,
+            "an 8 MiB write must come back short at least once"
+        );
+        let got = reader.join().expect("reader");
+        assert!(got == sent, "the peer got other bytes than were written");
+    });
+}
+
+#[test]
+fn reads_shorter_and_longer_than_one_receive_get_every_byte_in_order() {
+    with_pair(|mut ours, mut theirs| async move {
+        let sent = pattern(300_000, 3);
+        let copy = sent.clone();
+        let writer = std::thread::spawn(move || {
+            // In pieces of odd sizes, so receives see both full and partial buffers.
+            for piece in copy.chunks(12_345) {
+                theirs.write_all(piece).expect("send");
+            }
+            theirs
+        });
+        let mut got = Vec::new();
+        let mut small = [0u8; 1_000];
+        let mut big = vec![0u8; 64 << 10];
+        let mut i = 0;
+        while got.len() < sent.len() {
+            let n = if i % 2 == 0 {
+                ours.read(&mut small).await.expect("read")
+            } else {
+                ours.read(&mut big).await.expect("read")
+            };
+            assert!(n > 0, "EOF after {} bytes", got.len());
+            got.extend_from_slice(if i % 2 == 0 { &small[..n] } else { &big[..n] });
+            i += 1;
+        }
+        assert!(got == sent, "bytes lost, duplicated or out of order");
+        drop(writer.join().expect("writer"));
+        // The peer closed: EOF, then EOF again.
+        assert_eq!(ours.read(&mut small).await.expect("eof"), 0);
+        assert_eq!(ours.read(&mut small).await.expect("eof again"), 0);
+    });
+}
+
+#[test]
+fn a_read_dropped_after_its_receive_completed_hands_its_bytes_to_the_next_read() {
+    with_pair(|mut ours, mut theirs| async move {
+        theirs.write_all(b"first part|").expect("send");
+        let mut buf = [0u8; 64];
+        // Wait for readiness (a poll, no buffer), then start a read and let its receive
+        // complete without polling the read again, then drop it.
+        ours.readable().await.expect("readable");
+        {
+            let read = ours.read(&mut buf);
+            futures_lite::pin!(read);
+            assert!(
+                poll_once(&mut read).await.is_none(),
+                "the receive is queued"
+            );
+            turns(5).await;
+        }
+        assert!(!ours.io_quiet(), "the received bytes wait in the stream");
+        // A stream holding received bytes is not moved: detach gives it back.
+        let ours = match ringway::fd::detach(ours) {
+            Ok(_) => panic!("a stream with received bytes must not be detached"),
+            Err((s, e)) => {
+                assert_eq!(e.kind(), std::io::ErrorKind::WouldBlock);
+                s
+            }
+        };
+        let mut ours = ours;
+        // The bytes are what the next read (and a readiness wait) sees first.
+        ours.readable().await.expect("stashed bytes are readable");
+        let mut small = [0u8; 5];
+        let n = ours.read(&mut small).await.expect("read");
+        assert_eq!(&small[..n], b"first");
+        theirs.write_all(b"second").expect("send");
+        let mut got = small[..n].to_vec();
+        while got.len() < b"first part|second".len() {
+            let n = ours.read(&mut buf).await.expect("read");
+            assert!(n > 0);
+            got.extend_from_slice(&buf[..n]);
+        }
+        assert_eq!(got, b"first part|second");
+        assert!(ours.io_quiet(), "nothing left in the stream once read");
+    });
+}
+
+#[test]
+fn a_write_dropped_in_flight_is_not_sent_twice_and_the_stream_stays_correct() {
+    with_pair(|mut ours, mut theirs| async move {
+        // Start a write, let its send complete without polling the write again, drop it,
+        // then write the same bytes (what a retried write does): they go out once.
+        {
+            let w = ours.write(b"hello ");
+            futures_lite::pin!(w);
+            assert!(poll_once(&mut w).await.is_none(), "the send is queued");
+            turns(5).await;
+        }
+        assert!(!ours.io_quiet(), "a completed send not yet seen by a write");
+        let n = ours.write(b"hello ").await.expect("retried write");
+        assert_eq!(n, 6);
+        assert!(ours.io_quiet());
+        ours.write_all(b"world").await.expect("write");
+        let mut got = [0u8; 11];
+        theirs.read_exact(&mut got).expect("peer read");
+        assert_eq!(&got, b"hello world");
+
+        // A dropped write followed by other bytes: the stream says it is broken instead
+        // of reporting the wrong bytes as written.
+        {
+            let w = ours.write(b"abc");
+            futures_lite::pin!(w);
+            assert!(poll_once(&mut w).await.is_none());
+            turns(5).await;
+        }
+        let err = ours
+            .write(b"xyz")
+            .await
+            .expect_err("other bytes after a dropped send");
+        assert_eq!(err.kind(), std::io::ErrorKind::BrokenPipe);
+    });
+}
+
+#[test]
+fn streams_dropped_with_sends_and_receives_in_flight_free_everything() {
+    // A peer that never reads: 4 MiB writes stay in flight (the socket buffers fill),
+    // and a read waits in the kernel. Dropping the stream cancels both; the buffers are
+    // freed when the cancelled completions come back (never written into after). 200
+    // rounds on one executor must leave no fds behind, and the executor keeps working.
+    LocalExecutorBuilder::new(Placement::Unbound)
+        .spawn(|| async move {
+            let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+            let addr = listener.local_addr().expect("addr");
+            let fds_before = ringway::fd::open_fds();
+            let mut peers = Vec::new();
+            for round in 0..200u32 {
+                let mut theirs = std::net::TcpStream::connect(addr).expect("connect");
+                let mut ours = listener.accept().await.expect("accept");
+                // Exactly one full receive's worth first: a receive that fills its
+                // buffer makes the next read receive at once, so that read's RECV
+                // waits in the kernel (with its buffer) when it is dropped.
+                theirs.write_all(&pattern(16 << 10, round)).expect("send");
+                let mut first = vec![0u8; 16 << 10];
+                ours.read_exact(&mut first).await.expect("read");
+                assert!(first == pattern(16 << 10, round));
+                let big = pattern(4 << 20, round);
+                {
+                    let w = ours.write_all(&big);
+                    futures_lite::pin!(w);
+                    for _ in 0..3 {
+                        assert!(poll_once(&mut w).await.is_none(), "peer never reads");
+                        turns(1).await;
+                    }
+                }
+                {
+                    let mut buf = [0u8; 100];
+                    let r = ours.read(&mut buf);
+                    futures_lite::pin!(r);
+                    assert!(poll_once(&mut r).await.is_none(), "peer sent nothing");
+                    turns(1).await;
+                    assert!(poll_once(&mut r).await.is_none(), "peer sent nothing");
+                }
+                drop(ours);
+                peers.push(theirs);
+                if peers.len() > 20 {
+                    peers.clear();
+                }
+            }
+            peers.clear();
+            // Cancellations complete on the next turns; the fds go back.
+            let deadline = Instant::now() + WAIT;
+            while ringway::fd::open_fds() > fds_before + 2 && Instant::now() < deadline {
+                turns(1).await;
+            }
+            assert!(
+                ringway::fd::open_fds() <= fds_before + 2,
+                "fds left behind: {} before, {} after",
+                fds_before,
+                ringway::fd::open_fds()
+            );
+            // The executor still does I/O.
+            let mut theirs = std::net::TcpStream::connect(addr).expect("connect");
+            let mut ours = listener.accept().await.expect("accept");
+            theirs.write_all(b"ping").expect("send");
+            let mut b = [0u8; 4];
+            ours.read_exact(&mut b).await.expect("read");
+            assert_eq!(&b, b"ping");
+        })
+        .expect("executor")
+        .join()
+        .expect("join");
+}
+
+#[test]
+fn more_busy_connections_than_the_buffer_pool_holds_all_get_their_bytes() {
+    // The pool keeps 64 free 16 KiB buffers per thread; 300 connections with a full
+    // 16 KiB receive each at once take more than that: the rest are allocated, none
+    // fails, and every byte arrives.
+    LocalExecutorBuilder::new(Placement::Unbound)
+        .spawn(|| async move {
+            let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+            let addr = listener.local_addr().expect("addr");
+            let mut pairs = Vec::new();
+            for _ in 0..300 {
+                let theirs = std::net::TcpStream::connect(addr).expect("connect");
+                let ours = listener.accept().await.expect("accept");
+                ours.set_read_timeout(Some(WAIT)).expect("timeout");
+                pairs.push((ours, theirs));
+            }
+            for (i, (_, theirs)) in pairs.iter_mut().enumerate() {
+                theirs.write_all(&pattern(40_000, i as u32)).expect("send");
+            }
+            let tasks: Vec<_> = pairs
+                .into_iter()
+                .enumerate()
+                .map(|(i, (mut ours, theirs))| {
+                    glommio::spawn_local(async move {
+                        let mut got = vec![0u8; 40_000];
+                        ours.read_exact(&mut got).await.expect("read");
+                        assert!(got == pattern(40_000, i as u32), "connection {i}");
+                        drop(theirs);
+                    })
+                })
+                .collect();
+            for t in tasks {
+                t.await;
+            }
+        })
+        .expect("executor")
+        .join()
+        .expect("join");
+}
+
+#[test]
+fn a_connection_moves_between_two_executors_between_exchanges() {
+    // Shard A answers one request, detaches the stream, shard B attaches it and answers
+    // the next; the client sees one connection serve both, bytes intact.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (tx, rx) = std::sync::mpsc::channel::<ringway::fd::DetachedFd>();
+    let a = LocalExecutorBuilder::new(Placement::Unbound)
+        .spawn(move || async move {
+            let (std_stream, _) = listener.accept().expect("accept");
+            let fd = std::os::fd::OwnedFd::from(std_stream);
+            // SAFETY (test): the fd is a connected TCP socket we own.
+            let mut s: TcpStream = unsafe {
+                std::os::fd::FromRawFd::from_raw_fd(std::os::fd::IntoRawFd::into_raw_fd(fd))
+            };
+            s.set_read_timeout(Some(WAIT)).expect("timeout");
+            let mut req = [0u8; 4];
+            s.read_exact(&mut req).await.expect("read on A");
+            assert_eq!(&req, b"one?");
+            s.write_all(b"A says one").await.expect("write on A");
+            assert!(s.io_quiet(), "nothing in flight between exchanges");
+            let moved = ringway::fd::detach(s).map_err(|(_, e)| e).expect("detach");
+            tx.send(moved).expect("hand over");
+        })
+        .expect("executor A");
+    let mut client = std::net::TcpStream::connect(addr).expect("connect");
+    client.set_read_timeout(Some(WAIT)).expect("timeout");
+    client.write_all(b"one?").expect("send");
+    let mut got = [0u8; 10];
+    client.read_exact(&mut got).expect("answer from A");
+    assert_eq!(&got, b"A says one");
+    a.join().expect("join A");
+    let moved = rx.recv_timeout(WAIT).expect("the fd from A");
+    // Sent while the connection belongs to no shard: must reach B.
+    client.write_all(b"two?").expect("send");
+    let b = LocalExecutorBuilder::new(Placement::Unbound)
+        .spawn(move || async move {
+            let mut s = ringway::fd::attach(moved);
+            s.set_read_timeout(Some(WAIT)).expect("timeout");
+            let mut req = [0u8; 4];
+            s.read_exact(&mut req).await.expect("read on B");
+            assert_eq!(&req, b"two?");
+            s.write_all(b"B says two").await.expect("write on B");
+        })
+        .expect("executor B");
+    client.read_exact(&mut got).expect("answer from B");
+    assert_eq!(&got, b"B says two");
+    b.join().expect("join B");
+}
