@@ -378,6 +378,12 @@ async fn serve_tls(
         Ok(Err(e)) => {
             ctx.metrics.borrow_mut().c.tls_handshake_errors += 1;
             tracing::debug!(%peer, error = %e, "TLS handshake failed");
+            // The alert rustls queued goes out before the close (bounded: a client
+            // that does not read gets none).
+            let _ = glommio::timer::timeout(std::time::Duration::from_secs(1), async {
+                Ok(tls.send_pending_records().await)
+            })
+            .await;
             return;
         }
         Err(_) => {

@@ -174,6 +174,14 @@ where
         self.io.poll_readable(cx)
     }
 
+    /// Sends every record rustls still owes the peer, e.g. the alert that says why a
+    /// handshake failed. Writes complete only when the ring's send does (vendored
+    /// glommio), so a connection closed right after a failed handshake must wait here
+    /// or the alert would be cancelled with it.
+    pub async fn send_pending_records(&mut self) -> io::Result<()> {
+        std::future::poll_fn(|cx| self.poll_write_records(cx)).await
+    }
+
     /// Runs the handshake to its end.
     pub async fn handshake(&mut self) -> io::Result<()> {
         std::future::poll_fn(|cx| loop {
