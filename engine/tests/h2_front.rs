@@ -38,6 +38,17 @@ where
 }
 
 async fn h2_connect(addr: SocketAddr) -> SendRequest<Bytes> {
+    let (send, task) = h2_connect_joined(addr).await;
+    task.detach();
+    send
+}
+
+/// [`h2_connect`] with the task that drives the connection: awaiting it after the last
+/// `SendRequest` is dropped ends the client session (a close the proxy sees) before the
+/// executor goes away. A detached task still running when its executor ends is never
+/// dropped, and its socket is never closed; writes complete on the ring's next turn, so
+/// the connection's last writes need that turn.
+async fn h2_connect_joined(addr: SocketAddr) -> (SendRequest<Bytes>, glommio::Task<()>) {
     let stream = TcpStream::connect(addr).await.expect("connect");
     stream.set_nodelay(true).unwrap();
     let (send, conn) = h2::client::Builder::new()
@@ -46,11 +57,10 @@ async fn h2_connect(addr: SocketAddr) -> SendRequest<Bytes> {
         .handshake::<_, Bytes>(TokioIo::new(stream))
         .await
         .expect("h2 handshake");
-    glommio::spawn_local(async move {
+    let task = glommio::spawn_local(async move {
         let _ = conn.await;
-    })
-    .detach();
-    send
+    });
+    (send, task)
 }
 
 /// One exchange: (status, selected headers, SHA-256 of the body, body length, body if
@@ -531,7 +541,7 @@ fn reuse_never_keeps_the_h2_sessions_backend_connection_private() {
     let addr = proxy.addr;
     o.reset_stats();
     let conns = on_glommio(move || async move {
-        let send = h2_connect(addr).await;
+        let (send, conn) = h2_connect_joined(addr).await;
         let mut seen = std::collections::BTreeSet::new();
         for i in 0..100 {
             let got = exchange(
@@ -546,6 +556,9 @@ fn reuse_never_keeps_the_h2_sessions_backend_connection_private() {
             let conn = got.headers["x-origin-conn"].to_str().unwrap().to_string();
             seen.insert(conn);
         }
+        // The client ends its session.
+        drop(send);
+        conn.await;
         seen
     });
     assert_eq!(conns.len(), 1, "backend connections used: {conns:?}");
