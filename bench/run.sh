@@ -13,6 +13,8 @@
 #   bench/run.sh              # full run (5 s per cell, 3 rounds)
 #   QUICK=1 bench/run.sh      # smoke run (2 s per cell)
 #   bench/run.sh ceiling      # the load generator's own ceiling vs wrk and h2load
+#   bench/run.sh syscalls     # system calls (strace -c) and CPU per keep-alive request,
+#                             # ringway and HAProxy: bench/syscalls.sh
 #   WORKLOADS="h2b-h1 h2b-h2" SYSTEMS="direct ringway haproxy" bench/run.sh
 #                             # HTTP/2 backends: wrk and h2load through each proxy to
 #                             # `ringway-origin --h2c` (nginx and h2o cannot: no h2 upstreams)
@@ -28,6 +30,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 MODE=${1:-compare}
+# System calls and CPU per proxied keep-alive request, ringway and HAProxy (strace -c):
+# a short separate run, see bench/syscalls.sh (its knobs: N C ROUNDS PROXY_CPU LOAD_CPU
+# RINGWAY_BEFORE JSON).
+if [ "$MODE" = syscalls ]; then exec "$ROOT/bench/syscalls.sh"; fi
 
 QUICK=${QUICK:-0}
 ROUNDS=${ROUNDS:-3}
