@@ -367,4 +367,3 @@ fn a_connection_moves_between_two_executors_between_exchanges() {
     assert_eq!(&got, b"B says two");
     b.join().expect("join B");
 }
-

@@ -1237,6 +1237,8 @@ pub(crate) struct Reactor {
     poll_ring: RefCell<PollRing>,
 
     latency_preemption_timeout_src: Cell<Option<Source>>,
+    /// ringway: when the armed latency preemption timer fires.
+    latency_preemption_deadline: Cell<Option<Instant>>,
     throughput_preemption_timeout_src: Cell<Option<Source>>,
 
     link_fd: RawFd,
@@ -1368,6 +1370,7 @@ impl Reactor {
             latency_ring: RefCell::new(latency_ring),
             poll_ring: RefCell::new(poll_ring),
             latency_preemption_timeout_src: Cell::new(None),
+            latency_preemption_deadline: Cell::new(None),
             throughput_preemption_timeout_src: Cell::new(None),
             blocking_thread,
             link_fd,
@@ -1838,16 +1841,47 @@ impl Reactor {
         //
         // But if we will sleep, there might be a timer registered that needs
         // to be removed otherwise we'll wake up when it expires.
-        drop(self.latency_preemption_timeout_src.take());
+        //
+        // ringway: unless we will not sleep (a preempt timer is wanted: tasks are
+        // runnable) and the armed timer has not fired and still has at least half of
+        // a preemption period to run. Re-arming it on every loop turn cost an
+        // `io_uring_enter` on the latency ring per turn (a cancel and a new timeout),
+        // on top of the main ring's; a busy shard turns its loop once per handful of
+        // requests. Preemption is then at most half a period early, never late.
+        let kept_timer = match (preempt_timer(), self.latency_preemption_timeout_src.take()) {
+            (Some(preempt), Some(src))
+                if src.result().is_none()
+                    && self
+                        .latency_preemption_deadline
+                        .get()
+                        .is_some_and(|d| d >= Instant::now() + preempt / 2) =>
+            {
+                Some(src)
+            }
+            (_, old) => {
+                drop(old);
+                self.latency_preemption_deadline.set(None);
+                None
+            }
+        };
 
         // Schedule the throughput-based timeout immediately: it won't matter if we end
-        // up sleeping.
-        self.throughput_preemption_timeout_src.replace(Some(
-            main_ring.prepare_throughput_preemption_timer(
-                self.ring_depth() as u32,
-                self.eventfd_src.raw(),
-            ),
-        ));
+        // up sleeping. ringway: a pending one is kept (it counts completions from when
+        // it was armed; replacing it cost a cancel and two new SQEs per loop turn).
+        let throughput_pending = {
+            let t = self.throughput_preemption_timeout_src.take();
+            let pending = t.as_ref().is_some_and(|src| src.result().is_none());
+            self.throughput_preemption_timeout_src.set(if pending { t } else { None });
+            pending
+        };
+        if !throughput_pending {
+            self.throughput_preemption_timeout_src.replace(Some(
+                main_ring.prepare_throughput_preemption_timer(
+                    self.ring_depth() as u32,
+                    self.eventfd_src.raw(),
+                ),
+            ));
+        }
 
         // This will only dispatch if we run out of sqes. Which means until
         // flush_rings! nothing is really send to the kernel...
@@ -1898,9 +1932,20 @@ impl Reactor {
         }
 
         if let Some(preempt) = preempt_timer() {
-            self.latency_preemption_timeout_src
-                .set(Some(lat_ring.prepare_latency_preemption_timer(preempt)));
-            flush_rings!(lat_ring, main_ring)?;
+            match kept_timer {
+                // ringway: the armed timer stays (see above): nothing for the latency ring.
+                Some(src) => {
+                    self.latency_preemption_timeout_src.set(Some(src));
+                    flush_rings!(main_ring)?;
+                }
+                None => {
+                    self.latency_preemption_timeout_src
+                        .set(Some(lat_ring.prepare_latency_preemption_timer(preempt)));
+                    self.latency_preemption_deadline
+                        .set(Some(Instant::now() + preempt));
+                    flush_rings!(lat_ring, main_ring)?;
+                }
+            }
         }
 
         // A Note about `need_preempt`:
