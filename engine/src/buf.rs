@@ -11,9 +11,12 @@
 //! `--max-head`) and such a grown store goes back to the allocator, not to the pool.
 //!
 //! The pool is per thread, which is per shard (each shard is one executor thread); it
-//! keeps at most [`POOL_KEEP`] free stores. Reads are readiness-based (a poll, then
-//! `recv` into the store), so no read in flight ever refers to a store: dropping a `Buf`
-//! in the middle of a read (a connection task cancelled) simply returns the store.
+//! keeps at most [`POOL_KEEP`] free stores. Reads go through the ring (vendored glommio:
+//! a readiness poll, then a `RECV` into a buffer of glommio's own I/O pool, copied into
+//! the store when it completes), so no operation in flight ever refers to a store:
+//! dropping a `Buf` in the middle of a read (a connection task cancelled) simply returns
+//! the store, and bytes a dropped read's receive brought stay with the stream for the
+//! next read.
 
 use std::cell::RefCell;
 use std::io;
