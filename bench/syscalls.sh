@@ -19,6 +19,7 @@
 #   RINGWAY_BEFORE=/path/to/old/ringway bench/syscalls.sh   # adds a ringway-before row
 #   N=100000 C=32 ROUNDS=5 PROXY_CPU=0 LOAD_CPU=1 bench/syscalls.sh
 #   JSON=out.jsonl bench/syscalls.sh             # one JSON object per measured run, too
+#   URLPATH=/size/16384 bench/syscalls.sh        # another response (ringway-origin paths)
 #
 # Needs strace (apt-get install strace) and permission to trace the proxies it starts
 # (its own children: fine under the default Yama ptrace_scope 1). Ports from PORT+1
@@ -36,6 +37,7 @@ PORT=${PORT:-19900}
 PROXY_CPU=${PROXY_CPU:-}
 LOAD_CPU=${LOAD_CPU:-}
 JSON=${JSON:-}
+URLPATH=${URLPATH:-/}
 for b in "$RINGWAY" "$BENCH" "$ORIGIN"; do
   [ -x "$b" ] || { echo "missing $b: cargo build --release -p ringway -p ringway-bench" >&2; exit 1; }
 done
@@ -68,7 +70,7 @@ start_ringway() { # start_ringway NAME BINARY
   # shellcheck disable=SC2046
   $(pin "$PROXY_CPU") "$2" --listen 127.0.0.1:$PORT --admin 127.0.0.1:$((PORT + 50)) --shards 1 \
     --backend "$OADDR" --reuse always --access-log off --log warn > "$TMP/$1.log" 2>&1 &
-  PID_OF[$1]=$!; PIDS+=($!); URL[$1]="http://127.0.0.1:$PORT/"
+  PID_OF[$1]=$!; PIDS+=($!); URL[$1]="http://127.0.0.1:$PORT$URLPATH"
   wait_port $PORT || { echo "$1 did not start:" >&2; cat "$TMP/$1.log" >&2; exit 1; }
 }
 start_haproxy() {
@@ -91,7 +93,7 @@ backend b
 CFG
   # shellcheck disable=SC2046
   $(pin "$PROXY_CPU") haproxy -f "$TMP/haproxy.cfg" -db > "$TMP/haproxy.log" 2>&1 &
-  PID_OF[haproxy]=$!; PIDS+=($!); URL[haproxy]="http://127.0.0.1:$PORT/"
+  PID_OF[haproxy]=$!; PIDS+=($!); URL[haproxy]="http://127.0.0.1:$PORT$URLPATH"
   wait_port $PORT || { echo "haproxy did not start:" >&2; cat "$TMP/haproxy.log" >&2; exit 1; }
 }
 start_ringway ringway "$RINGWAY"

@@ -95,6 +95,48 @@ fn long_writes_come_back_short_and_write_all_sends_every_byte_in_order() {
 }
 
 #[test]
+fn small_ring_writes_and_large_direct_sends_interleave_in_order() {
+    with_pair(|mut ours, theirs| async move {
+        // Sizes on both sides of DIRECT_SEND_MIN (4 KiB): ring SENDs of owned copies and
+        // `send` calls from the caller's bytes, alternating, while the peer reads slowly
+        // enough that both kinds meet full socket buffers.
+        let sizes = [100usize, 10_000, 3_000, 70_000, 1, 4_096, 4_095, 300_000, 17];
+        let mut sent = Vec::new();
+        for round in 0..40u32 {
+            for (i, n) in sizes.iter().enumerate() {
+                sent.extend_from_slice(&pattern(*n, round * 16 + i as u32));
+            }
+        }
+        let copy = sent.len();
+        let reader = std::thread::spawn(move || {
+            let mut theirs = theirs;
+            let mut got = Vec::with_capacity(copy);
+            let mut chunk = vec![0u8; 9_000];
+            while got.len() < copy {
+                let n = theirs.read(&mut chunk).expect("peer read");
+                assert!(n > 0, "EOF after {} bytes", got.len());
+                got.extend_from_slice(&chunk[..n]);
+                if got.len() < 2 << 20 {
+                    std::thread::sleep(Duration::from_micros(100));
+                }
+            }
+            got
+        });
+        let mut off = 0;
+        for round in 0..40u32 {
+            for (i, n) in sizes.iter().enumerate() {
+                let piece = pattern(*n, round * 16 + i as u32);
+                ours.write_all(&piece).await.expect("write");
+                off += n;
+            }
+        }
+        assert_eq!(off, copy);
+        let got = reader.join().expect("reader");
+        assert!(got == sent, "the peer got other bytes, or in another order");
+    });
+}
+
+#[test]
 fn reads_shorter_and_longer_than_one_receive_get_every_byte_in_order() {
     with_pair(|mut ours, mut theirs| async move {
         let sent = pattern(300_000, 3);
@@ -210,7 +252,7 @@ fn a_write_dropped_in_flight_is_not_sent_twice_and_the_stream_stays_correct() {
 
 #[test]
 fn streams_dropped_with_sends_and_receives_in_flight_free_everything() {
-    // A peer that never reads: 4 MiB writes stay in flight (the socket buffers fill),
+    // A peer that never reads: writes stay queued or pending (the socket buffers fill),
     // and a read waits in the kernel. Dropping the stream cancels both; the buffers are
     // freed when the cancelled completions come back (never written into after). 200
     // rounds on one executor must leave no fds behind, and the executor keeps working.
@@ -220,6 +262,7 @@ fn streams_dropped_with_sends_and_receives_in_flight_free_everything() {
             let addr = listener.local_addr().expect("addr");
             let fds_before = ringway::fd::open_fds();
             let mut peers = Vec::new();
+            let big = pattern(64 << 20, 1);
             for round in 0..200u32 {
                 let mut theirs = std::net::TcpStream::connect(addr).expect("connect");
                 let mut ours = listener.accept().await.expect("accept");
@@ -230,9 +273,27 @@ fn streams_dropped_with_sends_and_receives_in_flight_free_everything() {
                 let mut first = vec![0u8; 16 << 10];
                 ours.read_exact(&mut first).await.expect("read");
                 assert!(first == pattern(16 << 10, round));
-                let big = pattern(4 << 20, round);
-                {
+                // Odd rounds first make a large write, sent straight from the caller's
+                // bytes until the socket buffers are full (64 MiB is more than
+                // loopback's buffers hold); it waits for POLLOUT when dropped. Then
+                // writes below DIRECT_SEND_MIN go through the ring: the stream is
+                // dropped with the last one's SEND queued (with its owned buffer), or,
+                // once the buffers are full, waiting for POLLOUT after EAGAIN.
+                if round % 2 == 1 {
                     let w = ours.write_all(&big);
+                    futures_lite::pin!(w);
+                    for _ in 0..3 {
+                        assert!(poll_once(&mut w).await.is_none(), "peer never reads");
+                        turns(1).await;
+                    }
+                }
+                let small = pattern(2_000, round);
+                {
+                    let w = async {
+                        loop {
+                            ours.write_all(&small).await.expect("small write");
+                        }
+                    };
                     futures_lite::pin!(w);
                     for _ in 0..3 {
                         assert!(poll_once(&mut w).await.is_none(), "peer never reads");

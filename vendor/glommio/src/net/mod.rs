@@ -28,7 +28,7 @@ fn yolo_accept(fd: RawFd) -> Option<io::Result<RawFd>> {
 }
 
 fn yolo_send(fd: RawFd, buf: &[u8]) -> Option<io::Result<usize>> {
-    match sys::send_syscall(fd, buf.as_ptr(), buf.len(), MsgFlags::MSG_DONTWAIT.bits()) {
+    match sys::send_syscall(fd, buf.as_ptr(), buf.len(), (MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL).bits()) {
         Ok(x) => Some(Ok(x)),
         Err(err) => match err.kind() {
             io::ErrorKind::WouldBlock => None,
