@@ -15,13 +15,14 @@
 #   bench/idle.sh              # N=5000 and N=10000
 #   NS="5000" bench/idle.sh    # one size
 #   RINGWAY=/path/to/ringway bench/idle.sh   # another ringway binary (before/after)
+#   BIN_DIR=dir bench/idle.sh               # binaries from dir (default target/release)
 #
 # Needs `ulimit -n` above 2N+100 (it raises the soft limit as far as the hard one allows).
 # Measures memory only: safe to run on a busy machine. Each case listens on its own
 # port, from PORT+1 (default 19701; admin from 19801).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-REL=$PWD/target/release
+REL=${BIN_DIR:-$PWD/target/release}
 RINGWAY=${RINGWAY:-$REL/ringway}
 BENCH=$REL/ringway-bench
 ORIGIN=$REL/ringway-origin

@@ -25,7 +25,8 @@
 # RINGWAY_BEFORE (a second ringway binary, e.g. built from an earlier commit: add
 # `ringway-before` to SYSTEMS to measure a change before and after in one interleaved run)
 # BIN_DIR (where ringway, ringway-origin and ringway-bench are; default target/release,
-# which BUILD=1 builds) PNG (the latency plot's path).
+# which BUILD=1 builds) PNG (the latency plot's path) EXTRAS (0: skip the system-call and
+# idle-memory runs that follow the workloads) SYSCALLS_N IDLE_NS (their sizes).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -654,6 +655,19 @@ for w in $WORKLOADS; do
     done
   done
 done
+
+# The two columns the per-workload runs cannot give: system calls per keep-alive request
+# (strace, a separate short run: tracing slows every call) and memory per idle connection.
+# EXTRAS=0 skips them; SYSCALLS_N and IDLE_NS size them.
+if [ "${EXTRAS:-1}" = 1 ]; then
+  log "system calls per request (bench/syscalls.sh)"
+  BIN_DIR=$REL RINGWAY=$RINGWAY JSON="$OUT/syscalls.jsonl" N="${SYSCALLS_N:-50000}" ROUNDS="$ROUNDS" \
+    PROXY_CPU="${PROXY_CPUS%%[-,]*}" LOAD_CPU="${LOAD_CPUS%%[-,]*}" PORT=$((PORT_BASE + 1800)) \
+    bench/syscalls.sh > "$OUT/syscalls.md" 2> "$OUT/syscalls.err" || log "syscalls run failed: $(tail -3 "$OUT/syscalls.err")"
+  log "memory per idle connection (bench/idle.sh)"
+  BIN_DIR=$REL RINGWAY=$RINGWAY NS="${IDLE_NS:-5000 10000}" PORT=$((PORT_BASE + 1600)) ADMIN=$((PORT_BASE + 1700)) \
+    bench/idle.sh > "$OUT/idle.md" 2> "$OUT/idle.err" || log "idle run failed: $(tail -3 "$OUT/idle.err")"
+fi
 
 python3 bench/harness/report.py "$OUT" --doc "$DOC" --png "${PNG:-docs/benchmarks-latency.png}"
 log "raw results in $OUT/results.jsonl"

@@ -100,6 +100,7 @@ def aggregate(cells):
         }
         for _, k in PCTS:
             a[k] = med([r["report"]["latency_us"][k] for r in ok])
+        a["max_worst"] = max(r["report"]["latency_us"]["max"] for r in ok)
         conns = [r["origin_new_conns"] for r in ok if "origin_new_conns" in r]
         if conns:
             # The h2c origin's own count: backend connections opened per run (median), and
@@ -159,6 +160,12 @@ def targets(agg):
         out.append(f"- HTTP/1.1 keep-alive CPU per request, ringway ÷ HAProxy: **{r:.2f}×** (target ≤ 0.70×: {'met' if r <= 0.70 else 'not met'})")
     else:
         out.append("- HTTP/1.1 keep-alive CPU per request, ringway ÷ HAProxy: not measured (ringway or HAProxy missing)")
+    for w, goal, text in (("h1-close", 0.85, "`Connection: close`"), ("h1-16k", 0.80, "16 KiB responses"),
+                          ("h1-1m", 0.80, "1 MiB responses")):
+        rw, hp = get(w, "ringway", "cpu_us"), get(w, "haproxy", "cpu_us")
+        if rw and hp:
+            r = rw / hp
+            out.append(f"- {text} CPU per request, ringway ÷ HAProxy: **{r:.2f}×** (target ≤ {goal:.2f}×: {'met' if r <= goal else 'not met'})")
     rw, h2o = get("h2-mux", "ringway", "cpu_us"), get("h2-mux", "h2o", "cpu_us")
     if rw and h2o:
         r = rw / h2o
@@ -171,6 +178,13 @@ def targets(agg):
         out.append(f"- p99 at 90% load, ringway ÷ HAProxy: **{rw / hp:.2f}×** ({fmt_us(rw)} vs {fmt_us(hp)}; target ≤ 1.00×: {'met' if rw <= hp else 'not met'})")
     else:
         out.append("- p99 at 90% load, ringway ÷ HAProxy: not measured")
+    worst = [(w, get(w, "ringway", "max_worst")) for w in ("rate-50", "rate-90")]
+    worst = [(w, v) for w, v in worst if v is not None]
+    if worst:
+        out.append("- Worst `max` latency of any open-loop run, ringway: "
+                   + ", ".join(f"{w} {fmt_us(v)}" for w, v in worst)
+                   + " (HAProxy: " + ", ".join(f"{w} {fmt_us(get(w, 'haproxy', 'max_worst'))}"
+                                               for w, _ in worst if get(w, 'haproxy', 'max_worst') is not None) + ")")
     return "\n".join(out)
 
 
@@ -218,6 +232,68 @@ def plot(agg, workloads, systems, png):
     return None
 
 
+def extras(out):
+    """The system-call and idle-memory runs that follow the workloads (bench/syscalls.sh,
+    bench/idle.sh): their medians per system, the markdown to show, and target lines."""
+    md, tg = [], []
+    sj = os.path.join(out, "syscalls.jsonl")
+    if os.path.exists(sj) and os.path.getsize(sj) > 0:
+        runs = [json.loads(l) for l in open(sj) if l.strip()]
+        by = {}
+        for r in runs:
+            by.setdefault(r["system"], []).append(r)
+        md += ["### System calls per request", "",
+               "HTTP/1.1 keep-alive through one shard/thread, 32 connections, 13-byte responses "
+               "(`bench/syscalls.sh`, run by `bench/run.sh` after the workloads): every system call "
+               "of every thread under `strace -c -f`, divided by the requests; CPU from an untraced "
+               "run of the same size. Medians over rounds.", "",
+               "| system | syscalls/req | vs HAProxy | CPU-µs/req | calls per request (last round) |",
+               "| --- | --- | --- | --- | --- |"]
+        hp = med([r["syscalls_per_req"] for r in by.get("haproxy", [])])
+        for sysname, rs in by.items():
+            spr = med([r["syscalls_per_req"] for r in rs])
+            cpu = med([r["cpu_us_per_req"] for r in rs])
+            last = max(rs, key=lambda r: r["round"])
+            calls = ", ".join(f"{k} {v / last['requests']:.2f}"
+                              for k, v in sorted(last["by_call"].items(), key=lambda kv: -kv[1])[:5])
+            md.append(f"| {sysname} | {spr:.2f} | {ratio(spr, hp) if sysname != 'haproxy' else '-'} | {cpu:.1f} | {calls} |")
+        md.append("")
+        rw = med([r["syscalls_per_req"] for r in by.get("ringway", [])])
+        if rw is not None:
+            tg.append(f"- System calls per proxied keep-alive request (32 connections): **{rw:.2f}**"
+                      + (f" (HAProxy {hp:.2f})" if hp is not None else "")
+                      + f" (target ≤ 0.5: {'met' if rw <= 0.5 else 'not met'})")
+    im = os.path.join(out, "idle.md")
+    if os.path.exists(im) and os.path.getsize(im) > 0:
+        rows = []
+        for line in open(im):
+            f = [x.strip() for x in line.strip().strip("|").split("|")]
+            if len(f) == 6 and f[2].isdigit() and f[5].isdigit():
+                rows.append(f)
+        md += ["### Memory per idle connection", "",
+               "Growth of the proxy's resident set per idle keep-alive connection, one shard/thread "
+               "(`bench/idle.sh`, run by `bench/run.sh` after the workloads). `h1-client+backend` "
+               "holds a pooled backend connection per client too (`reuse safe`): the backend's "
+               "cost is that row minus `h1-client`.", "",
+               "| system | case | connections | RSS before (KiB) | RSS after (KiB) | bytes per connection |",
+               "| --- | --- | --- | --- | --- | --- |"]
+        md += ["| " + " | ".join(f) + " |" for f in rows]
+        md.append("")
+        def per(sysname, case):
+            # The largest count measured: fixed costs weigh least there.
+            v = [(int(f[2]), int(f[5])) for f in rows if f[0] == sysname and f[1] == case]
+            return max(v)[1] if v else None
+        cl, both, hpc = per("ringway", "h1-client"), per("ringway", "h1-client+backend"), per("haproxy", "h1-client")
+        if cl is not None:
+            tg.append(f"- Memory per idle HTTP/1.1 client connection (most connections measured): **{cl} B**"
+                      + (f" (HAProxy {hpc} B)" if hpc is not None else "")
+                      + f" (target ≤ 2048 B: {'met' if cl <= 2048 else 'not met'})")
+        if cl is not None and both is not None:
+            be = both - cl
+            tg.append(f"- Memory per idle pooled backend connection: **{be} B** (target ≤ 2048 B: {'met' if be <= 2048 else 'not met'})")
+    return md, tg
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("out")
@@ -255,7 +331,11 @@ def main():
            ""]
     if missing:
         gen += [f"Not measured: {missing}.", ""]
+    xmd, xtg = extras(args.out)
+    if xtg:
+        tg = tg + "\n" + "\n".join(xtg)
     gen += ["### Targets", "", tg, "", "### Results", tab, ""]
+    gen += xmd
     if note is None:
         gen += [f"![latency percentiles]({os.path.relpath(args.png, os.path.dirname(args.doc) or '.')})", ""]
     else:
