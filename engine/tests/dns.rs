@@ -9,10 +9,7 @@ mod common;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
-use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 
@@ -81,69 +78,6 @@ impl Drop for Dns {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-    }
-}
-
-/// A client loop on one keep-alive connection (reopened after a failure), until stopped.
-struct Load {
-    stop: Arc<AtomicBool>,
-    ok: Arc<AtomicU64>,
-    failed: Arc<AtomicU64>,
-    thread: Option<JoinHandle<Vec<String>>>,
-}
-
-impl Load {
-    fn start(addr: SocketAddr) -> Load {
-        let stop = Arc::new(AtomicBool::new(false));
-        let ok = Arc::new(AtomicU64::new(0));
-        let failed = Arc::new(AtomicU64::new(0));
-        let (s, o, f) = (stop.clone(), ok.clone(), failed.clone());
-        let thread = std::thread::spawn(move || {
-            let mut why = Vec::new();
-            let mut conn = Conn::connect(addr);
-            let deadline = Instant::now() + Duration::from_secs(90);
-            while !s.load(Ordering::Relaxed) && Instant::now() < deadline {
-                conn.send(b"GET /x HTTP/1.1\r\nHost: test\r\n\r\n");
-                match conn.try_read_response(false) {
-                    Ok(r) if r.status == 200 => {
-                        o.fetch_add(1, Ordering::Relaxed);
-                        if r.says_close() {
-                            conn = Conn::connect(addr);
-                        }
-                    }
-                    Ok(r) => {
-                        f.fetch_add(1, Ordering::Relaxed);
-                        why.push(format!("status {}", r.status));
-                        if r.says_close() {
-                            conn = Conn::connect(addr);
-                        }
-                    }
-                    Err(e) => {
-                        f.fetch_add(1, Ordering::Relaxed);
-                        why.push(format!("io: {e}"));
-                        conn = Conn::connect(addr);
-                    }
-                }
-                std::thread::sleep(Duration::from_millis(2));
-            }
-            why
-        });
-        Load {
-            stop,
-            ok,
-            failed,
-            thread: Some(thread),
-        }
-    }
-
-    fn ok(&self) -> u64 {
-        self.ok.load(Ordering::Relaxed)
-    }
-
-    fn finish(mut self) -> (u64, u64, Vec<String>) {
-        self.stop.store(true, Ordering::Relaxed);
-        let why = self.thread.take().unwrap().join().unwrap();
-        (self.ok(), self.failed.load(Ordering::Relaxed), why)
     }
 }
 
@@ -225,7 +159,7 @@ fn servers_follow_the_dns_answers_under_load() {
     )
     .unwrap();
     let p = Proxy::start(&["--config", f.0.to_str().unwrap(), "--shards", "2"]);
-    let loads = [Load::start(p.addr), Load::start(p.addr)];
+    let loads = [Load::start(p.addr, "/x"), Load::start(p.addr, "/x")];
 
     // 1. One address.
     more(&loads, 100, "load on 127.0.0.2");

@@ -16,19 +16,6 @@ use common::*;
 use ringway_h2mux::io::TokioIo;
 use ringway_h2mux::server::{self as h2s, Settings};
 
-fn on_glommio<T, F, Fut>(f: F) -> T
-where
-    T: Send + 'static,
-    F: FnOnce() -> Fut + Send + 'static,
-    Fut: std::future::Future<Output = T> + 'static,
-{
-    glommio::LocalExecutorBuilder::default()
-        .spawn(f)
-        .expect("executor starts")
-        .join()
-        .expect("executor thread")
-}
-
 /// What the client got: status, body, trailers.
 type Got = (u16, Vec<u8>, Option<http::HeaderMap>);
 

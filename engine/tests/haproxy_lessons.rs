@@ -734,20 +734,6 @@ async fn serve_good_h2(
     }
 }
 
-/// Runs `f` on a fresh glommio executor in its own thread and returns its result.
-fn on_glommio<T, F, Fut>(f: F) -> T
-where
-    T: Send + 'static,
-    F: FnOnce() -> Fut + Send + 'static,
-    Fut: std::future::Future<Output = T> + 'static,
-{
-    glommio::LocalExecutorBuilder::default()
-        .spawn(f)
-        .expect("executor starts")
-        .join()
-        .expect("executor thread")
-}
-
 /// An h2 client connection (prior knowledge) driven by its own task; dropping the
 /// returned task ends the connection abruptly.
 async fn h2_client(addr: SocketAddr) -> (h2::client::SendRequest<bytes::Bytes>, glommio::Task<()>) {

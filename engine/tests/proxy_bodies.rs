@@ -375,8 +375,14 @@ fn steady_16k_responses_cost_no_page_faults() {
     run(MEASURED);
     let faults = minor_faults(proxy.pid()) - before;
     let per_req = faults as f64 / (CONNS * MEASURED) as f64;
-    eprintln!("{faults} minor faults over {} requests: {per_req:.3} per request", CONNS * MEASURED);
+    eprintln!(
+        "{faults} minor faults over {} requests: {per_req:.3} per request",
+        CONNS * MEASURED
+    );
     // New connections (32 here) and the buffer pool's first growth may fault a few pages;
     // the per-request thrash was more than one page each.
-    assert!(per_req < 0.1, "{per_req:.3} page faults per proxied 16 KiB response");
+    assert!(
+        per_req < 0.1,
+        "{per_req:.3} page faults per proxied 16 KiB response"
+    );
 }

@@ -27,20 +27,6 @@ use h2::client::SendRequest;
 use ringway_h2mux::io::TokioIo;
 use ringway_h2mux::server::{self as h2s, Settings};
 
-/// Runs `f` on a fresh glommio executor in its own thread and returns its result.
-fn on_glommio<T, F, Fut>(f: F) -> T
-where
-    T: Send + 'static,
-    F: FnOnce() -> Fut + Send + 'static,
-    Fut: std::future::Future<Output = T> + 'static,
-{
-    glommio::LocalExecutorBuilder::default()
-        .spawn(f)
-        .expect("executor starts")
-        .join()
-        .expect("executor thread")
-}
-
 async fn h2_connect(addr: SocketAddr) -> Option<SendRequest<Bytes>> {
     let stream = TcpStream::connect(addr).await.ok()?;
     stream.set_nodelay(true).ok()?;

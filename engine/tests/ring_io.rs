@@ -100,7 +100,9 @@ fn small_ring_writes_and_large_direct_sends_interleave_in_order() {
         // Sizes on both sides of DIRECT_SEND_MIN (4 KiB): ring SENDs of owned copies and
         // `send` calls from the caller's bytes, alternating, while the peer reads slowly
         // enough that both kinds meet full socket buffers.
-        let sizes = [100usize, 10_000, 3_000, 70_000, 1, 4_096, 4_095, 300_000, 17];
+        let sizes = [
+            100usize, 10_000, 3_000, 70_000, 1, 4_096, 4_095, 300_000, 17,
+        ];
         let mut sent = Vec::new();
         for round in 0..40u32 {
             for (i, n) in sizes.iter().enumerate() {

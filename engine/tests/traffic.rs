@@ -8,7 +8,6 @@ use std::io::Write as _;
 use std::net::{SocketAddr, TcpListener};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -20,71 +19,6 @@ fn write_file(path: &std::path::Path, text: &str) {
     f.sync_all().unwrap();
     // Atomic replace: a reload never reads half a file.
     std::fs::rename(&tmp, path).unwrap();
-}
-
-/// A client loop on one keep-alive connection (reopened after a failure), until `stop`:
-/// counts answers by status and transport failures.
-struct Load {
-    stop: Arc<AtomicBool>,
-    ok: Arc<AtomicU64>,
-    failed: Arc<AtomicU64>,
-    thread: Option<JoinHandle<Vec<String>>>,
-}
-
-impl Load {
-    fn start(addr: SocketAddr, path: &'static str) -> Load {
-        let stop = Arc::new(AtomicBool::new(false));
-        let ok = Arc::new(AtomicU64::new(0));
-        let failed = Arc::new(AtomicU64::new(0));
-        let (s, o, f) = (stop.clone(), ok.clone(), failed.clone());
-        let thread = std::thread::spawn(move || {
-            let mut why = Vec::new();
-            let mut conn = Conn::connect(addr);
-            let deadline = Instant::now() + Duration::from_secs(60);
-            while !s.load(Ordering::Relaxed) && Instant::now() < deadline {
-                conn.send(format!("GET {path} HTTP/1.1\r\nHost: test\r\n\r\n").as_bytes());
-                match conn.try_read_response(false) {
-                    Ok(r) if r.status == 200 => {
-                        o.fetch_add(1, Ordering::Relaxed);
-                        if r.says_close() {
-                            conn = Conn::connect(addr);
-                        }
-                    }
-                    Ok(r) => {
-                        f.fetch_add(1, Ordering::Relaxed);
-                        why.push(format!("status {}", r.status));
-                        if r.says_close() {
-                            conn = Conn::connect(addr);
-                        }
-                    }
-                    Err(e) => {
-                        f.fetch_add(1, Ordering::Relaxed);
-                        why.push(format!("io: {e}"));
-                        conn = Conn::connect(addr);
-                    }
-                }
-                std::thread::sleep(Duration::from_millis(2));
-            }
-            why
-        });
-        Load {
-            stop,
-            ok,
-            failed,
-            thread: Some(thread),
-        }
-    }
-
-    fn ok(&self) -> u64 {
-        self.ok.load(Ordering::Relaxed)
-    }
-
-    /// Stops the loop; returns (answered 200, failed, why they failed).
-    fn finish(mut self) -> (u64, u64, Vec<String>) {
-        self.stop.store(true, Ordering::Relaxed);
-        let why = self.thread.take().unwrap().join().unwrap();
-        (self.ok(), self.failed.load(Ordering::Relaxed), why)
-    }
 }
 
 /// Requests each origin served since the counters were last reset.

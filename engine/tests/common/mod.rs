@@ -1002,3 +1002,92 @@ impl Drop for NginxH2c {
         let _ = self.child.wait();
     }
 }
+
+/// A client loop on one keep-alive connection (reopened after a failure or a
+/// `Connection: close`), sending `GET path` every 2 ms until stopped (at most 90 s):
+/// counts answers by status and transport failures, and says why each failure was one.
+pub struct Load {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    ok: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    failed: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    thread: Option<std::thread::JoinHandle<Vec<String>>>,
+}
+
+impl Load {
+    pub fn start(addr: SocketAddr, path: &'static str) -> Load {
+        use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+        let stop = Arc::new(AtomicBool::new(false));
+        let ok = Arc::new(AtomicU64::new(0));
+        let failed = Arc::new(AtomicU64::new(0));
+        let (s, o, f) = (stop.clone(), ok.clone(), failed.clone());
+        let thread = std::thread::spawn(move || {
+            let mut why = Vec::new();
+            let mut conn = Conn::connect(addr);
+            let deadline = Instant::now() + Duration::from_secs(90);
+            while !s.load(Ordering::Relaxed) && Instant::now() < deadline {
+                conn.send(format!("GET {path} HTTP/1.1\r\nHost: test\r\n\r\n").as_bytes());
+                match conn.try_read_response(false) {
+                    Ok(r) => {
+                        if r.status == 200 {
+                            o.fetch_add(1, Ordering::Relaxed);
+                        } else {
+                            f.fetch_add(1, Ordering::Relaxed);
+                            why.push(format!("status {}", r.status));
+                        }
+                        if r.says_close() {
+                            conn = Conn::connect(addr);
+                        }
+                    }
+                    Err(e) => {
+                        f.fetch_add(1, Ordering::Relaxed);
+                        why.push(format!("io: {e}"));
+                        conn = Conn::connect(addr);
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            why
+        });
+        Load {
+            stop,
+            ok,
+            failed,
+            thread: Some(thread),
+        }
+    }
+
+    /// Answers with status 200 so far.
+    pub fn ok(&self) -> u64 {
+        self.ok.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Stops the loop; returns (answered 200, failed, why they failed).
+    pub fn finish(mut self) -> (u64, u64, Vec<String>) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let why = self
+            .thread
+            .take()
+            .expect("finished once")
+            .join()
+            .expect("load thread");
+        (
+            self.ok(),
+            self.failed.load(std::sync::atomic::Ordering::Relaxed),
+            why,
+        )
+    }
+}
+
+/// Runs `f` on a fresh glommio executor in its own thread and returns its result.
+pub fn on_glommio<T, F, Fut>(f: F) -> T
+where
+    T: Send + 'static,
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = T> + 'static,
+{
+    glommio::LocalExecutorBuilder::default()
+        .spawn(f)
+        .expect("executor starts")
+        .join()
+        .expect("executor thread")
+}
