@@ -73,9 +73,14 @@ const POOL_MAX: usize = 512;
 thread_local! {
     /// The shard's free body buffers (one thread per shard: no lock, no sharing).
     static STREAM_BUFS: std::cell::RefCell<Vec<Buf>> = const { std::cell::RefCell::new(Vec::new()) };
+    /// The shard's free head buffers ([`HEAD_BUF`], with their memory): a new one per
+    /// stream was a zeroed 2 KiB allocation (`calloc`) per request.
+    static HEAD_BUFS: std::cell::RefCell<Vec<Buf>> = const { std::cell::RefCell::new(Vec::new()) };
+    /// Field names of backend responses seen lately on this shard (see [`field_name`]).
+    static NAMES: std::cell::RefCell<NameCache> = const { std::cell::RefCell::new(NameCache { names: Vec::new(), next: 0 }) };
 }
 
-/// The shard's pool of 16 KiB body buffers for HTTP/2 streams.
+/// The shard's pools of 16 KiB body buffers and 2 KiB head buffers for HTTP/2 streams.
 struct StreamBufs;
 
 impl StreamBufs {
@@ -85,19 +90,65 @@ impl StreamBufs {
             .unwrap_or_else(|| Buf::with_capacity(BUF_SIZE))
     }
 
-    /// Gives `buf` back if it is a body buffer of the usual size (a grown or a small
-    /// one is dropped).
+    /// A stream's first buffer (for its response head).
+    fn take_head() -> Buf {
+        HEAD_BUFS
+            .with(|p| p.borrow_mut().pop())
+            .unwrap_or_else(|| Buf::with_capacity(HEAD_BUF))
+    }
+
+    /// Gives `buf` back if it is a body or head buffer of the usual size (a grown one,
+    /// or one that never took memory, is dropped).
     fn give_back(mut buf: Buf) {
         buf.clear();
-        if buf.spare_capacity() == BUF_SIZE {
-            STREAM_BUFS.with(|p| {
-                let mut p = p.borrow_mut();
-                if p.len() < POOL_MAX {
-                    p.push(buf);
-                }
-            });
-        }
+        let pool = match buf.spare_capacity() {
+            BUF_SIZE => &STREAM_BUFS,
+            HEAD_BUF if buf.holds_memory() => &HEAD_BUFS,
+            _ => return,
+        };
+        pool.with(|p| {
+            let mut p = p.borrow_mut();
+            if p.len() < POOL_MAX {
+                p.push(buf);
+            }
+        });
     }
+}
+
+/// Backend response field names seen lately, so a custom name (`x-request-id`,
+/// `x-cache`, anything `http` has no constant for) is not a new allocation per response:
+/// a clone of a cached `HeaderName` shares its bytes. Standard names are kept too (a
+/// clone of one is a copy of a small enum), so a response's fields are usually found
+/// here without `HeaderName::from_bytes`'s parse. Small and replaced round-robin: a
+/// backend that sends ever-new names costs what it did before, plus a short scan.
+struct NameCache {
+    names: Vec<HeaderName>,
+    next: usize,
+}
+
+/// Names a shard keeps in its [`NameCache`].
+const NAMES_KEPT: usize = 32;
+
+/// The `HeaderName` for a backend's field name (any case), from the shard's cache when
+/// it was seen lately; `None` when it is no valid name.
+fn field_name(name: &[u8]) -> Option<HeaderName> {
+    NAMES.with(|c| {
+        let mut c = c.borrow_mut();
+        if let Some(n) = c.names.iter().find(|n| {
+            n.as_str().len() == name.len() && n.as_str().as_bytes().eq_ignore_ascii_case(name)
+        }) {
+            return Some(n.clone());
+        }
+        let n = HeaderName::from_bytes(name).ok()?;
+        if c.names.len() < NAMES_KEPT {
+            c.names.push(n.clone());
+        } else {
+            let at = c.next;
+            c.names[at] = n.clone();
+            c.next = (at + 1) % NAMES_KEPT;
+        }
+        Some(n)
+    })
 }
 /// A head's text while a stream is served: a vector from the shard's scratch pool
 /// (`buf::scratch`), given back when the stream is done with it, so a stream
@@ -450,7 +501,7 @@ async fn handle(
         pending: has_body,
         idle,
     };
-    let mut bbuf = Buf::with_capacity(HEAD_BUF);
+    let mut bbuf = StreamBufs::take_head();
     let result = {
         let mut sink = H2Sink {
             respond: &mut *respond,
@@ -763,6 +814,8 @@ impl ResponseSink for H2Sink<'_> {
             let mut big = StreamBufs::take();
             big.put(bbuf.data());
             std::mem::swap(bbuf, &mut big);
+            // `big` is the head buffer now: back to its pool.
+            StreamBufs::give_back(big);
         }
         let mut src = CountingRead::new(src, &self.trace.bytes_out);
         match stream_body(self.idle, resp.framing, &mut src, bbuf, &mut send).await {
@@ -824,8 +877,14 @@ async fn send_piece(
     end: bool,
     idle: Duration,
 ) -> Result<(), BodyErr> {
-    let sent =
-        glommio::timer::timeout(idle, async { Ok(h2s::send_body(send, piece, end).await) }).await;
+    // Most pieces go out at once (the window has room): no timer is made for those.
+    let sent = {
+        let mut now = std::pin::pin!(h2s::send_body(send, piece, end));
+        match futures_lite::future::poll_once(now.as_mut()).await {
+            Some(r) => Ok(r),
+            None => glommio::timer::timeout(idle, async { Ok(now.await) }).await,
+        }
+    };
     match sent {
         Ok(Ok(())) => Ok(()),
         Ok(Err(_)) => Err(BodyErr::Client),
@@ -973,7 +1032,7 @@ impl H2Head<'_> {
     }
 
     fn push(&mut self, name: &[u8], value: &[u8]) {
-        let Ok(name) = HeaderName::from_bytes(name) else {
+        let Some(name) = field_name(name) else {
             return;
         };
         if CONNECTION_SPECIFIC.contains(&name.as_str()) {
@@ -1097,6 +1156,28 @@ mod tests {
         let req = http::Request::builder().uri("/x").body(()).unwrap();
         let (parts, ()) = req.into_parts();
         assert!(!build_h1_head(&parts, false, &mut Vec::new()));
+    }
+
+    #[test]
+    fn field_names_come_from_the_cache_in_any_case_and_it_stays_bounded() {
+        let a = field_name(b"X-Origin-Req").unwrap();
+        assert_eq!(a, "x-origin-req");
+        // The second lookup (another case) is the cached name: its bytes are shared.
+        let b = field_name(b"x-ORIGIN-req").unwrap();
+        assert_eq!(b, a);
+        assert_eq!(b.as_str().as_ptr(), a.as_str().as_ptr());
+        assert_eq!(
+            field_name(b"content-length").unwrap(),
+            http::header::CONTENT_LENGTH
+        );
+        assert!(field_name(b"bad name").is_none());
+        // Many new names: the cache keeps NAMES_KEPT and every answer stays right.
+        for i in 0..3 * NAMES_KEPT {
+            let name = format!("x-n{i}");
+            assert_eq!(field_name(name.as_bytes()).unwrap(), name.as_str());
+        }
+        NAMES.with(|c| assert_eq!(c.borrow().names.len(), NAMES_KEPT));
+        assert_eq!(field_name(b"X-Origin-Req").unwrap(), "x-origin-req");
     }
 
     #[test]
