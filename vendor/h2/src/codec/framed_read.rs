@@ -427,12 +427,15 @@ where
             tracing::trace!("poll");
             // ringway: the read buffer is released while no bytes wait in it (below), so
             // an idle connection holds none; take one back before reading.
+            // The buffer comes from (and goes back to) the thread's pool (`buffers`).
             if self.inner.read_buffer().capacity() == 0 {
-                self.inner.read_buffer_mut().reserve(READ_BUFFER_CAPACITY);
+                *self.inner.read_buffer_mut() =
+                    super::buffers::take(super::buffers::Kind::Read, READ_BUFFER_CAPACITY);
             }
             let polled = Pin::new(&mut self.inner).poll_next(cx);
             if polled.is_pending() && self.inner.read_buffer().is_empty() {
-                *self.inner.read_buffer_mut() = BytesMut::new();
+                let idle = std::mem::take(self.inner.read_buffer_mut());
+                super::buffers::give(super::buffers::Kind::Read, idle);
             }
             let bytes = match ready!(polled) {
                 Some(Ok(bytes)) => bytes,

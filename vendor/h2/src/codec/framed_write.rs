@@ -227,14 +227,17 @@ where
     /// The next frame buffered takes a new one (`ensure_buffer`).
     fn release_idle_buffer(&mut self) {
         if self.next.is_none() && self.buf.get_ref().is_empty() {
-            *self.buf.get_mut() = BytesMut::new();
+            // To the thread's pool (`buffers`), for the next connection's flush.
+            let idle = std::mem::take(self.buf.get_mut());
+            super::buffers::give(super::buffers::Kind::Write, idle);
             self.buf.set_position(0);
         }
     }
 
     fn ensure_buffer(&mut self) {
         if self.buf.get_ref().capacity() == 0 {
-            self.buf.get_mut().reserve(DEFAULT_BUFFER_CAPACITY);
+            *self.buf.get_mut() =
+                super::buffers::take(super::buffers::Kind::Write, DEFAULT_BUFFER_CAPACITY);
         }
     }
 

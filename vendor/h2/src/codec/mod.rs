@@ -1,3 +1,5 @@
+// ringway: the codec buffers' per-thread pool.
+mod buffers;
 mod error;
 mod framed_read;
 mod framed_write;
