@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# bench/instructions.sh — user-space instructions and heap allocations per request of the
+# bench/instructions-h2.sh — user-space instructions and heap allocations per request of the
 # HTTP/2 front (h2c, `h2load -c 4 -m 16`) to an HTTP/1.1 origin, counted by valgrind's
 # callgrind: numbers that do not depend on how busy the machine is (CPU time does).
 #
@@ -19,9 +19,9 @@
 # Caveat: callgrind counts each iteration of a `rep movs`/`rep stos` as an instruction,
 # so large memset/memcpy weigh more in Ir than in cycles.
 #
-#   bench/instructions.sh                         # ringway (target/release)
-#   RINGWAY_BEFORE=/tmp/old/ringway bench/instructions.sh   # adds a ringway-before row
-#   KEEP=/tmp/cg bench/instructions.sh            # keeps the callgrind profiles there
+#   bench/instructions-h2.sh                         # ringway (target/release)
+#   RINGWAY_BEFORE=/tmp/old/ringway bench/instructions-h2.sh   # adds a ringway-before row
+#   KEEP=/tmp/cg bench/instructions-h2.sh            # keeps the callgrind profiles there
 #                                                 # (callgrind_annotate --tree=caller ...)
 # h2o is not measured here: callgrind_control (vgdb) cannot reach a process blocked in
 # epoll_wait without ptrace, which this environment refuses; ringway's loop wakes often.
