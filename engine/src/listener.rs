@@ -52,7 +52,10 @@ mod tests {
                 Err(e) => panic!("accept: {e}"),
             }
         };
-        assert!(accepted.nodelay().unwrap(), "accepted socket lacks TCP_NODELAY");
+        assert!(
+            accepted.nodelay().unwrap(),
+            "accepted socket lacks TCP_NODELAY"
+        );
         // The connecting side is a plain socket: the flag is not a default.
         assert!(!client.nodelay().unwrap());
     }

@@ -166,7 +166,12 @@ impl SmoothWrr {
             .or_else(|| self.pick_among(n, weights, |i| usable(i) == Usable::Ejected))
     }
 
-    fn pick_among(&self, n: usize, weights: &[u32], is_cand: impl Fn(usize) -> bool) -> Option<usize> {
+    fn pick_among(
+        &self,
+        n: usize,
+        weights: &[u32],
+        is_cand: impl Fn(usize) -> bool,
+    ) -> Option<usize> {
         let mut total: i64 = 0;
         let mut best: Option<usize> = None;
         for i in (0..n).filter(|&i| is_cand(i)) {
