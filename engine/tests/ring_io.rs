@@ -730,3 +730,36 @@ fn a_connection_with_a_multishot_armed_moves_between_executors_mid_life() {
     assert_eq!(&got, b"B says two");
     b.join().expect("join B");
 }
+
+#[test]
+fn readiness_waits_after_a_multishot_ended_with_bytes_queued_lose_nothing() {
+    // A peer sends far more than one stream may queue: the multishot is cancelled once
+    // 8 buffers wait (flow control), so it ends with bytes still queued. Readiness
+    // waits then (what the HTTP/1.1 front's hang-up check does while a request waits
+    // for its answer) must see those bytes, not drop them with the ended multishot.
+    on_executor(ring(64, 4096), || async move {
+        let (mut ours, mut theirs) = pair().await;
+        let sent = pattern(200_000, 5);
+        let copy = sent.clone();
+        let writer = std::thread::spawn(move || {
+            theirs.write_all(&copy).expect("send");
+            theirs
+        });
+        let mut got = vec![0u8; 10];
+        ours.read_exact(&mut got).await.expect("read");
+        turns(5).await;
+        for _ in 0..3 {
+            ours.readable().await.expect("readable");
+        }
+        let mut buf = vec![0u8; 7_000];
+        while got.len() < sent.len() {
+            ours.readable().await.expect("readable");
+            let n = ours.read(&mut buf).await.expect("read");
+            assert!(n > 0, "EOF after {} bytes", got.len());
+            got.extend_from_slice(&buf[..n]);
+        }
+        assert!(got == sent, "bytes lost, duplicated or out of order");
+        drop(writer.join().expect("writer"));
+        until_ring_full().await;
+    });
+}

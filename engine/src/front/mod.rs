@@ -110,7 +110,16 @@ impl ClientStream {
                 Poll::Ready(Hangup::Unknown)
             }
             Poll::Ready(Err(_)) => Poll::Ready(Hangup::Gone),
-            Poll::Ready(Ok(())) => Poll::Ready(peer_hung_up(self.tcp().as_raw_fd(), self.is_tls())),
+            Poll::Ready(Ok(())) => {
+                // Bytes (or the EOF) the ring already took from the socket: a peek
+                // would not see them (and could see the FIN behind queued bytes).
+                match self.tcp().rx_buffered() {
+                    Some(true) => return Poll::Ready(Hangup::Unknown),
+                    Some(false) if !self.is_tls() => return Poll::Ready(Hangup::Gone),
+                    _ => {}
+                }
+                Poll::Ready(peer_hung_up(self.tcp().as_raw_fd(), self.is_tls()))
+            }
         }
     }
 }

@@ -329,7 +329,8 @@ impl<S: AsRawFd> NonBufferedStream<S> {
                 m.chunks.pop_front();
             }
         }
-        if n > 0 {
+        if n > 0 || !m.chunks.is_empty() {
+            // (0 only for an empty `buf` with bytes queued: never "ended" then.)
             MsTake::Data(n)
         } else if let Some(res) = m.end {
             MsTake::Ended(res)
@@ -707,7 +708,11 @@ impl<S: AsRawFd> NonBufferedStream<S> {
         if self.rx_ms.is_some() {
             let mut none = [0u8; 0];
             match self.ms_take(&mut none) {
-                MsTake::Ended(r) if r == -libc::ENOBUFS || r == -libc::ECANCELED => {
+                MsTake::Data(_) => {
+                    self.read_timeout.cancel_timer(reactor);
+                    return Poll::Ready(Ok(()));
+                }
+                MsTake::Ended(r) if r == -libc::ENOBUFS || r == -libc::ECANCELED || r > 0 => {
                     if r == -libc::ENOBUFS {
                         self.rx_backoff = true;
                     }
@@ -717,11 +722,7 @@ impl<S: AsRawFd> NonBufferedStream<S> {
                     self.read_timeout.cancel_timer(reactor);
                     return Poll::Ready(Ok(()));
                 }
-                _ if self.ms_ready() => {
-                    self.read_timeout.cancel_timer(reactor);
-                    return Poll::Ready(Ok(()));
-                }
-                _ => {
+                MsTake::Pending => {
                     poll_err!(self.read_timeout.check(reactor));
                     let src = self.rx_ms.as_ref().unwrap();
                     src.add_waiter_single(cx.waker());
