@@ -40,13 +40,15 @@ impl RecvBufferRing {
         buf_size: 16 * 1024,
     };
 
-    /// The default for a new executor: [`RecvBufferRing::DEFAULT`], unless the
-    /// environment variable `GLOMMIO_RECV_BUFFER_RING` says `off` (the poll + `RECV`
-    /// path), or `ENTRIES:BYTES`.
+    /// The default for a new executor, from the environment variable
+    /// `GLOMMIO_RECV_BUFFER_RING`: unset, `off` or `0`: none (reads poll, then `RECV`);
+    /// `on`: [`RecvBufferRing::DEFAULT`]; `ENTRIES:BYTES`: that size. Off by default
+    /// until ringway's takeover fault soak is steady with it (see RINGWAY-PATCHES.md).
     pub fn from_env() -> Option<RecvBufferRing> {
         match std::env::var("GLOMMIO_RECV_BUFFER_RING") {
-            Err(_) => Some(Self::DEFAULT),
+            Err(_) => None,
             Ok(v) if v == "off" || v == "0" => None,
+            Ok(v) if v == "on" => Some(Self::DEFAULT),
             Ok(v) => {
                 let (e, s) = v.split_once(':')?;
                 let entries: u16 = e.trim().parse().ok()?;
