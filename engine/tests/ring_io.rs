@@ -481,7 +481,10 @@ async fn until_ring_full() {
         turns(1).await;
     }
     let st = stats();
-    assert_eq!(st.free, st.entries, "buffers not given back to the ring: {st:?}");
+    assert_eq!(
+        st.free, st.entries,
+        "buffers not given back to the ring: {st:?}"
+    );
 }
 
 /// A connected pair on the current executor: (ours, theirs).
@@ -550,7 +553,9 @@ fn eof_comes_once_the_bytes_before_it_are_read() {
     on_executor(ring(16, 4096), || async move {
         let (mut ours, mut theirs) = pair().await;
         theirs.write_all(b"hello").expect("send");
-        theirs.shutdown(std::net::Shutdown::Write).expect("shutdown");
+        theirs
+            .shutdown(std::net::Shutdown::Write)
+            .expect("shutdown");
         // Both the bytes and the EOF may be in the stream's queue before a read.
         ours.readable().await.expect("readable");
         turns(3).await;
