@@ -101,7 +101,11 @@ fn borrow(stream: &TcpStream) -> BorrowedFd<'_> {
 /// The caller must not hold buffered bytes for this stream (ringway's are unbuffered);
 /// a stream with ring I/O in flight ([`TcpStream::io_quiet`]) is refused the same way.
 #[allow(clippy::result_large_err)] // the stream itself comes back, on a path taken at the fd limit only
-pub fn detach(stream: TcpStream) -> Result<DetachedFd, (TcpStream, io::Error)> {
+pub fn detach(mut stream: TcpStream) -> Result<DetachedFd, (TcpStream, io::Error)> {
+    // An idle stream may have a multishot receive armed (it holds no buffer until bytes
+    // arrive): end it here, synchronously; bytes it already brought keep the stream
+    // where it is (below).
+    stream.quiesce();
     // Reads and writes go through the ring (vendor/glommio/RINGWAY-PATCHES.md): a stream
     // with a receive or send on it, or received bytes no read took, would leave them
     // behind. Such a stream stays here, usable (a hand-over never costs a connection).
@@ -160,6 +164,13 @@ pub enum IdlePeek {
 /// Peeks at an idle connection without consuming anything (one `recv` with
 /// `MSG_PEEK | MSG_DONTWAIT`).
 pub fn idle_peek(stream: &TcpStream) -> IdlePeek {
+    // What the ring already took from the socket (a multishot receive) a peek would
+    // not see.
+    match stream.rx_buffered() {
+        Some(true) => return IdlePeek::Unsolicited,
+        Some(false) => return IdlePeek::Closed,
+        None => {}
+    }
     let fd = borrow(stream);
     let sock = socket2::SockRef::from(&fd);
     let mut byte = [std::mem::MaybeUninit::<u8>::uninit(); 1];
@@ -172,7 +183,12 @@ pub fn idle_peek(stream: &TcpStream) -> IdlePeek {
 
 /// Reads what is there without waiting (`MSG_DONTWAIT`): `WouldBlock` when nothing is.
 /// For idle checks that must consume what they look at (TLS records).
-pub fn recv_nonblocking(stream: &TcpStream, buf: &mut [u8]) -> io::Result<usize> {
+pub fn recv_nonblocking(stream: &mut TcpStream, buf: &mut [u8]) -> io::Result<usize> {
+    // Bytes the ring took already come first; with a multishot receive armed the
+    // socket is not read around it (bytes would come out of order).
+    if let Some(r) = stream.try_read_buffered(buf) {
+        return r;
+    }
     let fd = borrow(stream);
     let sock = socket2::SockRef::from(&fd);
     let uninit: &mut [std::mem::MaybeUninit<u8>] =

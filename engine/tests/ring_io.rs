@@ -6,6 +6,15 @@
 //! reads and writes, reads and writes dropped in flight (nothing lost, nothing sent
 //! twice, nothing written into freed memory), more connections than the buffer pool
 //! holds, and a connection moved between two executors (shards) between exchanges.
+//!
+//! The tests above the line "multishot receives" run with the executor's receive
+//! buffer ring off (`recv_buffer_ring(None)`): that is the path every read takes where
+//! the kernel refuses a provided-buffer ring, and the one a stream falls back to when
+//! the ring runs dry. The tests below it run with a ring (small ones, to make it run
+//! dry on purpose): one multishot `RECV` per stream serving many reads, partial reads
+//! out of one buffer, exhaustion (a back-off to the path above, nothing lost, counted),
+//! streams dropped with bytes in flight (every buffer back in the ring, no fd left),
+//! EOF after data, and a connection moved between executors mid-life.
 
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};
@@ -25,6 +34,7 @@ where
     Fut: std::future::Future<Output = ()>,
 {
     LocalExecutorBuilder::new(Placement::Unbound)
+        .recv_buffer_ring(None)
         .spawn(move || async move {
             let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
             let addr = listener.local_addr().expect("addr");
@@ -259,6 +269,7 @@ fn streams_dropped_with_sends_and_receives_in_flight_free_everything() {
     // freed when the cancelled completions come back (never written into after). 200
     // rounds on one executor must leave no fds behind, and the executor keeps working.
     LocalExecutorBuilder::new(Placement::Unbound)
+        .recv_buffer_ring(None)
         .spawn(|| async move {
             let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
             let addr = listener.local_addr().expect("addr");
@@ -347,6 +358,7 @@ fn more_busy_connections_than_the_buffer_pool_holds_all_get_their_bytes() {
     // 16 KiB receive each at once take more than that: the rest are allocated, none
     // fails, and every byte arrives.
     LocalExecutorBuilder::new(Placement::Unbound)
+        .recv_buffer_ring(None)
         .spawn(|| async move {
             let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
             let addr = listener.local_addr().expect("addr");
@@ -389,6 +401,7 @@ fn a_connection_moves_between_two_executors_between_exchanges() {
     let addr = listener.local_addr().expect("addr");
     let (tx, rx) = std::sync::mpsc::channel::<ringway::fd::DetachedFd>();
     let a = LocalExecutorBuilder::new(Placement::Unbound)
+        .recv_buffer_ring(None)
         .spawn(move || async move {
             let (std_stream, _) = listener.accept().expect("accept");
             let fd = std::os::fd::OwnedFd::from(std_stream);
@@ -417,6 +430,7 @@ fn a_connection_moves_between_two_executors_between_exchanges() {
     // Sent while the connection belongs to no shard: must reach B.
     client.write_all(b"two?").expect("send");
     let b = LocalExecutorBuilder::new(Placement::Unbound)
+        .recv_buffer_ring(None)
         .spawn(move || async move {
             let mut s = ringway::fd::attach(moved);
             s.set_read_timeout(Some(WAIT)).expect("timeout");
@@ -429,4 +443,328 @@ fn a_connection_moves_between_two_executors_between_exchanges() {
     client.read_exact(&mut got).expect("answer from B");
     assert_eq!(&got, b"B says two");
     b.join().expect("join B");
+}
+
+// ---------------------------------------------------------------------------------
+// multishot receives: one `RECV` armed per stream, buffers from the executor's ring.
+// ---------------------------------------------------------------------------------
+
+use glommio::{RecvBufferRing, RecvBufferRingStats};
+
+fn ring(entries: u16, buf_size: u32) -> Option<RecvBufferRing> {
+    Some(RecvBufferRing { entries, buf_size })
+}
+
+/// Runs `f` on a fresh executor with the receive buffer ring `r`.
+fn on_executor<F, Fut>(r: Option<RecvBufferRing>, f: F)
+where
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + 'static,
+{
+    LocalExecutorBuilder::new(Placement::Unbound)
+        .recv_buffer_ring(r)
+        .spawn(f)
+        .expect("executor")
+        .join()
+        .expect("join");
+}
+
+fn stats() -> RecvBufferRingStats {
+    glommio::recv_buffer_ring_stats()
+        .expect("the kernel takes a provided-buffer ring (Linux 5.19+)")
+}
+
+/// Waits (bounded) until every buffer is back in the ring, and says so.
+async fn until_ring_full() {
+    let deadline = Instant::now() + WAIT;
+    while stats().free < stats().entries && Instant::now() < deadline {
+        turns(1).await;
+    }
+    let st = stats();
+    assert_eq!(
+        st.free, st.entries,
+        "buffers not given back to the ring: {st:?}"
+    );
+}
+
+/// A connected pair on the current executor: (ours, theirs).
+async fn pair() -> (TcpStream, std::net::TcpStream) {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let theirs = std::net::TcpStream::connect(addr).expect("connect");
+    theirs.set_read_timeout(Some(WAIT)).expect("timeout");
+    let ours = listener.accept().await.expect("accept");
+    ours.set_read_timeout(Some(WAIT)).expect("timeout");
+    ours.set_write_timeout(Some(WAIT)).expect("timeout");
+    (ours, theirs)
+}
+
+#[test]
+fn one_multishot_serves_many_reads_and_partial_reads_take_one_buffer_in_pieces() {
+    on_executor(ring(64, 4096), || async move {
+        let (mut ours, mut theirs) = pair().await;
+        let sent = pattern(300_000, 11);
+        let copy = sent.clone();
+        let writer = std::thread::spawn(move || {
+            for piece in copy.chunks(12_345) {
+                theirs.write_all(piece).expect("send");
+            }
+            theirs
+        });
+        let mut got = Vec::new();
+        // 100 bytes: far less than one 4 KiB ring buffer, so each buffer is read in
+        // pieces; 64 KiB: several buffers in one read.
+        let mut small = [0u8; 100];
+        let mut big = vec![0u8; 64 << 10];
+        let mut reads = 0u64;
+        while got.len() < sent.len() {
+            let n = if reads % 3 != 2 {
+                let n = ours.read(&mut small).await.expect("read");
+                got.extend_from_slice(&small[..n]);
+                n
+            } else {
+                let n = ours.read(&mut big).await.expect("read");
+                got.extend_from_slice(&big[..n]);
+                n
+            };
+            assert!(n > 0, "EOF after {} bytes", got.len());
+            reads += 1;
+        }
+        assert!(got == sent, "bytes lost, duplicated or out of order");
+        let st = stats();
+        assert!(st.armed >= 1, "reads went through a multishot: {st:?}");
+        assert!(
+            st.armed * 10 < reads,
+            "a multishot serves many reads: {} armed for {reads} reads",
+            st.armed
+        );
+        drop(writer.join().expect("writer"));
+        assert_eq!(ours.read(&mut small).await.expect("eof"), 0);
+        assert_eq!(ours.read(&mut small).await.expect("eof again"), 0);
+        // (A fast peer can make even one stream take every buffer before its cancel
+        // for queueing too much lands: then it reads on through poll + RECV, as the
+        // exhaustion test shows; nothing here depends on it.)
+        until_ring_full().await;
+    });
+}
+
+#[test]
+fn eof_comes_once_the_bytes_before_it_are_read() {
+    on_executor(ring(16, 4096), || async move {
+        let (mut ours, mut theirs) = pair().await;
+        theirs.write_all(b"hello").expect("send");
+        theirs
+            .shutdown(std::net::Shutdown::Write)
+            .expect("shutdown");
+        // Both the bytes and the EOF may be in the stream's queue before a read.
+        ours.readable().await.expect("readable");
+        turns(3).await;
+        let mut two = [0u8; 2];
+        assert_eq!(ours.read(&mut two).await.expect("read"), 2);
+        assert_eq!(&two, b"he");
+        let mut rest = [0u8; 64];
+        let n = ours.read(&mut rest).await.expect("read");
+        assert_eq!(&rest[..n], b"llo");
+        assert_eq!(ours.read(&mut rest).await.expect("eof"), 0);
+        assert_eq!(ours.read(&mut rest).await.expect("eof again"), 0);
+        ours.readable().await.expect("EOF is readable");
+        until_ring_full().await;
+    });
+}
+
+#[test]
+fn more_busy_connections_than_ring_buffers_back_off_and_lose_nothing() {
+    // 8 buffers of 4 KiB for 40 connections with 40,000 unread bytes each: the ring
+    // runs dry at once. The multishots that find it empty end with ENOBUFS, their
+    // streams read through poll + RECV (counted, no error), and every byte arrives.
+    on_executor(ring(8, 4096), || async move {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let mut pairs = Vec::new();
+        for _ in 0..40 {
+            let theirs = std::net::TcpStream::connect(addr).expect("connect");
+            let ours = listener.accept().await.expect("accept");
+            ours.set_read_timeout(Some(WAIT)).expect("timeout");
+            pairs.push((ours, theirs));
+        }
+        for (i, (_, theirs)) in pairs.iter_mut().enumerate() {
+            theirs.write_all(&pattern(40_000, i as u32)).expect("send");
+        }
+        let tasks: Vec<_> = pairs
+            .into_iter()
+            .enumerate()
+            .map(|(i, (mut ours, theirs))| {
+                glommio::spawn_local(async move {
+                    let mut got = vec![0u8; 40_000];
+                    ours.read_exact(&mut got).await.expect("read");
+                    assert!(got == pattern(40_000, i as u32), "connection {i}");
+                    drop(theirs);
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await;
+        }
+        let st = stats();
+        assert!(st.exhausted > 0, "the ring must have run dry: {st:?}");
+        until_ring_full().await;
+    });
+}
+
+#[test]
+fn streams_dropped_with_received_bytes_queued_give_every_buffer_back() {
+    // Each round: the peer sends 64 KiB, we read 10 bytes (the multishot brings more
+    // and keeps receiving), then drop the stream with bytes queued and more in flight.
+    // The buffers come back to the ring (the ones queued at once, the ones still in
+    // the kernel with the cancelled multishot's last CQEs); no fd stays behind.
+    on_executor(ring(16, 4096), || async move {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let fds_before = ringway::fd::open_fds();
+        let mut peers = Vec::new();
+        for round in 0..100u32 {
+            let mut theirs = std::net::TcpStream::connect(addr).expect("connect");
+            let mut ours = listener.accept().await.expect("accept");
+            theirs.write_all(&pattern(64 << 10, round)).expect("send");
+            let mut ten = [0u8; 10];
+            ours.read_exact(&mut ten).await.expect("read");
+            assert_eq!(&ten[..], &pattern(64 << 10, round)[..10]);
+            if round % 2 == 0 {
+                turns(1).await;
+            }
+            assert!(!ours.io_quiet(), "bytes queued, multishot armed");
+            drop(ours);
+            peers.push(theirs);
+            if peers.len() > 20 {
+                peers.clear();
+            }
+        }
+        peers.clear();
+        until_ring_full().await;
+        let deadline = Instant::now() + WAIT;
+        while ringway::fd::open_fds() > fds_before + 2 && Instant::now() < deadline {
+            turns(1).await;
+        }
+        assert!(
+            ringway::fd::open_fds() <= fds_before + 2,
+            "fds left behind: {} before, {} after",
+            fds_before,
+            ringway::fd::open_fds()
+        );
+        // The executor still reads through its ring.
+        let (mut ours, mut theirs) = pair().await;
+        theirs.write_all(b"ping").expect("send");
+        let mut b = [0u8; 4];
+        ours.read_exact(&mut b).await.expect("read");
+        assert_eq!(&b, b"ping");
+    });
+}
+
+#[test]
+fn a_connection_with_a_multishot_armed_moves_between_executors_mid_life() {
+    // Shard A answers a request; its multishot stays armed. Bytes that arrive before
+    // the hand-over keep the stream on A (detach refuses, A reads them); once they are
+    // read, detach ends the multishot (quiesce) and B takes the connection and the
+    // bytes sent while it belonged to no shard.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (tx, rx) = std::sync::mpsc::channel::<ringway::fd::DetachedFd>();
+    let a = LocalExecutorBuilder::new(Placement::Unbound)
+        .recv_buffer_ring(ring(16, 4096))
+        .spawn(move || async move {
+            let (std_stream, _) = listener.accept().expect("accept");
+            let fd = std::os::fd::OwnedFd::from(std_stream);
+            // SAFETY (test): the fd is a connected TCP socket we own.
+            let mut s: TcpStream = unsafe {
+                std::os::fd::FromRawFd::from_raw_fd(std::os::fd::IntoRawFd::into_raw_fd(fd))
+            };
+            s.set_read_timeout(Some(WAIT)).expect("timeout");
+            let mut req = [0u8; 4];
+            s.read_exact(&mut req).await.expect("read on A");
+            assert_eq!(&req, b"one?");
+            s.write_all(b"A says one").await.expect("write on A");
+            assert!(!s.io_quiet(), "the multishot stays armed between exchanges");
+            // The client sends more before the hand-over: it arrives through the
+            // multishot, so the stream must stay here.
+            s.readable().await.expect("readable");
+            turns(2).await;
+            let mut s = match ringway::fd::detach(s) {
+                Ok(_) => panic!("a stream with received bytes queued must not be detached"),
+                Err((s, e)) => {
+                    assert_eq!(e.kind(), std::io::ErrorKind::WouldBlock);
+                    s
+                }
+            };
+            let mut early = [0u8; 5];
+            s.read_exact(&mut early).await.expect("read on A");
+            assert_eq!(&early, b"early");
+            s.write_all(b"A says early").await.expect("write on A");
+            let moved = ringway::fd::detach(s)
+                .map_err(|(_, e)| e)
+                .expect("an idle stream detaches: its multishot is ended first");
+            until_ring_full().await;
+            tx.send(moved).expect("hand over");
+        })
+        .expect("executor A");
+    let mut client = std::net::TcpStream::connect(addr).expect("connect");
+    client.set_read_timeout(Some(WAIT)).expect("timeout");
+    client.write_all(b"one?").expect("send");
+    let mut got = [0u8; 10];
+    client.read_exact(&mut got).expect("answer from A");
+    assert_eq!(&got, b"A says one");
+    client.write_all(b"early").expect("send");
+    let mut got2 = [0u8; 12];
+    client.read_exact(&mut got2).expect("second answer from A");
+    assert_eq!(&got2, b"A says early");
+    let moved = rx.recv_timeout(WAIT).expect("the fd from A");
+    a.join().expect("join A");
+    client.write_all(b"two?").expect("send");
+    let b = LocalExecutorBuilder::new(Placement::Unbound)
+        .recv_buffer_ring(ring(16, 4096))
+        .spawn(move || async move {
+            let mut s = ringway::fd::attach(moved);
+            s.set_read_timeout(Some(WAIT)).expect("timeout");
+            let mut req = [0u8; 4];
+            s.read_exact(&mut req).await.expect("read on B");
+            assert_eq!(&req, b"two?");
+            s.write_all(b"B says two").await.expect("write on B");
+            assert!(stats().armed >= 1, "B reads through its multishot");
+        })
+        .expect("executor B");
+    client.read_exact(&mut got).expect("answer from B");
+    assert_eq!(&got, b"B says two");
+    b.join().expect("join B");
+}
+
+#[test]
+fn readiness_waits_after_a_multishot_ended_with_bytes_queued_lose_nothing() {
+    // A peer sends far more than one stream may queue: the multishot is cancelled once
+    // 8 buffers wait (flow control), so it ends with bytes still queued. Readiness
+    // waits then (what the HTTP/1.1 front's hang-up check does while a request waits
+    // for its answer) must see those bytes, not drop them with the ended multishot.
+    on_executor(ring(64, 4096), || async move {
+        let (mut ours, mut theirs) = pair().await;
+        let sent = pattern(200_000, 5);
+        let copy = sent.clone();
+        let writer = std::thread::spawn(move || {
+            theirs.write_all(&copy).expect("send");
+            theirs
+        });
+        let mut got = vec![0u8; 10];
+        ours.read_exact(&mut got).await.expect("read");
+        turns(5).await;
+        for _ in 0..3 {
+            ours.readable().await.expect("readable");
+        }
+        let mut buf = vec![0u8; 7_000];
+        while got.len() < sent.len() {
+            ours.readable().await.expect("readable");
+            let n = ours.read(&mut buf).await.expect("read");
+            assert!(n > 0, "EOF after {} bytes", got.len());
+            got.extend_from_slice(&buf[..n]);
+        }
+        assert!(got == sent, "bytes lost, duplicated or out of order");
+        drop(writer.join().expect("writer"));
+        until_ring_full().await;
+    });
 }

@@ -328,7 +328,9 @@ impl Client {
             }
         }
 
-        let upstream_head = std::mem::take(&mut self.out);
+        // The response head is written into a second scratch vector from the pool (an
+        // empty one here would be a heap allocation per response).
+        let upstream_head = std::mem::replace(&mut self.out, crate::buf::scratch());
         let req = exchange::Request {
             slot,
             method: head.method,
@@ -367,7 +369,7 @@ impl Client {
             exchange::forward(&ctx, session, &req, &mut src, &mut sink, bbuf).await
         };
         crate::outcome::note(&self.trace, &result);
-        self.out = upstream_head;
+        crate::buf::give_scratch(std::mem::replace(&mut self.out, upstream_head));
         match result {
             Ok(ex) => {
                 if let (Some(lease), true) = (ex.upgraded, head.upgrade) {

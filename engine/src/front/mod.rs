@@ -110,7 +110,16 @@ impl ClientStream {
                 Poll::Ready(Hangup::Unknown)
             }
             Poll::Ready(Err(_)) => Poll::Ready(Hangup::Gone),
-            Poll::Ready(Ok(())) => Poll::Ready(peer_hung_up(self.tcp().as_raw_fd(), self.is_tls())),
+            Poll::Ready(Ok(())) => {
+                // Bytes (or the EOF) the ring already took from the socket: a peek
+                // would not see them (and could see the FIN behind queued bytes).
+                match self.tcp().rx_buffered() {
+                    Some(true) => return Poll::Ready(Hangup::Unknown),
+                    Some(false) if !self.is_tls() => return Poll::Ready(Hangup::Gone),
+                    _ => {}
+                }
+                Poll::Ready(peer_hung_up(self.tcp().as_raw_fd(), self.is_tls()))
+            }
         }
     }
 }
@@ -301,7 +310,7 @@ async fn broken_preface(ctx: Rc<ShardCtx>, mut stream: TcpStream, peer: IpAddr) 
     let _ = stream.write_all(GOAWAY_PROTOCOL_ERROR).await;
 }
 
-/// What comes before a front: `TCP_NODELAY`, the peer's address and, with
+/// What comes before a front: the peer's address and, with
 /// `--accept-proxy`, the PROXY header (the balancer in front names the client first; the
 /// bytes read past its header are the client's and go to whatever reads next). `None`:
 /// the header was bad and the connection is closed (counted).
@@ -309,7 +318,9 @@ async fn prelude(
     ctx: Rc<ShardCtx>,
     mut stream: TcpStream,
 ) -> Option<(TcpStream, ClientAddr, Vec<u8>)> {
-    let _ = stream.set_nodelay(true);
+    // No per-connection `TCP_NODELAY`: the listener has it (`listener::bind_reuseport`)
+    // and Linux copies it to every connection accepted from it, which saved a
+    // `setsockopt` per connection.
     let unspecified = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0);
     let mut client = ClientAddr {
         src: stream.peer_addr().unwrap_or(unspecified),

@@ -67,6 +67,9 @@ pub struct Counters {
     pub server_down_events: u64,
     /// Connects that failed on our own limits (fds, memory): 503, server not marked down.
     pub local_exhaustion: u64,
+    /// Multishot receives that found this shard's receive buffer ring empty (`ENOBUFS`)
+    /// and fell back to poll + `RECV` (glommio's figure, read at each snapshot).
+    pub io_buffer_ring_exhausted: u64,
     /// TLS handshakes with clients completed, of which resumed, and failed.
     pub tls_handshakes: u64,
     pub tls_resumed: u64,

@@ -177,6 +177,12 @@ pub fn render(snaps: &mut [Snapshot], labels: &Labels<'_>) -> String {
             |s| s.c.local_exhaustion,
         ),
         (
+            "io_buffer_ring_exhausted_total",
+            "Socket receives that found the shard's receive buffer ring empty and fell back to poll + RECV with a buffer of their own (no bytes lost; a sign the ring is small for the load).",
+            "counter",
+            |s| s.c.io_buffer_ring_exhausted,
+        ),
+        (
             "h2_flood_closed_total",
             "HTTP/2 client connections closed with ENHANCE_YOUR_CALM for sending too many frames that carry no request (PING, SETTINGS, WINDOW_UPDATE, PRIORITY, RST_STREAM, empty DATA, unknown).",
             "counter",

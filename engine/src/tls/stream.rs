@@ -123,7 +123,7 @@ where
         use crate::fd::IdlePeek;
         let mut buf = [0u8; 4096];
         loop {
-            match crate::fd::recv_nonblocking(&self.io, &mut buf) {
+            match crate::fd::recv_nonblocking(&mut self.io, &mut buf) {
                 Ok(0) => return IdlePeek::Closed,
                 Ok(n) => {
                     let mut data = &buf[..n];

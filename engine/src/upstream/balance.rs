@@ -154,13 +154,27 @@ impl SmoothWrr {
     }
 
     /// The next server of `weights.len()`, or `None` when none is usable.
+    ///
+    /// The candidates are those [`candidates`] would list (the `Yes` servers, else the
+    /// `Ejected` ones), walked in place: this runs once per request, and a candidate list
+    /// was a heap allocation per request.
     pub fn pick(&self, weights: &[u32], usable: &dyn Fn(usize) -> Usable) -> Option<usize> {
         let n = weights.len().min(self.current.len());
-        let mut cand = Vec::new();
-        candidates(n, usable, &mut cand);
+        // The first pass touches `current` only if it finds a `Yes` server, so a backend
+        // whose servers are all ejected is walked again over those, as before.
+        self.pick_among(n, weights, |i| usable(i) == Usable::Yes)
+            .or_else(|| self.pick_among(n, weights, |i| usable(i) == Usable::Ejected))
+    }
+
+    fn pick_among(
+        &self,
+        n: usize,
+        weights: &[u32],
+        is_cand: impl Fn(usize) -> bool,
+    ) -> Option<usize> {
         let mut total: i64 = 0;
         let mut best: Option<usize> = None;
-        for &i in &cand {
+        for i in (0..n).filter(|&i| is_cand(i)) {
             let w = weights[i].max(1) as i64;
             let c = self.current[i].get() + w;
             self.current[i].set(c);
@@ -339,6 +353,22 @@ mod tests {
         // Every server ejected: they are still tried rather than nothing.
         let ej = |_: usize| Usable::Ejected;
         assert!(w.pick(&[1, 1, 1], &ej).is_some());
+    }
+
+    #[test]
+    fn smooth_wrr_prefers_up_over_ejected_and_weights_ejected_ones() {
+        // Server 0 ejected, 1 and 2 up: only 1 and 2, in weight order 1:2.
+        let w = SmoothWrr::new(3);
+        let some_up = |i: usize| if i == 0 { Usable::Ejected } else { Usable::Yes };
+        let picks: Vec<_> = (0..6).map(|_| w.pick(&[5, 1, 2], &some_up)).collect();
+        assert_eq!(picks.iter().filter(|p| **p == Some(2)).count(), 4);
+        assert_eq!(picks.iter().filter(|p| **p == Some(1)).count(), 2);
+        // All ejected (2 is down): 0 and 1 by their weights 3:1, exactly.
+        let w = SmoothWrr::new(3);
+        let ejected = |i: usize| if i == 2 { Usable::No } else { Usable::Ejected };
+        let picks: Vec<_> = (0..8).map(|_| w.pick(&[3, 1, 9], &ejected)).collect();
+        assert_eq!(picks.iter().filter(|p| **p == Some(0)).count(), 6);
+        assert_eq!(picks.iter().filter(|p| **p == Some(1)).count(), 2);
     }
 
     #[test]

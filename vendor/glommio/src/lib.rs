@@ -440,6 +440,15 @@ pub mod sync;
 pub mod timer;
 
 use crate::reactor::Reactor;
+pub use crate::sys::{RecvBufferRing, RecvBufferRingStats};
+
+/// ringway: the figures of the current executor's receive buffer ring (multishot
+/// receives), or `None` where it has none (configured off, or refused by the kernel).
+/// `None` outside an executor too.
+pub fn recv_buffer_ring_stats() -> Option<RecvBufferRingStats> {
+    crate::executor::current_recv_ring_stats()
+}
+
 pub use crate::{
     byte_slice_ext::{ByteSliceExt, ByteSliceMutExt},
     error::{

@@ -182,8 +182,9 @@ impl Reactor {
         ring_depth: usize,
         record_io_latencies: bool,
         blocking_thread: BlockingThreadPool,
+        recv_ring: Option<sys::RecvBufferRing>,
     ) -> io::Result<Reactor> {
-        let sys = sys::Reactor::new(notifier, io_memory, ring_depth, blocking_thread)?;
+        let sys = sys::Reactor::new(notifier, io_memory, ring_depth, blocking_thread, recv_ring)?;
         let (preempt_ptr_head, preempt_ptr_tail) = sys.preempt_pointers();
         Ok(Reactor {
             sys,
@@ -471,6 +472,40 @@ impl Reactor {
         let source = self.new_source(fd, SourceType::SockRecv(Some(buf)), None);
         self.sys.recv(&source, len, MsgFlags::empty());
         source
+    }
+
+    /// ringway: a multishot `RECV` (buffers from the executor's provided-buffer ring)
+    /// queued on the ring without entering the kernel; `None` when there is no ring, or
+    /// fewer than an eighth of its buffers are free (the caller then polls and receives
+    /// into its own buffer).
+    pub(crate) fn queued_recv_multishot(&self, fd: RawFd) -> Option<Source> {
+        let ring = self.sys.recv_ring()?;
+        if ring.free() < (ring.entries() / 8).max(1) {
+            return None;
+        }
+        let source = self.new_source(
+            fd,
+            SourceType::SockRecvMulti(Box::default()),
+            None,
+        );
+        ring.count_armed();
+        self.sys.recv_multishot(&source);
+        Some(source)
+    }
+
+    /// ringway: whether multishot receives are in use on this executor.
+    pub(crate) fn has_recv_ring(&self) -> bool {
+        self.sys.recv_ring().is_some()
+    }
+
+    /// ringway: see [`sys::Reactor::sync_cancel_multishot`].
+    pub(crate) fn sync_cancel_multishot(&self, source: &Source) -> io::Result<()> {
+        self.sys.sync_cancel_multishot(source)
+    }
+
+    /// ringway: the figures of this executor's receive buffer ring, if it has one.
+    pub(crate) fn recv_ring_stats(&self) -> Option<sys::RecvBufferRingStats> {
+        self.sys.recv_ring().map(|r| r.stats())
     }
 
     pub(crate) fn rushed_sendmsg(

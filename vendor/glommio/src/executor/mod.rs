@@ -89,6 +89,15 @@ scoped_tls::scoped_thread_local!(static LOCAL_EX: LocalExecutor);
 
 /// Returns a proxy struct to the [`LocalExecutor`]
 #[inline(always)]
+/// ringway: the current executor's receive buffer ring figures (`None` outside one).
+pub(crate) fn current_recv_ring_stats() -> Option<crate::sys::RecvBufferRingStats> {
+    if LOCAL_EX.is_set() {
+        LOCAL_EX.with(|ex| ex.get_reactor().recv_ring_stats())
+    } else {
+        None
+    }
+}
+
 pub fn executor() -> ExecutorProxy {
     ExecutorProxy {}
 }
@@ -480,6 +489,8 @@ pub struct LocalExecutorBuilder {
     /// [`stall::DefaultStallDetectionHandler`] installs a signal handler for
     /// [`nix::libc::SIGUSR1`], so is disabled by default.
     detect_stalls: Option<Box<dyn stall::StallDetectionHandler + 'static>>,
+    /// ringway: the provided-buffer ring for multishot receives (`None`: poll + RECV).
+    recv_buffer_ring: Option<crate::sys::RecvBufferRing>,
 }
 
 impl LocalExecutorBuilder {
@@ -497,6 +508,7 @@ impl LocalExecutorBuilder {
             ring_depth: DEFAULT_RING_SUBMISSION_DEPTH,
             preempt_timer_duration: DEFAULT_PREEMPT_TIMER,
             record_io_latencies: false,
+            recv_buffer_ring: crate::sys::RecvBufferRing::from_env(),
             blocking_thread_pool_placement: PoolPlacement::from(placement),
             detect_stalls: None,
         }
@@ -536,6 +548,18 @@ impl LocalExecutorBuilder {
     ///
     /// Values above zero are valid and the default is 128.
     #[must_use = "The builder must be built to be useful"]
+    /// ringway: the receive buffer ring of the executor: stream reads arm one multishot
+    /// `RECV` that takes buffers from it as bytes arrive. `None` makes reads poll for
+    /// readiness, then `RECV` into a buffer of their own. Defaults to
+    /// [`RecvBufferRing::from_env`](crate::RecvBufferRing::from_env).
+    pub fn recv_buffer_ring(
+        mut self,
+        ring: Option<crate::sys::RecvBufferRing>,
+    ) -> LocalExecutorBuilder {
+        self.recv_buffer_ring = ring;
+        self
+    }
+
     pub fn ring_depth(mut self, ring_depth: usize) -> LocalExecutorBuilder {
         assert!(ring_depth > 0, "ring depth should be strictly positive");
         self.ring_depth = ring_depth;
@@ -619,6 +643,7 @@ impl LocalExecutorBuilder {
             LocalExecutorConfig {
                 io_memory: self.io_memory,
                 ring_depth: self.ring_depth,
+                recv_buffer_ring: self.recv_buffer_ring,
                 preempt_timer: self.preempt_timer_duration,
                 record_io_latencies: self.record_io_latencies,
                 spin_before_park: self.spin_before_park,
@@ -685,6 +710,7 @@ impl LocalExecutorBuilder {
         let mut cpu_set_gen = placement::CpuSetGenerator::one(self.placement)?;
         let io_memory = self.io_memory;
         let ring_depth = self.ring_depth;
+        let recv_buffer_ring = self.recv_buffer_ring;
         let preempt_timer_duration = self.preempt_timer_duration;
         let spin_before_park = self.spin_before_park;
         let detect_stalls = self.detect_stalls;
@@ -700,6 +726,7 @@ impl LocalExecutorBuilder {
                     LocalExecutorConfig {
                         io_memory,
                         ring_depth,
+                        recv_buffer_ring,
                         preempt_timer: preempt_timer_duration,
                         record_io_latencies,
                         spin_before_park,
@@ -983,6 +1010,7 @@ impl LocalExecutorPoolBuilder {
                         LocalExecutorConfig {
                             io_memory,
                             ring_depth,
+                            recv_buffer_ring: crate::sys::RecvBufferRing::from_env(),
                             preempt_timer: preempt_timer_duration,
                             record_io_latencies,
                             spin_before_park,
@@ -1078,6 +1106,7 @@ pub(crate) fn maybe_activate(tq: Rc<RefCell<TaskQueue>>) {
 pub struct LocalExecutorConfig {
     pub io_memory: usize,
     pub ring_depth: usize,
+    pub recv_buffer_ring: Option<crate::sys::RecvBufferRing>,
     pub preempt_timer: Duration,
     pub record_io_latencies: bool,
     pub spin_before_park: Option<Duration>,
@@ -1170,6 +1199,7 @@ impl LocalExecutor {
                 config.ring_depth,
                 config.record_io_latencies,
                 blocking_thread,
+                config.recv_buffer_ring,
             )?),
             stall_detector: RefCell::new(
                 config

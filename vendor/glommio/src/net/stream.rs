@@ -276,13 +276,238 @@ pub(crate) struct NonBufferedStream<S> {
     /// ringway: the last receive filled its buffer, so more is probably waiting: the
     /// next read receives at once instead of waiting for readiness first.
     rx_more: bool,
+    /// ringway: the multishot receive armed on this stream (buffers from the executor's
+    /// provided-buffer ring), with the bytes it brought that no read took yet.
+    rx_ms: Option<Source>,
+    /// ringway: the last multishot ended because the ring was out of buffers: the next
+    /// read goes through the poll + `RECV` path.
+    rx_backoff: bool,
+}
+
+/// ringway: what a multishot receive has for a read.
+enum MsTake {
+    /// This many bytes were copied out.
+    Data(usize),
+    /// Nothing yet: wait for its next CQE.
+    Pending,
+    /// It ended with this result (0 EOF, < 0 `-errno`, > 0 bytes already taken).
+    Ended(i32),
 }
 
 impl<S: AsRawFd> NonBufferedStream<S> {
     fn init(&mut self) {
         let reactor = self.reactor.upgrade().unwrap();
+        // ringway: with multishot receives the first read arms one; no poll needed.
+        if reactor.has_recv_ring() {
+            return;
+        }
         let stream_fd = self.stream.as_raw_fd();
         self.source_rx = Some(reactor.poll_read_ready(stream_fd));
+    }
+
+    /// ringway: copies what the armed multishot brought into `buf`, giving each buffer
+    /// back to the ring once it is all taken.
+    fn ms_take(&self, buf: &mut [u8]) -> MsTake {
+        let Some(src) = self.rx_ms.as_ref() else {
+            return MsTake::Ended(-libc::ECANCELED);
+        };
+        let mut st = src.source_type_mut();
+        let SourceType::SockRecvMulti(m) = &mut *st else {
+            unreachable!("a multishot source")
+        };
+        let mut n = 0;
+        while n < buf.len() {
+            let Some(front) = m.chunks.front_mut() else {
+                break;
+            };
+            let rest = front.rest();
+            let k = rest.len().min(buf.len() - n);
+            buf[n..n + k].copy_from_slice(&rest[..k]);
+            n += k;
+            front.off += k as u32;
+            if front.off >= front.len {
+                m.chunks.pop_front();
+            }
+        }
+        if n > 0 || !m.chunks.is_empty() {
+            // (0 only for an empty `buf` with bytes queued: never "ended" then.)
+            MsTake::Data(n)
+        } else if let Some(res) = m.end {
+            MsTake::Ended(res)
+        } else {
+            MsTake::Pending
+        }
+    }
+
+    /// ringway: whether the armed multishot has bytes or its end for a read.
+    fn ms_ready(&self) -> bool {
+        self.rx_ms.as_ref().is_some_and(|src| match &*src.source_type() {
+            SourceType::SockRecvMulti(m) => !m.chunks.is_empty() || m.end.is_some(),
+            _ => false,
+        })
+    }
+
+    /// ringway: the multishot path of a read. `None`: no multishot (any more); go on
+    /// with the poll + `RECV` path or arm a new one.
+    fn poll_read_ms(
+        &mut self,
+        reactor: &Reactor,
+        cx: &Context<'_>,
+        buf: &mut [u8],
+    ) -> Option<Poll<io::Result<usize>>> {
+        self.rx_ms.as_ref()?;
+        match self.ms_take(buf) {
+            MsTake::Data(n) => {
+                self.read_timeout.cancel_timer(reactor);
+                Some(Poll::Ready(Ok(n)))
+            }
+            MsTake::Pending => {
+                if let Err(e) = self.read_timeout.check(reactor) {
+                    // The multishot stays armed: what it brings waits for the next read.
+                    return Some(Poll::Ready(Err(e)));
+                }
+                let src = self.rx_ms.as_ref().unwrap();
+                src.add_waiter_single(cx.waker());
+                self.read_timeout.maybe_set_timer(reactor, cx.waker());
+                Some(Poll::Pending)
+            }
+            MsTake::Ended(res) => {
+                self.rx_ms = None;
+                match res {
+                    0 => {
+                        self.read_timeout.cancel_timer(reactor);
+                        Some(Poll::Ready(Ok(0)))
+                    }
+                    r if r == -libc::ENOBUFS => {
+                        // The ring ran dry: the bytes are still in the socket. This
+                        // stream reads through poll + RECV until a read completes.
+                        self.rx_backoff = true;
+                        None
+                    }
+                    r if r == -libc::ECANCELED || r > 0 => None,
+                    r => {
+                        self.read_timeout.cancel_timer(reactor);
+                        Some(Poll::Ready(Err(io::Error::from_raw_os_error(-r))))
+                    }
+                }
+            }
+        }
+    }
+
+    /// ringway: arms a multishot receive if this stream may (a ring with enough free
+    /// buffers, no back-off, nothing of the poll + `RECV` path pending). A readiness
+    /// poll (it carries nothing) is dropped for it.
+    fn try_arm_ms(&mut self, reactor: &Reactor, cx: &Context<'_>) -> bool {
+        if self.rx_backoff || self.rx_stash.is_some() || self.rx_more {
+            return false;
+        }
+        if let Some(src) = self.source_rx.as_ref() {
+            if !matches!(&*src.source_type(), SourceType::PollAdd) {
+                return false;
+            }
+        }
+        let Some(src) = reactor.queued_recv_multishot(self.stream.as_raw_fd()) else {
+            return false;
+        };
+        self.source_rx = None;
+        src.add_waiter_single(cx.waker());
+        self.read_timeout.maybe_set_timer(reactor, cx.waker());
+        self.rx_ms = Some(src);
+        true
+    }
+
+    /// ringway: ends an armed multishot receive that holds no bytes, synchronously, so
+    /// that the stream is quiet ([`Self::io_quiet`]) and its fd can move to another
+    /// shard. Bytes it brought before it ended stay queued (the stream then is not
+    /// quiet and stays where it is). Returns whether no multishot is armed any more.
+    pub(crate) fn quiesce(&mut self) -> bool {
+        let Some(src) = self.rx_ms.as_ref() else {
+            return true;
+        };
+        let ended = |src: &Source| match &*src.source_type() {
+            SourceType::SockRecvMulti(m) => m.chunks.is_empty().then_some(m.end.is_some()),
+            _ => None,
+        };
+        match ended(src) {
+            // Bytes wait in it: they must be read here.
+            None => return false,
+            // Ended with nothing queued (an EOF or error the socket still shows).
+            Some(true) => {
+                self.rx_ms = None;
+                return true;
+            }
+            Some(false) => {}
+        }
+        let submitted = src.inner.borrow().enqueued.as_ref().is_some_and(|e| {
+            e.status == crate::sys::source::EnqueuedStatus::Dispatched
+        });
+        if submitted {
+            let Some(reactor) = self.reactor.upgrade() else {
+                return false;
+            };
+            if reactor.sync_cancel_multishot(src).is_err() {
+                return false;
+            }
+            if ended(src) != Some(true) {
+                return false;
+            }
+        }
+        // Never submitted (dropping it withdraws it), or ended with nothing queued.
+        self.rx_ms = None;
+        true
+    }
+
+    /// ringway: what the stream holds that the kernel already handed over (a
+    /// non-blocking peek at the socket does not see it): `Some(true)` bytes,
+    /// `Some(false)` only an EOF or error, `None` nothing.
+    pub(crate) fn rx_buffered(&self) -> Option<bool> {
+        if self.rx_stash.is_some() {
+            return Some(true);
+        }
+        if let Some(src) = self.source_rx.as_ref() {
+            if matches!(&*src.source_type(), SourceType::SockRecv(_)) {
+                if let Some(r) = src.result() {
+                    return Some(matches!(r, Ok(n) if n > 0));
+                }
+            }
+        }
+        let src = self.rx_ms.as_ref()?;
+        match &*src.source_type() {
+            SourceType::SockRecvMulti(m) if !m.chunks.is_empty() => Some(true),
+            SourceType::SockRecvMulti(m) => match m.end {
+                Some(r) if r <= 0 && r != -libc::ENOBUFS && r != -libc::ECANCELED => Some(false),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+
+    /// ringway: a read that never waits, of what the stream already holds:
+    /// `Some(Ok(n))` bytes (0: EOF), `Some(Err)` its error, `Some(Err(WouldBlock))`
+    /// nothing yet while a multishot is armed (the socket must not be read around it,
+    /// or bytes would come out of order), `None` nothing held: the caller may read the
+    /// socket itself.
+    pub(crate) fn try_read_buffered(&mut self, buf: &mut [u8]) -> Option<io::Result<usize>> {
+        if let Some(n) = self.take_stash(buf) {
+            return Some(Ok(n));
+        }
+        self.rx_ms.as_ref()?;
+        match self.ms_take(buf) {
+            MsTake::Data(n) => Some(Ok(n)),
+            MsTake::Pending => Some(Err(io::ErrorKind::WouldBlock.into())),
+            MsTake::Ended(0) => Some(Ok(0)),
+            MsTake::Ended(r) if r == -libc::ENOBUFS || r == -libc::ECANCELED || r > 0 => {
+                if r == -libc::ENOBUFS {
+                    self.rx_backoff = true;
+                }
+                self.rx_ms = None;
+                None
+            }
+            MsTake::Ended(r) => {
+                self.rx_ms = None;
+                Some(Err(io::Error::from_raw_os_error(-r)))
+            }
+        }
     }
 
     pub(crate) fn try_peek(&self, buf: &mut [u8]) -> Option<io::Result<usize>> {
@@ -330,6 +555,14 @@ impl<S: AsRawFd> NonBufferedStream<S> {
         }
         let reactor = self.reactor.upgrade().unwrap();
         let reactor = reactor.as_ref();
+        if let Some(p) = self.poll_read_ms(reactor, cx, buf) {
+            return p;
+        }
+        // No multishot armed: arm one unless the poll + RECV path has something
+        // pending (a receive in flight, stashed bytes) or the ring ran dry lately.
+        if self.try_arm_ms(reactor, cx) {
+            return Poll::Pending;
+        }
 
         let state = self.source_rx.as_ref().map(|src| {
             let recv = matches!(&*src.source_type(), SourceType::SockRecv(_));
@@ -365,7 +598,8 @@ impl<S: AsRawFd> NonBufferedStream<S> {
                             return Poll::Ready(Ok(0));
                         }
                         self.rx_more = n == asked;
-                        if n < asked {
+                        self.rx_backoff = false;
+                        if n < asked && !reactor.has_recv_ring() {
                             // Start an early poll, so the next read knows at once
                             // whether more is there.
                             self.source_rx =
@@ -452,7 +686,10 @@ impl<S: AsRawFd> NonBufferedStream<S> {
                 })
                 .unwrap_or(false)
         };
-        self.rx_stash.is_none() && !carries(&self.source_rx) && !carries(&self.source_tx)
+        self.rx_stash.is_none()
+            && self.rx_ms.is_none()
+            && !carries(&self.source_rx)
+            && !carries(&self.source_tx)
     }
 
     /// ringway: waits until the socket is readable (bytes, EOF or an error) without a
@@ -466,6 +703,42 @@ impl<S: AsRawFd> NonBufferedStream<S> {
         }
         let reactor = self.reactor.upgrade().unwrap();
         let reactor = reactor.as_ref();
+        // ringway: with a multishot armed, readable once it has bytes or ended (a
+        // back-off or cancel with nothing queued is not readable: look again below).
+        if self.rx_ms.is_some() {
+            let mut none = [0u8; 0];
+            match self.ms_take(&mut none) {
+                MsTake::Data(_) => {
+                    self.read_timeout.cancel_timer(reactor);
+                    return Poll::Ready(Ok(()));
+                }
+                MsTake::Ended(r) if r == -libc::ENOBUFS || r == -libc::ECANCELED || r > 0 => {
+                    if r == -libc::ENOBUFS {
+                        self.rx_backoff = true;
+                    }
+                    self.rx_ms = None;
+                }
+                MsTake::Ended(_) => {
+                    self.read_timeout.cancel_timer(reactor);
+                    return Poll::Ready(Ok(()));
+                }
+                MsTake::Pending => {
+                    poll_err!(self.read_timeout.check(reactor));
+                    let src = self.rx_ms.as_ref().unwrap();
+                    src.add_waiter_single(cx.waker());
+                    self.read_timeout.maybe_set_timer(reactor, cx.waker());
+                    return Poll::Pending;
+                }
+            }
+        }
+        if self.source_rx.is_none() || self.rx_more {
+            // Wait through a multishot: the bytes arrive with it, no poll then RECV.
+            self.rx_more = false;
+            if self.try_arm_ms(reactor, cx) {
+                poll_err!(self.read_timeout.check(reactor));
+                return Poll::Pending;
+            }
+        }
         self.rx_more = false;
         match self.source_rx.as_ref() {
             Some(src) if src.result().is_some() => {
@@ -647,6 +920,8 @@ where
             read_timeout: Timeout::new(reactor.register_timer()),
             rx_stash: None,
             rx_more: false,
+            rx_ms: None,
+            rx_backoff: false,
         };
         stream.init();
         GlommioStream {
@@ -752,6 +1027,27 @@ impl<S: AsRawFd, B: RxBuf> GlommioStream<S, B> {
     /// ringway: see [`NonBufferedStream::io_quiet`]; bytes in the receive buffer count.
     pub(crate) fn io_quiet(&self) -> bool {
         self.rx_buf.is_empty() && self.stream.io_quiet()
+    }
+
+    /// ringway: see [`NonBufferedStream::quiesce`].
+    pub(crate) fn quiesce(&mut self) -> bool {
+        self.stream.quiesce()
+    }
+
+    /// ringway: see [`NonBufferedStream::rx_buffered`]; bytes in the receive buffer count.
+    pub(crate) fn rx_buffered(&self) -> Option<bool> {
+        if !self.rx_buf.is_empty() {
+            return Some(true);
+        }
+        self.stream.rx_buffered()
+    }
+
+    /// ringway: see [`NonBufferedStream::try_read_buffered`].
+    pub(crate) fn try_read_buffered(&mut self, buf: &mut [u8]) -> Option<io::Result<usize>> {
+        if !self.rx_buf.is_empty() {
+            return Some(Ok(self.rx_buf.read(buf)));
+        }
+        self.stream.try_read_buffered(buf)
     }
 
     pub(crate) fn poll_flush(&self, _cx: &Context<'_>) -> Poll<io::Result<()>> {

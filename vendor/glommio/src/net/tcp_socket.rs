@@ -678,6 +678,30 @@ impl<B: RxBuf> TcpStream<B> {
         self.stream.io_quiet()
     }
 
+    /// Ends an armed multishot receive that holds no bytes (synchronously: one
+    /// `io_uring_register`), so that the stream can become quiet
+    /// ([`TcpStream::io_quiet`]) and be moved to another executor. Bytes it brought
+    /// stay for the next read (the stream then is not quiet). Returns whether no
+    /// multishot receive is armed any more. Added by ringway.
+    pub fn quiesce(&mut self) -> bool {
+        self.stream.quiesce()
+    }
+
+    /// What the stream holds for a read that the kernel already handed over (a
+    /// non-blocking peek at the socket does not see it): `Some(true)` bytes,
+    /// `Some(false)` only an EOF or error, `None` nothing. Added by ringway.
+    pub fn rx_buffered(&self) -> Option<bool> {
+        self.stream.rx_buffered()
+    }
+
+    /// A read that never waits, of what the stream already holds: `Some(Ok(n))` bytes
+    /// (0: EOF), `Some(Err(_))` an error (`WouldBlock`: nothing yet while a multishot
+    /// receive is armed; the socket must not be read around it), `None` nothing held:
+    /// the caller may read the socket itself. Added by ringway.
+    pub fn try_read_buffered(&mut self, buf: &mut [u8]) -> Option<std::io::Result<usize>> {
+        self.stream.try_read_buffered(buf)
+    }
+
     /// Returns the socket address of the remote peer of this TCP connection.
     ///
     /// # Examples

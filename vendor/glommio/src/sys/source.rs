@@ -35,6 +35,9 @@ pub(crate) enum SourceType {
     PollAdd,
     SockSend(DmaBuffer),
     SockRecv(Option<DmaBuffer>),
+    /// ringway: a multishot `RECV` into the executor's provided-buffer ring; its CQEs
+    /// queue here while they carry `IORING_CQE_F_MORE` (see `sys/buf_ring.rs`).
+    SockRecvMulti(Box<crate::sys::buf_ring::MultiRecv>),
     // ringway: the message headers and socket addresses of these four are boxed, so
     // every source (most are `PollAdd`) is not as large as the largest (about 270 bytes
     // smaller each; see RINGWAY-PATCHES.md). The boxes also keep the addresses the
@@ -322,8 +325,8 @@ impl Source {
 impl Drop for Source {
     fn drop(&mut self) {
         let mut inner = self.inner.borrow_mut();
-        let enqueued = inner.enqueued.as_mut();
-        if let Some(EnqueuedSource { id, queue, status }) = enqueued {
+        let inner = &mut *inner;
+        if let Some(EnqueuedSource { id, queue, status }) = inner.enqueued.as_mut() {
             match status {
                 EnqueuedStatus::Enqueued => {
                     // We never submitted the request, so it's safe to consume
@@ -335,6 +338,13 @@ impl Drop for Source {
                     *status = EnqueuedStatus::Canceled;
                 }
                 EnqueuedStatus::Dispatched => {
+                    // ringway: a multishot receive keeps completing until its cancel
+                    // lands: give what it queued back to the ring now, and what still
+                    // comes as it comes (`orphan`).
+                    if let SourceType::SockRecvMulti(m) = &mut inner.source_type {
+                        m.orphan = true;
+                        m.chunks.clear();
+                    }
                     // We are cancelling this request, but it is already submitted.
                     // This means that the kernel might be using the buffers right
                     // now, so we delay `consume_source` until we consume the

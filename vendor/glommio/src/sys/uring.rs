@@ -36,6 +36,7 @@ use crate::{
     sys::{
         self,
         blocking::{BlockingThreadOp, BlockingThreadPool},
+        buf_ring::{BufRing, RecvBufferRing, RingChunk, MAX_QUEUED_CHUNKS, RECV_BGID},
         dma_buffer::{BufferStorage, DmaBuffer},
         membarrier, DirectIo, EnqueuedSource, EnqueuedStatus, InnerSource, IoBuffer,
         PollableStatus, Source, SourceType, Statx, TimeSpec64,
@@ -77,6 +78,8 @@ enum UringOpDescriptor {
     SockSendMsg(*mut libc::msghdr, i32),
     SockRecv(usize, i32),
     SockRecvMsg(usize, i32),
+    /// ringway: a multishot `RECV` from the provided-buffer ring of this group id.
+    SockRecvMulti(u16),
     Nop,
 }
 
@@ -435,6 +438,9 @@ fn fill_sqe<F>(
                         _ => unreachable!(),
                     };
                 });
+            }
+            UringOpDescriptor::SockRecvMulti(bgid) => {
+                sqe.prep_recv_multishot(op.fd, bgid);
             }
             UringOpDescriptor::Nop => sqe.prep_nop(),
         }
@@ -900,6 +906,8 @@ struct SleepableRing {
     task_queue_stats: AHashMap<TaskQueueHandle, RingIoStats>,
     source_map: Rc<RefCell<SourceMap>>,
     in_kernel: usize,
+    /// ringway: the provided-buffer ring registered on this ring (main ring only).
+    buf_ring: Option<Rc<BufRing>>,
 }
 
 impl SleepableRing {
@@ -928,7 +936,72 @@ impl SleepableRing {
             task_queue_stats: AHashMap::new(),
             source_map,
             in_kernel: 0,
+            buf_ring: None,
         })
+    }
+
+    /// ringway: a CQE of a multishot receive (`SourceType::SockRecvMulti`): queues its
+    /// bytes on the source while the multishot stays armed (`IORING_CQE_F_MORE`: the
+    /// source stays registered and in the kernel), ends it otherwise. `None` when the
+    /// CQE is not a multishot's.
+    fn multishot_event(&mut self, cqe: &iou::CQE) -> Option<bool> {
+        let id = from_user_data(cqe.user_data());
+        let src = self.source_map.borrow()[id].clone();
+        if !matches!(src.borrow().source_type, SourceType::SockRecvMulti(_)) {
+            return None;
+        }
+        let flags = cqe.raw_flags();
+        let res = cqe.raw_result();
+        let more = flags & uring_sys::IORING_CQE_F_MORE != 0;
+        let chunk = match (&self.buf_ring, flags & uring_sys::IORING_CQE_F_BUFFER != 0) {
+            (Some(ring), true) => {
+                ring.taken();
+                Some(RingChunk {
+                    ring: ring.clone(),
+                    bid: (flags >> uring_sys::IORING_CQE_BUFFER_ID_SHIFT) as u16,
+                    len: res.max(0) as u32,
+                    off: 0,
+                })
+            }
+            _ => None,
+        };
+        if res == -libc::ENOBUFS {
+            if let Some(ring) = &self.buf_ring {
+                ring.count_exhausted();
+            }
+        }
+        if !more {
+            self.source_map.borrow_mut().consume_source(id);
+            self.in_kernel -= 1;
+        }
+        let mut inner = src.borrow_mut();
+        let mut stop = false;
+        if let SourceType::SockRecvMulti(m) = &mut inner.source_type {
+            if !m.orphan {
+                if let Some(c) = chunk.filter(|c| c.len > 0) {
+                    m.chunks.push_back(c);
+                }
+                if !more {
+                    m.end = Some(res);
+                } else if m.chunks.len() >= MAX_QUEUED_CHUNKS && !m.stopping {
+                    m.stopping = true;
+                    stop = true;
+                }
+            }
+        }
+        if stop {
+            if let Ok(mut q) = self.submission_queue.try_borrow_mut() {
+                q.cancel_request(id);
+            }
+        }
+        if !more {
+            inner.wakers.result = Some(if res < 0 {
+                Err(io::Error::from_raw_os_error(-res))
+            } else {
+                Ok(res as usize)
+            });
+        }
+        Some(inner.wakers.wake_waiters())
     }
 
     fn ring_fd(&self) -> RawFd {
@@ -1179,8 +1252,14 @@ impl UringCommon for SleepableRing {
 
     fn consume_one_event(&mut self) -> Option<bool> {
         let source_map = self.source_map.clone();
+        let cqe = self.ring.peek_for_cqe()?;
+        if self.buf_ring.is_some() && cqe.user_data() != 0 {
+            if let Some(woke) = self.multishot_event(&cqe) {
+                return Some(woke);
+            }
+        }
         process_one_event(
-            self.ring.peek_for_cqe(),
+            Some(cqe),
             |source| match source.source_type {
                 SourceType::LinkRings => Some(()),
                 _ => None,
@@ -1255,6 +1334,10 @@ pub(crate) struct Reactor {
     blocking_thread: BlockingThreadPool,
 
     rings_depth: usize,
+
+    /// ringway: the main ring's provided-buffer ring for multishot receives; `None`
+    /// when not configured or refused by the kernel (reads then poll and `RECV`).
+    recv_ring: Option<Rc<BufRing>>,
 }
 
 pub(crate) fn common_flags() -> PollFlags {
@@ -1306,6 +1389,7 @@ impl Reactor {
         mut io_memory: usize,
         ring_depth: usize,
         blocking_thread: BlockingThreadPool,
+        recv_ring: Option<RecvBufferRing>,
     ) -> crate::Result<Reactor, ()> {
         const MIN_MEMLOCK_LIMIT: u64 = 512 * 1024;
         let (memlock_limit, _) = Resource::MEMLOCK.get()?;
@@ -1323,8 +1407,18 @@ impl Reactor {
         let allocator = Rc::new(UringBufferAllocator::new(io_memory));
         let registry = vec![allocator.as_bytes()];
 
-        let main_ring =
+        let mut main_ring =
             SleepableRing::new(ring_depth, "main", allocator.clone(), source_map.clone())?;
+        // ringway: multishot receives need a provided-buffer ring; without one (an old
+        // kernel refuses the registration) reads poll and `RECV` as before.
+        let recv_ring = recv_ring.and_then(|cfg| match BufRing::new(main_ring.ring_fd(), cfg) {
+            Ok(r) => Some(r),
+            Err(e) => {
+                warn!("no provided-buffer ring for receives ({e}); reads poll, then RECV");
+                None
+            }
+        });
+        main_ring.buf_ring = recv_ring.clone();
         let poll_ring = PollRing::new(ring_depth, allocator.clone(), source_map.clone())?;
         let mut latency_ring =
             SleepableRing::new(ring_depth, "latency", allocator.clone(), source_map.clone())?;
@@ -1378,6 +1472,7 @@ impl Reactor {
             eventfd_src,
             source_map,
             rings_depth: ring_depth,
+            recv_ring,
         })
     }
 
@@ -1519,6 +1614,90 @@ impl Reactor {
             op,
             &mut self.source_map.borrow_mut(),
         );
+    }
+
+    /// ringway: queues a multishot receive (the source must be `SockRecvMulti`); only
+    /// where [`Reactor::recv_ring`] is some.
+    pub(crate) fn recv_multishot(&self, source: &Source) {
+        let op = UringOpDescriptor::SockRecvMulti(RECV_BGID);
+        queue_request_into_ring(
+            &mut *self.main_ring.borrow_mut(),
+            source,
+            op,
+            &mut self.source_map.borrow_mut(),
+        );
+    }
+
+    /// ringway: the provided-buffer ring for multishot receives, if there is one.
+    pub(crate) fn recv_ring(&self) -> Option<&Rc<BufRing>> {
+        self.recv_ring.as_ref()
+    }
+
+    /// ringway: cancels a submitted multishot receive synchronously
+    /// (`IORING_REGISTER_SYNC_CANCEL`) and reaps the main ring, so that its last CQE has
+    /// been processed when this returns `Ok` (bytes it brought are queued on the source).
+    /// For moving a connection to another shard; never on a hot path.
+    pub(crate) fn sync_cancel_multishot(&self, source: &Source) -> io::Result<()> {
+        let id = match source.inner.borrow().enqueued.as_ref() {
+            Some(e) if e.status == EnqueuedStatus::Dispatched => e.id,
+            _ => return Ok(()),
+        };
+        let mut ring = self
+            .main_ring
+            .try_borrow_mut()
+            .map_err(|_| io::Error::from_raw_os_error(libc::EBUSY))?;
+        let reg = uring_sys::io_uring_sync_cancel_reg {
+            addr: to_user_data(id),
+            fd: -1,
+            flags: 0,
+            timeout: uring_sys::__kernel_timespec {
+                tv_sec: -1,
+                tv_nsec: -1,
+            },
+            opcode: 0,
+            pad: [0; 7],
+            pad2: [0; 3],
+        };
+        // SAFETY: a valid argument for this opcode.
+        let r = unsafe {
+            uring_sys::syscalls::io_uring_register(
+                ring.ring_fd(),
+                uring_sys::IORING_REGISTER_SYNC_CANCEL,
+                &reg as *const _ as *const libc::c_void,
+                1,
+            )
+        };
+        if r < 0 {
+            let e = io::Error::last_os_error();
+            // ENOENT: it already ended; its CQE waits in the ring.
+            if e.raw_os_error() != Some(libc::ENOENT) {
+                return Err(e);
+            }
+        }
+        let mut woke = 0;
+        for _ in 0..2 {
+            ring.consume_completion_queue(&mut woke);
+            if source.inner.borrow().enqueued.is_none() {
+                return Ok(());
+            }
+            // Let the kernel run the completion's task work, then reap again.
+            // SAFETY: a plain enter on our own ring, nothing to submit.
+            unsafe {
+                uring_sys::syscalls::io_uring_enter(
+                    ring.ring_fd(),
+                    0,
+                    0,
+                    uring_sys::IORING_ENTER_GETEVENTS,
+                    std::ptr::null(),
+                );
+            }
+        }
+        ring.consume_completion_queue(&mut woke);
+        if source.inner.borrow().enqueued.is_none() {
+            Ok(())
+        } else {
+            Err(io::Error::from_raw_os_error(libc::EINPROGRESS))
+        }
     }
 
     pub(crate) fn recvmsg(&self, source: &Source, len: usize, flags: MsgFlags) {
@@ -2089,7 +2268,14 @@ fn queue_request_into_ring(
 }
 
 impl Drop for Reactor {
-    fn drop(&mut self) {}
+    fn drop(&mut self) {
+        // ringway: the kernel must forget the buffer ring while its io_uring is open
+        // (buffers still held by chunks stay valid: the memory is freed only once
+        // unregistered, see `BufRing`).
+        if let Some(r) = &self.recv_ring {
+            r.unregister();
+        }
+    }
 }
 
 #[cfg(test)]
@@ -2103,7 +2289,7 @@ mod tests {
     fn timeout_smoke_test() {
         let notifier = sys::new_sleep_notifier().unwrap();
         let pool = BlockingThreadPool::new(PoolPlacement::Unbound(1), notifier.clone()).unwrap();
-        let reactor = Reactor::new(notifier, 0, 128, pool).unwrap();
+        let reactor = Reactor::new(notifier, 0, 128, pool, None).unwrap();
 
         fn timeout_source(millis: u64) -> (Source, UringOpDescriptor) {
             let source = Source::new(

@@ -111,6 +111,49 @@ pub const IORING_REGISTER_EVENTFD_ASYNC: libc::c_uint = 7;
 pub const IORING_REGISTER_PROBE: libc::c_uint = 8;
 pub const IORING_REGISTER_PERSONALITY: libc::c_uint = 9;
 pub const IORING_UNREGISTER_PERSONALITY: libc::c_uint = 10;
+// ringway: provided-buffer rings and synchronous cancellation (Linux 5.19+), for
+// multishot receives (see RINGWAY-PATCHES.md).
+pub const IORING_REGISTER_PBUF_RING: libc::c_uint = 22;
+pub const IORING_UNREGISTER_PBUF_RING: libc::c_uint = 23;
+pub const IORING_REGISTER_SYNC_CANCEL: libc::c_uint = 24;
+/// `sqe->ioprio` flag of a `RECV`: keep receiving, one CQE per receive.
+pub const IORING_RECV_MULTISHOT: libc::__u16 = 1 << 1;
+/// CQE flag: the upper 16 bits of `flags` are the id of the provided buffer used.
+pub const IORING_CQE_F_BUFFER: libc::__u32 = 1 << 0;
+/// CQE flag: more CQEs will come for this request (a multishot still armed).
+pub const IORING_CQE_F_MORE: libc::__u32 = 1 << 1;
+pub const IORING_CQE_BUFFER_ID_SHIFT: libc::__u32 = 16;
+
+/// One entry of a provided-buffer ring. The ring's tail is the `resv` field of entry 0.
+#[repr(C)]
+pub struct io_uring_buf {
+    pub addr: libc::__u64,
+    pub len: libc::__u32,
+    pub bid: libc::__u16,
+    pub resv: libc::__u16,
+}
+
+/// Argument of `IORING_REGISTER_PBUF_RING`.
+#[repr(C)]
+pub struct io_uring_buf_reg {
+    pub ring_addr: libc::__u64,
+    pub ring_entries: libc::__u32,
+    pub bgid: libc::__u16,
+    pub flags: libc::__u16,
+    pub resv: [libc::__u64; 3],
+}
+
+/// Argument of `IORING_REGISTER_SYNC_CANCEL`.
+#[repr(C)]
+pub struct io_uring_sync_cancel_reg {
+    pub addr: libc::__u64,
+    pub fd: libc::__s32,
+    pub flags: libc::__u32,
+    pub timeout: __kernel_timespec,
+    pub opcode: libc::__u8,
+    pub pad: [libc::__u8; 7],
+    pub pad2: [libc::__u64; 3],
+}
 
 #[derive(Debug)]
 #[repr(C)]

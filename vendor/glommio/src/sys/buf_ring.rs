@@ -1,0 +1,337 @@
+// ringway: a provided-buffer ring (IORING_REGISTER_PBUF_RING) for multishot receives.
+// See RINGWAY-PATCHES.md.
+//
+// One per executor, registered on the main ring. The kernel takes a buffer from it only
+// when bytes arrive for an armed multishot `RECV`, so an idle connection holds none. A
+// buffer the kernel filled comes back to us in a CQE (`IORING_CQE_F_BUFFER`, id in the
+// upper 16 bits of the flags) and is owned by a [`RingChunk`] until a read has copied
+// it out; dropping the chunk gives the buffer back to the kernel. The memory is owned by
+// an `Rc` shared with every chunk, so a chunk outliving its stream (or the reactor)
+// still points at live memory; the reactor unregisters the ring before its io_uring is
+// closed, and the memory is freed only once it is unregistered.
+use crate::uring_sys;
+use std::{
+    alloc::{alloc, alloc_zeroed, dealloc, Layout},
+    cell::Cell,
+    fmt, io,
+    os::unix::io::RawFd,
+    rc::Rc,
+    sync::atomic::{AtomicU16, Ordering},
+};
+
+/// The buffer group id ringway's ring is registered under.
+pub(crate) const RECV_BGID: u16 = 0x5257;
+
+/// Size of a receive buffer ring: `entries` buffers (a power of two, at most 32768) of
+/// `buf_size` bytes each. Allocated once per executor; pages are touched only when the
+/// kernel writes into a buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecvBufferRing {
+    /// How many buffers (a power of two, 1 to 32768).
+    pub entries: u16,
+    /// Bytes per buffer.
+    pub buf_size: u32,
+}
+
+impl RecvBufferRing {
+    /// ringway's default: 256 buffers of 16 KiB (4 MiB of address space per shard).
+    pub const DEFAULT: RecvBufferRing = RecvBufferRing {
+        entries: 256,
+        buf_size: 16 * 1024,
+    };
+
+    /// The default for a new executor, from the environment variable
+    /// `GLOMMIO_RECV_BUFFER_RING`: unset, `off` or `0`: none (reads poll, then `RECV`);
+    /// `on`: [`RecvBufferRing::DEFAULT`]; `ENTRIES:BYTES`: that size. Off by default
+    /// until ringway's takeover fault soak is steady with it (see RINGWAY-PATCHES.md).
+    pub fn from_env() -> Option<RecvBufferRing> {
+        match std::env::var("GLOMMIO_RECV_BUFFER_RING") {
+            Err(_) => None,
+            Ok(v) if v == "off" || v == "0" => None,
+            Ok(v) if v == "on" => Some(Self::DEFAULT),
+            Ok(v) => {
+                let (e, s) = v.split_once(':')?;
+                let entries: u16 = e.trim().parse().ok()?;
+                let buf_size: u32 = s.trim().parse().ok()?;
+                (entries.is_power_of_two() && entries <= 32768 && buf_size > 0)
+                    .then_some(RecvBufferRing { entries, buf_size })
+            }
+        }
+    }
+}
+
+pub(crate) struct BufRing {
+    ring: *mut uring_sys::io_uring_buf,
+    ring_layout: Layout,
+    bufs: *mut u8,
+    bufs_layout: Layout,
+    entries: u16,
+    buf_size: u32,
+    /// Our copy of the tail (the kernel reads the published one).
+    tail: Cell<u16>,
+    /// Buffers the kernel filled and handed us that are not back in the ring yet.
+    out: Cell<u32>,
+    /// Multishot receives that ended because the ring was empty (`ENOBUFS`).
+    exhausted: Cell<u64>,
+    /// Multishot receives armed.
+    armed: Cell<u64>,
+    /// Registered with an io_uring that may still use it: the memory must not be freed.
+    registered: Cell<bool>,
+    ring_fd: RawFd,
+}
+
+impl fmt::Debug for BufRing {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BufRing")
+            .field("entries", &self.entries)
+            .field("buf_size", &self.buf_size)
+            .field("out", &self.out.get())
+            .finish()
+    }
+}
+
+impl BufRing {
+    /// Allocates the ring and its buffers and registers them with the io_uring `ring_fd`.
+    pub(crate) fn new(ring_fd: RawFd, cfg: RecvBufferRing) -> io::Result<Rc<BufRing>> {
+        let entries = cfg.entries;
+        if !entries.is_power_of_two() || entries > 32768 || cfg.buf_size == 0 {
+            return Err(io::Error::from_raw_os_error(libc::EINVAL));
+        }
+        let ring_layout = Layout::from_size_align(
+            entries as usize * std::mem::size_of::<uring_sys::io_uring_buf>(),
+            4096,
+        )
+        .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+        let bufs_layout =
+            Layout::from_size_align(entries as usize * cfg.buf_size as usize, 4096)
+                .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+        // SAFETY: both layouts have a non-zero size.
+        let ring = unsafe { alloc_zeroed(ring_layout) } as *mut uring_sys::io_uring_buf;
+        // Not zeroed: the pages stay untouched until the kernel writes into a buffer.
+        let bufs = unsafe { alloc(bufs_layout) };
+        if ring.is_null() || bufs.is_null() {
+            unsafe {
+                if !ring.is_null() {
+                    dealloc(ring as *mut u8, ring_layout);
+                }
+                if !bufs.is_null() {
+                    dealloc(bufs, bufs_layout);
+                }
+            }
+            return Err(io::Error::from_raw_os_error(libc::ENOMEM));
+        }
+        let me = BufRing {
+            ring,
+            ring_layout,
+            bufs,
+            bufs_layout,
+            entries,
+            buf_size: cfg.buf_size,
+            tail: Cell::new(0),
+            out: Cell::new(0),
+            exhausted: Cell::new(0),
+            armed: Cell::new(0),
+            registered: Cell::new(false),
+            ring_fd,
+        };
+        for bid in 0..entries {
+            me.push(bid);
+        }
+        me.publish();
+        let reg = uring_sys::io_uring_buf_reg {
+            ring_addr: ring as u64,
+            ring_entries: entries as u32,
+            bgid: RECV_BGID,
+            flags: 0,
+            resv: [0; 3],
+        };
+        // SAFETY: `reg` is a valid argument for this opcode; the ring memory is
+        // page-aligned and lives until `unregister` (or for ever, see Drop).
+        let r = unsafe {
+            uring_sys::syscalls::io_uring_register(
+                ring_fd,
+                uring_sys::IORING_REGISTER_PBUF_RING,
+                &reg as *const _ as *const libc::c_void,
+                1,
+            )
+        };
+        if r < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        me.registered.set(true);
+        Ok(Rc::new(me))
+    }
+
+    /// Puts buffer `bid` at the tail (not yet visible to the kernel).
+    fn push(&self, bid: u16) {
+        let t = self.tail.get();
+        let slot = (t & (self.entries - 1)) as usize;
+        // SAFETY: `slot` < entries. Only `addr`, `len` and `bid` are written: `resv` of
+        // entry 0 is the ring's tail, which the kernel reads.
+        unsafe {
+            let e = self.ring.add(slot);
+            (*e).addr = self.bufs.add(bid as usize * self.buf_size as usize) as u64;
+            (*e).len = self.buf_size;
+            (*e).bid = bid;
+        }
+        self.tail.set(t.wrapping_add(1));
+    }
+
+    /// Makes the pushed entries visible to the kernel.
+    fn publish(&self) {
+        // SAFETY: the tail is the u16 at offset 14 of entry 0, 2-byte aligned.
+        unsafe {
+            let tail = (self.ring as *mut u8).add(14) as *const AtomicU16;
+            (*tail).store(self.tail.get(), Ordering::Release);
+        }
+    }
+
+    /// A buffer the kernel filled came back to us in a CQE.
+    pub(crate) fn taken(&self) {
+        self.out.set(self.out.get() + 1);
+    }
+
+    /// Gives buffer `bid` back to the kernel.
+    pub(crate) fn recycle(&self, bid: u16) {
+        self.push(bid);
+        self.publish();
+        self.out.set(self.out.get().saturating_sub(1));
+    }
+
+    pub(crate) fn count_armed(&self) {
+        self.armed.set(self.armed.get() + 1);
+    }
+
+    pub(crate) fn count_exhausted(&self) {
+        self.exhausted.set(self.exhausted.get() + 1);
+    }
+
+    pub(crate) fn bytes(&self, bid: u16, len: u32) -> &[u8] {
+        let len = len.min(self.buf_size) as usize;
+        let bid = (bid % self.entries) as usize;
+        // SAFETY: inside the allocation; the kernel wrote `len` bytes there and does not
+        // touch the buffer again until we recycle it.
+        unsafe { std::slice::from_raw_parts(self.bufs.add(bid * self.buf_size as usize), len) }
+    }
+
+    pub(crate) fn stats(&self) -> RecvBufferRingStats {
+        RecvBufferRingStats {
+            entries: self.entries as u32,
+            buf_size: self.buf_size,
+            free: self.entries as u32 - self.out.get().min(self.entries as u32),
+            exhausted: self.exhausted.get(),
+            armed: self.armed.get(),
+        }
+    }
+
+    /// Free buffers (from our side: the kernel may hold some it has not reported yet).
+    pub(crate) fn free(&self) -> u32 {
+        self.entries as u32 - self.out.get().min(self.entries as u32)
+    }
+
+    pub(crate) fn entries(&self) -> u32 {
+        self.entries as u32
+    }
+
+    /// Unregisters the ring from its io_uring (called while that io_uring is still open).
+    pub(crate) fn unregister(&self) {
+        if !self.registered.get() {
+            return;
+        }
+        let reg = uring_sys::io_uring_buf_reg {
+            ring_addr: 0,
+            ring_entries: 0,
+            bgid: RECV_BGID,
+            flags: 0,
+            resv: [0; 3],
+        };
+        // SAFETY: a valid argument for this opcode.
+        let r = unsafe {
+            uring_sys::syscalls::io_uring_register(
+                self.ring_fd,
+                uring_sys::IORING_UNREGISTER_PBUF_RING,
+                &reg as *const _ as *const libc::c_void,
+                1,
+            )
+        };
+        if r == 0 {
+            self.registered.set(false);
+        }
+    }
+}
+
+impl Drop for BufRing {
+    fn drop(&mut self) {
+        if self.registered.get() {
+            // Still known to a kernel ring: leak rather than let it write into memory
+            // the allocator hands out again.
+            return;
+        }
+        // SAFETY: allocated in `new` with these layouts, and no longer registered.
+        unsafe {
+            dealloc(self.ring as *mut u8, self.ring_layout);
+            dealloc(self.bufs, self.bufs_layout);
+        }
+    }
+}
+
+/// Figures of an executor's receive buffer ring.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RecvBufferRingStats {
+    /// Buffers in the ring.
+    pub entries: u32,
+    /// Bytes per buffer.
+    pub buf_size: u32,
+    /// Buffers not held by received bytes waiting for a read.
+    pub free: u32,
+    /// Multishot receives ended because the ring had no buffer (`ENOBUFS`); each fell
+    /// back to the poll + `RECV` path, nothing lost.
+    pub exhausted: u64,
+    /// Multishot receives armed (one serves many reads).
+    pub armed: u64,
+}
+
+/// Bytes a multishot receive brought, in one buffer of the ring, until a read copied
+/// them all out; dropping it gives the buffer back to the kernel.
+pub(crate) struct RingChunk {
+    pub(crate) ring: Rc<BufRing>,
+    pub(crate) bid: u16,
+    pub(crate) len: u32,
+    pub(crate) off: u32,
+}
+
+impl RingChunk {
+    pub(crate) fn rest(&self) -> &[u8] {
+        &self.ring.bytes(self.bid, self.len)[self.off as usize..]
+    }
+}
+
+impl fmt::Debug for RingChunk {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "RingChunk({}, {}/{})", self.bid, self.off, self.len)
+    }
+}
+
+impl Drop for RingChunk {
+    fn drop(&mut self) {
+        self.ring.recycle(self.bid);
+    }
+}
+
+/// The state of a multishot receive, kept in its source.
+#[derive(Debug, Default)]
+pub(crate) struct MultiRecv {
+    /// Received bytes no read has taken yet, in order.
+    pub(crate) chunks: std::collections::VecDeque<RingChunk>,
+    /// The result of the CQE without `IORING_CQE_F_MORE` (the multishot ended): > 0 its
+    /// bytes are the last chunk, 0 EOF, < 0 `-errno`.
+    pub(crate) end: Option<i32>,
+    /// A cancel was asked (too much queued, or a quiesce).
+    pub(crate) stopping: bool,
+    /// The stream is gone: what still comes back goes straight back to the ring.
+    pub(crate) orphan: bool,
+}
+
+/// The most chunks a stream queues before its multishot is cancelled (flow control: a
+/// peer sending what nobody reads must not drain the ring; the next read re-arms).
+pub(crate) const MAX_QUEUED_CHUNKS: usize = 8;
