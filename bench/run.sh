@@ -165,7 +165,7 @@ start_h2_origin() {
 # The h2c origin's own counters (connections accepted, streams served, most streams open
 # at once on one connection), as /stats JSON; /stats/reset zeroes them (not the gauge).
 h2_origin_stats() { # h2_origin_stats [reset]
-  curl -sS --max-time 5 --http2-prior-knowledge "http://$H2_ORIGIN_ADDR/stats${1:+/reset}" 2>/dev/null | tr -d '\n'
+  curl -sS --max-time 5 --http2-prior-knowledge "http://$H2_ORIGIN_ADDR/stats${1:+/reset}" 2>/dev/null | tr -d '\n' || true
 }
 
 # ---------------------------------------------------------------- the load generator's ceiling

@@ -100,7 +100,8 @@ def aggregate(cells):
         }
         for _, k in PCTS:
             a[k] = med([r["report"]["latency_us"][k] for r in ok])
-        a["max_worst"] = max(r["report"]["latency_us"]["max"] for r in ok)
+        a["max_worst"] = max((r["report"]["latency_us"]["max"] for r in ok
+                              if r["report"]["latency_us"].get("max") is not None), default=None)
         conns = [r["origin_new_conns"] for r in ok if "origin_new_conns" in r]
         if conns:
             # The h2c origin's own count: backend connections opened per run (median), and
