@@ -23,20 +23,6 @@ fn have(tool: &str) -> bool {
     Command::new(tool).arg("--version").output().is_ok()
 }
 
-/// Runs `f` on a fresh glommio executor in its own thread and returns its result.
-fn on_glommio<T, F, Fut>(f: F) -> T
-where
-    T: Send + 'static,
-    F: FnOnce() -> Fut + Send + 'static,
-    Fut: std::future::Future<Output = T> + 'static,
-{
-    glommio::LocalExecutorBuilder::default()
-        .spawn(f)
-        .expect("executor starts")
-        .join()
-        .expect("executor thread")
-}
-
 async fn h2_connect(addr: SocketAddr) -> SendRequest<Bytes> {
     let (send, task) = h2_connect_joined(addr).await;
     task.detach();

@@ -352,6 +352,38 @@ fn streams_dropped_with_sends_and_receives_in_flight_free_everything() {
         .expect("join");
 }
 
+/// Opens `n` loopback connections, has each peer send 40,000 bytes at once before any is
+/// read, then reads them all concurrently: every connection must get its own bytes intact.
+async fn busy_connections_read_intact(n: usize) {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let mut pairs = Vec::new();
+    for _ in 0..n {
+        let theirs = std::net::TcpStream::connect(addr).expect("connect");
+        let ours = listener.accept().await.expect("accept");
+        ours.set_read_timeout(Some(WAIT)).expect("timeout");
+        pairs.push((ours, theirs));
+    }
+    for (i, (_, theirs)) in pairs.iter_mut().enumerate() {
+        theirs.write_all(&pattern(40_000, i as u32)).expect("send");
+    }
+    let tasks: Vec<_> = pairs
+        .into_iter()
+        .enumerate()
+        .map(|(i, (mut ours, theirs))| {
+            glommio::spawn_local(async move {
+                let mut got = vec![0u8; 40_000];
+                ours.read_exact(&mut got).await.expect("read");
+                assert!(got == pattern(40_000, i as u32), "connection {i}");
+                drop(theirs);
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await;
+    }
+}
+
 #[test]
 fn more_busy_connections_than_the_buffer_pool_holds_all_get_their_bytes() {
     // The pool keeps 64 free 16 KiB buffers per thread; 300 connections with a full
@@ -360,33 +392,7 @@ fn more_busy_connections_than_the_buffer_pool_holds_all_get_their_bytes() {
     LocalExecutorBuilder::new(Placement::Unbound)
         .recv_buffer_ring(None)
         .spawn(|| async move {
-            let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-            let addr = listener.local_addr().expect("addr");
-            let mut pairs = Vec::new();
-            for _ in 0..300 {
-                let theirs = std::net::TcpStream::connect(addr).expect("connect");
-                let ours = listener.accept().await.expect("accept");
-                ours.set_read_timeout(Some(WAIT)).expect("timeout");
-                pairs.push((ours, theirs));
-            }
-            for (i, (_, theirs)) in pairs.iter_mut().enumerate() {
-                theirs.write_all(&pattern(40_000, i as u32)).expect("send");
-            }
-            let tasks: Vec<_> = pairs
-                .into_iter()
-                .enumerate()
-                .map(|(i, (mut ours, theirs))| {
-                    glommio::spawn_local(async move {
-                        let mut got = vec![0u8; 40_000];
-                        ours.read_exact(&mut got).await.expect("read");
-                        assert!(got == pattern(40_000, i as u32), "connection {i}");
-                        drop(theirs);
-                    })
-                })
-                .collect();
-            for t in tasks {
-                t.await;
-            }
+            busy_connections_read_intact(300).await;
         })
         .expect("executor")
         .join()
@@ -578,33 +584,7 @@ fn more_busy_connections_than_ring_buffers_back_off_and_lose_nothing() {
     // runs dry at once. The multishots that find it empty end with ENOBUFS, their
     // streams read through poll + RECV (counted, no error), and every byte arrives.
     on_executor(ring(8, 4096), || async move {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let mut pairs = Vec::new();
-        for _ in 0..40 {
-            let theirs = std::net::TcpStream::connect(addr).expect("connect");
-            let ours = listener.accept().await.expect("accept");
-            ours.set_read_timeout(Some(WAIT)).expect("timeout");
-            pairs.push((ours, theirs));
-        }
-        for (i, (_, theirs)) in pairs.iter_mut().enumerate() {
-            theirs.write_all(&pattern(40_000, i as u32)).expect("send");
-        }
-        let tasks: Vec<_> = pairs
-            .into_iter()
-            .enumerate()
-            .map(|(i, (mut ours, theirs))| {
-                glommio::spawn_local(async move {
-                    let mut got = vec![0u8; 40_000];
-                    ours.read_exact(&mut got).await.expect("read");
-                    assert!(got == pattern(40_000, i as u32), "connection {i}");
-                    drop(theirs);
-                })
-            })
-            .collect();
-        for t in tasks {
-            t.await;
-        }
+        busy_connections_read_intact(40).await;
         let st = stats();
         assert!(st.exhausted > 0, "the ring must have run dry: {st:?}");
         until_ring_full().await;
