@@ -54,9 +54,14 @@ impl Dns {
         }
     }
 
+    /// Where `set` writes before its rename: one per answers file.
+    fn scratch(answers: &std::path::Path) -> std::path::PathBuf {
+        answers.with_extension("tmp")
+    }
+
     fn set(&self, json: &str) {
         // Whole-file replace: the server never reads half a file.
-        let tmp = self.answers.0.with_extension("tmp");
+        let tmp = Dns::scratch(&self.answers.0);
         std::fs::write(&tmp, json).unwrap();
         std::fs::rename(&tmp, &self.answers.0).unwrap();
     }
@@ -79,6 +84,17 @@ impl Drop for Dns {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The tests of this file run in parallel, each with its own DNS server: two answers files
+/// must never share the scratch file their rewrites go through (they once did, and one
+/// test's answers landed in another's file: "201 / 0" and a failed rename in CI).
+#[test]
+fn answers_files_never_share_a_scratch_file() {
+    let a = temp_path("dns-answers.json");
+    let b = temp_path("dns-answers.json");
+    assert_ne!(Dns::scratch(&a), Dns::scratch(&b));
+    assert_ne!(Dns::scratch(&a), a);
 }
 
 fn ok_of(loads: &[Load]) -> u64 {

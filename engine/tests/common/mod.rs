@@ -886,11 +886,15 @@ pub fn sha256(data: &[u8]) -> [u8; 32] {
     Sha256::digest(data).into()
 }
 
-/// A unique temporary file path for this test process.
+/// A unique temporary file path for this test process. The counter comes before the tag,
+/// so the path keeps its uniqueness under `with_extension` (a tag such as `answers.json`
+/// once ended up as `…-answers.json-3`, whose "extension" is `json-3`: every test's
+/// `with_extension("tmp")` scratch file was the same file, and parallel tests renamed each
+/// other's answers away).
 pub fn temp_path(tag: &str) -> std::path::PathBuf {
     static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    std::env::temp_dir().join(format!("ringway-test-{}-{tag}-{n}", std::process::id()))
+    std::env::temp_dir().join(format!("ringway-test-{}-{n}-{tag}", std::process::id()))
 }
 
 /// Removes a file when dropped.
