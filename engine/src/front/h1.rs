@@ -54,7 +54,21 @@ pub async fn serve(ctx: Rc<ShardCtx>, stream: ClientStream, client: ClientAddr, 
         trace: Trace::new(Front::Http1),
     };
     c.run().await;
+    if c.stream.is_tls() {
+        // End the TLS session with close_notify before the socket closes, whichever side
+        // decided to close. Without it OpenSSL reads "unexpected eof" and marks the
+        // session not resumable, so every OpenSSL client (curl, `s_time -reuse`, other
+        // proxies) did a full handshake after each `Connection: close` response. Bounded:
+        // a client that does not read gets no alert after a second.
+        c.stream.set_write_timeout(Some(
+            c.ctx.config().timeouts.client_idle.min(CLOSE_NOTIFY_WAIT),
+        ));
+        let _ = c.stream.close().await;
+    }
 }
+
+/// The most a TLS client connection's close waits for its close_notify to be sent.
+const CLOSE_NOTIFY_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// What became of one request, for the connection's next step.
 struct Outcome {
