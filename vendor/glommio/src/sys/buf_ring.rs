@@ -41,12 +41,12 @@ impl RecvBufferRing {
     };
 
     /// The default for a new executor, from the environment variable
-    /// `GLOMMIO_RECV_BUFFER_RING`: unset, `off` or `0`: none (reads poll, then `RECV`);
-    /// `on`: [`RecvBufferRing::DEFAULT`]; `ENTRIES:BYTES`: that size. Off by default
-    /// until ringway's takeover fault soak is steady with it (see RINGWAY-PATCHES.md).
+    /// `GLOMMIO_RECV_BUFFER_RING`: unset or `on`: [`RecvBufferRing::DEFAULT`]; `off` or
+    /// `0`: none (reads poll, then `RECV`); `ENTRIES:BYTES`: that size (anything else:
+    /// none). On by default (see RINGWAY-PATCHES.md).
     pub fn from_env() -> Option<RecvBufferRing> {
         match std::env::var("GLOMMIO_RECV_BUFFER_RING") {
-            Err(_) => None,
+            Err(_) => Some(Self::DEFAULT),
             Ok(v) if v == "off" || v == "0" => None,
             Ok(v) if v == "on" => Some(Self::DEFAULT),
             Ok(v) => {
