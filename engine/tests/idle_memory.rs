@@ -53,22 +53,25 @@ fn start(origin: &Origin, reuse: &str) -> Proxy {
 /// [`start`] with `env`'s arguments `vars` (`NAME=value`, `-u NAME`) before the proxy.
 fn start_env(origin: &Origin, reuse: &str, vars: &[&str]) -> Proxy {
     let backend = origin.addr().to_string();
-    Proxy::start_with_env(vars, &[
-        "--backend",
-        &backend,
-        "--reuse",
-        reuse,
-        "--access-log",
-        "off",
-        "--pool-max-idle",
-        "20000",
-        "--max-conns-per-shard",
-        "20000",
-        "--timeout-client-idle",
-        "120s",
-        "--pool-purge-delay",
-        "120s",
-    ])
+    Proxy::start_with_env(
+        vars,
+        &[
+            "--backend",
+            &backend,
+            "--reuse",
+            reuse,
+            "--access-log",
+            "off",
+            "--pool-max-idle",
+            "20000",
+            "--max-conns-per-shard",
+            "20000",
+            "--timeout-client-idle",
+            "120s",
+            "--pool-purge-delay",
+            "120s",
+        ],
+    )
 }
 
 /// Idle HTTP/2 (h2c) client connections, one stream served on each.
