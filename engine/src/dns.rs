@@ -239,12 +239,17 @@ struct Watched {
 type Key = (String, String, u16);
 
 /// Starts the `ringway-dns` thread: it re-resolves the names of the configuration in
-/// force until the stop flag is set.
+/// force until the stop flag is set. Its runtime (an epoll fd, an eventfd and a second
+/// epoll fd) is built here, before the thread starts, so that when this returns the
+/// process holds every fd it holds while idle: the start-up that announces the
+/// listeners after it is complete, and a count of open fds taken then is the idle
+/// figure (built in the thread, the fds could appear a moment after a caller counted).
 pub fn spawn(shared: Arc<Shared>) -> std::io::Result<std::thread::JoinHandle<()>> {
+    let rt = runtime();
     std::thread::Builder::new()
         .name("ringway-dns".into())
         .spawn(move || {
-            let rt = match runtime() {
+            let rt = match rt {
                 Ok(rt) => rt,
                 Err(e) => {
                     tracing::error!("{e}; DNS names keep the addresses they had at start-up");

@@ -206,6 +206,14 @@ fn run(config: Config, opts: ringway::config::Opts) -> ExitCode {
         }
         Err(e) => tracing::warn!(error = %e, "cannot install signal handlers"),
     }
+    // Re-resolution of servers given by DNS name, off the shards. Started before the
+    // listeners are announced: its runtime's fds exist by then, so the process is
+    // complete when it says it listens (a count of open fds taken then, as the takeover
+    // soak takes its baseline, is the idle one; started after, its three fds came a
+    // moment later and, on a busy machine, after such a count).
+    if let Err(e) = ringway::dns::spawn(proxy.shared.clone()) {
+        tracing::error!(error = %e, "cannot start the DNS resolver thread; DNS names keep their start-up addresses");
+    }
     let listen: Vec<String> = proxy.listen.iter().map(|a| a.to_string()).collect();
     // Machine-readable lines first on stdout; the access log follows them.
     for a in &listen {
@@ -235,10 +243,6 @@ fn run(config: Config, opts: ringway::config::Opts) -> ExitCode {
     );
     for line in summary.lines() {
         tracing::info!("{line}");
-    }
-    // Re-resolution of servers given by DNS name, off the shards.
-    if let Err(e) = ringway::dns::spawn(proxy.shared.clone()) {
-        tracing::error!(error = %e, "cannot start the DNS resolver thread; DNS names keep their start-up addresses");
     }
     let shared = proxy.shared.clone();
     let joined = proxy.join();

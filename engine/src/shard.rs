@@ -73,7 +73,9 @@ impl Shard {
         c.idle_closed_by_server = up_counters.idle_closed_by_server;
         c.server_down_events = up_counters.server_down_events;
         c.local_exhaustion = up_counters.local_exhaustion;
-        c.io_buffer_ring_exhausted = glommio::recv_buffer_ring_stats().map_or(0, |r| r.exhausted);
+        let ring = glommio::recv_buffer_ring_stats();
+        c.io_buffer_ring_exhausted = ring.map_or(0, |r| r.exhausted);
+        c.io_multishot_armed = ring.map_or(0, |r| r.armed);
         c.backend_desync += up_counters.backend_desync;
         Snapshot {
             shard: ctx.id,

@@ -47,23 +47,31 @@ fn raise_fd_limit(need: u64) {
 }
 
 fn start(origin: &Origin, reuse: &str) -> Proxy {
+    start_env(origin, reuse, &[])
+}
+
+/// [`start`] with `env`'s arguments `vars` (`NAME=value`, `-u NAME`) before the proxy.
+fn start_env(origin: &Origin, reuse: &str, vars: &[&str]) -> Proxy {
     let backend = origin.addr().to_string();
-    Proxy::start(&[
-        "--backend",
-        &backend,
-        "--reuse",
-        reuse,
-        "--access-log",
-        "off",
-        "--pool-max-idle",
-        "20000",
-        "--max-conns-per-shard",
-        "20000",
-        "--timeout-client-idle",
-        "120s",
-        "--pool-purge-delay",
-        "120s",
-    ])
+    Proxy::start_with_env(
+        vars,
+        &[
+            "--backend",
+            &backend,
+            "--reuse",
+            reuse,
+            "--access-log",
+            "off",
+            "--pool-max-idle",
+            "20000",
+            "--max-conns-per-shard",
+            "20000",
+            "--timeout-client-idle",
+            "120s",
+            "--pool-purge-delay",
+            "120s",
+        ],
+    )
 }
 
 /// Idle HTTP/2 (h2c) client connections, one stream served on each.
@@ -201,4 +209,57 @@ fn idle_h2c_clients_hold_no_codec_buffers() {
         &proxy.url("/"),
     ]);
     assert_eq!(String::from_utf8_lossy(&out), "200");
+}
+
+/// Idle HTTP/1.1 clients measured with multishot receives on and off.
+const RING_CLIENTS: usize = 3000;
+/// How much more an idle client connection may cost with multishot receives than
+/// without (measurement noise). Their state was 176 bytes more per connection (its own
+/// box, and a deque that kept its capacity once drained; about 400 bytes more in
+/// `bench/idle.sh`): that fails this bound.
+const RING_MARGIN: f64 = 96.0;
+
+#[test]
+fn idle_clients_cost_no_more_with_multishot_receives() {
+    raise_fd_limit(RING_CLIENTS as u64 + 1024);
+    let origin = origin();
+    let mut per_conn = Vec::new();
+    // Off, then the default (on): the variable removed from the proxy's environment.
+    let cases: [(&str, &[&str]); 2] = [
+        ("off", &["GLOMMIO_RECV_BUFFER_RING=off"]),
+        ("on (the default)", &["-u", "GLOMMIO_RECV_BUFFER_RING"]),
+    ];
+    for (ring, env) in cases {
+        let proxy = start_env(&origin, "always", env);
+        // Every buffer of the ring is touched once before the probe: those pages are a
+        // one-time cost of the shard (256 x one page for small requests), not of a
+        // connection, and would otherwise count in the per-connection figure.
+        let mut c = proxy.connect();
+        for _ in 0..600 {
+            assert_eq!(c.get("/").status, 200);
+        }
+        drop(c);
+        let (report, held) = probe(&proxy, RING_CLIENTS);
+        let armed = idle_series(&proxy, "ringway_io_multishot_armed_total");
+        if ring == "off" {
+            assert_eq!(armed, 0, "the ring is off");
+        } else {
+            assert!(
+                armed >= RING_CLIENTS as u64,
+                "every client read through a multishot receive: {armed} armed"
+            );
+        }
+        eprintln!(
+            "{RING_CLIENTS} idle HTTP/1.1 clients, multishot receives {ring}: {:.0} bytes each",
+            report.per_conn()
+        );
+        per_conn.push(report.per_conn());
+        drop(held);
+        drop(proxy);
+    }
+    let (off, on) = (per_conn[0], per_conn[1]);
+    assert!(
+        on <= off + RING_MARGIN,
+        "an idle client costs {on:.0} bytes with multishot receives, {off:.0} without"
+    );
 }

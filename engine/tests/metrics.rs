@@ -121,7 +121,7 @@ fn reuse_ratio_from_the_series_matches_the_origins_connection_count() {
         ..OriginConfig::default()
     });
     let backend = origin.addr().to_string();
-    let proxy = Proxy::start(&["--backend", &backend, "--shards", "2"]);
+    let proxy = Proxy::start(&["--backend", &backend]);
     let mut sent = 0;
     for _ in 0..6 {
         let mut c = proxy.connect();
@@ -208,4 +208,31 @@ fn healthz_stays_200_and_readyz_turns_503_while_draining() {
     assert_eq!(slow.join().unwrap(), 200);
     let status = proxy.wait_exit(Duration::from_secs(10)).expect("exits");
     assert_eq!(status.code(), Some(0));
+}
+
+/// The fds of process `pid` (`/proc/PID/fd`).
+fn fds_of(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
+}
+
+#[test]
+fn the_fds_open_when_the_proxy_says_it_listens_are_all_it_holds_idle() {
+    // A count of open fds taken as soon as the proxy announces its listeners (the
+    // takeover soak takes its `ringway_open_fds` baseline then) must be the idle figure:
+    // nothing may open fds a moment later. The DNS thread built its runtime (3 fds)
+    // after the announcement, so on a busy machine the soak's baseline missed them and
+    // "fds back to the baseline" never came. Several starts, each counted at once.
+    let origin = origin();
+    let backend = origin.addr().to_string();
+    for round in 0..8 {
+        let mut proxy = Proxy::start(&["--backend", &backend]);
+        let at_start = fds_of(proxy.pid());
+        std::thread::sleep(Duration::from_millis(300));
+        let idle = fds_of(proxy.pid());
+        assert_eq!(
+            at_start, idle,
+            "start {round}: {at_start} fds when it said it listens, {idle} once idle"
+        );
+        proxy.terminate();
+    }
 }

@@ -748,3 +748,29 @@ fn readiness_waits_after_a_multishot_ended_with_bytes_queued_lose_nothing() {
         until_ring_full().await;
     });
 }
+
+#[test]
+fn multishot_receives_are_on_unless_the_environment_turns_them_off() {
+    // The executor's default comes from GLOMMIO_RECV_BUFFER_RING: unset or `on`, the
+    // default ring; `off` or `0`, none (this test reads what this run was given).
+    match std::env::var("GLOMMIO_RECV_BUFFER_RING").ok().as_deref() {
+        None | Some("on") => {
+            assert_eq!(RecvBufferRing::from_env(), Some(RecvBufferRing::DEFAULT));
+            // A default executor reads through it.
+            LocalExecutorBuilder::new(Placement::Unbound)
+                .spawn(|| async move {
+                    let (mut ours, mut theirs) = pair().await;
+                    theirs.write_all(b"ping").expect("send");
+                    let mut b = [0u8; 4];
+                    ours.read_exact(&mut b).await.expect("read");
+                    assert_eq!(&b, b"ping");
+                    assert!(stats().armed >= 1, "the read went through a multishot");
+                })
+                .expect("executor")
+                .join()
+                .expect("join");
+        }
+        Some("off") | Some("0") => assert_eq!(RecvBufferRing::from_env(), None),
+        Some(_) => {}
+    }
+}

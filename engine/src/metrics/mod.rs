@@ -70,6 +70,8 @@ pub struct Counters {
     /// Multishot receives that found this shard's receive buffer ring empty (`ENOBUFS`)
     /// and fell back to poll + `RECV` (glommio's figure, read at each snapshot).
     pub io_buffer_ring_exhausted: u64,
+    /// Multishot receives armed on this shard (glommio's figure; 0 with the ring off).
+    pub io_multishot_armed: u64,
     /// TLS handshakes with clients completed, of which resumed, and failed.
     pub tls_handshakes: u64,
     pub tls_resumed: u64,

@@ -183,6 +183,12 @@ pub fn render(snaps: &mut [Snapshot], labels: &Labels<'_>) -> String {
             |s| s.c.io_buffer_ring_exhausted,
         ),
         (
+            "io_multishot_armed_total",
+            "Multishot socket receives armed (one serves every read of a connection until it ends; 0 while the receive buffer ring is off).",
+            "counter",
+            |s| s.c.io_multishot_armed,
+        ),
+        (
             "h2_flood_closed_total",
             "HTTP/2 client connections closed with ENHANCE_YOUR_CALM for sending too many frames that carry no request (PING, SETTINGS, WINDOW_UPDATE, PRIORITY, RST_STREAM, empty DATA, unknown).",
             "counter",

@@ -75,6 +75,20 @@ impl Proxy {
     /// `--listen 127.0.0.1:0`, `--admin 127.0.0.1:0`, `--shards 1` (when neither `--shards`
     /// nor `--cpus` is given) and `--grace 2s`.
     pub fn start(args: &[&str]) -> Proxy {
+        Proxy::start_exact(&Proxy::with_defaults(args))
+    }
+
+    /// Like [`Proxy::start`], with the proxy's environment changed by `env`'s
+    /// arguments `vars`: `NAME=value` sets, `-u NAME` removes (e.g.
+    /// `GLOMMIO_RECV_BUFFER_RING=off`).
+    pub fn start_with_env(vars: &[&str], args: &[&str]) -> Proxy {
+        let mut pre: Vec<&str> = vars.to_vec();
+        pre.push(BIN);
+        Proxy::start_in(Some(("env", pre)), &Proxy::with_defaults(args))
+    }
+
+    /// `args` with a listener, an admin listener, one shard and a 2 s grace unless given.
+    fn with_defaults<'a>(args: &[&'a str]) -> Vec<&'a str> {
         let mut full: Vec<&str> = args.to_vec();
         if !has_flag(args, "--listen") {
             full.extend(["--listen", "127.0.0.1:0"]);
@@ -88,7 +102,7 @@ impl Proxy {
         if !has_flag(args, "--grace") {
             full.extend(["--grace", "2s"]);
         }
-        Proxy::start_exact(&full)
+        full
     }
 
     /// Starts `ringway` with exactly `args` (which must include `--admin`).

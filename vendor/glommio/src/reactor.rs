@@ -485,7 +485,7 @@ impl Reactor {
         }
         let source = self.new_source(
             fd,
-            SourceType::SockRecvMulti(Box::default()),
+            SourceType::SockRecvMulti(Default::default()),
             None,
         );
         ring.count_armed();

@@ -41,12 +41,12 @@ impl RecvBufferRing {
     };
 
     /// The default for a new executor, from the environment variable
-    /// `GLOMMIO_RECV_BUFFER_RING`: unset, `off` or `0`: none (reads poll, then `RECV`);
-    /// `on`: [`RecvBufferRing::DEFAULT`]; `ENTRIES:BYTES`: that size. Off by default
-    /// until ringway's takeover fault soak is steady with it (see RINGWAY-PATCHES.md).
+    /// `GLOMMIO_RECV_BUFFER_RING`: unset or `on`: [`RecvBufferRing::DEFAULT`]; `off` or
+    /// `0`: none (reads poll, then `RECV`); `ENTRIES:BYTES`: that size (anything else:
+    /// none). On by default (see RINGWAY-PATCHES.md).
     pub fn from_env() -> Option<RecvBufferRing> {
         match std::env::var("GLOMMIO_RECV_BUFFER_RING") {
-            Err(_) => None,
+            Err(_) => Some(Self::DEFAULT),
             Ok(v) if v == "off" || v == "0" => None,
             Ok(v) if v == "on" => Some(Self::DEFAULT),
             Ok(v) => {
@@ -318,11 +318,13 @@ impl Drop for RingChunk {
     }
 }
 
-/// The state of a multishot receive, kept in its source.
+/// The state of a multishot receive, kept in its source (inline: no allocation of its
+/// own, so an idle connection with a multishot armed costs what one with a readiness
+/// poll does).
 #[derive(Debug, Default)]
 pub(crate) struct MultiRecv {
     /// Received bytes no read has taken yet, in order.
-    pub(crate) chunks: std::collections::VecDeque<RingChunk>,
+    pub(crate) chunks: ChunkQueue,
     /// The result of the CQE without `IORING_CQE_F_MORE` (the multishot ended): > 0 its
     /// bytes are the last chunk, 0 EOF, < 0 `-errno`.
     pub(crate) end: Option<i32>,
@@ -331,6 +333,57 @@ pub(crate) struct MultiRecv {
     /// The stream is gone: what still comes back goes straight back to the ring.
     pub(crate) orphan: bool,
 }
+
+/// The chunks a multishot brought that no read took, in order: the first inline (a
+/// read usually finds one), the others in a deque allocated only while more than one
+/// waits and freed as soon as they are read, so a drained queue holds no memory.
+#[derive(Debug, Default)]
+pub(crate) struct ChunkQueue {
+    head: Option<RingChunk>,
+    rest: Option<Box<std::collections::VecDeque<RingChunk>>>,
+}
+
+impl ChunkQueue {
+    pub(crate) fn is_empty(&self) -> bool {
+        self.head.is_none()
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.head.is_some() as usize + self.rest.as_ref().map_or(0, |r| r.len())
+    }
+
+    pub(crate) fn push_back(&mut self, c: RingChunk) {
+        if self.head.is_none() {
+            self.head = Some(c);
+        } else {
+            self.rest.get_or_insert_with(Default::default).push_back(c);
+        }
+    }
+
+    pub(crate) fn front_mut(&mut self) -> Option<&mut RingChunk> {
+        self.head.as_mut()
+    }
+
+    /// Drops the front chunk (giving its buffer back to the ring).
+    pub(crate) fn pop_front(&mut self) {
+        self.head = self.rest.as_mut().and_then(|r| r.pop_front());
+        if self.rest.as_ref().is_some_and(|r| r.is_empty()) {
+            self.rest = None;
+        }
+    }
+
+    /// Drops every chunk (giving their buffers back) and the deque's memory.
+    pub(crate) fn clear(&mut self) {
+        self.head = None;
+        self.rest = None;
+    }
+}
+
+// Inline in `SourceType` (every source is as large as its largest variant): no larger
+// than `Rename`'s two paths, so no source grows for it.
+const _: () = assert!(
+    std::mem::size_of::<MultiRecv>() <= std::mem::size_of::<(std::path::PathBuf, std::path::PathBuf)>()
+);
 
 /// The most chunks a stream queues before its multishot is cancelled (flow control: a
 /// peer sending what nobody reads must not drain the ring; the next read re-arms).

@@ -37,7 +37,7 @@ pub(crate) enum SourceType {
     SockRecv(Option<DmaBuffer>),
     /// ringway: a multishot `RECV` into the executor's provided-buffer ring; its CQEs
     /// queue here while they carry `IORING_CQE_F_MORE` (see `sys/buf_ring.rs`).
-    SockRecvMulti(Box<crate::sys::buf_ring::MultiRecv>),
+    SockRecvMulti(crate::sys::buf_ring::MultiRecv),
     // ringway: the message headers and socket addresses of these four are boxed, so
     // every source (most are `PollAdd`) is not as large as the largest (about 270 bytes
     // smaller each; see RINGWAY-PATCHES.md). The boxes also keep the addresses the
