@@ -127,7 +127,9 @@ pub struct Trace {
     /// Request bytes sent to the backend (head included, a retry's too).
     pub bytes_in: Cell<u64>,
     pub term: Cell<Term>,
-    /// `METHOD TARGET VERSION`, for the log line; kept between requests.
+    /// `METHOD TARGET VERSION`, for the log line. Its store is a scratch vector taken
+    /// from the shard's pool (`crate::buf::scratch`) when a request begins and given back
+    /// by [`Trace::release`] (or the drop): an idle keep-alive connection holds none.
     pub request_line: RefCell<Vec<u8>>,
 }
 
@@ -145,8 +147,16 @@ impl Trace {
             bytes_out: Cell::new(0),
             bytes_in: Cell::new(0),
             term: Cell::new(Term::Normal),
-            request_line: RefCell::new(Vec::with_capacity(128)),
+            request_line: RefCell::new(Vec::new()),
         }
+    }
+
+    /// The request is reported: its request line's store goes back to the shard's pool
+    /// (the HTTP/1.1 front keeps one `Trace` for the connection's life and calls this
+    /// after each request, so the wait for the next one holds no store).
+    pub fn release(&self) {
+        let line = std::mem::take(&mut *self.request_line.borrow_mut());
+        crate::buf::give_scratch(line);
     }
 
     /// A request head is complete: forget the previous request, note this one.
@@ -171,6 +181,10 @@ impl Trace {
         self.bytes_in.set(0);
         self.term.set(Term::Normal);
         let mut line = self.request_line.borrow_mut();
+        if line.capacity() == 0 {
+            // From the pool, not the allocator: no allocation per request.
+            *line = crate::buf::scratch();
+        }
         line.clear();
         // Bounded: a long target is cut in the log, never the request.
         line.extend_from_slice(&method[..method.len().min(32)]);
@@ -231,6 +245,13 @@ impl Trace {
 
     pub fn set_term(&self, term: Term) {
         self.term.set(term);
+    }
+}
+
+impl Drop for Trace {
+    /// An HTTP/2 stream's `Trace` ends with its stream: the store goes back to the pool.
+    fn drop(&mut self) {
+        self.release();
     }
 }
 
@@ -328,5 +349,54 @@ impl<R: AsyncRead + Unpin> AsyncRead for CountingRead<'_, R> {
             self.count.set(self.count.get() + n as u64);
         }
         r
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The request line's store exists only from `begin` to `release` (an idle HTTP/1.1
+    /// connection keeps its `Trace`, and held 128 bytes in it between requests), and it
+    /// comes from the shard's scratch pool, not a fresh allocation per request.
+    #[test]
+    fn request_line_store_lives_from_begin_to_release() {
+        let t = Trace::new(Front::Http1);
+        assert_eq!(
+            t.request_line.borrow().capacity(),
+            0,
+            "no store before a request"
+        );
+        let begin = |target: &[u8]| {
+            t.begin(
+                "10.0.0.1".parse().unwrap(),
+                Instant::now(),
+                b"GET",
+                target,
+                "HTTP/1.1",
+            )
+        };
+        begin(b"/first");
+        assert_eq!(&t.request_line.borrow()[..], b"GET /first HTTP/1.1");
+        let store = t.request_line.borrow().as_ptr();
+        t.release();
+        assert_eq!(
+            t.request_line.borrow().capacity(),
+            0,
+            "released after the request"
+        );
+        // The next request takes the store just given back (the pool is per thread).
+        begin(b"/second");
+        assert_eq!(&t.request_line.borrow()[..], b"GET /second HTTP/1.1");
+        assert_eq!(
+            t.request_line.borrow().as_ptr(),
+            store,
+            "reused from the pool"
+        );
+        // A long target is cut in the line, and the store still goes back.
+        let long = vec![b'a'; 4000];
+        begin(&long);
+        assert_eq!(t.request_line.borrow().len(), 3 + 1 + 1024 + 1 + 8);
+        drop(t);
     }
 }

@@ -15,7 +15,6 @@
 //! started, a closed connection; nothing here panics on what a peer sent.
 
 use std::io;
-use std::net::IpAddr;
 use std::rc::Rc;
 use std::task::{Context, Poll};
 use std::time::Instant;
@@ -40,30 +39,50 @@ const PIPELINE_SLICE: usize = 16;
 /// Bodies up to this size are sent whole before the response is read.
 const DUPLEX_ABOVE: u64 = 256 << 10;
 
+/// Serves an HTTP/1.1 client connection whose first bytes are already in `buf` in a
+/// task of its own (detached, as every connection task is), counted by `conn` until it
+/// ends. Its own task, not a box in the accept layer's: an idle keep-alive connection is
+/// then one allocation (the task: glommio's header and [`serve`]'s future), not two.
+pub fn spawn(conn: Counted, ctx: Rc<ShardCtx>, stream: ClientStream, client: ClientAddr, buf: Buf) {
+    glommio::spawn_local(serve(conn, ctx, stream, client, buf)).detach();
+}
+
 /// Serves an HTTP/1.1 client connection whose first bytes are already in `buf`.
-pub async fn serve(ctx: Rc<ShardCtx>, stream: ClientStream, client: ClientAddr, buf: Buf) {
+///
+/// Not an `async fn`: its future would keep the arguments (the stream, the address, the
+/// buffer: about 260 bytes) for the connection's life beside the `Client` they were
+/// moved into (rustc keeps an async fn's arguments in a part of its state that no other
+/// state overlaps). Built first and captured by the block, the `Client` is there once.
+pub fn serve(
+    conn: Counted,
+    ctx: Rc<ShardCtx>,
+    stream: ClientStream,
+    client: ClientAddr,
+    buf: Buf,
+) -> impl std::future::Future<Output = ()> {
     let mut c = Client {
+        _conn: conn,
         ctx,
         stream,
-        peer: client.src.ip(),
         buf,
-        bbuf: Buf::new(),
         out: Vec::new(),
         route_scratch: Vec::new(),
         session: Session::new(client),
         trace: Trace::new(Front::Http1),
     };
-    c.run().await;
-    if c.stream.is_tls() {
-        // End the TLS session with close_notify before the socket closes, whichever side
-        // decided to close. Without it OpenSSL reads "unexpected eof" and marks the
-        // session not resumable, so every OpenSSL client (curl, `s_time -reuse`, other
-        // proxies) did a full handshake after each `Connection: close` response. Bounded:
-        // a client that does not read gets no alert after a second.
-        c.stream.set_write_timeout(Some(
-            c.ctx.config().timeouts.client_idle.min(CLOSE_NOTIFY_WAIT),
-        ));
-        let _ = c.stream.close().await;
+    async move {
+        c.run().await;
+        if c.stream.is_tls() {
+            // End the TLS session with close_notify before the socket closes, whichever
+            // side decided to close. Without it OpenSSL reads "unexpected eof" and marks
+            // the session not resumable, so every OpenSSL client (curl, `s_time -reuse`,
+            // other proxies) did a full handshake after each `Connection: close`
+            // response. Bounded: a client that does not read gets no alert after a second.
+            c.stream.set_write_timeout(Some(
+                c.ctx.config().timeouts.client_idle.min(CLOSE_NOTIFY_WAIT),
+            ));
+            let _ = c.stream.close().await;
+        }
     }
 }
 
@@ -86,14 +105,13 @@ impl Outcome {
 }
 
 struct Client {
+    /// Counts the connection (`ringway_client_connections`) while it lives.
+    _conn: Counted,
     ctx: Rc<ShardCtx>,
     stream: ClientStream,
-    peer: IpAddr,
     /// Bytes from the client not yet consumed (head, body, next pipelined request);
     /// holds a store only while it holds bytes.
     buf: Buf,
-    /// Bytes from the backend not yet consumed; holds a store only during a request.
-    bbuf: Buf,
     /// Scratch for heads we write, taken from the shard's pool for each request.
     out: Vec<u8>,
     /// Scratch for the routing view of a target that needs normalising.
@@ -135,7 +153,7 @@ impl Client {
                             m.c.bad_request += 1;
                         }
                     }
-                    tracing::debug!(peer = %self.peer, error = %e, "bad request head");
+                    tracing::debug!(peer = %self.session.peer(), error = %e, "bad request head");
                     self.send_error(e.status(), true).await;
                     return;
                 }
@@ -150,7 +168,7 @@ impl Client {
                 };
                 let target = &data[head.path.clone()];
                 self.trace
-                    .begin(self.peer, head_started, method, target, version);
+                    .begin(self.session.peer(), head_started, method, target, version);
             }
             self.ctx.metrics.borrow_mut().c.requests += 1;
             self.out = crate::buf::scratch();
@@ -161,9 +179,10 @@ impl Client {
                 Box::pin(self.handle(head)).await
             };
             crate::buf::give_scratch(std::mem::take(&mut self.out));
-            self.bbuf.clear();
-            self.bbuf.release();
             crate::report::done(&self.ctx, &self.trace, outcome.status);
+            // The request line's store back to the pool: the wait for the next request
+            // holds none.
+            self.trace.release();
             if !outcome.keep_alive || self.ctx.load.draining.get() {
                 return;
             }
@@ -284,7 +303,7 @@ impl Client {
             let key = crate::upstream::balance::KeySource {
                 head: &data[..head.head_len],
                 path: &data[head.path.clone()],
-                client: self.peer,
+                client: self.session.peer(),
             };
             ctx.upstreams.choose(backend, &key)
         };
@@ -308,7 +327,7 @@ impl Client {
             self.buf.data(),
             &head,
             &http1::Forwarded {
-                client_ip: self.peer,
+                client_ip: self.session.peer(),
                 proto: self.stream.proto(),
                 via: VIA,
                 host_when_absent: Some(b""),
@@ -353,11 +372,14 @@ impl Client {
             trace: &self.trace,
         };
         let trace = &self.trace;
+        // Bytes from the backend not yet consumed: this request's own (its store goes
+        // back to the pool when the request is done), so the idle connection's state
+        // has no room for it.
+        let mut bbuf = Buf::new();
         let result = {
             let Client {
                 stream,
                 buf,
-                bbuf,
                 out,
                 session,
                 ..
@@ -380,7 +402,7 @@ impl Client {
                 keep_alive: head.keep_alive,
                 draining: ctx.load.draining.get(),
             };
-            exchange::forward(&ctx, session, &req, &mut src, &mut sink, bbuf).await
+            exchange::forward(&ctx, session, &req, &mut src, &mut sink, &mut bbuf).await
         };
         crate::outcome::note(&self.trace, &result);
         crate::buf::give_scratch(std::mem::replace(&mut self.out, upstream_head));
@@ -389,7 +411,7 @@ impl Client {
                 if let (Some(lease), true) = (ex.upgraded, head.upgrade) {
                     // The backend switched protocols (WebSocket and friends): from here
                     // on both connections are one tunnel, then both close.
-                    self.tunnel(lease).await;
+                    self.tunnel(lease, &mut bbuf).await;
                     return Outcome::close(101);
                 }
                 Outcome {
@@ -413,7 +435,7 @@ impl Client {
     /// Relays bytes both ways after a `101 Switching Protocols`, until each side has
     /// closed its half (a half-close is passed on) or stays silent for
     /// `--timeout-client-idle`.
-    async fn tunnel(&mut self, mut lease: Lease) {
+    async fn tunnel(&mut self, mut lease: Lease, bbuf: &mut Buf) {
         let idle = self.ctx.config().timeouts.client_idle;
         self.stream.set_read_timeout(Some(idle));
         self.stream.set_write_timeout(Some(idle));
@@ -421,7 +443,7 @@ impl Client {
         let client = Duplex::new(&mut self.stream);
         let backend = Duplex::new(lease.transport());
         let (mut cr, mut cw, mut br, mut bw) = (&client, &client, &backend, &backend);
-        let (buf, bbuf) = (&mut self.buf, &mut self.bbuf);
+        let buf = &mut self.buf;
         let up = async {
             let _ = copy_body(Framing::UntilClose, &mut cr, buf, &mut bw).await;
             let _ = bw.close().await;
