@@ -449,6 +449,14 @@ pub fn recv_buffer_ring_stats() -> Option<RecvBufferRingStats> {
     crate::executor::current_recv_ring_stats()
 }
 
+/// ringway: how many timers the current executor's reactor holds: (registered and not
+/// fired yet, registered by id, fired ones whose owner has not removed them included).
+/// For tests that look for timers left behind. `None` outside an executor.
+#[doc(hidden)]
+pub fn timer_counts() -> Option<(usize, usize)> {
+    crate::executor::current_timer_counts()
+}
+
 pub use crate::{
     byte_slice_ext::{ByteSliceExt, ByteSliceMutExt},
     error::{

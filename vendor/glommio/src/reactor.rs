@@ -77,6 +77,45 @@ impl SharedChannels {
     }
 }
 
+/// ringway: what a registered timer wakes when it fires.
+pub(crate) enum TimerWake {
+    /// A task's waker (glommio's `Timer` and friends).
+    Waker(Waker),
+    /// A stream timeout's slot (`net::stream::Timeout`): the entry stays registered
+    /// across the stream's operations, and the stream puts the waiting task's waker in
+    /// the slot (or takes it out) without touching the maps. A slot with no waker in it
+    /// when the timer fires wakes nobody.
+    Slot(Rc<TimerSlot>),
+}
+
+/// ringway: see [`TimerWake::Slot`].
+#[derive(Default)]
+pub(crate) struct TimerSlot {
+    waker: std::cell::Cell<Option<Waker>>,
+}
+
+impl TimerSlot {
+    /// Makes `waker` the one the timer wakes, keeping the stored one if it wakes the
+    /// same task (`Waker::will_wake`: no clone then).
+    pub(crate) fn set_waker(&self, waker: &Waker) {
+        match self.waker.take() {
+            Some(w) if w.will_wake(waker) => self.waker.set(Some(w)),
+            _ => self.waker.set(Some(waker.clone())),
+        }
+    }
+
+    /// Takes the waker out: the timer firing now wakes nobody.
+    pub(crate) fn clear(&self) {
+        drop(self.waker.take());
+    }
+}
+
+impl fmt::Debug for TimerSlot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad("TimerSlot { .. }")
+    }
+}
+
 struct Timers {
     timer_id: u64,
     timers_by_id: AHashMap<u64, Instant>,
@@ -85,8 +124,12 @@ struct Timers {
     ///
     /// Timers are in the order in which they fire. The `u64` in this type is
     /// a timer ID used to distinguish timers that fire at the same time.
-    /// The [`Waker`] represents the task awaiting the timer.
-    timers: BTreeMap<(Instant, u64), Waker>,
+    /// The [`TimerWake`] is what the timer wakes.
+    timers: BTreeMap<(Instant, u64), TimerWake>,
+
+    /// ringway: the clock `process_timers` last read. Every timer due before it has
+    /// fired (been taken out of `timers`); one due at or after it has not.
+    now: Instant,
 }
 
 impl Timers {
@@ -95,6 +138,7 @@ impl Timers {
             timer_id: 0,
             timers_by_id: AHashMap::new(),
             timers: BTreeMap::new(),
+            now: Instant::now(),
         }
     }
 
@@ -103,7 +147,7 @@ impl Timers {
         self.timer_id
     }
 
-    fn remove(&mut self, id: u64) -> Option<Waker> {
+    fn remove(&mut self, id: u64) -> Option<TimerWake> {
         if let Some(when) = self.timers_by_id.remove(&id) {
             return self.timers.remove(&(when, id));
         }
@@ -111,25 +155,47 @@ impl Timers {
         None
     }
 
-    fn insert(&mut self, id: u64, when: Instant, waker: Waker) {
+    fn insert(&mut self, id: u64, when: Instant, wake: TimerWake) {
         if let Some(when) = self.timers_by_id.get_mut(&id) {
             self.timers.remove(&(*when, id));
         }
         self.timers_by_id.insert(id, when);
-        self.timers.insert((when, id), waker);
+        self.timers.insert((when, id), wake);
     }
 
     /// Return the duration until next event and the number of
     /// ready and woke timers.
     fn process_timers(&mut self) -> (Option<Duration>, usize) {
         let now = Instant::now();
+        self.now = now;
 
+        // ringway: nothing due (the common case: stream timeouts stay registered):
+        // no split, which allocates a new tree for the pending timers every loop turn.
+        let due = self
+            .timers
+            .first_key_value()
+            .is_some_and(|((when, _), _)| *when < now);
         // Split timers into ready and pending timers.
-        let pending = self.timers.split_off(&(now, 0));
-        let ready = mem::replace(&mut self.timers, pending);
-        let woke = ready.len();
-        for (_, waker) in ready {
-            wake!(waker);
+        let ready = if due {
+            let pending = self.timers.split_off(&(now, 0));
+            mem::replace(&mut self.timers, pending)
+        } else {
+            BTreeMap::new()
+        };
+        let mut woke = 0;
+        for (_, wake) in ready {
+            match wake {
+                TimerWake::Waker(waker) => {
+                    woke += 1;
+                    wake!(waker);
+                }
+                TimerWake::Slot(slot) => {
+                    if let Some(waker) = slot.waker.take() {
+                        woke += 1;
+                        wake!(waker);
+                    }
+                }
+            }
         }
 
         // Calculate the duration until the next event.
@@ -855,18 +921,37 @@ impl Reactor {
     /// Returns the inserted timer's ID.
     pub(crate) fn insert_timer(&self, id: u64, when: Instant, waker: Waker) {
         let mut timers = self.timers.borrow_mut();
-        timers.insert(id, when, waker);
+        timers.insert(id, when, TimerWake::Waker(waker));
+    }
+
+    /// ringway: registers (or moves) timer `id` to fire at `when`, waking whatever
+    /// waker `slot` holds then. See [`TimerWake::Slot`].
+    pub(crate) fn insert_timer_slot(&self, id: u64, when: Instant, slot: Rc<TimerSlot>) {
+        let mut timers = self.timers.borrow_mut();
+        timers.insert(id, when, TimerWake::Slot(slot));
     }
 
     /// Deregisters a timer from the reactor.
     pub(crate) fn remove_timer(&self, id: u64) -> Option<Waker> {
         let mut timers = self.timers.borrow_mut();
-        timers.remove(id)
+        match timers.remove(id) {
+            Some(TimerWake::Waker(w)) => Some(w),
+            _ => None,
+        }
     }
 
-    pub(crate) fn timer_exists(&self, id: &(Instant, u64)) -> bool {
+    /// ringway: the clock the reactor last read to fire timers (once per loop turn,
+    /// at most a loop turn old, never ahead of `Instant::now()`). A timer registered
+    /// for a time at or after it has not fired yet; one before it has.
+    pub(crate) fn timer_clock(&self) -> Instant {
+        self.timers.borrow().now
+    }
+
+    /// ringway: how many timers are registered: (in the ordered map, i.e. not fired
+    /// yet; by id, fired ones whose owner has not removed them included).
+    pub(crate) fn timer_counts(&self) -> (usize, usize) {
         let timers = self.timers.borrow();
-        timers.timers.contains_key(id)
+        (timers.timers.len(), timers.timers_by_id.len())
     }
 
     /// Processes ready timers and extends the list of wakers to wake.

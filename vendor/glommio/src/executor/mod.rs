@@ -98,6 +98,15 @@ pub(crate) fn current_recv_ring_stats() -> Option<crate::sys::RecvBufferRingStat
     }
 }
 
+/// ringway: the current executor's timer counts (`None` outside one).
+pub(crate) fn current_timer_counts() -> Option<(usize, usize)> {
+    if LOCAL_EX.is_set() {
+        LOCAL_EX.with(|ex| Some(ex.get_reactor().timer_counts()))
+    } else {
+        None
+    }
+}
+
 pub fn executor() -> ExecutorProxy {
     ExecutorProxy {}
 }

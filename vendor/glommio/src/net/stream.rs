@@ -4,7 +4,7 @@
 // This product includes software developed at Datadog (https://www.datadoghq.com/). Copyright 2020 Datadog, Inc.
 //
 use crate::{
-    reactor::Reactor,
+    reactor::{Reactor, TimerSlot},
     sys::{self, Source, SourceType},
 };
 use futures_lite::ready;
@@ -154,11 +154,30 @@ impl RxBuf for Preallocated {
     }
 }
 
+/// A stream's read or write timeout.
+///
+/// ringway: lazy. Its timer stays registered in the reactor across operations instead of
+/// being inserted when an operation has to wait and removed when it completes (a
+/// `BTreeMap` and an `AHashMap` insert and remove, and a waker clone, several times per
+/// keep-alive request). An operation that waits only records its own deadline (and puts
+/// its task's waker in the timer's slot); one that completes only clears them. The
+/// registered timer fires at or before the deadline of the operation waiting then:
+/// `check` compares the reactor's clock with that operation's own deadline and fails
+/// with `TimedOut` only once it has passed, and `maybe_set_timer` registers the timer
+/// again, for that deadline, when it fired early (for an earlier operation). A timer
+/// firing with no operation waiting wakes nobody. The stream removes it when dropped.
 #[derive(Debug)]
 struct Timeout {
     id: u64,
     timeout: Cell<Option<Duration>>,
-    timer: Cell<Option<Instant>>,
+    /// ringway: the deadline of the operation in progress, set when it first waits (the
+    /// clock then plus the timeout then); `None` between operations.
+    deadline: Cell<Option<Instant>>,
+    /// ringway: when the timer registered in the reactor fires (or fired: it is
+    /// still in the reactor's by-id map then); `None`: never registered.
+    armed: Cell<Option<Instant>>,
+    /// ringway: what the registered timer wakes (made at the first wait).
+    slot: std::cell::OnceCell<Rc<TimerSlot>>,
 }
 
 impl Timeout {
@@ -166,7 +185,9 @@ impl Timeout {
         Self {
             id,
             timeout: Cell::new(None),
-            timer: Cell::new(None),
+            deadline: Cell::new(None),
+            armed: Cell::new(None),
+            slot: std::cell::OnceCell::new(),
         }
     }
 
@@ -184,27 +205,53 @@ impl Timeout {
         Ok(())
     }
 
+    /// The operation in progress waits, woken by `waker`: its deadline is set at its
+    /// first wait (a changed timeout applies to the next operation), and the
+    /// registered timer must fire at or before it.
     fn maybe_set_timer(&self, reactor: &Reactor, waker: &Waker) {
-        if let Some(timeout) = self.timeout.get() {
-            if self.timer.get().is_none() {
-                let deadline = Instant::now() + timeout;
-                reactor.insert_timer(self.id, deadline, waker.clone());
-                self.timer.set(Some(deadline));
+        let deadline = match self.deadline.get() {
+            Some(d) => d,
+            None => {
+                let Some(timeout) = self.timeout.get() else {
+                    return;
+                };
+                // A fresh clock, not the reactor's (up to a loop turn old): a deadline
+                // counted from an older clock could fail an operation early.
+                let d = Instant::now() + timeout;
+                self.deadline.set(Some(d));
+                d
+            }
+        };
+        let slot = self.slot.get_or_init(|| Rc::new(TimerSlot::default()));
+        slot.set_waker(waker);
+        match self.armed.get() {
+            // Registered, not fired yet, and due no later than this deadline: when it
+            // fires, `check` sees whether this deadline passed.
+            Some(at) if at <= deadline && at >= reactor.timer_clock() => {}
+            _ => {
+                reactor.insert_timer_slot(self.id, deadline, slot.clone());
+                self.armed.set(Some(deadline));
             }
         }
     }
 
-    fn cancel_timer(&self, reactor: &Reactor) {
-        if self.timer.take().is_some() {
-            reactor.remove_timer(self.id);
+    /// The operation in progress completed (or failed): the timer stays registered,
+    /// waking nobody.
+    fn cancel_timer(&self, _reactor: &Reactor) {
+        if self.deadline.take().is_some() {
+            if let Some(slot) = self.slot.get() {
+                slot.clear();
+            }
         }
     }
 
+    /// `TimedOut` once the deadline of the operation in progress has passed (by the
+    /// reactor's clock, which is never ahead: never early, late by at most a loop turn
+    /// after the timer fired); the operation ends then.
     fn check(&self, reactor: &Reactor) -> io::Result<()> {
-        if let Some(deadline) = self.timer.get() {
-            if !reactor.timer_exists(&(deadline, self.id)) {
-                reactor.remove_timer(self.id);
-                self.timer.take();
+        if let Some(deadline) = self.deadline.get() {
+            if reactor.timer_clock() > deadline {
+                self.cancel_timer(reactor);
                 return Err(io::Error::new(
                     io::ErrorKind::TimedOut,
                     "Operation timed out",
@@ -212,6 +259,14 @@ impl Timeout {
             }
         }
         Ok(())
+    }
+
+    /// ringway: removes the registered timer (the stream is dropped).
+    fn unregister(&self, reactor: &Reactor) {
+        if self.armed.take().is_some() {
+            reactor.remove_timer(self.id);
+        }
+        self.cancel_timer(reactor);
     }
 }
 
@@ -282,6 +337,17 @@ pub(crate) struct NonBufferedStream<S> {
     /// ringway: the last multishot ended because the ring was out of buffers: the next
     /// read goes through the poll + `RECV` path.
     rx_backoff: bool,
+}
+
+/// ringway: a stream's timers stay registered between its operations (see
+/// [`Timeout`]): dropping it removes them from the reactor.
+impl<S> Drop for NonBufferedStream<S> {
+    fn drop(&mut self) {
+        if let Some(reactor) = self.reactor.upgrade() {
+            self.read_timeout.unregister(&reactor);
+            self.write_timeout.unregister(&reactor);
+        }
+    }
 }
 
 /// ringway: what a multishot receive has for a read.
@@ -858,7 +924,12 @@ impl<S: AsRawFd> NonBufferedStream<S> {
             // copy and the extra turn cost 16 KiB responses ~29% more CPU than the plain
             // system call; see RINGWAY-PATCHES.md). Nothing is in flight afterwards.
             match super::yolo_send(self.stream.as_raw_fd(), buf) {
-                Some(res) => return Poll::Ready(res),
+                Some(res) => {
+                    // ringway: the write is done, also when it waited for writability
+                    // first (its deadline must not carry over to the next write).
+                    self.write_timeout.cancel_timer(reactor);
+                    return Poll::Ready(res);
+                }
                 None => {
                     poll_err!(self.write_timeout.check(reactor));
                     self.source_tx = Some(reactor.poll_write_ready(self.stream.as_raw_fd()));

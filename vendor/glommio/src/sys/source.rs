@@ -142,6 +142,14 @@ pub(crate) struct InnerSource {
 }
 
 impl InnerSource {
+    /// ringway: whether anything reads this source's queued/submitted/fulfilled
+    /// timestamps (a latency collection function: file I/O with
+    /// `record_io_latencies`); sockets have none, so their operations skip the three
+    /// clock reads (queued, submitted, fulfilled) nobody would look at.
+    pub(crate) fn wants_latency(&self) -> bool {
+        matches!(self.stats_collection, Some(StatsCollection { latency: Some(_), .. }))
+    }
+
     pub(crate) fn update_source_type(&mut self, source_type: SourceType) -> SourceType {
         std::mem::replace(&mut self.source_type, source_type)
     }
