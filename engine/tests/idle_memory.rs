@@ -19,7 +19,7 @@ use std::time::Duration;
 /// Idle HTTP/1.1 client connections opened by the client-side check.
 const CLIENTS: usize = 5000;
 /// Bound on the resident set's growth per idle HTTP/1.1 client connection: the issue's
-/// goal. Measured at 5,000: 1,393 bytes in this debug build, 1,381 in a release build
+/// goal. Measured at 5,000: 1,393 bytes in this debug build, 1,382 in a release build
 /// (`bench/idle.sh`), about 1,760 with `GLOMMIO_RECV_BUFFER_RING=on` (the ring's touched
 /// buffers, a one-time cost, spread over the connections); 2,262 before the connection
 /// became one task whose front state is held once (docs/benchmarks.md).
