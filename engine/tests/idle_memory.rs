@@ -3,9 +3,11 @@
 //! now wait for the next, and as many idle pooled backend connections. The figure is the
 //! growth of the proxy's resident set (`VmRSS`) divided by the count, measured by
 //! `ringway-bench idle` (`ringway_bench::idle`), the same probe docs/benchmarks.md
-//! quotes. The bounds have margin over what is measured (about 1 KiB per client
-//! connection) and fail if a connection held a receive buffer again while idle: one
-//! 16 KiB buffer per connection is 16 KiB of growth each, two of them 32 KiB.
+//! quotes. The bounds have margin over what is measured and fail if a connection held a
+//! receive buffer again while idle (one 16 KiB buffer per connection is 16 KiB of growth
+//! each), and the HTTP/1.1 client bound fails if an idle connection's state grew back
+//! by a few hundred bytes (a second task or box per connection, the front's future
+//! holding its arguments twice: 2,262 bytes before that was cut).
 
 mod common;
 
@@ -16,8 +18,12 @@ use std::time::Duration;
 
 /// Idle HTTP/1.1 client connections opened by the client-side check.
 const CLIENTS: usize = 5000;
-/// Bound on the resident set's growth per idle HTTP/1.1 client connection.
-const CLIENT_BOUND: f64 = 4096.0;
+/// Bound on the resident set's growth per idle HTTP/1.1 client connection: the issue's
+/// goal. Measured at 5,000: 1,393 bytes in this debug build, 1,382 in a release build
+/// (`bench/idle.sh`), about 1,760 with `GLOMMIO_RECV_BUFFER_RING=on` (the ring's touched
+/// buffers, a one-time cost, spread over the connections); 2,262 before the connection
+/// became one task whose front state is held once (docs/benchmarks.md).
+const CLIENT_BOUND: f64 = 2048.0;
 /// Idle client connections, each with its own pooled backend connection.
 const PAIRS: usize = 3000;
 /// Bound on the growth per idle pooled backend connection (the goal).
