@@ -241,7 +241,6 @@ fn a_write_to_a_peer_that_stops_reading_times_out_after_its_own_timeout() {
     for size in [1024usize, 64 * 1024] {
         on_both(move || async move {
             let (mut ours, theirs) = pair().await;
-            socket2::SockRef::from(&theirs).set_recv_buffer_size(4096).expect("rcvbuf");
             let t = Duration::from_millis(300);
             ours.set_write_timeout(Some(t)).expect("timeout");
             let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
