@@ -59,12 +59,20 @@ fn timed_out<T: std::fmt::Debug>(r: io::Result<T>, began: Instant, limit: Durati
     let took = began.elapsed();
     let err = r.expect_err(what);
     assert_eq!(err.kind(), io::ErrorKind::TimedOut, "{what}: {err}");
-    assert!(took >= limit, "{what}: timed out after {took:?}, before its {limit:?}");
-    assert!(took < limit + LATE, "{what}: timed out only after {took:?} ({limit:?})");
+    assert!(
+        took >= limit,
+        "{what}: timed out after {took:?}, before its {limit:?}"
+    );
+    assert!(
+        took < limit + LATE,
+        "{what}: timed out only after {took:?} ({limit:?})"
+    );
 }
 
 async fn read_some(s: &mut TcpStream, buf: &mut [u8]) -> io::Result<usize> {
-    timeout(WAIT, async { Ok(s.read(buf).await) }).await.expect("the read ended")
+    timeout(WAIT, async { Ok(s.read(buf).await) })
+        .await
+        .expect("the read ended")
 }
 
 #[test]
@@ -75,10 +83,20 @@ fn a_read_times_out_after_its_timeout_and_not_before() {
         ours.set_read_timeout(Some(t)).expect("timeout");
         let mut buf = [0u8; 64];
         let began = Instant::now();
-        timed_out(read_some(&mut ours, &mut buf).await, began, t, "a read of nothing");
+        timed_out(
+            read_some(&mut ours, &mut buf).await,
+            began,
+            t,
+            "a read of nothing",
+        );
         // And again: the stream's timer is registered once and re-armed.
         let began = Instant::now();
-        timed_out(read_some(&mut ours, &mut buf).await, began, t, "a second read");
+        timed_out(
+            read_some(&mut ours, &mut buf).await,
+            began,
+            t,
+            "a second read",
+        );
     });
 }
 
@@ -89,7 +107,9 @@ fn readable_times_out_after_its_timeout_and_not_before() {
         let t = Duration::from_millis(150);
         ours.set_read_timeout(Some(t)).expect("timeout");
         let began = Instant::now();
-        let r = timeout(WAIT, async { Ok(ours.readable().await) }).await.expect("ended");
+        let r = timeout(WAIT, async { Ok(ours.readable().await) })
+            .await
+            .expect("ended");
         timed_out(r, began, t, "readable() with nothing sent");
         theirs.write_all(b"x").expect("send");
         timeout(WAIT, async { Ok(ours.readable().await) })
@@ -113,12 +133,23 @@ fn a_timer_registered_by_an_earlier_operation_does_not_fail_a_later_one_early() 
         futures_lite::pin!(read);
         assert!(poll_once(&mut read).await.is_none(), "nothing sent yet");
         theirs.write_all(b"a").expect("send");
-        assert_eq!(timeout(WAIT, async { Ok(read.await) }).await.expect("read").expect("a"), 1);
+        assert_eq!(
+            timeout(WAIT, async { Ok(read.await) })
+                .await
+                .expect("read")
+                .expect("a"),
+            1
+        );
         sleep(Duration::from_millis(200)).await;
         // This one waits from 200 ms on: the timer fires at 300 ms, for the first
         // read's deadline; this read's is at 500 ms.
         let began = Instant::now();
-        timed_out(read_some(&mut ours, &mut buf).await, began, t, "the later read");
+        timed_out(
+            read_some(&mut ours, &mut buf).await,
+            began,
+            t,
+            "the later read",
+        );
     });
 }
 
@@ -158,7 +189,12 @@ fn many_short_operations_never_time_out_and_the_next_idle_one_does() {
         let _theirs = peer.join().expect("peer");
         assert!(began.elapsed() > 4 * t, "the rounds span several timeouts");
         let began = Instant::now();
-        timed_out(read_some(&mut ours, &mut [0u8; 4]).await, began, t, "the idle read");
+        timed_out(
+            read_some(&mut ours, &mut [0u8; 4]).await,
+            began,
+            t,
+            "the idle read",
+        );
     });
 }
 
@@ -169,30 +205,53 @@ fn a_changed_timeout_applies_to_the_next_operation_shorter_or_longer() {
     on_both(|| async {
         let (mut ours, mut theirs) = pair().await;
         let mut buf = [0u8; 64];
-        ours.set_read_timeout(Some(Duration::from_secs(30))).expect("timeout");
+        ours.set_read_timeout(Some(Duration::from_secs(30)))
+            .expect("timeout");
         let read = ours.read(&mut buf);
         futures_lite::pin!(read);
         assert!(poll_once(&mut read).await.is_none(), "nothing sent yet");
         theirs.write_all(b"a").expect("send");
-        timeout(WAIT, async { Ok(read.await) }).await.expect("read").expect("a");
+        timeout(WAIT, async { Ok(read.await) })
+            .await
+            .expect("read")
+            .expect("a");
         // Timer registered for +30 s; this read's 100 ms must not wait for it.
         let short = Duration::from_millis(100);
         ours.set_read_timeout(Some(short)).expect("timeout");
         let began = Instant::now();
-        timed_out(read_some(&mut ours, &mut buf).await, began, short, "a shortened timeout");
+        timed_out(
+            read_some(&mut ours, &mut buf).await,
+            began,
+            short,
+            "a shortened timeout",
+        );
         let long = Duration::from_millis(400);
         ours.set_read_timeout(Some(long)).expect("timeout");
         let began = Instant::now();
-        timed_out(read_some(&mut ours, &mut buf).await, began, long, "a lengthened timeout");
+        timed_out(
+            read_some(&mut ours, &mut buf).await,
+            began,
+            long,
+            "a lengthened timeout",
+        );
         // No timeout at all: the read waits until bytes come.
         ours.set_read_timeout(None).expect("timeout");
         let read = ours.read(&mut buf);
         futures_lite::pin!(read);
         assert!(poll_once(&mut read).await.is_none(), "nothing sent yet");
         sleep(Duration::from_millis(300)).await;
-        assert!(poll_once(&mut read).await.is_none(), "no timeout, no failure");
+        assert!(
+            poll_once(&mut read).await.is_none(),
+            "no timeout, no failure"
+        );
         theirs.write_all(b"b").expect("send");
-        assert_eq!(timeout(WAIT, async { Ok(read.await) }).await.expect("read").expect("b"), 1);
+        assert_eq!(
+            timeout(WAIT, async { Ok(read.await) })
+                .await
+                .expect("read")
+                .expect("b"),
+            1
+        );
     });
 }
 
@@ -220,11 +279,20 @@ fn a_stream_read_from_another_task_is_still_woken_by_its_timeout() {
         let r = read_some(&mut ours, &mut [0u8; 8]).await;
         let err = r.expect_err("the read in the other task times out");
         assert_eq!(err.kind(), io::ErrorKind::TimedOut);
-        assert!(began.elapsed() < t + LATE, "woken late: {:?}", began.elapsed());
+        assert!(
+            began.elapsed() < t + LATE,
+            "woken late: {:?}",
+            began.elapsed()
+        );
         // And a fresh read in yet another task times out after its own full timeout.
         glommio::spawn_local(async move {
             let began = Instant::now();
-            timed_out(read_some(&mut ours, &mut [0u8; 8]).await, began, t, "a fresh read");
+            timed_out(
+                read_some(&mut ours, &mut [0u8; 8]).await,
+                began,
+                t,
+                "a fresh read",
+            );
         })
         .await;
     });
@@ -247,7 +315,9 @@ fn a_write_to_a_peer_that_stops_reading_times_out_after_its_own_timeout() {
             let peer = std::thread::spawn(move || {
                 let mut theirs = theirs;
                 std::thread::sleep(Duration::from_millis(100));
-                theirs.set_read_timeout(Some(Duration::from_millis(10))).expect("timeout");
+                theirs
+                    .set_read_timeout(Some(Duration::from_millis(10)))
+                    .expect("timeout");
                 let stop = Instant::now() + Duration::from_millis(50);
                 let mut buf = vec![0u8; 64 * 1024];
                 while Instant::now() < stop {
@@ -260,7 +330,10 @@ fn a_write_to_a_peer_that_stops_reading_times_out_after_its_own_timeout() {
             let began_all = Instant::now();
             let mut written = 0usize;
             loop {
-                assert!(began_all.elapsed() < WAIT, "writes never timed out ({written} B)");
+                assert!(
+                    began_all.elapsed() < WAIT,
+                    "writes never timed out ({written} B)"
+                );
                 let began = Instant::now();
                 let r = timeout(WAIT, async { Ok(ours.write(&chunk).await) })
                     .await
@@ -293,8 +366,10 @@ fn dropped_streams_leave_no_timers_in_the_reactor() {
             for _ in 0..100 {
                 let theirs = std::net::TcpStream::connect(addr).expect("connect");
                 let mut ours = listener.accept().await.expect("accept");
-                ours.set_read_timeout(Some(Duration::from_secs(60))).expect("timeout");
-                ours.set_write_timeout(Some(Duration::from_secs(60))).expect("timeout");
+                ours.set_read_timeout(Some(Duration::from_secs(60)))
+                    .expect("timeout");
+                ours.set_write_timeout(Some(Duration::from_secs(60)))
+                    .expect("timeout");
                 let mut buf = [0u8; 8];
                 {
                     // A read that waits, then is dropped: the timer stays registered.
