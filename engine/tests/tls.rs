@@ -352,6 +352,29 @@ fn tls_termination_versions_alpn_sni_and_resumption() {
     proxy.assert_healthy();
 }
 
+/// A proxy with one TLS listener whose certificate is for `a.test`, in front of a fresh
+/// origin, with `extra` flags; the PKI and origin live as long as the caller keeps them.
+fn tls_front(tag: &str, extra: &[&str]) -> (Pki, Origin, Proxy) {
+    let pki = Pki::new(tag);
+    let a = pki.leaf("a", "a.test", &["a.test"]);
+    let o = origin();
+    let backend = o.addr().to_string();
+    let (cert, key) = (s(&a.cert), s(&a.key));
+    let mut args = vec![
+        "--backend",
+        &backend,
+        "--listen-tls",
+        "127.0.0.1:0",
+        "--cert",
+        &cert,
+        "--key",
+        &key,
+    ];
+    args.extend_from_slice(extra);
+    let proxy = Proxy::start(&args);
+    (pki, o, proxy)
+}
+
 /// A `Connection: close` response ends the TLS session with close_notify, so OpenSSL
 /// clients keep their session resumable. ringway used to drop the socket after such a
 /// response: OpenSSL read "unexpected eof", marked the session not resumable, and every
@@ -359,20 +382,7 @@ fn tls_termination_versions_alpn_sni_and_resumption() {
 /// tls-resume workload, resumed none: 568 CPU-µs per connection against HAProxy's 342).
 #[test]
 fn closing_responses_send_close_notify_so_openssl_sessions_resume() {
-    let pki = Pki::new("tls-close");
-    let a = pki.leaf("a", "a.test", &["a.test"]);
-    let o = origin();
-    let backend = o.addr().to_string();
-    let mut proxy = Proxy::start(&[
-        "--backend",
-        &backend,
-        "--listen-tls",
-        "127.0.0.1:0",
-        "--cert",
-        &s(&a.cert),
-        "--key",
-        &s(&a.key),
-    ]);
+    let (_pki, _o, mut proxy) = tls_front("tls-close", &[]);
     let port = proxy.tls_listeners[0].port();
     for version in ["-tls1_2", "-tls1_3"] {
         let out = s_client(port, &["-servername", "a.test", version]);
@@ -412,22 +422,7 @@ fn closing_responses_send_close_notify_so_openssl_sessions_resume() {
 
 #[test]
 fn tls_bad_input_closes_that_connection_and_is_counted() {
-    let pki = Pki::new("tls-bad");
-    let a = pki.leaf("a", "a.test", &["a.test"]);
-    let o = origin();
-    let backend = o.addr().to_string();
-    let mut proxy = Proxy::start(&[
-        "--backend",
-        &backend,
-        "--listen-tls",
-        "127.0.0.1:0",
-        "--cert",
-        &s(&a.cert),
-        "--key",
-        &s(&a.key),
-        "--timeout-client-head",
-        "1s",
-    ]);
+    let (pki, _o, mut proxy) = tls_front("tls-bad", &["--timeout-client-head", "1s"]);
     let addr = proxy.tls_listeners[0];
     let ca = pki.ca_file();
     // A client that stalls in the handshake holds nothing: closed at the head timeout.
