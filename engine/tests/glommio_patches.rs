@@ -79,3 +79,56 @@ fn executors_preempted_off_cpu_do_not_park_with_runnable_tasks() {
         std::process::exit(1);
     }
 }
+
+/// The waiter patch (`add_waiter_many`). An operation that completes through
+/// `collect_rw` (an accept, a connect) added the polling task's waker to its source on
+/// every poll. A task that polls such an operation often while it stays pending, as an
+/// accept loop `or`-ed with a periodic stop check does (woken every 20 ms), piled up one
+/// waker clone per poll until the task's i16 reference count overflowed and glommio
+/// panicked: the h2c origin died that way after about 11 idle minutes (32,767 polls).
+///
+/// Here one task polls a pending accept 40,000 times, woken each time by a timer, as in
+/// that loop but faster; then a client connects and the accept must complete.
+#[test]
+fn a_pending_accept_polled_many_times_keeps_one_waker() {
+    const POLLS: u32 = 40_000;
+    // Without the patch the overflow panics inside a wake, which glommio catches and
+    // logs, and the task is never polled again: the executor hangs instead of failing.
+    // So the verdict comes from a channel with a deadline, not from `join`.
+    let (done, verdict) = mpsc::channel();
+    let executor = LocalExecutorBuilder::new(Placement::Unbound)
+        .spawn(move || async move {
+            let listener = glommio::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+            let addr = listener.local_addr().expect("addr");
+            let mut accept = std::pin::pin!(listener.accept());
+            let began = Instant::now();
+            for _ in 0..POLLS {
+                let polled =
+                    futures_lite::future::or(async { Some(accept.as_mut().await) }, async {
+                        glommio::timer::sleep(Duration::from_micros(1)).await;
+                        None
+                    })
+                    .await;
+                assert!(polled.is_none(), "accept completed with no client");
+            }
+            assert!(
+                began.elapsed() < Duration::from_secs(50),
+                "timer loop too slow"
+            );
+            let _client = std::net::TcpStream::connect(addr).expect("connect");
+            let accepted = glommio::timer::timeout(Duration::from_secs(10), async {
+                Ok(accept.as_mut().await)
+            })
+            .await
+            .expect("accept completes once a client connects");
+            accepted.expect("accepted");
+            done.send(()).expect("test waiting");
+        })
+        .expect("executor");
+    verdict
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the accept task finished (it hangs once its waker count overflows)");
+    executor
+        .join()
+        .expect("the executor ran to the end without a panic");
+}

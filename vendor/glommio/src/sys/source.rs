@@ -298,8 +298,18 @@ impl Source {
 
     // adds a waiter to the list. Useful for streams that have many futures waiting
     // on a single I/O source
-    pub(crate) fn add_waiter_many(&self, waker: Waker) {
-        self.inner.borrow_mut().wakers.waiters.push(waker)
+    //
+    // ringway: a waker that wakes a task already waiting here is not added again. A
+    // task that polls the same pending operation many times (an accept loop `or`-ed
+    // with a periodic timer, woken every 20 ms) otherwise piled up one waker clone per
+    // poll, until the task's i16 reference count overflowed (a panic after ~11 idle
+    // minutes in the h2c origin). See RINGWAY-PATCHES.md.
+    pub(crate) fn add_waiter_many(&self, waker: &Waker) {
+        let mut inner = self.inner.borrow_mut();
+        let waiters = &mut inner.wakers.waiters;
+        if !waiters.iter().any(|w| w.will_wake(waker)) {
+            waiters.push(waker.clone());
+        }
     }
 
     pub(super) fn is_installed(&self) -> Option<bool> {
@@ -323,7 +333,7 @@ impl Source {
                 return Poll::Ready(result);
             }
 
-            self.add_waiter_many(cx.waker().clone());
+            self.add_waiter_many(cx.waker());
             Poll::Pending
         })
         .await
