@@ -100,8 +100,11 @@ start_ringway ringway "$RINGWAY"
 [ -n "${RINGWAY_BEFORE:-}" ] && start_ringway ringway-before "$RINGWAY_BEFORE"
 command -v haproxy >/dev/null && start_haproxy
 
-ticks() { # utime+stime of the whole process (all threads)
-  awk '{print $14 + $15}' "/proc/$1/stat"
+ticks() { # utime and stime of the whole process (all threads), "U S"
+  awk '{print $14, $15}' "/proc/$1/stat"
+}
+segs() { # TCP segments sent on this machine so far (every socket: the loopback hops)
+  if command -v nstat >/dev/null; then nstat -a -s TcpOutSegs 2>/dev/null | awk '$1 == "TcpOutSegs" {print $2}'; else echo 0; fi
 }
 load() { # load SYSTEM: one fixed-count run; prints the requests answered
   # shellcheck disable=SC2046
@@ -127,10 +130,12 @@ for r in $(seq "$ROUNDS"); do
     kill -INT "$spid"; wait "$spid" 2>/dev/null || true
     calls=$(awk '$NF == "total" {print $4}' "$TMP/strace.$s")
     [ "$s" = ringway ] && cp "$TMP/strace.$s" "$TMP/strace.last"
-    t0=$(ticks "$pid"); reqs2=$(load "$s"); t1=$(ticks "$pid")
-    python3 - "$s" "$r" "$reqs" "$calls" "$reqs2" "$t0" "$t1" "$CLK_TCK" "$TMP/strace.$s" >> "$TMP/results.jsonl" <<'PY'
+    g0=$(segs); t0=$(ticks "$pid"); reqs2=$(load "$s"); t1=$(ticks "$pid"); g1=$(segs)
+    python3 - "$s" "$r" "$reqs" "$calls" "$reqs2" "$t0" "$t1" "$CLK_TCK" "$TMP/strace.$s" "$g0" "$g1" >> "$TMP/results.jsonl" <<'PY'
 import json, sys
-s, r, reqs, calls, reqs2, t0, t1, hz, sfile = sys.argv[1:]
+s, r, reqs, calls, reqs2, t0, t1, hz, sfile, g0, g1 = sys.argv[1:]
+(u0, k0), (u1, k1) = (map(int, t0.split())), (map(int, t1.split()))
+us = lambda ticks: ticks * 1e6 / int(hz) / int(reqs2)
 top = {}
 for line in open(sfile):
     f = line.split()
@@ -138,7 +143,9 @@ for line in open(sfile):
         top[f[-1]] = int(f[3])
 print(json.dumps({"system": s, "round": int(r), "requests": int(reqs), "syscalls": int(calls),
     "syscalls_per_req": int(calls) / int(reqs), "cpu_requests": int(reqs2),
-    "cpu_us_per_req": (int(t1) - int(t0)) * 1e6 / int(hz) / int(reqs2), "by_call": top}))
+    "cpu_us_per_req": us(u1 + k1 - u0 - k0), "user_us_per_req": us(u1 - u0),
+    "kernel_us_per_req": us(k1 - k0), "tcp_segments_per_req": (int(g1) - int(g0)) / int(reqs2),
+    "by_call": top}))
 PY
   done
 done
@@ -150,13 +157,15 @@ rows = [json.loads(l) for l in open(sys.argv[1])]
 print("HTTP/1.1 keep-alive, %s connections, %s requests per run, one shard/thread; medians of %d rounds"
       % (sys.argv[3], sys.argv[2], max(r["round"] for r in rows)))
 print()
-print("| system | syscalls/req | CPU-µs/req | per call (last round) |")
-print("| --- | --- | --- | --- |")
+print("| system | syscalls/req | CPU-µs/req | user µs | kernel µs | TCP segments/req | per call (last round) |")
+print("| --- | --- | --- | --- | --- | --- | --- |")
 for s in dict.fromkeys(r["system"] for r in rows):
     mine = [r for r in rows if r["system"] == s]
     last = mine[-1]
     calls = ", ".join("%s %.2f" % (k, v / last["requests"])
                       for k, v in sorted(last["by_call"].items(), key=lambda kv: -kv[1])[:5])
-    print("| %s | %.2f | %.1f | %s |" % (s, statistics.median(r["syscalls_per_req"] for r in mine),
-          statistics.median(r["cpu_us_per_req"] for r in mine), calls))
+    med = lambda k: statistics.median(r.get(k, 0) for r in mine)
+    print("| %s | %.2f | %.1f | %.1f | %.1f | %.2f | %s |" % (s, med("syscalls_per_req"),
+          med("cpu_us_per_req"), med("user_us_per_req"), med("kernel_us_per_req"),
+          med("tcp_segments_per_req"), calls))
 PY

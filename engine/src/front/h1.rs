@@ -19,7 +19,7 @@ use std::rc::Rc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
-use futures_lite::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use ringway_http1::{self as http1, Framing, HeadError, RequestHead, ResponseHead};
 
 use super::{ClientStream, Hangup};
@@ -564,6 +564,7 @@ impl<W: AsyncWrite + Unpin> ResponseSink for H1Sink<'_, '_, W> {
             out.extend_from_slice(&bbuf.data()[..take]);
             bbuf.consume(take);
             framing = Framing::Length(n - take as u64);
+            top_up(src, out, &mut framing).await;
         }
         self.writer
             .write_all(out)
@@ -590,6 +591,38 @@ impl<W: AsyncWrite + Unpin> ResponseSink for H1Sink<'_, '_, W> {
             Err(CopyError::Framing) => {
                 tracing::debug!("backend sent a bad chunked body");
                 Err(DeliverError::Backend)
+            }
+        }
+    }
+}
+
+/// How large the first write of a response (head and body) may grow by taking in body
+/// bytes that have already arrived: at most half a pooled scratch vector's limit, so the
+/// vector still goes back to the pool.
+const COALESCE: usize = 32 << 10;
+
+/// Appends to `out` the body bytes (of a `Content-Length` body, `framing`) that the
+/// backend has already delivered, without waiting for more: a response larger than one
+/// read (a 16 KiB body behind its head is two reads) then leaves in one write, one TCP
+/// segment on loopback, instead of one per read. Stops at [`COALESCE`], at the body's
+/// end, or at the first read that would wait. A read error or EOF is left for the body
+/// copy that follows, which reads again and reports it.
+async fn top_up<R: AsyncRead + Unpin>(src: &mut R, out: &mut Vec<u8>, framing: &mut Framing) {
+    while let Framing::Length(left) = *framing {
+        if left == 0 || out.len() >= COALESCE {
+            return;
+        }
+        let at = out.len();
+        let want = (left as usize).min(COALESCE - at);
+        out.resize(at + want, 0);
+        match futures_lite::future::poll_once(src.read(&mut out[at..])).await {
+            Some(Ok(n)) if n > 0 => {
+                out.truncate(at + n);
+                *framing = Framing::Length(left - n as u64);
+            }
+            _ => {
+                out.truncate(at);
+                return;
             }
         }
     }
