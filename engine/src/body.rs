@@ -39,6 +39,7 @@ where
                 if buf.is_empty() {
                     fill_or_eof(buf, src).await?;
                 }
+                gather(buf, src, left).await;
                 let take = (buf.len() as u64).min(left) as usize;
                 dst.write_all(&buf.data()[..take])
                     .await
@@ -110,6 +111,29 @@ where
         }
         if done {
             return Ok(());
+        }
+    }
+}
+
+/// How many bytes of a large body [`copy_body`] gathers for one write: three reads of
+/// the shard's 16 KiB receive buffers, under loopback's 65,483-byte MSS, so one write is
+/// one segment there.
+const GATHER: usize = 48 << 10;
+
+/// Takes into `buf` (grown up to [`GATHER`], the grown store freed when the request is
+/// done) what `src` has already received of the `left` bytes still to copy, without
+/// waiting: a body arriving faster than the client takes it leaves in writes of up to
+/// 48 KiB instead of one per 16 KiB read (1 MiB responses: 101 TCP segments per response
+/// on loopback before, HAProxy 69). A read that would wait, EOF or an error stops it; the
+/// next fill sees them.
+async fn gather<R: AsyncRead + Unpin>(buf: &mut Buf, src: &mut R, left: u64) {
+    while (buf.len() as u64) < left && buf.len() < GATHER {
+        if buf.spare_capacity() == 0 && !buf.grow(GATHER) {
+            return;
+        }
+        match futures_lite::future::poll_once(buf.fill_from(src)).await {
+            Some(Ok(n)) if n > 0 => {}
+            _ => return,
         }
     }
 }

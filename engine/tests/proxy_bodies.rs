@@ -452,3 +452,32 @@ fn a_response_that_arrived_at_once_leaves_in_one_segment() {
         }
     }
 }
+
+/// A large body that arrives faster than one 16 KiB read at a time leaves in larger
+/// writes: the proxy gathers what has already arrived, up to 48 KiB per write, instead
+/// of one write (one TCP segment on loopback) per 16 KiB read. A 192 KiB body took at
+/// least 12 data segments to the client before; the median of 10 must now be at most 8.
+#[test]
+fn a_large_body_leaves_in_writes_larger_than_one_read() {
+    let origin = origin();
+    let backend = origin.addr().to_string();
+    let proxy = Proxy::start(&["--backend", &backend]);
+    let mut c = proxy.connect();
+    const N: usize = 192 << 10;
+    for _ in 0..3 {
+        assert_eq!(c.get(&format!("/size/{N}")).body.len(), N);
+    }
+    let mut counts = Vec::new();
+    for _ in 0..10 {
+        let before = data_segments_in(&c.stream);
+        let r = c.get(&format!("/size/{N}"));
+        counts.push(data_segments_in(&c.stream) - before);
+        assert!(r.body == pattern(N), "the body is the origin's");
+    }
+    counts.sort_unstable();
+    eprintln!("data segments per 192 KiB response: {counts:?}");
+    assert!(
+        counts[5] <= 8,
+        "192 KiB responses came in {counts:?} segments"
+    );
+}
