@@ -318,3 +318,87 @@ fn send_proxy_with_h2_servers_or_a_bad_version_exits_2() {
         assert!(err.contains(want) && err.contains("line 3"), "{err}");
     }
 }
+
+/// A backend that records the PROXY v1 line each connection starts with and answers
+/// every request on it with `200 ok`.
+fn proxy_line_recorder() -> (std::net::SocketAddr, std::sync::mpsc::Receiver<String>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { return };
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                let mut got = Vec::new();
+                let mut byte = [0u8; 1];
+                let mut sent_line = false;
+                while conn.read(&mut byte).unwrap_or(0) == 1 {
+                    got.push(byte[0]);
+                    if !sent_line && got.ends_with(b"\r\n") {
+                        let _ = tx.send(String::from_utf8_lossy(&got).trim_end().to_string());
+                        got.clear();
+                        sent_line = true;
+                    } else if sent_line && got.ends_with(b"\r\n\r\n") {
+                        got.clear();
+                        let ok = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+                        if conn.write_all(ok).is_err() {
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    (addr, rx)
+}
+
+/// The addresses `send-proxy` names are the client connection's own: its source address
+/// and port as the accept returned them, and the address and port it connected to, on a
+/// listener bound to one address (taken from the listener), on a wildcard listener
+/// (asked of the connection: 127.0.0.2 here, not 0.0.0.0) and on IPv6. The proxy learns
+/// the first two without a system call per connection, so this holds it to the values.
+#[test]
+fn send_proxy_names_the_addresses_each_client_connected_from_and_to() {
+    let (backend, lines) = proxy_line_recorder();
+    let f = write_config(
+        "send-proxy-addrs.toml",
+        &format!("[backends.b]\nservers = [\"{backend}\"]\nsend-proxy = \"v1\"\n"),
+    );
+    let proxy = Proxy::start(&[
+        "--config",
+        f.0.to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+        "--listen",
+        "0.0.0.0:0",
+        "--listen",
+        "[::1]:0",
+    ]);
+    assert_eq!(proxy.listeners.len(), 3, "{:?}", proxy.listeners);
+    let targets = [
+        proxy.listeners[0],
+        std::net::SocketAddr::new([127, 0, 0, 2].into(), proxy.listeners[1].port()),
+        proxy.listeners[2],
+    ];
+    for to in targets {
+        for _ in 0..3 {
+            let mut c = Conn::connect(to);
+            let from = c.stream.local_addr().unwrap();
+            let r = c.get("/");
+            assert_eq!(r.status, 200, "via {to}");
+            let line = lines
+                .recv_timeout(Duration::from_secs(10))
+                .expect("a PROXY line");
+            let family = if to.is_ipv4() { "TCP4" } else { "TCP6" };
+            let want = format!(
+                "PROXY {family} {} {} {} {}",
+                from.ip(),
+                to.ip(),
+                from.port(),
+                to.port()
+            );
+            assert_eq!(line, want, "via {to}");
+        }
+    }
+}

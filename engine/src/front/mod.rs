@@ -206,9 +206,16 @@ impl AsyncWrite for ClientStream {
 /// `tls`, each connection is a TLS client (this shard's config: shared certificates and
 /// ticket keys, its own session cache).
 pub async fn accept_loop(ctx: Rc<ShardCtx>, listener: TcpListener, tls: Option<Arc<ServerConfig>>) {
+    // A connection's local address is the listener's when that is bound to one IP
+    // address (not a wildcard): learned once here instead of by a `getsockname` per
+    // connection. The peer's comes with the accept (no `getpeername`).
+    let local = listener
+        .local_addr()
+        .ok()
+        .filter(|a| !a.ip().is_unspecified());
     loop {
-        match listener.accept().await {
-            Ok(stream) => {
+        match listener.accept_with_peer().await {
+            Ok((stream, peer)) => {
                 ctx.metrics.borrow_mut().c.accepted += 1;
                 if ctx.load.client_conns.get() as usize >= ctx.config().max_conns_per_shard
                     || ctx.upstreams.fds_exhausted()
@@ -217,7 +224,8 @@ pub async fn accept_loop(ctx: Rc<ShardCtx>, listener: TcpListener, tls: Option<A
                     glommio::spawn_local(refuse(stream)).detach();
                     continue;
                 }
-                glommio::spawn_local(serve(ctx.clone(), stream, tls.clone())).detach();
+                let addrs = Addrs { peer, local };
+                glommio::spawn_local(serve(ctx.clone(), stream, addrs, tls.clone())).detach();
             }
             Err(e) => {
                 // EMFILE/ENFILE and friends: back off briefly instead of spinning.
@@ -269,9 +277,22 @@ fn could_be_preface(data: &[u8]) -> bool {
 
 /// Serves one client connection to its end, in the front its first bytes (or its TLS
 /// handshake) call for.
-pub async fn serve(ctx: Rc<ShardCtx>, stream: TcpStream, tls: Option<Arc<ServerConfig>>) {
+/// A connection's addresses as far as the accept layer knows them without asking the
+/// kernel (`None`: ask).
+#[derive(Clone, Copy)]
+pub struct Addrs {
+    pub peer: Option<SocketAddr>,
+    pub local: Option<SocketAddr>,
+}
+
+pub async fn serve(
+    ctx: Rc<ShardCtx>,
+    stream: TcpStream,
+    addrs: Addrs,
+    tls: Option<Arc<ServerConfig>>,
+) {
     let conn = Counted::new(&ctx, |l| &l.client_conns);
-    let Some((stream, client, early)) = Box::pin(prelude(ctx.clone(), stream)).await else {
+    let Some((stream, client, early)) = Box::pin(prelude(ctx.clone(), stream, addrs)).await else {
         return;
     };
     // Each phase's future is boxed for that phase only (the prelude, the sniff, the
@@ -322,14 +343,21 @@ async fn broken_preface(ctx: Rc<ShardCtx>, mut stream: TcpStream, peer: IpAddr) 
 async fn prelude(
     ctx: Rc<ShardCtx>,
     mut stream: TcpStream,
+    addrs: Addrs,
 ) -> Option<(TcpStream, ClientAddr, Vec<u8>)> {
     // No per-connection `TCP_NODELAY`: the listener has it (`listener::bind_reuseport`)
     // and Linux copies it to every connection accepted from it, which saved a
     // `setsockopt` per connection.
     let unspecified = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0);
     let mut client = ClientAddr {
-        src: stream.peer_addr().unwrap_or(unspecified),
-        dst: stream.local_addr().unwrap_or(unspecified),
+        src: match addrs.peer {
+            Some(a) => a,
+            None => stream.peer_addr().unwrap_or(unspecified),
+        },
+        dst: match addrs.local {
+            Some(a) => a,
+            None => stream.local_addr().unwrap_or(unspecified),
+        },
     };
     let peer = client.src.ip();
     let mut early = Vec::new();

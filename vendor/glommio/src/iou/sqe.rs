@@ -534,6 +534,16 @@ impl SockAddrStorage {
         let len = mem::size_of::<nix::sys::socket::sockaddr_storage>();
         SockAddrStorage { storage, len }
     }
+
+    /// ringway: the address an accept completed with (the kernel wrote `len`, a
+    /// `socklen_t`, into the low bytes of the `usize`).
+    ///
+    /// # Safety
+    /// Only after the accept that was given this storage completed successfully.
+    pub(crate) unsafe fn accepted_addr(&self) -> Option<std::net::SocketAddr> {
+        let len = (self.len as u32) as usize;
+        crate::sys::sockaddr_to_std(self.storage.as_ptr() as *const libc::sockaddr_storage, len)
+    }
 }
 
 #[derive(Copy, Clone, Eq, PartialEq, Ord, PartialOrd, Hash)]

@@ -8,13 +8,26 @@ use crate::sys;
 use nix::sys::socket::{MsgFlags, SockaddrLike};
 use std::{io, os::unix::io::RawFd};
 
-fn yolo_accept(fd: RawFd) -> Option<io::Result<RawFd>> {
-    let flags =
-        nix::fcntl::OFlag::from_bits(nix::fcntl::fcntl(fd, nix::fcntl::F_GETFL).unwrap()).unwrap();
-    // A listener that is non-blocking already (ringway's are) needs no toggling: two
-    // fcntl calls less per accepted connection.
-    let toggle = !flags.contains(nix::fcntl::OFlag::O_NONBLOCK);
-    if toggle {
+fn yolo_accept(
+    fd: RawFd,
+    nonblocking: &std::cell::Cell<Option<bool>>,
+) -> Option<io::Result<(RawFd, Option<std::net::SocketAddr>)>> {
+    // ringway: whether the listener is non-blocking is asked once per listener, not
+    // once per accepted connection (an `fcntl` each); a listener that is non-blocking
+    // already (ringway's are) needs no toggling either: two `fcntl` calls less.
+    let flags = match nonblocking.get() {
+        Some(true) => None,
+        _ => {
+            let flags = nix::fcntl::OFlag::from_bits(
+                nix::fcntl::fcntl(fd, nix::fcntl::F_GETFL).unwrap(),
+            )
+            .unwrap();
+            let nb = flags.contains(nix::fcntl::OFlag::O_NONBLOCK);
+            nonblocking.set(Some(nb));
+            (!nb).then_some(flags)
+        }
+    };
+    if let Some(flags) = flags {
         nix::fcntl::fcntl(
             fd,
             nix::fcntl::F_SETFL(flags | nix::fcntl::OFlag::O_NONBLOCK),
@@ -22,7 +35,7 @@ fn yolo_accept(fd: RawFd) -> Option<io::Result<RawFd>> {
         .unwrap();
     }
     let r = sys::accept_syscall(fd);
-    if toggle {
+    if let Some(flags) = flags {
         nix::fcntl::fcntl(fd, nix::fcntl::F_SETFL(flags)).unwrap();
     }
     match r {

@@ -75,6 +75,9 @@ type Result<T> = crate::Result<T, ()>;
 pub struct TcpListener {
     reactor: Weak<Reactor>,
     listener: net::TcpListener,
+    /// ringway: whether the listening socket is non-blocking, once known (see
+    /// `yolo_accept`).
+    nonblocking: std::cell::Cell<Option<bool>>,
 }
 
 impl FromRawFd for TcpListener {
@@ -86,6 +89,7 @@ impl FromRawFd for TcpListener {
         TcpListener {
             reactor: Rc::downgrade(&crate::executor().reactor()),
             listener,
+            nonblocking: Default::default(),
         }
     }
 }
@@ -132,6 +136,7 @@ impl TcpListener {
         Ok(TcpListener {
             reactor: Rc::downgrade(&crate::executor().reactor()),
             listener,
+            nonblocking: Default::default(),
         })
     }
 
@@ -164,19 +169,40 @@ impl TcpListener {
     /// [`TcpStream`]: struct.TcpStream.html
     /// [`Send`]: https://doc.rust-lang.org/std/marker/trait.Send.html
     pub async fn shared_accept(&self) -> Result<AcceptedTcpStream> {
+        Ok(self.shared_accept_with_peer().await?.0)
+    }
+
+    /// ringway: like [`shared_accept`](Self::shared_accept), with the peer's address
+    /// as the accept returned it (`None` if it was not IPv4 or IPv6): no
+    /// `getpeername` per connection to learn it.
+    pub async fn shared_accept_with_peer(
+        &self,
+    ) -> Result<(AcceptedTcpStream, Option<std::net::SocketAddr>)> {
         let reactor = self.reactor.upgrade().unwrap();
         let raw_fd = self.listener.as_raw_fd();
-        if let Some(r) = yolo_accept(raw_fd) {
+        if let Some(r) = yolo_accept(raw_fd, &self.nonblocking) {
             match r {
-                Ok(fd) => {
-                    return Ok(AcceptedTcpStream { fd });
+                Ok((fd, peer)) => {
+                    return Ok((AcceptedTcpStream { fd }, peer));
                 }
                 Err(err) => return Err(GlommioError::IoError(err)),
             }
         }
         let source = reactor.accept(self.listener.as_raw_fd());
         let fd = source.collect_rw().await?;
-        Ok(AcceptedTcpStream { fd: fd as RawFd })
+        let peer = match source.extract_source_type() {
+            // Safety: the accept completed successfully (collect_rw returned its fd).
+            crate::sys::SourceType::Accept(addr) => unsafe { addr.accepted_addr() },
+            _ => None,
+        };
+        Ok((AcceptedTcpStream { fd: fd as RawFd }, peer))
+    }
+
+    /// ringway: like [`accept`](Self::accept), with the peer's address (see
+    /// [`shared_accept_with_peer`](Self::shared_accept_with_peer)).
+    pub async fn accept_with_peer(&self) -> Result<(TcpStream, Option<std::net::SocketAddr>)> {
+        let (a, peer) = self.shared_accept_with_peer().await?;
+        Ok((a.bind_to_executor(), peer))
     }
 
     /// Accepts a new incoming TCP connection in this executor
