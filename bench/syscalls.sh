@@ -20,6 +20,7 @@
 #   N=100000 C=32 ROUNDS=5 PROXY_CPU=0 LOAD_CPU=1 bench/syscalls.sh
 #   JSON=out.jsonl bench/syscalls.sh             # one JSON object per measured run, too
 #   URLPATH=/size/16384 bench/syscalls.sh        # another response (ringway-origin paths)
+#   LOAD_ARGS=--close C=16 bench/syscalls.sh     # a new client connection per request
 #
 # Needs strace (apt-get install strace) and permission to trace the proxies it starts
 # (its own children: fine under the default Yama ptrace_scope 1). Ports from PORT+1
@@ -38,6 +39,7 @@ PROXY_CPU=${PROXY_CPU:-}
 LOAD_CPU=${LOAD_CPU:-}
 JSON=${JSON:-}
 URLPATH=${URLPATH:-/}
+LOAD_ARGS=${LOAD_ARGS:-} # more ringway-bench flags, e.g. --close (a connection per request)
 for b in "$RINGWAY" "$BENCH" "$ORIGIN"; do
   [ -x "$b" ] || { echo "missing $b: cargo build --release -p ringway -p ringway-bench" >&2; exit 1; }
 done
@@ -108,7 +110,7 @@ segs() { # TCP segments sent on this machine so far (every socket: the loopback 
 }
 load() { # load SYSTEM: one fixed-count run; prints the requests answered
   # shellcheck disable=SC2046
-  $(pin "$LOAD_CPU") "$BENCH" "${URL[$1]}" -c "$C" -n "$N" -q --json > "$TMP/load.json"
+  $(pin "$LOAD_CPU") "$BENCH" "${URL[$1]}" -c "$C" -n "$N" $LOAD_ARGS -q --json > "$TMP/load.json"
   python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); e=r["errors"]["total"]
 if e: sys.exit("load run had %d errors" % e)
 print(r["requests"])' "$TMP/load.json"

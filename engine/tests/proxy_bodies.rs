@@ -387,24 +387,6 @@ fn steady_16k_responses_cost_no_page_faults() {
     );
 }
 
-/// Data segments this socket has received so far (`TCP_INFO`'s `tcpi_data_segs_in`).
-fn data_segments_in(s: &std::net::TcpStream) -> u32 {
-    use std::os::fd::AsRawFd;
-    let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
-    let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
-    let rc = unsafe {
-        libc::getsockopt(
-            s.as_raw_fd(),
-            libc::IPPROTO_TCP,
-            libc::TCP_INFO,
-            (&mut info as *mut libc::tcp_info).cast(),
-            &mut len,
-        )
-    };
-    assert_eq!(rc, 0, "TCP_INFO: {}", std::io::Error::last_os_error());
-    info.tcpi_data_segs_in
-}
-
 /// A response the backend sends in one write, larger than one read of the proxy's
 /// 16 KiB buffer (head and 16 KiB or 30,000 body bytes), leaves the proxy in one write
 /// too: one data segment to the client on loopback. Before, the proxy wrote what each
@@ -431,9 +413,9 @@ fn a_response_that_arrived_at_once_leaves_in_one_segment() {
             }
             let mut single = 0;
             for _ in 0..20 {
-                let before = data_segments_in(&c.stream);
+                let before = tcp_info(&c.stream).tcpi_data_segs_in;
                 let r = c.get(&format!("/size/{n}"));
-                let segments = data_segments_in(&c.stream) - before;
+                let segments = tcp_info(&c.stream).tcpi_data_segs_in - before;
                 assert_eq!(r.status, 200);
                 assert!(
                     r.body == pattern(n),
@@ -469,9 +451,9 @@ fn a_large_body_leaves_in_writes_larger_than_one_read() {
     }
     let mut counts = Vec::new();
     for _ in 0..10 {
-        let before = data_segments_in(&c.stream);
+        let before = tcp_info(&c.stream).tcpi_data_segs_in;
         let r = c.get(&format!("/size/{N}"));
-        counts.push(data_segments_in(&c.stream) - before);
+        counts.push(tcp_info(&c.stream).tcpi_data_segs_in - before);
         assert!(r.body == pattern(N), "the body is the origin's");
     }
     counts.sort_unstable();

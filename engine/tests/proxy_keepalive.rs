@@ -245,3 +245,43 @@ fn backend_closing_idle_pooled_connections_is_invisible_to_the_client() {
     assert_eq!(origin.stats().requests_total, 10);
     proxy.assert_healthy();
 }
+
+/// A client that sends one request with `Connection: close` gets three segments from the
+/// proxy before it closes its side: SYN-ACK, the response (which carries the ACK of the
+/// request) and the FIN. Linux ACKs a new connection's first segments at once, so
+/// without `TCP_QUICKACK` off on the accepted socket the request got a bare ACK of its
+/// own first, a moment before the response: four. Most of 20 connections must get three
+/// (each sends its request once the proxy has had time to accept it).
+#[test]
+fn a_short_lived_connection_gets_no_bare_ack_before_its_response() {
+    use std::io::{Read, Write};
+    let origin = origin();
+    let backend = origin.addr().to_string();
+    let proxy = Proxy::start(&["--backend", &backend]);
+    // The backend connection pooled first: its connect is not part of the wait.
+    assert_eq!(proxy.connect().get("/").status, 200);
+    let mut three = 0;
+    for _ in 0..20 {
+        let mut s = std::net::TcpStream::connect(proxy.addr).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        // A request that reaches the socket before the proxy accepted it (and turned
+        // quick ACKs off) is ACKed at once whatever the proxy does: give it the time to.
+        std::thread::sleep(Duration::from_millis(20));
+        s.write_all(b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        let mut got = Vec::new();
+        s.read_to_end(&mut got).expect("response, then EOF");
+        assert!(
+            got.starts_with(b"HTTP/1.1 200"),
+            "{}",
+            String::from_utf8_lossy(&got)
+        );
+        let segs = tcp_info(&s).tcpi_segs_in;
+        assert!(segs >= 3, "SYN-ACK, response, FIN: {segs}");
+        three += usize::from(segs == 3);
+    }
+    assert!(
+        three >= 15,
+        "only {three} of 20 connections got 3 segments, not 4"
+    );
+}

@@ -348,6 +348,7 @@ async fn prelude(
     // No per-connection `TCP_NODELAY`: the listener has it (`listener::bind_reuseport`)
     // and Linux copies it to every connection accepted from it, which saved a
     // `setsockopt` per connection.
+    crate::fd::delay_acks(&stream);
     let unspecified = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0);
     let mut client = ClientAddr {
         src: match addrs.peer {
