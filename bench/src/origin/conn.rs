@@ -282,6 +282,12 @@ impl Conn {
     /// response, so [`OriginStats::pipelined`](super::OriginStats) has no false positives.
     fn note_early_input(&mut self) {
         if self.body_done && !self.early && self.end == self.start {
+            // Bytes a multishot receive already took from the socket are the stream's,
+            // where a peek does not see them.
+            if self.stream.rx_buffered() == Some(true) {
+                self.early = true;
+                return;
+            }
             let mut byte = [MaybeUninit::<u8>::uninit()];
             let peeked = socket2_04::SockRef::from(&self.stream)
                 .recv_with_flags(&mut byte, libc::MSG_PEEK | libc::MSG_DONTWAIT);
