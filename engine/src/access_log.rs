@@ -52,6 +52,8 @@ pub struct Hub {
     reopen: Arc<AtomicBool>,
     /// Set once the shards stopped: the writer writes what is queued and ends.
     closing: Arc<AtomicBool>,
+    /// The file, once [`Hub::open`] opened it, until the writer takes it.
+    opened: Mutex<Option<Output>>,
 }
 
 impl Hub {
@@ -69,7 +71,23 @@ impl Hub {
             rx: Mutex::new(rx),
             reopen: Arc::new(AtomicBool::new(false)),
             closing: Arc::new(AtomicBool::new(false)),
+            opened: Mutex::new(None),
         }
+    }
+
+    /// Opens the target (a file: created, appended to) without starting the writer, so
+    /// that the process holds its file before it announces its listeners (a count of
+    /// open fds taken then is the whole idle set) and an unopenable file stops it before
+    /// it says it listens. [`Hub::start_writer`] opens it itself if this was not called.
+    pub fn open(&self) -> io::Result<()> {
+        if self.target == Target::Off {
+            return Ok(());
+        }
+        let out = Output::open(&self.target)?;
+        if let Ok(mut g) = self.opened.lock() {
+            *g = Some(out);
+        }
+        Ok(())
     }
 
     /// A shard's buffer onto this hub (a no-op log when the access log is off).
@@ -93,13 +111,18 @@ impl Hub {
         self.reopen.store(true, Ordering::SeqCst);
     }
 
-    /// Opens the target and starts the writer thread. Until this runs, batches wait in
+    /// Opens the target (unless [`Hub::open`] did) and starts the writer thread. Until
+    /// this runs, batches wait in
     /// the channel (so `listening on` lines on stdout come first). `Ok(None)` when off.
     pub fn start_writer(&self) -> io::Result<Option<Writer>> {
         let Some(rx) = self.rx.lock().ok().and_then(|mut g| g.take()) else {
             return Ok(None);
         };
-        let mut out = Output::open(&self.target)?;
+        let opened = self.opened.lock().ok().and_then(|mut g| g.take());
+        let mut out = match opened {
+            Some(out) => out,
+            None => Output::open(&self.target)?,
+        };
         let target = self.target.clone();
         let reopen = self.reopen.clone();
         let closing = self.closing.clone();

@@ -211,6 +211,14 @@ fn run(config: Config, opts: ringway::config::Opts) -> ExitCode {
     // complete when it says it listens (a count of open fds taken then, as the takeover
     // soak takes its baseline, is the idle one; started after, its three fds came a
     // moment later and, on a busy machine, after such a count).
+    // The access log's file too (the writer thread starts after the announcement, so
+    // that the `listening on` lines come first on stdout).
+    if let Err(e) = proxy.shared.access_log.open() {
+        eprintln!("ringway: cannot start: {e}");
+        proxy.stop();
+        let _ = proxy.join();
+        return ExitCode::FAILURE;
+    }
     if let Err(e) = ringway::dns::spawn(proxy.shared.clone()) {
         tracing::error!(error = %e, "cannot start the DNS resolver thread; DNS names keep their start-up addresses");
     }

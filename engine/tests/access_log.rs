@@ -244,3 +244,31 @@ fn sigusr1_reopens_the_access_log() {
     assert_eq!(old.len(), 1);
     assert!(old[0].contains("GET /first"), "{old:?}");
 }
+
+/// An access log file that cannot be opened (its directory does not exist) stops the
+/// proxy before it announces a listener, naming the file: it used to print `listening
+/// on` first and then exit, so a supervisor reading that line saw a proxy start and die.
+#[test]
+fn an_access_log_that_cannot_be_opened_stops_the_start_before_listening() {
+    let origin = origin();
+    let dir = temp_path("no-such-dir");
+    let file = dir.join("access.log");
+    let out = std::process::Command::new(BIN)
+        .args(["--listen", "127.0.0.1:0", "--shards", "1", "--backend"])
+        .arg(origin.addr().to_string())
+        .arg("--access-log")
+        .arg(&file)
+        .output()
+        .expect("run ringway");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        !stdout.contains("listening on"),
+        "announced first: {stdout}"
+    );
+    assert!(
+        stderr.contains("cannot open --access-log") && stderr.contains("access.log"),
+        "{stderr}"
+    );
+}

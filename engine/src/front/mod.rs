@@ -520,9 +520,6 @@ mod tests {
     use super::*;
 
     /// The size of the future an async fn returns, without calling it.
-    fn future_size3<A, B, C, F: std::future::Future>(_: impl FnOnce(A, B, C) -> F) -> usize {
-        std::mem::size_of::<F>()
-    }
     fn future_size4<A, B, C, D, F: std::future::Future>(_: impl FnOnce(A, B, C, D) -> F) -> usize {
         std::mem::size_of::<F>()
     }
@@ -539,7 +536,7 @@ mod tests {
     /// them unnoticed.
     #[test]
     fn connection_futures_stay_small() {
-        let serve = future_size3(serve);
+        let serve = future_size4(serve);
         let h1 = future_size5(h1::serve);
         let h2 = future_size4(h2::serve);
         eprintln!(
@@ -550,7 +547,9 @@ mod tests {
             std::mem::size_of::<crate::trace::Trace>(),
             std::mem::size_of::<Buf>(),
         );
-        assert!(serve <= 384, "the accept layer's future is {serve} bytes");
+        // 432 in a debug build since the accept hands over the peer and local addresses
+        // (`Addrs`, 64 bytes, saving two system calls per connection).
+        assert!(serve <= 448, "the accept layer's future is {serve} bytes");
         assert!(
             h1 <= 1024,
             "the HTTP/1.1 front's future is {h1} bytes (release: 808)"
