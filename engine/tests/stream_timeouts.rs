@@ -266,10 +266,12 @@ fn a_stream_read_from_another_task_is_still_woken_by_its_timeout() {
         let mut ours = glommio::spawn_local(async move {
             let mut ours = ours;
             let mut buf = [0u8; 8];
-            let read = ours.read(&mut buf);
-            futures_lite::pin!(read);
-            assert!(poll_once(&mut read).await.is_none(), "nothing sent yet");
-            drop(read);
+            {
+                // The read is dropped pending at the end of this block.
+                let read = ours.read(&mut buf);
+                futures_lite::pin!(read);
+                assert!(poll_once(&mut read).await.is_none(), "nothing sent yet");
+            }
             ours
         })
         .await;

@@ -613,7 +613,7 @@ async fn top_up<R: AsyncRead + Unpin>(src: &mut R, out: &mut Vec<u8>, framing: &
             return;
         }
         let at = out.len();
-        let want = (left as usize).min(COALESCE - at);
+        let want = left.min((COALESCE - at) as u64) as usize;
         out.resize(at + want, 0);
         match futures_lite::future::poll_once(src.read(&mut out[at..])).await {
             Some(Ok(n)) if n > 0 => {
