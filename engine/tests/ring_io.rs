@@ -16,6 +16,8 @@
 //! streams dropped with bytes in flight (every buffer back in the ring, no fd left),
 //! EOF after data, and a connection moved between executors mid-life.
 
+mod common;
+
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
@@ -495,11 +497,7 @@ async fn until_ring_full() {
 
 /// A connected pair on the current executor: (ours, theirs).
 async fn pair() -> (TcpStream, std::net::TcpStream) {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let theirs = std::net::TcpStream::connect(addr).expect("connect");
-    theirs.set_read_timeout(Some(WAIT)).expect("timeout");
-    let ours = listener.accept().await.expect("accept");
+    let (ours, theirs) = common::glommio_pair(WAIT).await;
     ours.set_read_timeout(Some(WAIT)).expect("timeout");
     ours.set_write_timeout(Some(WAIT)).expect("timeout");
     (ours, theirs)

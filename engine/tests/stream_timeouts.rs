@@ -11,6 +11,8 @@
 //! Each runs with the executor's receive buffer ring (multishot receives) and without
 //! (readiness poll then `RECV`), the two read paths.
 
+mod common;
+
 use std::io::{self, Write};
 use std::time::{Duration, Instant};
 
@@ -45,12 +47,7 @@ where
 /// A connected pair on the current executor: (ours, accepted by glommio; theirs, a
 /// plain std socket).
 async fn pair() -> (TcpStream, std::net::TcpStream) {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let theirs = std::net::TcpStream::connect(addr).expect("connect");
-    theirs.set_read_timeout(Some(WAIT)).expect("timeout");
-    let ours = listener.accept().await.expect("accept");
-    (ours, theirs)
+    common::glommio_pair(WAIT).await
 }
 
 /// Asserts that `r`, which began at `began`, failed with `TimedOut` after `limit` had

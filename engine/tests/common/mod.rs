@@ -1129,3 +1129,14 @@ pub fn tcp_info(s: &TcpStream) -> libc::tcp_info {
     assert_eq!(rc, 0, "TCP_INFO: {}", io::Error::last_os_error());
     info
 }
+
+/// A connected TCP pair on the current glommio executor: (ours, accepted by glommio;
+/// theirs, a plain std socket whose reads give up after `wait`).
+pub async fn glommio_pair(wait: Duration) -> (glommio::net::TcpStream, TcpStream) {
+    let listener = glommio::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let theirs = TcpStream::connect(addr).expect("connect");
+    theirs.set_read_timeout(Some(wait)).expect("timeout");
+    let ours = listener.accept().await.expect("accept");
+    (ours, theirs)
+}
