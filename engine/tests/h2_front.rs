@@ -696,3 +696,41 @@ fn waiting_streams_hold_small_buffers() {
     );
     proxy.assert_healthy();
 }
+
+#[test]
+fn a_field_that_changes_in_every_response_is_decoded_right_every_time() {
+    // `x-origin-req` takes a new value in each response, so ringway's HPACK encoder
+    // adds the first few to its table and then sends the rest as literals that name a
+    // table entry (vendor/h2 `MAX_SAME_NAME`): a wrong index would give the client
+    // another field's name or value. Requests one after another on one connection reuse
+    // one backend connection, whose counter goes up by one each time.
+    let o = origin();
+    let proxy = Proxy::start(&["--backend", &o.addr().to_string(), "--access-log", "off"]);
+    let addr = proxy.addr;
+    let seen = on_glommio(move || async move {
+        let send = h2_connect(addr).await;
+        let mut seen = Vec::new();
+        for _ in 0..60 {
+            let g = exchange(&send, "GET", &format!("http://{addr}/"), None)
+                .await
+                .expect("stream");
+            assert_eq!(g.status, 200);
+            assert_eq!(g.text, "hello, world\n");
+            let field = |name: &str| -> u64 {
+                let v = g.headers.get_all(name).iter().collect::<Vec<_>>();
+                assert_eq!(v.len(), 1, "one {name}: {:?}", g.headers);
+                v[0].to_str().unwrap().parse().unwrap_or_else(|_| {
+                    panic!("{name} is a number: {:?}", g.headers)
+                })
+            };
+            seen.push((field("x-origin-conn"), field("x-origin-req")));
+            assert_eq!(field("content-length"), 13);
+        }
+        seen
+    });
+    let conns: std::collections::BTreeSet<u64> = seen.iter().map(|s| s.0).collect();
+    assert_eq!(conns.len(), 1, "one backend connection served them: {seen:?}");
+    for w in seen.windows(2) {
+        assert_eq!(w[1].1, w[0].1 + 1, "the counter went up by one: {seen:?}");
+    }
+}
