@@ -21,6 +21,7 @@ pub mod dns;
 pub mod duplex;
 pub mod exchange;
 pub mod fd;
+pub mod fields;
 pub mod front;
 pub mod listener;
 pub mod mesh;

@@ -630,7 +630,9 @@ fn a_response_field_that_changes_every_time_stops_filling_the_hpack_table() {
         let stream = 1 + 2 * n;
         c.headers(stream, &get("/"), true);
         let f = c
-            .until(Duration::from_secs(10), |f| f.stream == stream && f.kind == 1)
+            .until(Duration::from_secs(10), |f| {
+                f.stream == stream && f.kind == 1
+            })
             .unwrap_or_else(|| panic!("no response HEADERS on stream {stream}"));
         assert_eq!(f.kind, 1, "{f:?}");
         assert_ne!(f.flags & 0x4, 0, "one HEADERS frame (END_HEADERS): {f:?}");

@@ -719,9 +719,10 @@ fn a_field_that_changes_in_every_response_is_decoded_right_every_time() {
             let field = |name: &str| -> u64 {
                 let v = g.headers.get_all(name).iter().collect::<Vec<_>>();
                 assert_eq!(v.len(), 1, "one {name}: {:?}", g.headers);
-                v[0].to_str().unwrap().parse().unwrap_or_else(|_| {
-                    panic!("{name} is a number: {:?}", g.headers)
-                })
+                v[0].to_str()
+                    .unwrap()
+                    .parse()
+                    .unwrap_or_else(|_| panic!("{name} is a number: {:?}", g.headers))
             };
             seen.push((field("x-origin-conn"), field("x-origin-req")));
             assert_eq!(field("content-length"), 13);
@@ -729,7 +730,11 @@ fn a_field_that_changes_in_every_response_is_decoded_right_every_time() {
         seen
     });
     let conns: std::collections::BTreeSet<u64> = seen.iter().map(|s| s.0).collect();
-    assert_eq!(conns.len(), 1, "one backend connection served them: {seen:?}");
+    assert_eq!(
+        conns.len(),
+        1,
+        "one backend connection served them: {seen:?}"
+    );
     for w in seen.windows(2) {
         assert_eq!(w[1].1, w[0].1 + 1, "the counter went up by one: {seen:?}");
     }

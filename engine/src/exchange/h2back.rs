@@ -41,7 +41,7 @@ use std::time::{Duration, Instant};
 
 use futures_lite::AsyncWriteExt;
 use h2::Reason;
-use http::{HeaderMap, HeaderName, HeaderValue, Uri};
+use http::{HeaderMap, HeaderValue, Uri};
 use ringway_http1::{self as http1, Framing};
 
 use super::h2body::{BodyReader, BodyWriter};
@@ -49,6 +49,7 @@ use super::ResponseSink;
 use super::{body_failed, send_body, BodySource, DeliverError, Exchanged, Failure, Request};
 use crate::buf::Buf;
 use crate::ctx::ShardCtx;
+use crate::fields;
 use crate::upstream::{AcquireError, Acquired, H2Stream};
 use ringway_pool::ServerId;
 
@@ -122,8 +123,11 @@ impl Head {
             .build()
             .ok()?;
         let mut headers = HeaderMap::with_capacity(req.headers.len());
+        // Names from the shard's cache, values slices of one copy of the head: one
+        // allocation for the fields instead of one or two per field.
+        let mut values = fields::Values::new(&raw[..parsed.head_len.min(raw.len())]);
         for h in req.headers.iter() {
-            let Ok(name) = HeaderName::from_bytes(h.name.as_bytes()) else {
+            let Some(name) = fields::name(h.name.as_bytes()) else {
                 continue;
             };
             if name == http::header::TE {
@@ -139,7 +143,7 @@ impl Head {
             if NOT_FORWARDED.contains(&name.as_str()) {
                 continue;
             }
-            let Ok(value) = HeaderValue::from_bytes(h.value) else {
+            let Some(value) = values.value(h.value) else {
                 continue;
             };
             headers.append(name, value);
@@ -593,7 +597,8 @@ mod tests {
     #[test]
     fn request_head_to_h2() {
         let raw = b"POST /p?q=1 HTTP/1.1\r\nHost: a.example:8080\r\nConnection: keep-alive\r\n\
-            TE: trailers, deflate\r\nExpect: 100-continue\r\nContent-Length: 3\r\nX-Y: z\r\n\r\nabc";
+            TE: trailers, deflate\r\nExpect: 100-continue\r\nContent-Length: 3\r\nX-Y: z\r\n\
+            X-Multi: a\r\nx-MULTI: b c\r\n\r\nabc";
         let h = Head::parse(raw, "10.0.0.1:80").unwrap();
         assert_eq!(h.method, http::Method::POST);
         assert_eq!(h.uri.to_string(), "http://a.example:8080/p?q=1");
@@ -601,6 +606,9 @@ mod tests {
         assert_eq!(h.folded, 3);
         assert_eq!(h.headers["te"], "trailers");
         assert_eq!(h.headers["x-y"], "z");
+        // Names in any case are one field; values are the head's own, in order.
+        let multi: Vec<_> = h.headers.get_all("x-multi").iter().collect();
+        assert_eq!(multi, ["a", "b c"]);
         for gone in ["connection", "expect", "host", "transfer-encoding"] {
             assert!(!h.headers.contains_key(gone), "{gone}");
         }

@@ -40,7 +40,7 @@ use bytes::Bytes;
 use futures_lite::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use h2::server::SendResponse;
 use h2::{Reason, RecvStream, SendStream};
-use http::{HeaderName, HeaderValue, Response, StatusCode};
+use http::{HeaderValue, Response, StatusCode};
 use ringway_h2mux::meter::{Budget, FrameMeter, Metered};
 use ringway_h2mux::server::{self as h2s, Settings};
 use ringway_http1::{self as http1, ChunkedScanner, Framing, HeadError, ResponseHead};
@@ -51,6 +51,7 @@ use crate::ctx::{Counted, ShardCtx};
 use crate::exchange::{
     self, trailers, BodyError, BodySource, ClientAddr, DeliverError, Failure, ResponseSink, Session,
 };
+use crate::fields;
 use crate::rate::TokenBucket;
 use crate::trace::{CountingRead, Front, Trace};
 
@@ -76,8 +77,6 @@ thread_local! {
     /// The shard's free head buffers ([`HEAD_BUF`], with their memory): a new one per
     /// stream was a zeroed 2 KiB allocation (`calloc`) per request.
     static HEAD_BUFS: std::cell::RefCell<Vec<Buf>> = const { std::cell::RefCell::new(Vec::new()) };
-    /// Field names of backend responses seen lately on this shard (see [`field_name`]).
-    static NAMES: std::cell::RefCell<NameCache> = const { std::cell::RefCell::new(NameCache { names: Vec::new(), next: 0 }) };
 }
 
 /// The shard's pools of 16 KiB body buffers and 2 KiB head buffers for HTTP/2 streams.
@@ -115,41 +114,6 @@ impl StreamBufs {
     }
 }
 
-/// Backend response field names seen lately, so a custom name (`x-request-id`,
-/// `x-cache`, anything `http` has no constant for) is not a new allocation per response:
-/// a clone of a cached `HeaderName` shares its bytes. Standard names are kept too (a
-/// clone of one is a copy of a small enum), so a response's fields are usually found
-/// here without `HeaderName::from_bytes`'s parse. Small and replaced round-robin: a
-/// backend that sends ever-new names costs what it did before, plus a short scan.
-struct NameCache {
-    names: Vec<HeaderName>,
-    next: usize,
-}
-
-/// Names a shard keeps in its [`NameCache`].
-const NAMES_KEPT: usize = 32;
-
-/// The `HeaderName` for a backend's field name (any case), from the shard's cache when
-/// it was seen lately; `None` when it is no valid name.
-fn field_name(name: &[u8]) -> Option<HeaderName> {
-    NAMES.with(|c| {
-        let mut c = c.borrow_mut();
-        if let Some(n) = c.names.iter().find(|n| {
-            n.as_str().len() == name.len() && n.as_str().as_bytes().eq_ignore_ascii_case(name)
-        }) {
-            return Some(n.clone());
-        }
-        let n = HeaderName::from_bytes(name).ok()?;
-        if c.names.len() < NAMES_KEPT {
-            c.names.push(n.clone());
-        } else {
-            let at = c.next;
-            c.names[at] = n.clone();
-            c.next = (at + 1) % NAMES_KEPT;
-        }
-        Some(n)
-    })
-}
 /// A head's text while a stream is served: a vector from the shard's scratch pool
 /// (`buf::scratch`), given back when the stream is done with it, so a stream
 /// allocates none for its heads.
@@ -997,8 +961,7 @@ fn add_via(headers: &mut http::HeaderMap) {
 fn response_head(buf: &[u8], resp: &ResponseHead) -> Response<()> {
     let mut out = H2Head {
         resp: Response::new(()),
-        text: buf.get(..resp.head_len).unwrap_or(buf),
-        shared: None,
+        values: fields::Values::new(buf.get(..resp.head_len).unwrap_or(buf)),
     };
     *out.resp.status_mut() = StatusCode::BAD_GATEWAY;
     http1::write_response_downstream(buf, resp, VIA, true, 1, &mut out);
@@ -1009,9 +972,8 @@ fn response_head(buf: &[u8], resp: &ResponseHead) -> Response<()> {
 struct H2Head<'a> {
     resp: Response<()>,
     /// The backend's head as read: field values that are slices of it become slices of
-    /// one shared copy (`shared`), one allocation for the head instead of one per value.
-    text: &'a [u8],
-    shared: Option<Bytes>,
+    /// one shared copy, one allocation for the head instead of one per value.
+    values: fields::Values<'a>,
 }
 
 impl H2Head<'_> {
@@ -1019,20 +981,11 @@ impl H2Head<'_> {
         if v == VIA.as_bytes() {
             return Some(HeaderValue::from_static(VIA));
         }
-        let (base, at) = (self.text.as_ptr() as usize, v.as_ptr() as usize);
-        if !v.is_empty() && at >= base && at + v.len() <= base + self.text.len() {
-            let text = self.text;
-            let shared = self
-                .shared
-                .get_or_insert_with(|| Bytes::copy_from_slice(text));
-            let off = at - base;
-            return HeaderValue::from_maybe_shared(shared.slice(off..off + v.len())).ok();
-        }
-        HeaderValue::from_bytes(v).ok()
+        self.values.value(v)
     }
 
     fn push(&mut self, name: &[u8], value: &[u8]) {
-        let Some(name) = field_name(name) else {
+        let Some(name) = fields::name(name) else {
             return;
         };
         if CONNECTION_SPECIFIC.contains(&name.as_str()) {
@@ -1156,28 +1109,6 @@ mod tests {
         let req = http::Request::builder().uri("/x").body(()).unwrap();
         let (parts, ()) = req.into_parts();
         assert!(!build_h1_head(&parts, false, &mut Vec::new()));
-    }
-
-    #[test]
-    fn field_names_come_from_the_cache_in_any_case_and_it_stays_bounded() {
-        let a = field_name(b"X-Origin-Req").unwrap();
-        assert_eq!(a, "x-origin-req");
-        // The second lookup (another case) is the cached name: its bytes are shared.
-        let b = field_name(b"x-ORIGIN-req").unwrap();
-        assert_eq!(b, a);
-        assert_eq!(b.as_str().as_ptr(), a.as_str().as_ptr());
-        assert_eq!(
-            field_name(b"content-length").unwrap(),
-            http::header::CONTENT_LENGTH
-        );
-        assert!(field_name(b"bad name").is_none());
-        // Many new names: the cache keeps NAMES_KEPT and every answer stays right.
-        for i in 0..3 * NAMES_KEPT {
-            let name = format!("x-n{i}");
-            assert_eq!(field_name(name.as_bytes()).unwrap(), name.as_str());
-        }
-        NAMES.with(|c| assert_eq!(c.borrow().names.len(), NAMES_KEPT));
-        assert_eq!(field_name(b"X-Origin-Req").unwrap(), "x-origin-req");
     }
 
     #[test]
