@@ -314,6 +314,18 @@ fn own_origin_translation_bodies_resets_and_cancels() {
         text.ends_with("method=GET path=/p?q=1 authority=h.example te=- conn=- len=0\n"),
         "{text}"
     );
+    // HTTP/1.0 without a Host: the server's own address is the :authority.
+    let mut c = proxy.connect();
+    c.send(b"GET /nohost HTTP/1.0\r\n\r\n");
+    let r = c.read_response(false);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(
+        r.text().ends_with(&format!(
+            "method=GET path=/nohost authority={addr} te=- conn=- len=0\n"
+        )),
+        "{}",
+        r.text()
+    );
     // HTTP/2 client, with a body of 1 MiB (several windows' worth of DATA frames).
     let dir = std::env::temp_dir().join(format!("ringway-h2b-body-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
