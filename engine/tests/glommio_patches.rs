@@ -132,3 +132,46 @@ fn a_pending_accept_polled_many_times_keeps_one_waker() {
         .join()
         .expect("the executor ran to the end without a panic");
 }
+
+/// An accept on a listener whose fd went bad is an error the accept loop can log, not a
+/// panic: `yolo_accept` asks the listener's flags (`fcntl`) on its first accept, and
+/// unwrapped the answer. First, a blocking listener (from `std`, so the accept toggles
+/// `O_NONBLOCK` around its syscall) accepts as usual; then a second one's fd is closed
+/// behind its back, and it is forgotten, so it does not close that number again.
+#[test]
+fn an_accept_on_a_listener_whose_fd_went_bad_is_an_error_not_a_panic() {
+    use std::os::unix::io::{FromRawFd, IntoRawFd};
+    let executor = LocalExecutorBuilder::new(Placement::Unbound)
+        .spawn(|| async move {
+            let blocking = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+            let addr = blocking.local_addr().expect("addr");
+            // SAFETY: the fd comes from a listener that gave it up (`into_raw_fd`).
+            let listener =
+                unsafe { glommio::net::TcpListener::from_raw_fd(blocking.into_raw_fd()) };
+            let _client = std::net::TcpStream::connect(addr).expect("connect");
+            let (_, peer) = listener.accept_with_peer().await.expect("accepted");
+            assert_eq!(peer.map(|p| p.ip()), Some(addr.ip()));
+
+            let gone = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+            let fd = gone.into_raw_fd();
+            // SAFETY: as above.
+            let listener = unsafe { glommio::net::TcpListener::from_raw_fd(fd) };
+            // SAFETY: the fd is this listener's own; it is forgotten below and never
+            // uses the fd again after this accept.
+            assert_eq!(unsafe { libc::close(fd) }, 0);
+            let r = glommio::timer::timeout(Duration::from_secs(10), async {
+                Ok(listener.accept_with_peer().await)
+            })
+            .await
+            .expect("the accept ends at once");
+            std::mem::forget(listener);
+            match r {
+                Err(e) => eprintln!("accept on a closed fd: {e}"),
+                Ok(_) => panic!("accepted a connection on a closed fd"),
+            }
+        })
+        .expect("executor");
+    executor
+        .join()
+        .expect("the executor ran to the end without a panic");
+}

@@ -15,28 +15,38 @@ fn yolo_accept(
     // ringway: whether the listener is non-blocking is asked once per listener, not
     // once per accepted connection (an `fcntl` each); a listener that is non-blocking
     // already (ringway's are) needs no toggling either: two `fcntl` calls less.
+    // ringway: a failing `fcntl` (the listener's fd gone bad) is the accept's error, not
+    // a panic; flags this nix does not know are kept (`from_bits_retain`).
     let flags = match nonblocking.get() {
         Some(true) => None,
         _ => {
-            let flags = nix::fcntl::OFlag::from_bits(
-                nix::fcntl::fcntl(fd, nix::fcntl::F_GETFL).unwrap(),
-            )
-            .unwrap();
+            let bits = match nix::fcntl::fcntl(fd, nix::fcntl::F_GETFL) {
+                Ok(b) => b,
+                Err(e) => return Some(Err(e.into())),
+            };
+            let flags = nix::fcntl::OFlag::from_bits_retain(bits);
             let nb = flags.contains(nix::fcntl::OFlag::O_NONBLOCK);
             nonblocking.set(Some(nb));
             (!nb).then_some(flags)
         }
     };
     if let Some(flags) = flags {
-        nix::fcntl::fcntl(
+        if let Err(e) = nix::fcntl::fcntl(
             fd,
             nix::fcntl::F_SETFL(flags | nix::fcntl::OFlag::O_NONBLOCK),
-        )
-        .unwrap();
+        ) {
+            return Some(Err(e.into()));
+        }
     }
     let r = sys::accept_syscall(fd);
     if let Some(flags) = flags {
-        nix::fcntl::fcntl(fd, nix::fcntl::F_SETFL(flags)).unwrap();
+        if let Err(e) = nix::fcntl::fcntl(fd, nix::fcntl::F_SETFL(flags)) {
+            // The accepted fd (if any) is closed rather than leaked.
+            if let Ok((afd, _)) = &r {
+                let _ = nix::unistd::close(*afd);
+            }
+            return Some(Err(e.into()));
+        }
     }
     match r {
         Ok(x) => Some(Ok(x)),
