@@ -530,7 +530,9 @@ pub struct SockAddrStorage {
 
 impl SockAddrStorage {
     pub fn uninit() -> Self {
-        let storage = mem::MaybeUninit::uninit();
+        // ringway: zeroed, so that the whole storage is initialised once an accept
+        // wrote its part (`accepted_addr` reads it as a `sockaddr_storage`).
+        let storage = mem::MaybeUninit::zeroed();
         let len = mem::size_of::<nix::sys::socket::sockaddr_storage>();
         SockAddrStorage { storage, len }
     }
@@ -541,8 +543,8 @@ impl SockAddrStorage {
     /// # Safety
     /// Only after the accept that was given this storage completed successfully.
     pub(crate) unsafe fn accepted_addr(&self) -> Option<std::net::SocketAddr> {
-        let len = (self.len as u32) as usize;
-        crate::sys::sockaddr_to_std(self.storage.as_ptr() as *const libc::sockaddr_storage, len)
+        let len = self.len as u32 as libc::socklen_t;
+        socket2::SockAddr::new(self.storage.assume_init(), len).as_socket()
     }
 }
 

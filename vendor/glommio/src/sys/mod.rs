@@ -94,45 +94,12 @@ pub(crate) fn recv_syscall(fd: RawFd, buf: *mut u8, len: usize, flags: i32) -> i
 }
 
 pub(crate) fn accept_syscall(fd: RawFd) -> io::Result<(RawFd, Option<std::net::SocketAddr>)> {
-    let mut addr: MaybeUninit<libc::sockaddr_storage> = MaybeUninit::uninit();
-    let mut length = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-    let fd = syscall!(accept(fd, addr.as_mut_ptr() as *mut _, &mut length))?;
-    // ringway: the kernel wrote the peer's address; keep it (no getpeername later).
-    Ok((fd, unsafe { sockaddr_to_std(addr.as_ptr(), length as usize) }))
-}
-
-/// ringway: the `SocketAddr` in a `sockaddr_storage` the kernel filled (`len` bytes of
-/// it), for IPv4 and IPv6; `None` for any other family or a short address.
-///
-/// # Safety
-/// `addr` points to a `sockaddr_storage` whose first `len` bytes were written.
-pub(crate) unsafe fn sockaddr_to_std(
-    addr: *const libc::sockaddr_storage,
-    len: usize,
-) -> Option<std::net::SocketAddr> {
-    use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
-    if len < std::mem::size_of::<libc::sa_family_t>() {
-        return None;
-    }
-    match (*addr).ss_family as libc::c_int {
-        libc::AF_INET if len >= std::mem::size_of::<libc::sockaddr_in>() => {
-            let a = &*(addr as *const libc::sockaddr_in);
-            Some(SocketAddr::V4(SocketAddrV4::new(
-                Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr)),
-                u16::from_be(a.sin_port),
-            )))
-        }
-        libc::AF_INET6 if len >= std::mem::size_of::<libc::sockaddr_in6>() => {
-            let a = &*(addr as *const libc::sockaddr_in6);
-            Some(SocketAddr::V6(SocketAddrV6::new(
-                Ipv6Addr::from(a.sin6_addr.s6_addr),
-                u16::from_be(a.sin6_port),
-                a.sin6_flowinfo,
-                a.sin6_scope_id,
-            )))
-        }
-        _ => None,
-    }
+    // ringway: the kernel writes the peer's address; keep it (no getpeername later).
+    // SAFETY: accept writes at most `len` bytes of the (zeroed) storage it is given.
+    let (fd, addr) = unsafe {
+        socket2::SockAddr::init(|storage, len| syscall!(accept(fd, storage as *mut _, len)))
+    }?;
+    Ok((fd, addr.as_socket()))
 }
 
 pub(crate) fn direct_io_ify(fd: RawFd, flags: libc::c_int) -> io::Result<()> {
