@@ -76,6 +76,7 @@ impl Shard {
         let ring = glommio::recv_buffer_ring_stats();
         c.io_buffer_ring_exhausted = ring.map_or(0, |r| r.exhausted);
         c.io_multishot_armed = ring.map_or(0, |r| r.armed);
+        c.io_single_recv_armed = ring.map_or(0, |r| r.single);
         c.backend_desync += up_counters.backend_desync;
         Snapshot {
             shard: ctx.id,

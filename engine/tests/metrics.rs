@@ -154,6 +154,55 @@ fn reuse_ratio_from_the_series_matches_the_origins_connection_count() {
 }
 
 #[test]
+fn connections_closed_after_one_request_arm_single_receives_not_multishots() {
+    // A connection's first read is a single receive from the buffer ring: one that
+    // closes after its request has nothing armed to cancel. A keep-alive connection
+    // waits for its next request through a multishot.
+    let origin = origin();
+    let backend = origin.addr().to_string();
+    let proxy = Proxy::start(&["--shards", "1", "--backend", &backend]);
+    const CLOSED: u64 = 40;
+    for i in 0..CLOSED {
+        let mut c = proxy.connect();
+        let r = c.request(
+            "GET",
+            &format!("/close/{i}"),
+            &[("Connection", "close")],
+            None,
+        );
+        assert_eq!(r.status, 200);
+        assert!(
+            c.closed_within(Duration::from_secs(5)),
+            "request {i}: not closed"
+        );
+    }
+    let m = proxy.metrics();
+    let single = sum_metric(&m, "ringway_io_single_recv_armed_total", &[]) as u64;
+    let multi = sum_metric(&m, "ringway_io_multishot_armed_total", &[]) as u64;
+    // The backend connection (reused) and the admin scrapes read through the ring too.
+    assert!(
+        single >= CLOSED,
+        "{single} single receives for {CLOSED} connections\n{m}"
+    );
+    assert!(
+        multi < 5,
+        "{multi} multishots armed for {CLOSED} connections that each carried one request"
+    );
+    // Keep-alive: each client waits for its next request with a multishot armed.
+    let mut kept: Vec<_> = (0..10).map(|_| proxy.connect()).collect();
+    for c in &mut kept {
+        assert_eq!(c.get("/").status, 200);
+        assert_eq!(c.get("/").status, 200);
+    }
+    let m = proxy.metrics();
+    let multi2 = sum_metric(&m, "ringway_io_multishot_armed_total", &[]) as u64;
+    assert!(
+        multi2 >= multi + 10,
+        "keep-alive clients read on through multishots: {multi} then {multi2}"
+    );
+}
+
+#[test]
 fn backend_errors_are_counted_by_kind_and_the_server_state_is_exported() {
     let dead = format!("127.0.0.1:{}", closed_port());
     let mut proxy = Proxy::start(&["--backend", &format!("gone={dead}")]);

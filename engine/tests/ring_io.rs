@@ -553,6 +553,50 @@ fn one_multishot_serves_many_reads_and_partial_reads_take_one_buffer_in_pieces()
 }
 
 #[test]
+fn a_streams_first_receive_is_single_and_its_later_reads_share_a_multishot() {
+    on_executor(ring(16, 4096), || async move {
+        let (mut ours, mut theirs) = pair().await;
+        theirs.write_all(b"first request").expect("send");
+        let mut buf = [0u8; 64];
+        let n = ours.read(&mut buf).await.expect("read");
+        assert_eq!(&buf[..n], b"first request");
+        let st = stats();
+        assert_eq!((st.single, st.armed), (1, 0), "one single receive: {st:?}");
+        // Nothing is left in the kernel: a connection closed now cancels nothing.
+        assert!(ours.io_quiet(), "the single receive ended with its bytes");
+        // Later reads go through one multishot, which stays armed between them.
+        for i in 0..5u8 {
+            theirs.write_all(&[b'a' + i; 10]).expect("send");
+            let mut got = [0u8; 10];
+            ours.read_exact(&mut got).await.expect("read");
+            assert_eq!(got, [b'a' + i; 10]);
+        }
+        let st = stats();
+        assert_eq!((st.single, st.armed), (1, 1), "then one multishot: {st:?}");
+        assert!(!ours.io_quiet(), "the multishot stays armed between reads");
+        // A single receive still waiting when its stream is dropped is cancelled, and
+        // its buffer (taken only when bytes come) never leaves the ring.
+        let (mut ours2, theirs2) = pair().await;
+        {
+            let read = ours2.read(&mut buf);
+            futures_lite::pin!(read);
+            assert!(poll_once(&mut read).await.is_none(), "no bytes yet");
+            turns(2).await;
+            assert!(
+                poll_once(&mut read).await.is_none(),
+                "the receive waits in the kernel"
+            );
+        }
+        drop(ours2);
+        drop(theirs2);
+        assert_eq!(stats().single, 2, "{:?}", stats());
+        drop(ours);
+        drop(theirs);
+        until_ring_full().await;
+    });
+}
+
+#[test]
 fn eof_comes_once_the_bytes_before_it_are_read() {
     on_executor(ring(16, 4096), || async move {
         let (mut ours, mut theirs) = pair().await;
@@ -591,8 +635,10 @@ fn more_busy_connections_than_ring_buffers_back_off_and_lose_nothing() {
 
 #[test]
 fn streams_dropped_with_received_bytes_queued_give_every_buffer_back() {
-    // Each round: the peer sends 64 KiB, we read 10 bytes (the multishot brings more
-    // and keeps receiving), then drop the stream with bytes queued and more in flight.
+    // Each round: the peer sends 64 KiB, we read 5,000 bytes (more than the stream's
+    // first receive, a single one of at most one 4 KiB buffer, brings: the multishot
+    // armed after it brings more and keeps receiving), then drop the stream with bytes
+    // queued and more in flight.
     // The buffers come back to the ring (the ones queued at once, the ones still in
     // the kernel with the cancelled multishot's last CQEs); no fd stays behind.
     on_executor(ring(16, 4096), || async move {
@@ -604,9 +650,9 @@ fn streams_dropped_with_received_bytes_queued_give_every_buffer_back() {
             let mut theirs = std::net::TcpStream::connect(addr).expect("connect");
             let mut ours = listener.accept().await.expect("accept");
             theirs.write_all(&pattern(64 << 10, round)).expect("send");
-            let mut ten = [0u8; 10];
-            ours.read_exact(&mut ten).await.expect("read");
-            assert_eq!(&ten[..], &pattern(64 << 10, round)[..10]);
+            let mut head = [0u8; 5000];
+            ours.read_exact(&mut head).await.expect("read");
+            assert_eq!(&head[..], &pattern(64 << 10, round)[..5000]);
             if round % 2 == 0 {
                 turns(1).await;
             }
@@ -661,9 +707,12 @@ fn a_connection_with_a_multishot_armed_moves_between_executors_mid_life() {
             s.read_exact(&mut req).await.expect("read on A");
             assert_eq!(&req, b"one?");
             s.write_all(b"A says one").await.expect("write on A");
-            assert!(!s.io_quiet(), "the multishot stays armed between exchanges");
+            assert!(
+                s.io_quiet(),
+                "the first receive was a single one: nothing is armed after it"
+            );
             // The client sends more before the hand-over: it arrives through the
-            // multishot, so the stream must stay here.
+            // multishot the wait arms, so the stream must stay here.
             s.readable().await.expect("readable");
             turns(2).await;
             let mut s = match ringway::fd::detach(s) {
@@ -706,7 +755,11 @@ fn a_connection_with_a_multishot_armed_moves_between_executors_mid_life() {
             s.read_exact(&mut req).await.expect("read on B");
             assert_eq!(&req, b"two?");
             s.write_all(b"B says two").await.expect("write on B");
-            assert!(stats().armed >= 1, "B reads through its multishot");
+            let st = stats();
+            assert!(
+                st.single >= 1,
+                "B reads through its ring, first a single receive: {st:?}"
+            );
         })
         .expect("executor B");
     client.read_exact(&mut got).expect("answer from B");
@@ -762,7 +815,12 @@ fn multishot_receives_are_on_unless_the_environment_turns_them_off() {
                     let mut b = [0u8; 4];
                     ours.read_exact(&mut b).await.expect("read");
                     assert_eq!(&b, b"ping");
-                    assert!(stats().armed >= 1, "the read went through a multishot");
+                    // (A stream's first receive from the ring is a single one.)
+                    let st = stats();
+                    assert!(
+                        st.single + st.armed >= 1,
+                        "the read went through the ring: {st:?}"
+                    );
                 })
                 .expect("executor")
                 .join()

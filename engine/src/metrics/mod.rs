@@ -72,6 +72,9 @@ pub struct Counters {
     pub io_buffer_ring_exhausted: u64,
     /// Multishot receives armed on this shard (glommio's figure; 0 with the ring off).
     pub io_multishot_armed: u64,
+    /// Single receives from the ring armed on this shard: each connection's first read
+    /// (glommio's figure; 0 with the ring off).
+    pub io_single_recv_armed: u64,
     /// TLS handshakes with clients completed, of which resumed, and failed.
     pub tls_handshakes: u64,
     pub tls_resumed: u64,

@@ -184,9 +184,15 @@ pub fn render(snaps: &mut [Snapshot], labels: &Labels<'_>) -> String {
         ),
         (
             "io_multishot_armed_total",
-            "Multishot socket receives armed (one serves every read of a connection until it ends; 0 while the receive buffer ring is off).",
+            "Multishot socket receives armed (one serves every read of a connection after its first, until it ends; 0 while the receive buffer ring is off).",
             "counter",
             |s| s.c.io_multishot_armed,
+        ),
+        (
+            "io_single_recv_armed_total",
+            "Single socket receives from the receive buffer ring armed: a connection's first read is one, so a connection closed after one request has no multishot to cancel (0 while the ring is off).",
+            "counter",
+            |s| s.c.io_single_recv_armed,
         ),
         (
             "h2_flood_closed_total",

@@ -543,8 +543,9 @@ impl Reactor {
     /// ringway: a multishot `RECV` (buffers from the executor's provided-buffer ring)
     /// queued on the ring without entering the kernel; `None` when there is no ring, or
     /// fewer than an eighth of its buffers are free (the caller then polls and receives
-    /// into its own buffer).
-    pub(crate) fn queued_recv_multishot(&self, fd: RawFd) -> Option<Source> {
+    /// into its own buffer). Not `multishot`: one receive from the same ring, whose one
+    /// CQE ends the source the way a multishot's last CQE does.
+    pub(crate) fn queued_recv_multishot(&self, fd: RawFd, multishot: bool) -> Option<Source> {
         let ring = self.sys.recv_ring()?;
         if ring.free() < (ring.entries() / 8).max(1) {
             return None;
@@ -554,8 +555,8 @@ impl Reactor {
             SourceType::SockRecvMulti(Default::default()),
             None,
         );
-        ring.count_armed();
-        self.sys.recv_multishot(&source);
+        ring.count_armed(multishot);
+        self.sys.recv_multishot(&source, multishot);
         Some(source)
     }
 

@@ -225,13 +225,16 @@ impl<'a> SQE<'a> {
         fd.update_sqe(self);
     }
 
-    /// ringway: prepare a multishot `recv` that takes its buffers from the provided-buffer
-    /// ring `bgid` (`IOSQE_BUFFER_SELECT`, `IORING_RECV_MULTISHOT`): one CQE per receive,
-    /// each naming the buffer it filled, until a CQE without `IORING_CQE_F_MORE`.
+    /// ringway: prepare a `recv` that takes its buffer from the provided-buffer ring
+    /// `bgid` (`IOSQE_BUFFER_SELECT`). Multishot (`IORING_RECV_MULTISHOT`): one CQE per
+    /// receive, each naming the buffer it filled, until a CQE without
+    /// `IORING_CQE_F_MORE`; otherwise one receive and its one CQE.
     #[inline]
-    pub unsafe fn prep_recv_multishot(&mut self, fd: RawFd, bgid: u16) {
+    pub unsafe fn prep_recv_multishot(&mut self, fd: RawFd, bgid: u16, multishot: bool) {
         uring_sys::io_uring_prep_recv(self.sqe, fd, std::ptr::null_mut(), 0, 0);
-        self.sqe.ioprio |= uring_sys::IORING_RECV_MULTISHOT;
+        if multishot {
+            self.sqe.ioprio |= uring_sys::IORING_RECV_MULTISHOT;
+        }
         self.sqe.buf_index.buf_index.index_or_group = bgid;
         self.sqe.flags |= uring_sys::IOSQE_BUFFER_SELECT;
     }

@@ -337,6 +337,11 @@ pub(crate) struct NonBufferedStream<S> {
     /// ringway: the last multishot ended because the ring was out of buffers: the next
     /// read goes through the poll + `RECV` path.
     rx_backoff: bool,
+    /// ringway: a receive from the provided-buffer ring was armed on this stream before.
+    /// The first one is a single receive, not a multishot: a connection that closes
+    /// after one request (`Connection: close`) then has nothing armed when it closes,
+    /// so no cancel goes through the ring; from the second read on, it is a multishot.
+    rx_ring_used: bool,
 }
 
 /// ringway: a stream's timers stay registered between its operations (see
@@ -472,9 +477,11 @@ impl<S: AsRawFd> NonBufferedStream<S> {
                 return false;
             }
         }
-        let Some(src) = reactor.queued_recv_multishot(self.stream.as_raw_fd()) else {
+        let multishot = self.rx_ring_used;
+        let Some(src) = reactor.queued_recv_multishot(self.stream.as_raw_fd(), multishot) else {
             return false;
         };
+        self.rx_ring_used = true;
         self.source_rx = None;
         src.add_waiter_single(cx.waker());
         self.read_timeout.maybe_set_timer(reactor, cx.waker());
@@ -752,8 +759,14 @@ impl<S: AsRawFd> NonBufferedStream<S> {
                 })
                 .unwrap_or(false)
         };
+        // A ring receive that ended with every byte taken (the single first one, or a
+        // multishot's last CQE) is in the kernel no more.
+        let ms_done = |src: &Source| match &*src.source_type() {
+            SourceType::SockRecvMulti(m) => m.chunks.is_empty() && m.end.is_some(),
+            _ => false,
+        };
         self.rx_stash.is_none()
-            && self.rx_ms.is_none()
+            && self.rx_ms.as_ref().is_none_or(ms_done)
             && !carries(&self.source_rx)
             && !carries(&self.source_tx)
     }
@@ -993,6 +1006,7 @@ where
             rx_more: false,
             rx_ms: None,
             rx_backoff: false,
+            rx_ring_used: false,
         };
         stream.init();
         GlommioStream {

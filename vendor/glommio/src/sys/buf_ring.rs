@@ -75,6 +75,8 @@ pub(crate) struct BufRing {
     exhausted: Cell<u64>,
     /// Multishot receives armed.
     armed: Cell<u64>,
+    /// Single receives armed (a stream's first).
+    single: Cell<u64>,
     /// Registered with an io_uring that may still use it: the memory must not be freed.
     registered: Cell<bool>,
     ring_fd: RawFd,
@@ -131,6 +133,7 @@ impl BufRing {
             out: Cell::new(0),
             exhausted: Cell::new(0),
             armed: Cell::new(0),
+            single: Cell::new(0),
             registered: Cell::new(false),
             ring_fd,
         };
@@ -198,8 +201,9 @@ impl BufRing {
         self.out.set(self.out.get().saturating_sub(1));
     }
 
-    pub(crate) fn count_armed(&self) {
-        self.armed.set(self.armed.get() + 1);
+    pub(crate) fn count_armed(&self, multishot: bool) {
+        let c = if multishot { &self.armed } else { &self.single };
+        c.set(c.get() + 1);
     }
 
     pub(crate) fn count_exhausted(&self) {
@@ -221,6 +225,7 @@ impl BufRing {
             free: self.entries as u32 - self.out.get().min(self.entries as u32),
             exhausted: self.exhausted.get(),
             armed: self.armed.get(),
+            single: self.single.get(),
         }
     }
 
@@ -289,6 +294,9 @@ pub struct RecvBufferRingStats {
     pub exhausted: u64,
     /// Multishot receives armed (one serves many reads).
     pub armed: u64,
+    /// Single receives from the ring armed: a stream's first receive is one, so that a
+    /// connection closed after one exchange has nothing armed to cancel.
+    pub single: u64,
 }
 
 /// Bytes a multishot receive brought, in one buffer of the ring, until a read copied

@@ -78,8 +78,9 @@ enum UringOpDescriptor {
     SockSendMsg(*mut libc::msghdr, i32),
     SockRecv(usize, i32),
     SockRecvMsg(usize, i32),
-    /// ringway: a multishot `RECV` from the provided-buffer ring of this group id.
-    SockRecvMulti(u16),
+    /// ringway: a `RECV` from the provided-buffer ring of this group id; multishot or
+    /// one receive.
+    SockRecvMulti(u16, bool),
     Nop,
 }
 
@@ -439,8 +440,8 @@ fn fill_sqe<F>(
                     };
                 });
             }
-            UringOpDescriptor::SockRecvMulti(bgid) => {
-                sqe.prep_recv_multishot(op.fd, bgid);
+            UringOpDescriptor::SockRecvMulti(bgid, multishot) => {
+                sqe.prep_recv_multishot(op.fd, bgid, multishot);
             }
             UringOpDescriptor::Nop => sqe.prep_nop(),
         }
@@ -1616,10 +1617,10 @@ impl Reactor {
         );
     }
 
-    /// ringway: queues a multishot receive (the source must be `SockRecvMulti`); only
-    /// where [`Reactor::recv_ring`] is some.
-    pub(crate) fn recv_multishot(&self, source: &Source) {
-        let op = UringOpDescriptor::SockRecvMulti(RECV_BGID);
+    /// ringway: queues a receive from the provided-buffer ring, multishot or one (the
+    /// source must be `SockRecvMulti`); only where [`Reactor::recv_ring`] is some.
+    pub(crate) fn recv_multishot(&self, source: &Source, multishot: bool) {
+        let op = UringOpDescriptor::SockRecvMulti(RECV_BGID, multishot);
         queue_request_into_ring(
             &mut *self.main_ring.borrow_mut(),
             source,
