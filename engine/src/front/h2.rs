@@ -358,7 +358,10 @@ async fn serve_stream(
     ctx.metrics.borrow_mut().c.requests += 1;
     let status = {
         let _inflight = Counted::new(&ctx, |l| &l.inflight);
-        handle(&cc, req, &mut respond, &trace).await
+        // Boxed: the exchange's state is most of this future's size, and the task's
+        // future is moved by value while it is spawned (three copies of the whole
+        // state otherwise; one here).
+        Box::pin(handle(&cc, req, &mut respond, &trace)).await
     };
     crate::report::done(&ctx, &trace, status);
     if status == 499 {
