@@ -739,3 +739,67 @@ fn a_field_that_changes_in_every_response_is_decoded_right_every_time() {
         assert_eq!(w[1].1, w[0].1 + 1, "the counter went up by one: {seen:?}");
     }
 }
+
+#[test]
+fn the_vendored_h2_refuses_to_send_connection_specific_fields() {
+    // vendor/h2 `Send::check_headers` (one pass over the fields, RINGWAY-PATCHES.md):
+    // the same check guards ringway's responses on its front and its requests to
+    // HTTP/2 backends. Here it is the vendored client's: a request carrying a field of
+    // HTTP/1.1's connection management is refused before anything is sent, and the
+    // connection goes on serving the requests that follow.
+    let o = origin();
+    let proxy = Proxy::start(&["--backend", &o.addr().to_string(), "--access-log", "off"]);
+    let addr = proxy.addr;
+    on_glommio(move || async move {
+        let send = h2_connect(addr).await;
+        let bad: [(&str, &str); 7] = [
+            ("connection", "close"),
+            ("transfer-encoding", "chunked"),
+            ("upgrade", "websocket"),
+            ("keep-alive", "timeout=5"),
+            ("proxy-connection", "keep-alive"),
+            ("te", "gzip"),
+            ("x-ok", "1"), // with a second `te` below
+        ];
+        for (i, (name, value)) in bad.iter().enumerate() {
+            let mut b = http::Request::builder()
+                .method("GET")
+                .uri(format!("http://{addr}/"))
+                .header("x-before", "1")
+                .header(*name, *value);
+            if i == bad.len() - 1 {
+                // Every `te` must say trailers, not only the first.
+                b = b.header("te", "trailers").header("te", "gzip");
+            }
+            let req = b.body(()).unwrap();
+            let mut ready = send.clone().ready().await.expect("ready");
+            match ready.send_request(req, true) {
+                Err(e) => assert!(
+                    e.to_string().contains("malformed headers"),
+                    "{name}: refused as malformed, not {e}"
+                ),
+                Ok(_) => panic!("a request with `{name}: {value}` was sent"),
+            }
+        }
+        // `te: trailers` is allowed, and the connection is unharmed.
+        let mut ready = send.clone().ready().await.expect("ready");
+        let req = http::Request::builder()
+            .method("GET")
+            .uri(format!("http://{addr}/"))
+            .header("te", "trailers")
+            .body(())
+            .unwrap();
+        let (resp, _) = ready.send_request(req, true).expect("te: trailers is sent");
+        let resp = resp.await.expect("response");
+        assert_eq!(resp.status(), 200);
+        let g = exchange(&send, "GET", &format!("http://{addr}/"), None)
+            .await
+            .expect("stream");
+        assert_eq!(g.text, "hello, world\n");
+    });
+    assert_eq!(
+        o.stats().requests_total,
+        2,
+        "only the two good requests went through"
+    );
+}
