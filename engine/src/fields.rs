@@ -56,11 +56,7 @@ pub fn name(name: &[u8]) -> Option<HeaderName> {
     NAMES.with(|c| {
         let mut c = c.borrow_mut();
         if let Some((spelled, n)) = &c.slots[at] {
-            if **spelled == *name {
-                return Some(n.clone());
-            }
-            let s = n.as_str().as_bytes();
-            if s.len() == name.len() && s.eq_ignore_ascii_case(name) {
+            if **spelled == *name || n.as_str().as_bytes().eq_ignore_ascii_case(name) {
                 return Some(n.clone());
             }
         }
