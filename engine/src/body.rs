@@ -1,7 +1,8 @@
 //! Streaming one HTTP/1.1 body from a reader to a writer through a connection's buffer:
 //! by length, chunked (validated and forwarded as is), until close, or de-chunked for an
-//! HTTP/1.0 client. Generic over the streams (a client socket, a backend
-//! [`Transport`](crate::upstream::Transport), a half of a [`Duplex`](crate::duplex::Duplex)).
+//! HTTP/1.0 client. Generic over the streams (a client socket, a backend transport, a
+//! half of a [`Duplex`](crate::duplex::Duplex)): this leaf knows none of them. Large
+//! bodies between two plain sockets are spliced instead (`splice.rs`, built on this).
 //! Nothing here holds a whole body or allocates per chunk.
 
 use std::io;

@@ -200,6 +200,26 @@ impl Buf {
         true
     }
 
+    /// Fills the free space with what `read` hands over without waiting (a stream's
+    /// bytes already received), taking a store first if it has none: `read`'s answer,
+    /// with the bytes it wrote kept. `None`: nothing was there.
+    pub fn fill_now(
+        &mut self,
+        read: impl FnOnce(&mut [u8]) -> Option<io::Result<usize>>,
+    ) -> Option<io::Result<usize>> {
+        self.ensure();
+        if self.end == self.store.len() && self.start > 0 {
+            self.store.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+        }
+        let got = read(&mut self.store[self.end..]);
+        if let Some(Ok(n)) = got {
+            self.end += n;
+        }
+        got
+    }
+
     /// Reads once from `stream` (a socket, a TLS session, one half of a
     /// [`crate::duplex::Duplex`]) into the free space, taking a store first if it has
     /// none; returns the bytes read (0 = EOF). Dropping the future mid-read leaves the

@@ -40,6 +40,7 @@ use crate::config::CancelLimits;
 use crate::ctx::ShardCtx;
 use crate::duplex::Duplex;
 use crate::rate::TokenBucket;
+use crate::splice::SpliceEnd;
 use crate::trace::Trace;
 use crate::upstream::{AcquireError, Lease, Upstreams, Verdict};
 
@@ -268,7 +269,7 @@ pub trait ResponseSink {
     /// Sends the response head (`resp`, its bytes at the front of `bbuf`) and streams
     /// the body from `src`. Consumes what it used of `bbuf`. Returns whether the client
     /// connection may carry another request.
-    async fn deliver<R: AsyncRead + Unpin>(
+    async fn deliver<R: AsyncRead + Unpin + SpliceEnd>(
         &mut self,
         resp: &ResponseHead,
         bbuf: &mut Buf,
@@ -857,7 +858,7 @@ type Relayed = Result<(u16, bool, bool), RelayError>;
 /// Sends the body and relays the response at the same time. A body the client breaks
 /// ends the exchange; a backend that stops reading it may still answer.
 #[allow(clippy::too_many_arguments)]
-async fn duplex<T: AsyncRead + AsyncWrite + Unpin>(
+async fn duplex<T: AsyncRead + AsyncWrite + Unpin + SpliceEnd>(
     ctx: &ShardCtx,
     src: &mut impl BodySource,
     sink: &mut impl ResponseSink,
@@ -910,7 +911,7 @@ enum RelayError {
 
 /// Reads the backend's response head (skipping interim responses) and passes the
 /// response on. Returns (status, client keep-alive, backend framing intact).
-async fn relay<R: AsyncRead + Unpin>(
+async fn relay<R: AsyncRead + Unpin + SpliceEnd>(
     sink: &mut impl ResponseSink,
     method: Method,
     (max_head, head_time): (usize, Duration),

@@ -34,6 +34,7 @@ pub mod rate;
 pub mod report;
 pub mod route;
 pub mod shard;
+pub mod splice;
 pub mod tls;
 pub mod trace;
 pub mod upstream;

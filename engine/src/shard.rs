@@ -77,6 +77,11 @@ impl Shard {
         c.io_buffer_ring_exhausted = ring.map_or(0, |r| r.exhausted);
         c.io_multishot_armed = ring.map_or(0, |r| r.armed);
         c.io_single_recv_armed = ring.map_or(0, |r| r.single);
+        let spliced = crate::splice::stats();
+        c.body_spliced = spliced.bodies;
+        c.body_spliced_bytes = spliced.bytes;
+        c.splice_pipes_opened = spliced.pipes_opened;
+        c.splice_pipes_pooled = crate::splice::pooled_pipes() as u64;
         c.backend_desync += up_counters.backend_desync;
         Snapshot {
             shard: ctx.id,

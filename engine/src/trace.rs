@@ -268,6 +268,16 @@ impl<'t, W> Metered<'t, W> {
     }
 }
 
+impl<W: crate::splice::SpliceEnd> crate::splice::SpliceEnd for Metered<'_, W> {
+    fn with_tcp<T>(&mut self, f: impl FnOnce(&mut glommio::net::TcpStream) -> T) -> Option<T> {
+        self.inner.with_tcp(f)
+    }
+    fn spliced(&mut self, n: usize) {
+        self.trace.add_out(n);
+        self.inner.spliced(n);
+    }
+}
+
 impl<W: AsyncWrite + Unpin> AsyncWrite for Metered<'_, W> {
     fn poll_write(
         mut self: Pin<&mut Self>,

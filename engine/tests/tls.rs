@@ -238,6 +238,75 @@ fn total(m: &str, name: &str) -> u64 {
 // ---------------------------------------------------------------------------------------
 // Termination
 
+/// A large body to a TLS client is copied (rustls must see its bytes), never spliced
+/// (`--splice-min`): byte-exact through curl over TLS 1.3, and `/metrics` counts no
+/// spliced body, while the same body to a plain client on the same proxy is spliced.
+#[test]
+fn a_large_body_to_a_tls_client_is_copied_not_spliced() {
+    let pki = Pki::new("tls-splice");
+    let a = pki.leaf("a", "a.test", &["a.test"]);
+    let o = origin();
+    let backend = o.addr().to_string();
+    let mut proxy = Proxy::start(&[
+        "--backend",
+        &backend,
+        "--listen-tls",
+        "127.0.0.1:0",
+        "--cert",
+        &s(&a.cert),
+        "--key",
+        &s(&a.key),
+    ]);
+    let port = proxy.tls_listeners[0].port();
+    let ca = s(&pki.ca_file());
+    let out_file = temp_path("tls-splice-body");
+    let _f = TempFile(out_file.clone());
+    let resolve = format!("a.test:{port}:127.0.0.1");
+    let url = format!("https://a.test:{port}/size/3000017");
+    const N: usize = 3_000_017;
+    let spliced = |proxy: &Proxy| sum_metric(&proxy.metrics(), "ringway_body_spliced_total", &[]);
+    for _ in 0..2 {
+        let out = run(
+            "curl",
+            &[
+                "-sS",
+                "--max-time",
+                "20",
+                "--http1.1",
+                "--tlsv1.3",
+                "--cacert",
+                &ca,
+                "--resolve",
+                &resolve,
+                "-o",
+                &s(&out_file),
+                &url,
+            ],
+            b"",
+        );
+        assert!(
+            out.status.success(),
+            "curl: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            std::fs::read(&out_file).unwrap() == pattern(N),
+            "the body over TLS differs"
+        );
+    }
+    assert_eq!(spliced(&proxy), 0.0, "a body to a TLS client was spliced");
+    // The plain listener of the same proxy splices it (its connection's second body).
+    let mut c = proxy.connect();
+    for _ in 0..2 {
+        assert!(c.get("/size/3000017").body == pattern(N));
+    }
+    assert!(
+        spliced(&proxy) >= 1.0,
+        "the plain client's body was not spliced"
+    );
+    proxy.assert_healthy();
+}
+
 #[test]
 fn tls_termination_versions_alpn_sni_and_resumption() {
     let pki = Pki::new("tls-term");

@@ -210,6 +210,9 @@ pub struct Config {
     pub fault: Option<FaultPlan>,
     pub fault_seed: u64,
     pub spin_before_park: Option<Duration>,
+    /// Response bodies of at least this many bytes are spliced (`--splice-min`); `None`:
+    /// never.
+    pub splice_min: Option<u64>,
     pub log: String,
     pub log_format: values::TextOrJson,
     pub access_log: values::AccessLogTarget,
@@ -521,6 +524,7 @@ pub fn build_with(s: Settings, file: Option<&SettingsFile>) -> Result<Config, Co
         fault,
         fault_seed,
         spin_before_park: (!s.spin_before_park.value.is_zero()).then_some(s.spin_before_park.value),
+        splice_min: (s.splice_min.value > 0).then_some(s.splice_min.value),
         log: s.log.value,
         log_format: s.log_format.value,
         access_log: s.access_log.value,

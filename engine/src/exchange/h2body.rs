@@ -153,6 +153,9 @@ pub(super) struct BodyReader {
     timer: Option<glommio::timer::Timer>,
 }
 
+/// An HTTP/2 stream's body is framed: it is copied, never spliced.
+impl crate::splice::SpliceEnd for BodyReader {}
+
 impl BodyReader {
     pub(super) fn new(recv: RecvStream, chunked: bool, idle: Duration) -> Self {
         BodyReader {

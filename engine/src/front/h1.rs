@@ -30,6 +30,7 @@ use crate::duplex::Duplex;
 use crate::exchange::{
     self, BodyError, BodySource, ClientAddr, DeliverError, Failure, ResponseSink, Session,
 };
+use crate::splice::SpliceEnd;
 use crate::trace::{Counting, Front, Metered, Trace};
 use crate::upstream::Lease;
 
@@ -401,6 +402,7 @@ impl Client {
                 minor: head.minor,
                 keep_alive: head.keep_alive,
                 draining: ctx.load.draining.get(),
+                splice_min: ctx.config().splice_min,
             };
             exchange::forward(&ctx, session, &req, &mut src, &mut sink, &mut bbuf).await
         };
@@ -513,9 +515,11 @@ struct H1Sink<'a, 'd, W> {
     minor: u8,
     keep_alive: bool,
     draining: bool,
+    /// Bodies of at least this size go by splice where they can (`--splice-min`).
+    splice_min: Option<u64>,
 }
 
-impl<W: AsyncWrite + Unpin> ResponseSink for H1Sink<'_, '_, W> {
+impl<W: AsyncWrite + Unpin + SpliceEnd> ResponseSink for H1Sink<'_, '_, W> {
     fn can_switch(&self) -> bool {
         self.upgrade
     }
@@ -534,7 +538,7 @@ impl<W: AsyncWrite + Unpin> ResponseSink for H1Sink<'_, '_, W> {
         }
     }
 
-    async fn deliver<R: AsyncRead + Unpin>(
+    async fn deliver<R: AsyncRead + Unpin + SpliceEnd>(
         &mut self,
         resp: &ResponseHead,
         bbuf: &mut Buf,
@@ -578,6 +582,8 @@ impl<W: AsyncWrite + Unpin> ResponseSink for H1Sink<'_, '_, W> {
         }
         let copied = if dechunk {
             copy_dechunked(src, bbuf, &mut self.writer).await
+        } else if let Some(n) = spliced_length(resp.framing, framing, self.splice_min) {
+            crate::splice::copy_length(src, bbuf, &mut self.writer, n).await
         } else {
             copy_body(framing, src, bbuf, &mut self.writer).await
         };
@@ -593,6 +599,18 @@ impl<W: AsyncWrite + Unpin> ResponseSink for H1Sink<'_, '_, W> {
                 Err(DeliverError::Backend)
             }
         }
+    }
+}
+
+/// The rest (`rest`) of a `Content-Length` body (`whole`) when the body is large enough
+/// to splice (`min`, `--splice-min`): a body is spliced or not by its size, not by how
+/// much of it came with the head.
+fn spliced_length(whole: Framing, rest: Framing, min: Option<u64>) -> Option<u64> {
+    match (whole, rest, min) {
+        (Framing::Length(n), Framing::Length(left), Some(min)) if n >= min && left > 0 => {
+            Some(left)
+        }
+        _ => None,
     }
 }
 
@@ -625,5 +643,47 @@ async fn top_up<R: AsyncRead + Unpin>(src: &mut R, out: &mut Vec<u8>, framing: &
                 return;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spliced_length_goes_by_the_whole_body_and_needs_something_left() {
+        let min = Some(64 << 10);
+        // At the threshold, with or without part of it read with the head.
+        assert_eq!(
+            spliced_length(Framing::Length(65_536), Framing::Length(65_536), min),
+            Some(65_536)
+        );
+        assert_eq!(
+            spliced_length(Framing::Length(65_536), Framing::Length(100), min),
+            Some(100)
+        );
+        // Below it, even if little was read.
+        assert_eq!(
+            spliced_length(Framing::Length(65_535), Framing::Length(65_535), min),
+            None
+        );
+        // All of it came with the head: nothing to splice.
+        assert_eq!(
+            spliced_length(Framing::Length(1 << 20), Framing::Length(0), min),
+            None
+        );
+        // Off, and framings that are not a length.
+        assert_eq!(
+            spliced_length(Framing::Length(1 << 20), Framing::Length(1 << 20), None),
+            None
+        );
+        assert_eq!(
+            spliced_length(Framing::Chunked, Framing::Chunked, min),
+            None
+        );
+        assert_eq!(
+            spliced_length(Framing::UntilClose, Framing::UntilClose, min),
+            None
+        );
     }
 }

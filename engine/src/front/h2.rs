@@ -756,7 +756,7 @@ impl ResponseSink for H2Sink<'_> {
         }
     }
 
-    async fn deliver<R: AsyncRead + Unpin>(
+    async fn deliver<R: AsyncRead + Unpin + crate::splice::SpliceEnd>(
         &mut self,
         resp: &ResponseHead,
         bbuf: &mut Buf,

@@ -39,6 +39,15 @@ pub enum ClientStream {
     Tls(Box<TlsStream<ServerConnection>>),
 }
 
+impl crate::splice::SpliceEnd for ClientStream {
+    fn with_tcp<T>(&mut self, f: impl FnOnce(&mut TcpStream) -> T) -> Option<T> {
+        match self {
+            ClientStream::Plain(s) => Some(f(s)),
+            ClientStream::Tls(_) => None,
+        }
+    }
+}
+
 impl ClientStream {
     fn tcp(&self) -> &TcpStream {
         match self {

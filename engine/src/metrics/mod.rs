@@ -75,6 +75,14 @@ pub struct Counters {
     /// Single receives from the ring armed on this shard: each connection's first read
     /// (glommio's figure; 0 with the ring off).
     pub io_single_recv_armed: u64,
+    /// Response bodies moved by splice(2) (`--splice-min`), their bytes, and the pipes
+    /// opened for them (`splice::stats`, read at each snapshot).
+    pub body_spliced: u64,
+    pub body_spliced_bytes: u64,
+    pub splice_pipes_opened: u64,
+    /// Empty pipes the shard keeps for the next spliced body, now (a gauge, read at each
+    /// snapshot): two descriptors each.
+    pub splice_pipes_pooled: u64,
     /// TLS handshakes with clients completed, of which resumed, and failed.
     pub tls_handshakes: u64,
     pub tls_resumed: u64,

@@ -195,6 +195,30 @@ pub fn render(snaps: &mut [Snapshot], labels: &Labels<'_>) -> String {
             |s| s.c.io_single_recv_armed,
         ),
         (
+            "body_spliced_total",
+            "Response bodies moved from backend to client by splice(2), never copied through ringway (Content-Length bodies of at least --splice-min, plain TCP on both sides).",
+            "counter",
+            |s| s.c.body_spliced,
+        ),
+        (
+            "body_spliced_bytes_total",
+            "Body bytes moved by splice(2) (what came with a response head, or was already received, is copied and not counted here).",
+            "counter",
+            |s| s.c.body_spliced_bytes,
+        ),
+        (
+            "splice_pipes_opened_total",
+            "Pipes opened for splice(2); empty ones are kept for reuse (up to 16 per shard), so this grows with concurrent spliced bodies or with bodies given up mid-way.",
+            "counter",
+            |s| s.c.splice_pipes_opened,
+        ),
+        (
+            "splice_pipes_pooled",
+            "Empty pipes kept for the next spliced body now (two file descriptors each; at most 16 per shard).",
+            "gauge",
+            |s| s.c.splice_pipes_pooled,
+        ),
+        (
             "h2_flood_closed_total",
             "HTTP/2 client connections closed with ENHANCE_YOUR_CALM for sending too many frames that carry no request (PING, SETTINGS, WINDOW_UPDATE, PRIORITY, RST_STREAM, empty DATA, unknown).",
             "counter",

@@ -56,6 +56,15 @@ impl std::fmt::Debug for Moved {
     }
 }
 
+impl crate::splice::SpliceEnd for Transport {
+    fn with_tcp<T>(&mut self, f: impl FnOnce(&mut TcpStream) -> T) -> Option<T> {
+        match self {
+            Transport::Tcp(s) => Some(f(s)),
+            Transport::Tls(_) => None,
+        }
+    }
+}
+
 impl Transport {
     /// Opens a plain TCP connection (with `TCP_NODELAY`).
     pub async fn connect_tcp(addr: std::net::SocketAddr, timeout: Duration) -> io::Result<Self> {

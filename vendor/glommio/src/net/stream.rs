@@ -342,6 +342,10 @@ pub(crate) struct NonBufferedStream<S> {
     /// after one request (`Connection: close`) then has nothing armed when it closes,
     /// so no cancel goes through the ring; from the second read on, it is a multishot.
     rx_ring_used: bool,
+    /// ringway: every receive from the ring is a single one, never a multishot (set by
+    /// [`Self::set_recv_multishot`]): a multishot goes on taking in whatever arrives,
+    /// and a body that a caller splices must stay in the socket.
+    rx_single: bool,
 }
 
 /// ringway: a stream's timers stay registered between its operations (see
@@ -477,7 +481,7 @@ impl<S: AsRawFd> NonBufferedStream<S> {
                 return false;
             }
         }
-        let multishot = self.rx_ring_used;
+        let multishot = self.rx_ring_used && !self.rx_single;
         let Some(src) = reactor.queued_recv_multishot(self.stream.as_raw_fd(), multishot) else {
             return false;
         };
@@ -528,6 +532,113 @@ impl<S: AsRawFd> NonBufferedStream<S> {
         // Never submitted (dropping it withdraws it), or ended with nothing queued.
         self.rx_ms = None;
         true
+    }
+
+    /// ringway: ends every receive this stream has in the kernel, so that the caller may
+    /// read the socket around the stream (splice(2)) without bytes coming out of order:
+    /// an armed multishot is cancelled synchronously, also when it holds bytes (they stay
+    /// queued for [`Self::try_read_buffered`], and its end comes after them). A `RECV`
+    /// of the poll + `RECV` path, in flight or completed and not read yet, cannot be
+    /// ended so: `false`, and the caller reads normally. Returns whether nothing of this
+    /// stream receives in the kernel any more; the next ordinary read arms receives again.
+    pub(crate) fn stop_receives(&mut self) -> bool {
+        if let Some(src) = self.source_rx.as_ref() {
+            if matches!(&*src.source_type(), SourceType::SockRecv(_)) {
+                return false;
+            }
+        }
+        let Some(src) = self.rx_ms.as_ref() else {
+            return true;
+        };
+        let ended = |src: &Source| match &*src.source_type() {
+            SourceType::SockRecvMulti(m) => m.end.is_some(),
+            _ => false,
+        };
+        if ended(src) {
+            return true;
+        }
+        let submitted = src.inner.borrow().enqueued.as_ref().is_some_and(|e| {
+            e.status == crate::sys::source::EnqueuedStatus::Dispatched
+        });
+        if !submitted {
+            // Never handed to the kernel (so it holds nothing): dropping it withdraws it.
+            self.rx_ms = None;
+            return true;
+        }
+        let Some(reactor) = self.reactor.upgrade() else {
+            return false;
+        };
+        reactor.sync_cancel_multishot(src).is_ok() && ended(src)
+    }
+
+    /// ringway: whether receives from the ring may be multishots (the default) or are
+    /// all single ones, each taking one buffer's worth of what is there when a read asks.
+    pub(crate) fn set_recv_multishot(&mut self, on: bool) {
+        self.rx_single = !on;
+    }
+
+    /// ringway: waits until the socket is readable through a one-shot readiness poll
+    /// only, never a receive, under the read timeout: for a caller that reads the socket
+    /// itself after [`Self::stop_receives`]. A completed poll is used up by the call
+    /// that returns it, so the next wait arms a fresh one.
+    pub(crate) fn poll_socket_readable(&mut self, cx: &Context<'_>) -> Poll<io::Result<()>> {
+        let reactor = self.reactor.upgrade().unwrap();
+        let reactor = reactor.as_ref();
+        let state = self.source_rx.as_ref().map(|src| {
+            let poll = matches!(&*src.source_type(), SourceType::PollAdd);
+            (poll, src.result().is_some())
+        });
+        match state {
+            Some((true, true)) => {
+                self.source_rx = None;
+                self.read_timeout.cancel_timer(reactor);
+                return Poll::Ready(Ok(()));
+            }
+            Some((true, false)) => {}
+            Some((false, _)) => {
+                return Poll::Ready(Err(io::Error::other(
+                    "a receive of the stream is in the kernel",
+                )))
+            }
+            None => self.source_rx = Some(reactor.poll_read_ready(self.stream.as_raw_fd())),
+        }
+        poll_err!(self.read_timeout.check(reactor));
+        let source = self.source_rx.as_ref().unwrap();
+        source.add_waiter_single(cx.waker());
+        self.read_timeout.maybe_set_timer(reactor, cx.waker());
+        Poll::Pending
+    }
+
+    /// ringway: waits until the socket is writable through a one-shot readiness poll,
+    /// under the write timeout: for a caller that writes the socket itself (splice(2)).
+    /// Between two writes nothing of the stream is in flight, so the caller's bytes
+    /// cannot overtake a send of the stream's.
+    pub(crate) fn poll_socket_writable(&mut self, cx: &Context<'_>) -> Poll<io::Result<()>> {
+        let reactor = self.reactor.upgrade().unwrap();
+        let reactor = reactor.as_ref();
+        let state = self.source_tx.as_ref().map(|src| {
+            let poll = matches!(&*src.source_type(), SourceType::PollAdd);
+            (poll, src.result().is_some())
+        });
+        match state {
+            Some((true, true)) => {
+                self.source_tx = None;
+                self.write_timeout.cancel_timer(reactor);
+                return Poll::Ready(Ok(()));
+            }
+            Some((true, false)) => {}
+            Some((false, _)) => {
+                return Poll::Ready(Err(io::Error::other(
+                    "a send of the stream is in the kernel",
+                )))
+            }
+            None => self.source_tx = Some(reactor.poll_write_ready(self.stream.as_raw_fd())),
+        }
+        poll_err!(self.write_timeout.check(reactor));
+        let source = self.source_tx.as_ref().unwrap();
+        source.add_waiter_single(cx.waker());
+        self.write_timeout.maybe_set_timer(reactor, cx.waker());
+        Poll::Pending
     }
 
     /// ringway: what the stream holds that the kernel already handed over (a
@@ -1007,6 +1118,7 @@ where
             rx_ms: None,
             rx_backoff: false,
             rx_ring_used: false,
+            rx_single: false,
         };
         stream.init();
         GlommioStream {
@@ -1117,6 +1229,27 @@ impl<S: AsRawFd, B: RxBuf> GlommioStream<S, B> {
     /// ringway: see [`NonBufferedStream::quiesce`].
     pub(crate) fn quiesce(&mut self) -> bool {
         self.stream.quiesce()
+    }
+
+    /// ringway: see [`NonBufferedStream::stop_receives`]; bytes in the receive buffer
+    /// are read first (`try_read_buffered`).
+    pub(crate) fn stop_receives(&mut self) -> bool {
+        self.stream.stop_receives()
+    }
+
+    /// ringway: see [`NonBufferedStream::set_recv_multishot`].
+    pub(crate) fn set_recv_multishot(&mut self, on: bool) {
+        self.stream.set_recv_multishot(on)
+    }
+
+    /// ringway: see [`NonBufferedStream::poll_socket_readable`].
+    pub(crate) fn poll_socket_readable(&mut self, cx: &Context<'_>) -> Poll<io::Result<()>> {
+        self.stream.poll_socket_readable(cx)
+    }
+
+    /// ringway: see [`NonBufferedStream::poll_socket_writable`].
+    pub(crate) fn poll_socket_writable(&mut self, cx: &Context<'_>) -> Poll<io::Result<()>> {
+        self.stream.poll_socket_writable(cx)
     }
 
     /// ringway: see [`NonBufferedStream::rx_buffered`]; bytes in the receive buffer count.

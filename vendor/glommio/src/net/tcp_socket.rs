@@ -713,6 +713,40 @@ impl<B: RxBuf> TcpStream<B> {
         self.stream.quiesce()
     }
 
+    /// Ends every receive this stream has in the kernel (an armed multishot is
+    /// cancelled synchronously, the bytes it brought stay for
+    /// [`TcpStream::try_read_buffered`]), so that the socket can be read around the
+    /// stream, by splice(2), without bytes coming out of order. `false`: a receive
+    /// cannot be ended so (read normally, then ask again). The next ordinary read arms
+    /// receives again. Added by ringway.
+    pub fn stop_receives(&mut self) -> bool {
+        self.stream.stop_receives()
+    }
+
+    /// Whether this stream's receives from the buffer ring may be multishots (the
+    /// default: one serves every read after the first) or are all single receives, each
+    /// taking at most one buffer of what has arrived when a read asks. A stream whose
+    /// bodies a caller splices wants single ones: a multishot takes in everything that
+    /// arrives while the caller is busy elsewhere, and those bytes must then be copied.
+    /// Added by ringway.
+    pub fn set_recv_multishot(&mut self, on: bool) {
+        self.stream.set_recv_multishot(on)
+    }
+
+    /// Waits, through a readiness poll only (never a receive), until the socket is
+    /// readable, under the read timeout: for a caller that reads the socket itself
+    /// after [`TcpStream::stop_receives`]. Added by ringway.
+    pub fn poll_socket_readable(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.stream.poll_socket_readable(cx)
+    }
+
+    /// Waits, through a readiness poll, until the socket is writable, under the write
+    /// timeout: for a caller that writes the socket itself between the stream's writes
+    /// (nothing of the stream is in flight then). Added by ringway.
+    pub fn poll_socket_writable(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.stream.poll_socket_writable(cx)
+    }
+
     /// What the stream holds for a read that the kernel already handed over (a
     /// non-blocking peek at the socket does not see it): `Some(true)` bytes,
     /// `Some(false)` only an EOF or error, `None` nothing. Added by ringway.
