@@ -220,14 +220,7 @@ where
 {
     let framing = |left| ringway_http1::Framing::Length(left);
     // What was already read leaves first.
-    if !buf.is_empty() && left > 0 {
-        let take = (buf.len() as u64).min(left) as usize;
-        dst.write_all(&buf.data()[..take])
-            .await
-            .map_err(CopyError::Dst)?;
-        buf.consume(take);
-        left -= take as u64;
-    }
+    write_held(buf, dst, &mut left).await?;
     if left == 0 {
         return Ok(());
     }
@@ -252,12 +245,7 @@ where
             Some(false) => {
                 // A receive of the stream's is in the kernel: read through it once.
                 crate::body::fill_or_eof(buf, src).await?;
-                let take = (buf.len() as u64).min(left) as usize;
-                dst.write_all(&buf.data()[..take])
-                    .await
-                    .map_err(CopyError::Dst)?;
-                buf.consume(take);
-                left -= take as u64;
+                write_held(buf, dst, &mut left).await?;
                 if left == 0 {
                     return Ok(());
                 }
@@ -278,12 +266,7 @@ where
                 )))
             }
             Some(Ok(_)) => {
-                let take = (buf.len() as u64).min(left) as usize;
-                dst.write_all(&buf.data()[..take])
-                    .await
-                    .map_err(CopyError::Dst)?;
-                buf.consume(take);
-                left -= take as u64;
+                write_held(buf, dst, &mut left).await?;
                 if left == 0 {
                     return Ok(());
                 }
@@ -295,8 +278,9 @@ where
             Some(Err(e)) => return Err(CopyError::Src(e)),
         }
     }
-    // Bytes of the backend's beyond this body (a response it sent unasked) must stay
-    // in the stream for the pool's desync check: none were taken, by construction.
+    // From here on the socket is read only by splice, and never past the body: bytes
+    // the backend sent beyond it (a response nobody asked for) stay in the socket, and
+    // are looked for once the body is through.
     let src_fd = match src.with_tcp(|s| ensure_nonblocking(s.as_raw_fd()).map(|()| s.as_raw_fd())) {
         Some(Ok(fd)) => fd,
         Some(Err(e)) => return Err(CopyError::Src(e)),
@@ -332,6 +316,23 @@ fn recv_now(fd: RawFd, into: &mut [u8]) -> io::Result<usize> {
     } else {
         Ok(n as usize)
     }
+}
+
+/// Writes what `buf` holds of the body (at most `left` bytes) to `dst`.
+async fn write_held<W: AsyncWrite + Unpin>(
+    buf: &mut Buf,
+    dst: &mut W,
+    left: &mut u64,
+) -> Result<(), CopyError> {
+    let take = (buf.len() as u64).min(*left) as usize;
+    if take > 0 {
+        dst.write_all(&buf.data()[..take])
+            .await
+            .map_err(CopyError::Dst)?;
+        buf.consume(take);
+        *left -= take as u64;
+    }
+    Ok(())
 }
 
 /// The splice loop, as one poll: fill the empty pipe from the backend (at most what is
