@@ -1,5 +1,5 @@
-//! Large response bodies by splice(2) (`--splice-min`, `engine/src/splice.rs`), through
-//! the real interface: real sockets, the `ringway` binary, `/metrics`. Each test holds
+//! Large response bodies by splice(2) (`--splice-min`, off by default, turned on here at
+//! 64 KiB; `engine/src/splice.rs`), through the real interface: real sockets, the `ringway` binary, `/metrics`. Each test holds
 //! the spliced path to what the copying path guarantees: bodies byte-exact at awkward
 //! sizes, the backend connection reused after a spliced body, never a byte of the
 //! backend's beyond the body taken, slow clients and slow backends, bodies given up
@@ -117,7 +117,7 @@ fn head(len: usize) -> Vec<u8> {
 fn bodies_at_or_above_the_threshold_are_spliced_byte_exact_on_one_backend_connection() {
     let origin = origin();
     let backend = origin.addr().to_string();
-    let mut proxy = Proxy::start(&["--backend", &backend]);
+    let mut proxy = Proxy::start(&["--backend", &backend, "--splice-min", "64KiB"]);
     let mut c = proxy.connect();
     // The backend connection exists and is pooled before the counting starts, and has
     // carried one large body: the first may be copied in part or whole (the backend
@@ -185,19 +185,23 @@ fn bodies_at_or_above_the_threshold_are_spliced_byte_exact_on_one_backend_connec
     proxy.assert_healthy();
 }
 
-/// `--splice-min 0` turns splicing off: bodies are copied, and still right.
+/// `--splice-min 0`, the default, turns splicing off: bodies are copied, and still right.
 #[test]
-fn splice_min_zero_copies_every_body() {
+fn splice_min_zero_and_the_default_copy_every_body() {
     let origin = origin();
     let backend = origin.addr().to_string();
-    let mut proxy = Proxy::start(&["--backend", &backend, "--splice-min", "0"]);
-    let mut c = proxy.connect();
-    for n in [65_536usize, 1 << 20, 3_000_017] {
-        assert!(c.get(&format!("/size/{n}")).body == pattern(n));
+    for extra in [&["--splice-min", "0"][..], &[][..]] {
+        let mut args = vec!["--backend", backend.as_str()];
+        args.extend_from_slice(extra);
+        let mut proxy = Proxy::start(&args);
+        let mut c = proxy.connect();
+        for n in [65_536usize, 1 << 20, 3_000_017, 1 << 20] {
+            assert!(c.get(&format!("/size/{n}")).body == pattern(n));
+        }
+        assert_eq!(spliced(&proxy), (0, 0), "{extra:?}");
+        assert_eq!(counter(&proxy, "ringway_splice_pipes_opened_total"), 0);
+        proxy.assert_healthy();
     }
-    assert_eq!(spliced(&proxy), (0, 0));
-    assert_eq!(counter(&proxy, "ringway_splice_pipes_opened_total"), 0);
-    proxy.assert_healthy();
 }
 
 /// A threshold from the command line is honoured (`1MiB`: 1 MiB - 1 copied, 1 MiB
@@ -254,7 +258,7 @@ fn splice_min_is_a_size_and_a_bad_one_exits_2() {
 fn a_slow_client_gets_the_whole_spliced_body() {
     let origin = origin();
     let backend = origin.addr().to_string();
-    let mut proxy = Proxy::start(&["--backend", &backend]);
+    let mut proxy = Proxy::start(&["--backend", &backend, "--splice-min", "64KiB"]);
     let mut s = TcpStream::connect(proxy.addr).unwrap();
     s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
     const N: u64 = 32 << 20;
@@ -327,7 +331,7 @@ fn a_slow_backend_body_is_spliced_whole() {
         true
     });
     let backend = b.addr.to_string();
-    let mut proxy = Proxy::start(&["--backend", &backend]);
+    let mut proxy = Proxy::start(&["--backend", &backend, "--splice-min", "64KiB"]);
     let mut c = proxy.connect();
     for _ in 0..3 {
         let r = c.get("/");
@@ -393,7 +397,14 @@ fn a_backend_dying_mid_body_closes_the_client_and_leaks_nothing() {
     let backend = b.addr.to_string();
     // `always`: each new client takes the pooled connection (under `safe` only one
     // reused before may carry a client's first request), so one is open at a time.
-    let mut proxy = Proxy::start(&["--backend", &backend, "--reuse", "always"]);
+    let mut proxy = Proxy::start(&[
+        "--backend",
+        &backend,
+        "--splice-min",
+        "64KiB",
+        "--reuse",
+        "always",
+    ]);
     {
         let mut c = proxy.connect();
         assert!(c.get("/").body == pattern(N));
@@ -453,7 +464,14 @@ fn a_client_leaving_mid_body_leaks_nothing() {
     let backend = origin.addr().to_string();
     // `always`: a new client's first request takes the pooled connection (under `safe`
     // only one reused before may carry it), so the one cut mid-body is the only one.
-    let mut proxy = Proxy::start(&["--backend", &backend, "--reuse", "always"]);
+    let mut proxy = Proxy::start(&[
+        "--backend",
+        &backend,
+        "--splice-min",
+        "64KiB",
+        "--reuse",
+        "always",
+    ]);
     {
         let mut c = proxy.connect();
         assert!(c.get("/size/1048576").body == pattern(1 << 20));
@@ -504,7 +522,7 @@ fn a_client_leaving_mid_body_leaks_nothing() {
 fn an_h2c_client_gets_a_copied_body() {
     let origin = origin();
     let backend = origin.addr().to_string();
-    let mut proxy = Proxy::start(&["--backend", &backend]);
+    let mut proxy = Proxy::start(&["--backend", &backend, "--splice-min", "64KiB"]);
     let path = temp_path("splice-h2c");
     let _f = TempFile(path.clone());
     let out = curl(&[

@@ -250,6 +250,8 @@ fn a_large_body_to_a_tls_client_is_copied_not_spliced() {
     let mut proxy = Proxy::start(&[
         "--backend",
         &backend,
+        "--splice-min",
+        "64KiB",
         "--listen-tls",
         "127.0.0.1:0",
         "--cert",

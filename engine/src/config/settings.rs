@@ -128,9 +128,9 @@ settings! {
         /// Busy-poll this long before a shard parks (lower latency, more CPU), e.g. 50us; 0 = never.
         #[arg(value_name = "DUR", help_heading = SHARDS)]
         spin_before_park: Dur = "0s";
-        /// Response bodies of at least this size (Content-Length) pass from a plain-TCP backend to a plain-TCP client by splice(2), through a pipe, without being copied through ringway; TLS or HTTP/2 on either side copies. 0 = never.
+        /// Response bodies of at least this size (Content-Length) pass from a plain-TCP backend to a plain-TCP client by splice(2), through a pipe, without being copied through ringway; TLS or HTTP/2 on either side copies. 0 = never (the default: see docs/tuning.md before turning it on).
         #[arg(value_name = "SIZE", help_heading = SHARDS)]
-        splice_min: Size = "64KiB";
+        splice_min: Size = "0";
         /// Backend connection reuse: never, safe, aggressive or always (HAProxy's meanings).
         #[arg(value_name = "never|safe|aggressive|always", help_heading = POOL)]
         reuse: Reuse = "safe";
