@@ -81,6 +81,7 @@ impl Shard {
         c.body_spliced = spliced.bodies;
         c.body_spliced_bytes = spliced.bytes;
         c.splice_pipes_opened = spliced.pipes_opened;
+        c.body_ring_sent_bytes = spliced.ring_sent_bytes;
         c.splice_pipes_pooled = crate::splice::pooled_pipes() as u64;
         c.backend_desync += up_counters.backend_desync;
         Snapshot {

@@ -28,6 +28,11 @@ fn spliced(proxy: &Proxy) -> (u64, u64) {
     )
 }
 
+/// Body bytes sent to clients straight from the receive buffer ring.
+fn ring_sent(proxy: &Proxy) -> u64 {
+    counter(proxy, "ringway_body_ring_sent_bytes_total")
+}
+
 /// The proxy's open descriptors, less those of its pooled pipes (how many pipes a
 /// shard keeps depends on which bodies happened to be spliced) and those of its admin
 /// listener and admin connections (reading `/metrics` opens one, closed a moment later).
@@ -185,9 +190,10 @@ fn bodies_at_or_above_the_threshold_are_spliced_byte_exact_on_one_backend_connec
     proxy.assert_healthy();
 }
 
-/// `--splice-min 0`, the default, turns splicing off: bodies are copied, and still right.
+/// `--splice-min 0`, the default, turns splicing off: no body is spliced, and each is
+/// still right.
 #[test]
-fn splice_min_zero_and_the_default_copy_every_body() {
+fn splice_min_zero_and_the_default_splice_no_body() {
     let origin = origin();
     let backend = origin.addr().to_string();
     for extra in [&["--splice-min", "0"][..], &[][..]] {
@@ -200,6 +206,71 @@ fn splice_min_zero_and_the_default_copy_every_body() {
         }
         assert_eq!(spliced(&proxy), (0, 0), "{extra:?}");
         assert_eq!(counter(&proxy, "ringway_splice_pipes_opened_total"), 0);
+        proxy.assert_healthy();
+    }
+}
+
+/// With splicing off (the default) a `Content-Length` body is sent to a plain client
+/// straight from the receive buffer ring: byte-exact at sizes from one byte to several
+/// times what the ring's eight queued buffers hold, the backend connection reused after
+/// each and the next small response whole and alone, and `/metrics` counts bytes sent
+/// from the ring, never more than the bodies. With the ring off
+/// (`GLOMMIO_RECV_BUFFER_RING=off`) the same bodies are copied and just as right.
+#[test]
+fn content_length_bodies_are_sent_from_the_ring_byte_exact_on_one_backend_connection() {
+    let origin = origin();
+    let backend = origin.addr().to_string();
+    let sizes = [
+        1usize,
+        100,
+        16_383,
+        16_384,
+        16_385,
+        70_000,
+        131_073,
+        1 << 20,
+        5_000_003,
+    ];
+    let total: u64 = sizes.iter().map(|&n| n as u64).sum();
+    for ring in [true, false] {
+        let env: &[&str] = if ring {
+            &[]
+        } else {
+            &["GLOMMIO_RECV_BUFFER_RING=off"]
+        };
+        let mut proxy = Proxy::start_with_env(env, &["--backend", &backend]);
+        let mut c = proxy.connect();
+        let conn = c.get("/size/10").num("x-origin-conn");
+        let before = ring_sent(&proxy);
+        for n in sizes {
+            let r = c.get(&format!("/size/{n}"));
+            assert_eq!(r.body.len(), n, "ring {ring}: {n}-byte body's length");
+            assert!(r.body == pattern(n), "ring {ring}: {n}-byte body differs");
+            assert_eq!(
+                r.num("x-origin-conn"),
+                conn,
+                "ring {ring}: {n}: the backend connection was not reused"
+            );
+            let small = c.get("/size/7");
+            assert_eq!(
+                small.body,
+                pattern(7),
+                "ring {ring}: after {n}: a small body differs"
+            );
+            assert_eq!(small.num("x-origin-conn"), conn);
+        }
+        let sent = ring_sent(&proxy) - before;
+        if ring {
+            // The 5 MB body alone is far more than what comes with its head.
+            assert!(
+                sent > 1 << 20 && sent <= total,
+                "{sent} bytes sent from the ring, of {total}"
+            );
+        } else {
+            assert_eq!(sent, 0, "bytes sent from a ring that is off");
+        }
+        assert_eq!(spliced(&proxy), (0, 0));
+        assert!(c.unread_bytes(Duration::from_millis(50)).is_empty());
         proxy.assert_healthy();
     }
 }
@@ -259,10 +330,32 @@ fn a_slow_client_gets_the_whole_spliced_body() {
     let origin = origin();
     let backend = origin.addr().to_string();
     let mut proxy = Proxy::start(&["--backend", &backend, "--splice-min", "64KiB"]);
+    read_slowly(&proxy, 32 << 20);
+    assert_eq!(spliced(&proxy).0, 1);
+    proxy.assert_healthy();
+}
+
+/// The same slow client where the body is sent from the receive buffer ring (the
+/// default, `--splice-min 0`): the client's full socket makes the relay copy what the
+/// ring held and wait the ordinary way, again and again; nothing is lost or reordered,
+/// and bytes were sent from the ring between the waits.
+#[test]
+fn a_slow_client_gets_the_whole_body_sent_from_the_ring() {
+    let origin = origin();
+    let backend = origin.addr().to_string();
+    let mut proxy = Proxy::start(&["--backend", &backend]);
+    read_slowly(&proxy, 32 << 20);
+    assert_eq!(spliced(&proxy).0, 0);
+    assert!(ring_sent(&proxy) > 0, "nothing was sent from the ring");
+    proxy.assert_healthy();
+}
+
+/// Asks for an `n`-byte body, reads nothing for 300 ms, then reads in 4 KiB bites with
+/// pauses, and checks every byte.
+fn read_slowly(proxy: &Proxy, n: u64) {
     let mut s = TcpStream::connect(proxy.addr).unwrap();
     s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
-    const N: u64 = 32 << 20;
-    s.write_all(format!("GET /size/{N} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes())
+    s.write_all(format!("GET /size/{n} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes())
         .unwrap();
     // Nothing read for a while: the client socket fills and refuses more.
     std::thread::sleep(Duration::from_millis(300));
@@ -274,13 +367,13 @@ fn a_slow_client_gets_the_whole_spliced_body() {
     let mut body = 0u64;
     let mut head_len = None;
     let deadline = Instant::now() + Duration::from_secs(60);
-    while head_len.is_none() || body < N {
+    while head_len.is_none() || body < n {
         assert!(
             Instant::now() < deadline,
-            "body not through in 60 s: {body} of {N}"
+            "body not through in 60 s: {body} of {n}"
         );
         let k = s.read(&mut b).expect("read");
-        assert!(k > 0, "closed with {body} of {N} body bytes");
+        assert!(k > 0, "closed with {body} of {n} body bytes");
         bites += 1;
         if bites.is_multiple_of(64) && bites < 4096 {
             std::thread::sleep(Duration::from_millis(2));
@@ -301,21 +394,16 @@ fn a_slow_client_gets_the_whole_spliced_body() {
             }
         }
     }
-    assert_eq!(body, N, "more bytes than the body");
+    assert_eq!(body, n, "more bytes than the body");
     let digest: [u8; 32] = h.finalize().into();
-    assert_eq!(
-        digest,
-        pattern_sha256(N),
-        "slowly read spliced body differs"
-    );
-    assert_eq!(spliced(&proxy).0, 1);
-    proxy.assert_healthy();
+    assert_eq!(digest, pattern_sha256(n), "slowly read body differs");
 }
 
 /// A backend that trickles its body (16 pieces, 10 ms apart) makes the backend socket
-/// run dry again and again: the splice waits for it and the body is whole.
+/// run dry again and again: the splice, and the send from the ring, wait for it and the
+/// body is whole.
 #[test]
-fn a_slow_backend_body_is_spliced_whole() {
+fn a_slow_backend_body_is_spliced_or_sent_from_the_ring_whole() {
     const N: usize = 1 << 20;
     let b = RawBackend::start(|_, _, s| {
         let body = pattern(N);
@@ -331,15 +419,34 @@ fn a_slow_backend_body_is_spliced_whole() {
         true
     });
     let backend = b.addr.to_string();
-    let mut proxy = Proxy::start(&["--backend", &backend, "--splice-min", "64KiB"]);
-    let mut c = proxy.connect();
-    for _ in 0..3 {
-        let r = c.get("/");
-        assert!(r.body == pattern(N), "trickled body differs");
+    let mut connections = 0;
+    for splice_min in ["64KiB", "0"] {
+        let mut proxy = Proxy::start(&["--backend", &backend, "--splice-min", splice_min]);
+        let mut c = proxy.connect();
+        for _ in 0..3 {
+            let r = c.get("/");
+            assert!(
+                r.body == pattern(N),
+                "--splice-min {splice_min}: trickled body differs"
+            );
+        }
+        connections += 1;
+        assert_eq!(
+            b.connections(),
+            connections,
+            "--splice-min {splice_min}: the backend connection was not reused"
+        );
+        if splice_min == "0" {
+            assert_eq!(spliced(&proxy).0, 0);
+            assert!(
+                ring_sent(&proxy) > 0,
+                "the trickled body was not sent from the ring"
+            );
+        } else {
+            assert_eq!(spliced(&proxy).0, 3);
+        }
+        proxy.assert_healthy();
     }
-    assert_eq!(b.connections(), 1, "the backend connection was reused");
-    assert_eq!(spliced(&proxy).0, 3);
-    proxy.assert_healthy();
 }
 
 /// A backend that sends, in the same write as a spliced body, bytes of a response
@@ -384,6 +491,16 @@ fn bytes_past_a_spliced_body_never_reach_a_client() {
 /// connection is not reused, and no descriptor (socket or pipe) is left behind.
 #[test]
 fn a_backend_dying_mid_body_closes_the_client_and_leaks_nothing() {
+    backend_dies_mid_body("64KiB");
+}
+
+/// The same where the body is sent from the receive buffer ring (`--splice-min 0`).
+#[test]
+fn a_backend_dying_mid_body_sent_from_the_ring_closes_the_client_and_leaks_nothing() {
+    backend_dies_mid_body("0");
+}
+
+fn backend_dies_mid_body(splice_min: &str) {
     const N: usize = 4 << 20;
     let b = RawBackend::start(|_, path, s| {
         let body = pattern(N);
@@ -401,7 +518,7 @@ fn a_backend_dying_mid_body_closes_the_client_and_leaks_nothing() {
         "--backend",
         &backend,
         "--splice-min",
-        "64KiB",
+        splice_min,
         "--reuse",
         "always",
     ]);
@@ -443,11 +560,16 @@ fn a_backend_dying_mid_body_closes_the_client_and_leaks_nothing() {
         before + 1,
         "the broken backend connection was reused"
     );
-    assert_eq!(
-        counter(&proxy, "ringway_splice_pipes_opened_total"),
-        opened + 1,
-        "the pipe of the broken body was reused"
-    );
+    if splice_min == "0" {
+        assert_eq!(opened, 0, "a pipe opened with splicing off");
+        assert!(ring_sent(&proxy) > 0, "nothing was sent from the ring");
+    } else {
+        assert_eq!(
+            counter(&proxy, "ringway_splice_pipes_opened_total"),
+            opened + 1,
+            "the pipe of the broken body was reused"
+        );
+    }
     wait_until(
         Duration::from_secs(5),
         "the fd count back to where it was",
@@ -456,10 +578,21 @@ fn a_backend_dying_mid_body_closes_the_client_and_leaks_nothing() {
     proxy.assert_healthy();
 }
 
-/// A client that goes away mid-body: its pipe (holding bytes) is closed, the backend
+/// A client that goes away mid-body: its pipe (holding bytes) is closed (or the ring's
+/// buffers it held go back to the ring), the backend
 /// connection (mid-body) is closed, nothing leaks, and the next client is served.
 #[test]
 fn a_client_leaving_mid_body_leaks_nothing() {
+    client_leaves_mid_body("64KiB");
+}
+
+/// The same where the body is sent from the receive buffer ring (`--splice-min 0`).
+#[test]
+fn a_client_leaving_mid_body_sent_from_the_ring_leaks_nothing() {
+    client_leaves_mid_body("0");
+}
+
+fn client_leaves_mid_body(splice_min: &str) {
     let origin = origin();
     let backend = origin.addr().to_string();
     // `always`: a new client's first request takes the pooled connection (under `safe`
@@ -468,7 +601,7 @@ fn a_client_leaving_mid_body_leaks_nothing() {
         "--backend",
         &backend,
         "--splice-min",
-        "64KiB",
+        splice_min,
         "--reuse",
         "always",
     ]);
@@ -509,10 +642,18 @@ fn a_client_leaving_mid_body_leaks_nothing() {
             || fds(&proxy) == base,
         );
     }
-    assert!(
-        spliced(&proxy).0 >= 3,
-        "the bodies cut short were not spliced"
-    );
+    if splice_min == "0" {
+        assert_eq!(spliced(&proxy).0, 0);
+        assert!(
+            ring_sent(&proxy) > 3 << 20,
+            "the bodies cut short were not sent from the ring"
+        );
+    } else {
+        assert!(
+            spliced(&proxy).0 >= 3,
+            "the bodies cut short were not spliced"
+        );
+    }
     proxy.assert_healthy();
 }
 

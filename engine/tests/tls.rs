@@ -297,6 +297,11 @@ fn a_large_body_to_a_tls_client_is_copied_not_spliced() {
         );
     }
     assert_eq!(spliced(&proxy), 0.0, "a body to a TLS client was spliced");
+    assert_eq!(
+        sum_metric(&proxy.metrics(), "ringway_body_ring_sent_bytes_total", &[]),
+        0.0,
+        "a body to a TLS client was sent from the ring, past rustls"
+    );
     // The plain listener of the same proxy splices it (its connection's second body).
     let mut c = proxy.connect();
     for _ in 0..2 {

@@ -584,6 +584,8 @@ impl<W: AsyncWrite + Unpin + SpliceEnd> ResponseSink for H1Sink<'_, '_, W> {
             copy_dechunked(src, bbuf, &mut self.writer).await
         } else if let Some(n) = spliced_length(resp.framing, framing, self.splice_min) {
             crate::splice::copy_length(src, bbuf, &mut self.writer, n).await
+        } else if let Framing::Length(n @ 1..) = framing {
+            crate::splice::relay_length(src, bbuf, &mut self.writer, n).await
         } else {
             copy_body(framing, src, bbuf, &mut self.writer).await
         };

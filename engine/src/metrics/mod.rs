@@ -80,6 +80,9 @@ pub struct Counters {
     pub body_spliced: u64,
     pub body_spliced_bytes: u64,
     pub splice_pipes_opened: u64,
+    /// Content-Length body bytes sent to clients straight from the receive buffer ring,
+    /// never copied through ringway's memory (`splice::relay_length`).
+    pub body_ring_sent_bytes: u64,
     /// Empty pipes the shard keeps for the next spliced body, now (a gauge, read at each
     /// snapshot): two descriptors each.
     pub splice_pipes_pooled: u64,

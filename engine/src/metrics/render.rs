@@ -213,6 +213,12 @@ pub fn render(snaps: &mut [Snapshot], labels: &Labels<'_>) -> String {
             |s| s.c.splice_pipes_opened,
         ),
         (
+            "body_ring_sent_bytes_total",
+            "Content-Length body bytes sent to clients straight from the receive buffer ring (one sendmsg over the ring's buffers), never copied through ringway's memory: plain TCP on both sides, bodies not spliced. Bytes that came with the head, or while the client was not taking more, are copied and not counted here.",
+            "counter",
+            |s| s.c.body_ring_sent_bytes,
+        ),
+        (
             "splice_pipes_pooled",
             "Empty pipes kept for the next spliced body now (two file descriptors each; at most 16 per shard).",
             "gauge",

@@ -694,6 +694,70 @@ impl<S: AsRawFd> NonBufferedStream<S> {
         }
     }
 
+    /// ringway: sends what the armed multishot brought, at most `max` bytes, straight
+    /// from the ring's buffers to the socket `fd` in one `sendmsg` that never waits
+    /// (`MSG_DONTWAIT | MSG_NOSIGNAL`), and consumes what the socket took: a buffer sent
+    /// whole goes back to the ring. No copy through user space. `None`: the stream holds
+    /// no multishot bytes (nothing, or bytes a single receive brought, or only an end):
+    /// read the ordinary way. `Some(Err(_))` is `fd`'s error (`WouldBlock`: it is full);
+    /// the bytes stay queued then.
+    pub(crate) fn send_buffered(&mut self, fd: RawFd, max: usize) -> Option<io::Result<usize>> {
+        if self.rx_stash.is_some() || max == 0 {
+            return None;
+        }
+        let src = self.rx_ms.as_ref()?;
+        let mut st = src.source_type_mut();
+        let SourceType::SockRecvMulti(m) = &mut *st else {
+            return None;
+        };
+        if m.chunks.is_empty() {
+            return None;
+        }
+        // MAX_QUEUED_CHUNKS bounds what a stream queues, so this many iovecs take it all.
+        const IOV: usize = 16;
+        let mut iov = [libc::iovec {
+            iov_base: std::ptr::null_mut(),
+            iov_len: 0,
+        }; IOV];
+        let (mut cnt, mut total) = (0, 0);
+        for c in m.chunks.iter() {
+            if cnt == IOV || total == max {
+                break;
+            }
+            let rest = c.rest();
+            let k = rest.len().min(max - total);
+            iov[cnt] = libc::iovec {
+                iov_base: rest.as_ptr() as *mut libc::c_void,
+                iov_len: k,
+            };
+            cnt += 1;
+            total += k;
+        }
+        // SAFETY: an all-zero msghdr is a valid empty one.
+        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+        msg.msg_iov = iov.as_mut_ptr();
+        msg.msg_iovlen = cnt as _;
+        // SAFETY: the iovecs point into ring buffers the chunks hold, alive and not
+        // written by the kernel while queued here, for the length of the call.
+        let n = unsafe { libc::sendmsg(fd, &msg, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL) };
+        if n < 0 {
+            return Some(Err(io::Error::last_os_error()));
+        }
+        let mut left = n as usize;
+        while left > 0 {
+            let Some(front) = m.chunks.front_mut() else {
+                break;
+            };
+            let k = ((front.len - front.off) as usize).min(left);
+            front.off += k as u32;
+            left -= k;
+            if front.off >= front.len {
+                m.chunks.pop_front();
+            }
+        }
+        Some(Ok(n as usize))
+    }
+
     pub(crate) fn try_peek(&self, buf: &mut [u8]) -> Option<io::Result<usize>> {
         super::yolo_peek(self.stream.as_raw_fd(), buf)
     }
@@ -1258,6 +1322,15 @@ impl<S: AsRawFd, B: RxBuf> GlommioStream<S, B> {
             return Some(true);
         }
         self.stream.rx_buffered()
+    }
+
+    /// ringway: see [`NonBufferedStream::send_buffered`]; bytes in the receive buffer
+    /// come first, so none are sent from the ring while it holds some.
+    pub(crate) fn send_buffered(&mut self, fd: RawFd, max: usize) -> Option<io::Result<usize>> {
+        if !self.rx_buf.is_empty() {
+            return None;
+        }
+        self.stream.send_buffered(fd, max)
     }
 
     /// ringway: see [`NonBufferedStream::try_read_buffered`].

@@ -762,6 +762,16 @@ impl<B: RxBuf> TcpStream<B> {
         self.stream.try_read_buffered(buf)
     }
 
+    /// Sends what this stream's multishot receive already brought, at most `max` bytes,
+    /// straight from the receive buffer ring to the socket `fd` (one `sendmsg` that never
+    /// waits), consuming what `fd` took: bytes relayed with no copy through user space.
+    /// `None`: nothing such is held (read normally); `Some(Err(_))`: `fd`'s error
+    /// (`WouldBlock` when it is full; the bytes stay for the next read). `fd` must not
+    /// have a write of its own stream in flight. Added by ringway.
+    pub fn send_buffered(&mut self, fd: std::os::unix::io::RawFd, max: usize) -> Option<std::io::Result<usize>> {
+        self.stream.send_buffered(fd, max)
+    }
+
     /// Returns the socket address of the remote peer of this TCP connection.
     ///
     /// # Examples

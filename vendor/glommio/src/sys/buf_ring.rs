@@ -372,6 +372,11 @@ impl ChunkQueue {
         self.head.as_mut()
     }
 
+    /// The chunks, front first.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &RingChunk> {
+        self.head.iter().chain(self.rest.iter().flat_map(|r| r.iter()))
+    }
+
     /// Drops the front chunk (giving its buffer back to the ring).
     pub(crate) fn pop_front(&mut self) {
         self.head = self.rest.as_mut().and_then(|r| r.pop_front());
