@@ -161,15 +161,23 @@ pub enum IdlePeek {
     Unsolicited,
 }
 
-/// Peeks at an idle connection without consuming anything (one `recv` with
-/// `MSG_PEEK | MSG_DONTWAIT`).
-pub fn idle_peek(stream: &TcpStream) -> IdlePeek {
-    // What the ring already took from the socket (a multishot receive) a peek would
-    // not see.
+/// What the ring already took from an idle connection's socket (a multishot receive),
+/// which a peek at the socket would not see; no system call. `Quiet`: nothing held (the
+/// socket itself is not looked at).
+pub fn held_peek(stream: &TcpStream) -> IdlePeek {
     match stream.rx_buffered() {
-        Some(true) => return IdlePeek::Unsolicited,
-        Some(false) => return IdlePeek::Closed,
-        None => {}
+        Some(true) => IdlePeek::Unsolicited,
+        Some(false) => IdlePeek::Closed,
+        None => IdlePeek::Quiet,
+    }
+}
+
+/// Peeks at an idle connection without consuming anything (what the ring holds, then
+/// one `recv` with `MSG_PEEK | MSG_DONTWAIT`).
+pub fn idle_peek(stream: &TcpStream) -> IdlePeek {
+    let held = held_peek(stream);
+    if held != IdlePeek::Quiet {
+        return held;
     }
     let fd = borrow(stream);
     let sock = socket2::SockRef::from(&fd);

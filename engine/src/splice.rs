@@ -394,15 +394,10 @@ where
         waited = false;
     }
     // Bytes the backend sent past the body (a response nobody asked for) that the
-    // multishot already took wait in the ring's queue, where the next request on this
-    // connection would read them as its answer. What is there now is taken into `buf`:
-    // the exchange then finds bytes past the response and closes the connection, as
-    // after a copied body. (Found by `bytes_past_a_spliced_body_never_reach_a_client`.)
-    if buf.is_empty() {
-        let _ = src
-            .with_tcp(|s| buf.fill_now(|spare| s.try_read_buffered(spare)))
-            .flatten();
-    }
+    // multishot already took stay in the ring's queue: the pool's checkout finds them
+    // (`fd::held_peek`, also within `PROBE_AFTER`) and closes the connection as a
+    // desync. (`bytes_past_a_spliced_body_never_reach_a_client` read them as the next
+    // answer before that check.)
     Ok(())
 }
 

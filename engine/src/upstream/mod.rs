@@ -920,7 +920,10 @@ impl Upstreams {
             };
             let skip_peek = !conn.carried_body && since.elapsed() < PROBE_AFTER;
             let peek = if skip_peek {
-                IdlePeek::Quiet
+                // No `recv` for a connection pooled a moment ago, but what the ring
+                // already took past its last response is looked at (free): whichever
+                // body path left it there, it is never read as the next answer.
+                conn.transport.held_peek()
             } else {
                 conn.transport.idle_peek()
             };

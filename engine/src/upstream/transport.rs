@@ -154,6 +154,17 @@ impl Transport {
         }
     }
 
+    /// What the ring already took from the socket, without a system call: bytes
+    /// (`Unsolicited`), only an end (`Closed`), or nothing (`Quiet`; the socket itself is
+    /// not looked at). For the checks that skip [`Transport::idle_peek`]'s `recv`. TLS:
+    /// `Quiet` (its records are read and judged by `idle_peek`).
+    pub fn held_peek(&self) -> fd::IdlePeek {
+        match self {
+            Transport::Tcp(s) => fd::held_peek(s),
+            Transport::Tls(_) => fd::IdlePeek::Quiet,
+        }
+    }
+
     /// Makes the coming close an RST (connections closed by policy).
     pub fn arm_reset(&self) {
         fd::set_linger_zero(self.tcp());
