@@ -25,7 +25,7 @@
 # RINGWAY_BEFORE (a second ringway binary, e.g. built from an earlier commit: add
 # `ringway-before` to SYSTEMS to measure a change before and after in one interleaved run)
 # BIN_DIR (where ringway, ringway-origin and ringway-bench are; default target/release,
-# which BUILD=1 builds) PNG (the latency plot's path) EXTRAS (0: skip the system-call and
+# which BUILD=1 builds) PNG (the latency plot's path; default: beside DOC) EXTRAS (0: skip the system-call and
 # idle-memory runs that follow the workloads) SYSCALLS_N IDLE_NS (their sizes).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -220,6 +220,14 @@ cat "$TLS_DIR/cert.pem" "$TLS_DIR/key.pem" > "$TLS_DIR/combined.pem"
 # URL4/URL5: the HTTP/1.1 and h2c fronts whose /h2b/ paths reach the h2c origin (h2b-*).
 declare -A PID_OF URL1 URL2 URL4 URL5 NOTE
 
+# The flags both ringway systems run with (ringway and ringway-before: a before/after
+# comparison must differ only in the binary). No access log, like the peers here (nginx
+# `access_log off`, HAProxy without `log`); a binary that predates the flag has no log.
+ringway_common_flags() { # ringway_common_flags HELP_TEXT: prints one flag per line
+  if grep -q -- "--access-log" <<<"$1"; then printf '%s\n' --access-log off; fi
+  printf '%s\n' --reuse always --log warn
+}
+
 start_ringway() {
   if [ ! -x "$RINGWAY" ]; then NOTE[ringway]="not built"; return 1; fi
   local help; help=$("$RINGWAY" --help 2>&1 || true)
@@ -229,13 +237,12 @@ start_ringway() {
   local tls=()
   grep -q -- "--listen-tls" <<<"$help" && tls=(--listen-tls "127.0.0.1:$P_RINGWAY_TLS" \
     --cert "$TLS_DIR/cert.pem" --key "$TLS_DIR/key.pem")
-  # No access log, like the peers here (nginx `access_log off`, HAProxy without `log`).
-  grep -q -- "--access-log" <<<"$help" && tls+=(--access-log off)
+  mapfile -t -O "${#tls[@]}" tls < <(ringway_common_flags "$help")
   # HTTP/2 backend: /h2b/ goes to the h2c origin (which answers any unknown path with
   # its default body), everything else to the HTTP/1.1 one.
   [ -n "$H2_ORIGIN_ADDR" ] && tls+=(--backend "h2b=h2c://$H2_ORIGIN_ADDR" --route "*/h2b=h2b")
   "$RINGWAY" --cpus "$PROXY_CPUS" --listen "127.0.0.1:$P_RINGWAY" --backend "$ORIGIN_ADDR" \
-    "${tls[@]}" --reuse always --log warn > "$OUT/ringway.log" 2>&1 &
+    "${tls[@]}" > "$OUT/ringway.log" 2>&1 &
   PID_OF[ringway]=$!; PIDS+=("$!")
   URL1[ringway]="http://127.0.0.1:$P_RINGWAY"; URL2[ringway]="http://127.0.0.1:$P_RINGWAY"
   grep -q -- "--listen-tls" <<<"$help" && URL3[ringway]="https://127.0.0.1:$P_RINGWAY_TLS"
@@ -247,8 +254,9 @@ start_ringway() {
 start_ringway-before() {
   local bin=${RINGWAY_BEFORE:-}
   if [ -z "$bin" ] || [ ! -x "$bin" ]; then NOTE[ringway-before]="RINGWAY_BEFORE not set to a binary"; return 1; fi
+  local flags; mapfile -t flags < <(ringway_common_flags "$("$bin" --help 2>&1 || true)")
   "$bin" --cpus "$PROXY_CPUS" --listen "127.0.0.1:$P_RINGWAY_BEFORE" --backend "$ORIGIN_ADDR" \
-    --reuse always --log warn > "$OUT/ringway-before.log" 2>&1 &
+    "${flags[@]}" > "$OUT/ringway-before.log" 2>&1 &
   PID_OF[ringway-before]=$!; PIDS+=("$!")
   URL1[ringway-before]="http://127.0.0.1:$P_RINGWAY_BEFORE"; URL2[ringway-before]="http://127.0.0.1:$P_RINGWAY_BEFORE"
 }
@@ -402,6 +410,13 @@ def sh(c):
     except Exception: return ""
 notes = {}
 $(for s in ringway ringway-before haproxy nginx h2o nginx-h2b h2o-h2b; do echo "notes['$s'] = '''${NOTE[$s]:-}'''"; done)
+# How each system was started (its argv), so a report says what ran and a before/after
+# pair can be checked to differ only in the binary and port (scripts/bench-smoke.sh).
+cmdlines = {}
+def argv(pid):
+    try: return open(f"/proc/{pid}/cmdline").read().rstrip("\0").split("\0")
+    except OSError: return []
+$(for s in "${ACTIVE[@]}"; do [ "$s" = direct ] || echo "cmdlines['$s'] = argv(${PID_OF[$s]})"; done)
 json.dump({
   "date": sh("date -u +'%Y-%m-%d %H:%M UTC'"),
   "nproc": sh("nproc"),
@@ -415,7 +430,7 @@ json.dump({
   "proxy_cpus": "$PROXY_CPUS", "origin_cpus": "$ORIGIN_CPUS", "load_cpus": "$LOAD_CPUS",
   "shards": $SHARDS, "dur": "$DUR", "warmup": "$WARMUP", "rounds": $ROUNDS,
   "quick": "$QUICK", "systems": "$SYSTEMS", "active": "${ACTIVE[*]}",
-  "workloads": "$WORKLOADS", "notes": notes,
+  "workloads": "$WORKLOADS", "notes": notes, "cmdlines": cmdlines,
   "command": os.environ.get("RUN_CMD", "bench/run.sh"),
 }, open(sys.argv[1], "w"), indent=1)
 PY
@@ -669,5 +684,5 @@ if [ "${EXTRAS:-1}" = 1 ]; then
     bench/idle.sh > "$OUT/idle.md" 2> "$OUT/idle.err" || log "idle run failed: $(tail -3 "$OUT/idle.err")"
 fi
 
-python3 bench/harness/report.py "$OUT" --doc "$DOC" --png "${PNG:-docs/benchmarks-latency.png}"
+python3 bench/harness/report.py "$OUT" --doc "$DOC" --png "${PNG:-$(dirname "$DOC")/benchmarks-latency.png}"
 log "raw results in $OUT/results.jsonl"
