@@ -3,8 +3,8 @@
 # for before/after comparisons on a busy machine where CPU time means little.
 #
 # Starts one ringway-origin and, per binary, ringway (one shard, `--reuse always`,
-# `--access-log off`) under `valgrind --tool=callgrind`. After a warm-up of WARM requests
-# (pool filled, buffers pooled) the counters are zeroed (`callgrind_control -z`), a
+# `--access-log off` unless ACCESS_LOG names a file) under `valgrind --tool=callgrind`.
+# After a warm-up of WARM requests (pool filled, buffers pooled) the counters are zeroed (`callgrind_control -z`), a
 # fixed-count `ringway-bench -n N -c C` run goes through the proxy, and the counters are
 # dumped (`callgrind_control -d`): the dump holds exactly the instructions the proxy's
 # threads executed in user space during the measured requests (kernel time is not
@@ -14,6 +14,7 @@
 #   bench/instructions.sh                                   # 13-byte keep-alive requests
 #   RINGWAY_BEFORE=/path/to/old/ringway bench/instructions.sh   # before/after, one run
 #   BENCH_ARGS="--h2c" bench/instructions.sh               # extra ringway-bench flags
+#   ACCESS_LOG=/tmp/access.log bench/instructions.sh       # with the access log on (default off)
 #   KEEP=/tmp/cg bench/instructions.sh                     # keep the callgrind files, then
 #     callgrind_annotate --inclusive=yes /tmp/cg/ringway.cg.1 | less
 #
@@ -55,7 +56,7 @@ measure() { # measure NAME BINARY: prints one table row
   # shellcheck disable=SC2086
   valgrind --tool=callgrind --callgrind-out-file="$TMP/$1.cg" \
     "$2" --listen 127.0.0.1:$PORT --admin 127.0.0.1:$((PORT + 1)) --shards 1 \
-    --backend "$OADDR" --reuse always --access-log off --log warn > "$TMP/$1.log" 2>&1 &
+    --backend "$OADDR" --reuse always --access-log "${ACCESS_LOG:-off}" --log warn > "$TMP/$1.log" 2>&1 &
   local vp=$!; PIDS+=($vp)
   wait_port $PORT || { echo "$1 did not start:" >&2; cat "$TMP/$1.log" >&2; exit 1; }
   # shellcheck disable=SC2086
