@@ -241,7 +241,7 @@ pub struct ShardLog {
 /// Text a shard's lines repeat, kept as last formatted: the date up to the second (it
 /// changes once a second, not once a line), the last client address and the last server
 /// address (a keep-alive connection's requests share both). `core::fmt` for these was
-/// most of a line's cost: 8,400 instructions per line before (`bench/instructions.sh` with
+/// most of a line's cost: 8,600 instructions per line before (`bench/instructions.sh` with
 /// a log file), of which the date took 2,100 and the two addresses 3,200.
 #[derive(Default)]
 pub struct Texts {
