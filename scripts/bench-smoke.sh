@@ -26,33 +26,21 @@ setup = json.load(open(f"{out}/run/setup.json"))
 active = setup["active"].split()
 assert active == ["ringway", "ringway-before"], f"systems that came up: {active}"
 cmd = setup["cmdlines"]
-def normalized(argv):
-    # Drop the binary and the listen address (each system has its own port).
+# Each system has its own binary and ports; ringway also serves the TLS workloads,
+# which ringway-before does not. The rest must be the same.
+OWN = {"--listen", "--listen-tls", "--cert", "--key"}
+def shared(argv):
     rest, skip = [], False
-    for a in argv[1:]:
+    for x in argv[1:]:
         if skip:
             skip = False
-            continue
-        if a == "--listen":
+        elif x in OWN:
             skip = True
-            continue
-        rest.append(a)
+        else:
+            rest.append(x)
     return rest
-a, b = normalized(cmd["ringway"]), normalized(cmd["ringway-before"])
-# ringway also serves TLS and HTTP/2-backend workloads; ringway-before only the plain ones.
-extra = {"--listen-tls", "--cert", "--key"}
-def plain(args):
-    keep, skip = [], False
-    for x in args:
-        if skip:
-            skip = False
-            continue
-        if x in extra:
-            skip = True
-            continue
-        keep.append(x)
-    return keep
-assert plain(a) == plain(b), f"ringway and ringway-before differ:\n  {a}\n  {b}"
+a, b = shared(cmd["ringway"]), shared(cmd["ringway-before"])
+assert a == b, f"ringway and ringway-before differ:\n  {a}\n  {b}"
 assert "--access-log" in a, f"ringway ran with its access log: {a}"
 cells = [json.loads(l) for l in open(f"{out}/run/results.jsonl")]
 for s in active:

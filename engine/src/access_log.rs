@@ -530,13 +530,6 @@ fn write_seconds(out: &mut Vec<u8>, secs: u64, rfc3339: bool) {
     };
 }
 
-#[cfg(test)]
-fn write_date(out: &mut Vec<u8>, now: SystemTime, rfc3339: bool) {
-    let d = now.duration_since(UNIX_EPOCH).unwrap_or_default();
-    write_seconds(out, d.as_secs(), rfc3339);
-    push_millis(out, d.subsec_millis(), rfc3339);
-}
-
 /// Days since 1970-01-01 to (year, month 1..=12, day 1..=31); Howard Hinnant's
 /// algorithm.
 fn civil_from_days(z: i64) -> (i64, u32, u32) {
@@ -562,20 +555,15 @@ mod tests {
         assert_eq!(civil_from_days(0), (1970, 1, 1));
         assert_eq!(civil_from_days(19_000), (2022, 1, 8));
         assert_eq!(civil_from_days(11_016), (2000, 2, 29));
-        let mut out = Vec::new();
-        write_date(
-            &mut out,
-            UNIX_EPOCH + Duration::from_millis(1_741_774_272_345),
-            false,
-        );
-        assert_eq!(String::from_utf8(out).unwrap(), "12/Mar/2025:10:11:12.345");
-        let mut out = Vec::new();
-        write_date(
-            &mut out,
-            UNIX_EPOCH + Duration::from_millis(1_741_774_272_345),
-            true,
-        );
-        assert_eq!(String::from_utf8(out).unwrap(), "2025-03-12T10:11:12.345Z");
+        for (rfc3339, text) in [
+            (false, "12/Mar/2025:10:11:12.345"),
+            (true, "2025-03-12T10:11:12.345Z"),
+        ] {
+            let mut out = Vec::new();
+            let at = UNIX_EPOCH + Duration::from_millis(1_741_774_272_345);
+            write_date_cached(&mut out, &mut Texts::default(), at, rfc3339);
+            assert_eq!(String::from_utf8(out).unwrap(), text);
+        }
     }
 
     #[test]
@@ -587,36 +575,19 @@ mod tests {
             write_date_cached(&mut out, texts, at(ms), rfc);
             String::from_utf8(out).unwrap()
         };
-        assert_eq!(
-            date(&mut texts, 1_741_774_272_345, false),
-            "12/Mar/2025:10:11:12.345"
-        );
-        // Same second: the cached part, new milliseconds; the other format has its own.
-        assert_eq!(
-            date(&mut texts, 1_741_774_272_009, false),
-            "12/Mar/2025:10:11:12.009"
-        );
-        assert_eq!(
-            date(&mut texts, 1_741_774_272_999, true),
-            "2025-03-12T10:11:12.999Z"
-        );
-        // The next second, and a day later (the month and year parts too).
-        assert_eq!(
-            date(&mut texts, 1_741_774_273_000, false),
-            "12/Mar/2025:10:11:13.000"
-        );
-        assert_eq!(
-            date(&mut texts, 1_767_225_599_500, true),
-            "2025-12-31T23:59:59.500Z"
-        );
-        assert_eq!(
-            date(&mut texts, 1_767_225_600_001, true),
-            "2026-01-01T00:00:00.001Z"
-        );
-        assert_eq!(
-            date(&mut texts, 1_767_225_600_001, false),
-            "01/Jan/2026:00:00:00.001"
-        );
+        // In order: a second, the same second again (the cached part, new milliseconds),
+        // the other format (its own cache), the next second, and across a year.
+        for (ms, rfc3339, text) in [
+            (1_741_774_272_345, false, "12/Mar/2025:10:11:12.345"),
+            (1_741_774_272_009, false, "12/Mar/2025:10:11:12.009"),
+            (1_741_774_272_999, true, "2025-03-12T10:11:12.999Z"),
+            (1_741_774_273_000, false, "12/Mar/2025:10:11:13.000"),
+            (1_767_225_599_500, true, "2025-12-31T23:59:59.500Z"),
+            (1_767_225_600_001, true, "2026-01-01T00:00:00.001Z"),
+            (1_767_225_600_001, false, "01/Jan/2026:00:00:00.001"),
+        ] {
+            assert_eq!(date(&mut texts, ms, rfc3339), text, "at {ms} ms");
+        }
         // Addresses: each line has its own, whatever the previous line's was.
         for (ip, server) in [
             ("10.0.0.1", "127.0.0.1:9000"),
