@@ -83,6 +83,8 @@ impl Drop for Dns {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        // The server's query counter, beside the answers file (which `TempFile` removes).
+        let _ = std::fs::remove_file(self.answers.0.with_extension("json.count"));
     }
 }
 

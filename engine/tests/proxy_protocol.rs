@@ -17,7 +17,7 @@ use common::*;
 struct Haproxy {
     child: Child,
     port: u16,
-    _dir: std::path::PathBuf,
+    _dir: TempDir,
 }
 
 impl Haproxy {
@@ -49,8 +49,7 @@ impl Haproxy {
     }
 
     fn start_with(tag: &str, conf: impl FnOnce(u16) -> String) -> Haproxy {
-        let dir = temp_path(&format!("haproxy-{tag}"));
-        std::fs::create_dir_all(&dir).expect("haproxy dir");
+        let dir = TempDir::new(&format!("haproxy-{tag}"));
         let port = closed_port();
         let conf = conf(port);
         let path = dir.join("haproxy.cfg");
@@ -83,7 +82,8 @@ impl Drop for Haproxy {
 fn haproxy_in_front_names_the_client_with_v1_and_v2() {
     let origin = origin();
     let backend = origin.addr().to_string();
-    let log = temp_path("proxy-proto-log");
+    let log_file = TempFile(temp_path("proxy-proto-log"));
+    let log = &log_file.0;
     let log_s = log.to_string_lossy().to_string();
     let mut proxy = Proxy::start(&[
         "--backend",
@@ -109,7 +109,7 @@ fn haproxy_in_front_names_the_client_with_v1_and_v2() {
     }
     // The access log says the same (it is flushed within a second).
     let lines = wait_for(Duration::from_secs(5), "two access log lines", || {
-        let t = std::fs::read_to_string(&log).unwrap_or_default();
+        let t = std::fs::read_to_string(log).unwrap_or_default();
         let v: Vec<String> = t.lines().map(str::to_string).collect();
         (v.len() >= 2).then_some(v)
     });

@@ -23,7 +23,7 @@ use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
 
 /// A test CA, and leaves it signs, written as PEM files in a temporary directory.
 struct Pki {
-    dir: PathBuf,
+    dir: TempDir,
     ca: rcgen::Certificate,
     ca_key: KeyPair,
 }
@@ -37,8 +37,7 @@ struct Leaf {
 
 impl Pki {
     fn new(tag: &str) -> Pki {
-        let dir = temp_path(tag);
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = TempDir::new(tag);
         let ca_key = KeyPair::generate().unwrap();
         let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
         p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);

@@ -668,14 +668,12 @@ fn reload_under_load_keeps_unchanged_pools_and_refuses_bad_files() {
 struct Nginx {
     child: std::process::Child,
     port: u16,
-    _dir: std::path::PathBuf,
+    _dir: TempDir,
 }
 
 impl Nginx {
     fn start(name: &str, h2: bool, health: u16) -> Nginx {
-        let dir = std::env::temp_dir().join(format!("ringway-trf-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = TempDir::new(&format!("trf-{name}"));
         let port = closed_port();
         let d = dir.to_string_lossy().to_string();
         let http2 = if h2 { " http2" } else { "" };

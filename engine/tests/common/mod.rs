@@ -920,6 +920,32 @@ impl Drop for TempFile {
     }
 }
 
+/// A fresh temporary directory for this test process, removed with what it holds when
+/// dropped (nginx, HAProxy and certificate directories once stayed behind in /tmp, a few
+/// hundred per CI run).
+pub struct TempDir(pub std::path::PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        let dir = temp_path(tag);
+        std::fs::create_dir_all(&dir).expect("temporary directory");
+        TempDir(dir)
+    }
+}
+
+impl std::ops::Deref for TempDir {
+    type Target = std::path::Path;
+    fn deref(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // nginx as an HTTP/2 (h2c) origin that is not ours
 
@@ -930,15 +956,13 @@ pub struct NginxH2c {
     child: Child,
     pub port: u16,
     queries: std::cell::Cell<u64>,
-    _dir: std::path::PathBuf,
+    _dir: TempDir,
 }
 
 impl NginxH2c {
     /// `keepalive_requests`: streams per connection before nginx sends GOAWAY.
     pub fn start(name: &str, keepalive_requests: u32) -> NginxH2c {
-        let dir = std::env::temp_dir().join(format!("ringway-ngx-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("nginx temp dir");
+        let dir = TempDir::new(&format!("ngx-{name}"));
         let port = closed_port();
         let d = dir.to_string_lossy().to_string();
         let conf = format!(
