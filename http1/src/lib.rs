@@ -37,7 +37,7 @@ pub use canned::{reason_phrase, write_error};
 pub use chunked::{ChunkError, ChunkedScanner, MAX_TRAILER};
 pub use downstream::{write_response_downstream, HeadOut};
 pub use length::LengthCounter;
-pub use request::{parse_request, RequestHead};
+pub use request::{parse_request, parse_request_for_upstream, RequestHead};
 pub use response::{parse_response, ResponseHead};
 pub use rewrite::{write_request_upstream, Forwarded};
 pub use target::{route_path, split_absolute, write_normalized_target};
@@ -146,7 +146,7 @@ fn from_httparse(e: httparse::Error) -> HeadError {
 
 /// Header slots for one parse, left uninitialised: `httparse` fills them in, so a parse
 /// does not start with a 4 KiB memset.
-type HeaderSlots<'b> = [MaybeUninit<httparse::Header<'b>>; MAX_HEADERS];
+pub(crate) type HeaderSlots<'b> = [MaybeUninit<httparse::Header<'b>>; MAX_HEADERS];
 
 fn header_slots<'b>() -> HeaderSlots<'b> {
     [MaybeUninit::uninit(); MAX_HEADERS]
@@ -312,8 +312,22 @@ mod tests {
                     }
                 }
             }
+            // The proxy's one-parse path agrees with parse + write on every input.
+            let mut fused = Vec::new();
+            let parsed = parse_request(&m, 4096);
+            assert_eq!(
+                parse_request_for_upstream(&m, 4096, &fwd, &mut fused),
+                parsed
+            );
+            if let Ok(Some(h)) = &parsed {
+                let mut out = Vec::new();
+                write_request_upstream(&m, h, &fwd, &mut out);
+                assert_eq!(fused, out);
+            } else {
+                assert!(fused.is_empty());
+            }
             // (An HTTP/1.0 request without Host goes up without one: the caller adds it.)
-            if let Ok(Some(h)) = parse_request(&m, 4096).map(|h| h.filter(|h| h.host.is_some())) {
+            if let Ok(Some(h)) = parsed.map(|h| h.filter(|h| h.host.is_some())) {
                 let mut out = Vec::new();
                 write_request_upstream(&m, &h, &fwd, &mut out);
                 let back = parse_request(&out, 8192);

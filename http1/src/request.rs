@@ -12,8 +12,10 @@ use std::ops::Range;
 
 use super::fields::{fold_content_length, name_is, name_loosely_is, valid_host, ConnectionOptions};
 use super::{
-    from_httparse, header_slots, parse_request_into, range_in, Framing, HeadError, Method,
+    from_httparse, header_slots, parse_request_into, range_in, Framing, HeadError, HeaderSlots,
+    Method,
 };
+use httparse::Header;
 
 /// A parsed request head. Ranges index the buffer given to [`parse_request`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,9 +47,39 @@ pub struct RequestHead {
 /// complete head within `max_head` bytes, or more than [`super::MAX_HEADERS`] header fields.
 /// Bytes after `head_len` (a body, a pipelined request) are not looked at.
 pub fn parse_request(buf: &[u8], max_head: usize) -> Result<Option<RequestHead>, HeadError> {
-    let window = &buf[..buf.len().min(max_head)];
     let mut slots = header_slots();
-    let (req, status) = parse_request_into(window, &mut slots);
+    Ok(parse_request_parts(buf, max_head, &mut slots)?.map(|(head, ..)| head))
+}
+
+/// [`parse_request`], and on a complete head also append its upstream form to `out`
+/// (what [`super::write_request_upstream`] writes), from the one parse. A proxy that
+/// forwards what it parsed saves the second parse (about 800 instructions for a small
+/// request). Nothing is written when the head is incomplete or refused.
+pub fn parse_request_for_upstream(
+    buf: &[u8],
+    max_head: usize,
+    fwd: &super::Forwarded<'_>,
+    out: &mut Vec<u8>,
+) -> Result<Option<RequestHead>, HeadError> {
+    let mut slots = header_slots();
+    let Some((head, method, headers)) = parse_request_parts(buf, max_head, &mut slots)? else {
+        return Ok(None);
+    };
+    super::rewrite::write_upstream_from(buf, &head, method, headers, fwd, out);
+    Ok(Some(head))
+}
+
+/// A parsed request head with its method and its fields as `httparse` found them.
+type HeadParts<'b, 's> = (RequestHead, &'b [u8], &'s [Header<'b>]);
+
+/// [`parse_request`], also returning the method and the fields as parsed (into `slots`).
+fn parse_request_parts<'b, 's>(
+    buf: &'b [u8],
+    max_head: usize,
+    slots: &'s mut HeaderSlots<'b>,
+) -> Result<Option<HeadParts<'b, 's>>, HeadError> {
+    let window = &buf[..buf.len().min(max_head)];
+    let (req, status) = parse_request_into(window, slots);
     let head_len = match status {
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) => {
@@ -67,7 +99,8 @@ pub fn parse_request(buf: &[u8], max_head: usize) -> Result<Option<RequestHead>,
         return Err(HeadError::Malformed("incomplete request line"));
     };
     let minor = minor.min(1);
-    let method = Method::from_bytes(method.as_bytes());
+    let method_bytes = method.as_bytes();
+    let method = Method::from_bytes(method_bytes);
     let target_bytes = target.as_bytes();
     if target_bytes.contains(&b'#') {
         // RFC 9112 §3.2: a request-target has no fragment. Refused rather than stripped,
@@ -84,7 +117,8 @@ pub fn parse_request(buf: &[u8], max_head: usize) -> Result<Option<RequestHead>,
     let mut upgrade_field = false;
     let mut upgrade_h2c = false;
 
-    for h in req.headers.iter() {
+    let headers: &'s [Header<'b>] = req.headers;
+    for h in headers.iter() {
         let name = h.name;
         // Dispatch on length first: most fields are none of these.
         match name.len() {
@@ -168,7 +202,7 @@ pub fn parse_request(buf: &[u8], max_head: usize) -> Result<Option<RequestHead>,
     } else {
         conn.keep_alive && !conn.close
     };
-    Ok(Some(RequestHead {
+    let parsed = RequestHead {
         method,
         minor,
         head_len,
@@ -181,7 +215,8 @@ pub fn parse_request(buf: &[u8], max_head: usize) -> Result<Option<RequestHead>,
         // RFC 9110 §7.8: Upgrade in an HTTP/1.0 request is ignored.
         // An Upgrade offering h2c is not passed on (it is hop-by-hop, so it is dropped).
         upgrade: minor == 1 && conn.upgrade && upgrade_field && !upgrade_h2c,
-    }))
+    };
+    Ok(Some((parsed, method_bytes, headers)))
 }
 
 /// Check the request-target's form (RFC 9112 §3.2) against the method; return the

@@ -138,30 +138,38 @@ fn format_ip(ip: IpAddr, buf: &mut [u8; 48]) -> usize {
 /// the buffer `head` was parsed from. See the module docs for what changes.
 pub fn write_request_upstream(buf: &[u8], head: &RequestHead, fwd: &Forwarded, out: &mut Vec<u8>) {
     let mut slots = header_slots();
-    let Some((req, Ok(httparse::Status::Complete(_)))) = buf
-        .get(..head.head_len)
-        .map(|b| parse_request_into(b, &mut slots))
-    else {
+    let parsed = buf.get(..head.head_len).and_then(|b| {
+        let (req, status) = parse_request_into(b, &mut slots);
+        match (status, req.method) {
+            (Ok(httparse::Status::Complete(_)), Some(m)) => Some((m.as_bytes(), &*req.headers)),
+            _ => None,
+        }
+    });
+    let Some((method, headers)) = parsed else {
         debug_assert!(
             false,
             "write_request_upstream: buffer does not hold the parsed head"
         );
         return;
     };
-    let Some(method) = req.method else {
-        debug_assert!(
-            false,
-            "write_request_upstream: buffer does not hold the parsed head"
-        );
-        return;
-    };
-    let headers: &[Header<'_>] = req.headers;
+    write_upstream_from(buf, head, method, headers, fwd, out);
+}
+
+/// [`write_request_upstream`] with the method and fields already parsed from `buf`.
+pub(crate) fn write_upstream_from(
+    buf: &[u8],
+    head: &RequestHead,
+    method: &[u8],
+    headers: &[Header<'_>],
+    fwd: &Forwarded,
+    out: &mut Vec<u8>,
+) {
     let target = buf.get(head.path.clone()).unwrap_or(b"/");
     let absolute_form =
         head.method != Method::Connect && target.first().is_some_and(|&b| b != b'/' && b != b'*');
 
     out.reserve(head.head_len + 128);
-    out.extend_from_slice(method.as_bytes());
+    out.extend_from_slice(method);
     out.push(b' ');
     if head.method == Method::Connect {
         out.extend_from_slice(target);
@@ -276,6 +284,14 @@ mod tests {
         let mut out = b"KEEP".to_vec();
         write_request_upstream(raw.as_bytes(), &h, &fwd(), &mut out);
         assert!(out.starts_with(b"KEEP"), "writers only extend");
+        // The proxy writes it from its one parse: the same bytes.
+        let mut fused = b"KEEP".to_vec();
+        let again = crate::parse_request_for_upstream(raw.as_bytes(), 8192, &fwd(), &mut fused);
+        assert_eq!(again, Ok(Some(h.clone())));
+        assert_eq!(
+            fused, out,
+            "parse_request_for_upstream and write_request_upstream differ"
+        );
         let text = String::from_utf8(out[4..].to_vec()).unwrap();
         // What we send must parse back with the same framing.
         let back = parse_request(text.as_bytes(), 8192).unwrap().unwrap();
@@ -283,6 +299,47 @@ mod tests {
         assert_eq!(back.head_len, text.len());
         assert_eq!(back.minor, 1);
         text
+    }
+
+    fn fields(n: usize) -> String {
+        (0..n).map(|i| format!("X-F{i}: v{i}\r\n")).collect()
+    }
+
+    /// A request written from its one parse (`parse_request_for_upstream`) is written as
+    /// `write_request_upstream` writes it after `parse_request`; nothing is written for a
+    /// head that is incomplete or refused.
+    #[test]
+    fn requests_written_from_their_parse_are_written_the_same() {
+        let big = "b".repeat(70_000);
+        let requests = [
+            "GET / HTTP/1.1\r\nHost: a\r\n\r\n".to_string(),
+            // httparse skips an empty line before the request line: the method is not at 0.
+            "\r\nPURGE /x HTTP/1.1\r\nHost: a\r\nConnection: x-a\r\nX-A: 1\r\n\r\n".into(),
+            format!(
+                "POST /u HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n{}\r\n",
+                fields(14)
+            ),
+            format!("GET / HTTP/1.1\r\nHost: a\r\n{}\r\n", fields(60)),
+            format!("GET / HTTP/1.1\r\nHost: a\r\nX-Big: {big}\r\nX-After: 1\r\n\r\n"),
+            "GET / HTTP/1.0\r\nX-Empty:\r\n\r\n".into(),
+        ];
+        for raw in &requests {
+            let buf = raw.as_bytes();
+            let mut a = b"KEEP".to_vec();
+            let fused = crate::parse_request_for_upstream(buf, 1 << 20, &fwd(), &mut a);
+            let head = parse_request(buf, 1 << 20).unwrap().unwrap();
+            assert_eq!(fused, Ok(Some(head.clone())), "{:.60}", raw);
+            let mut b = b"KEEP".to_vec();
+            write_request_upstream(buf, &head, &fwd(), &mut b);
+            assert_eq!(a, b, "{:.60}", raw);
+            assert!(a[4..].starts_with(raw.trim_start().split(' ').next().unwrap().as_bytes()));
+        }
+        for refused in ["GET / HTTP/1.1\r\nHost: a\r\n", "GET / HTTP/1.1\r\n\r\n"] {
+            let mut out = Vec::new();
+            let got = crate::parse_request_for_upstream(refused.as_bytes(), 8192, &fwd(), &mut out);
+            assert_eq!(got, parse_request(refused.as_bytes(), 8192));
+            assert!(out.is_empty(), "{refused:?} wrote {out:?}");
+        }
     }
 
     #[test]

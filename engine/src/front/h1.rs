@@ -172,7 +172,6 @@ impl Client {
                     .begin(self.session.peer(), head_started, method, target, version);
             }
             self.ctx.metrics.borrow_mut().c.requests += 1;
-            self.out = crate::buf::scratch();
             let outcome = {
                 let _inflight = Counted::new(&self.ctx, |l| &l.inflight);
                 // Boxed: the exchange's state (many awaits deep) exists only while a
@@ -207,10 +206,25 @@ impl Client {
         let mut head_deadline: Option<Instant> = None;
         loop {
             if !self.buf.is_empty() {
-                match http1::parse_request(self.buf.data(), max_head) {
-                    Ok(Some(h)) => return HeadRead::Head(h),
-                    Ok(None) => {}
-                    Err(e) => return HeadRead::Bad(e),
+                // The upstream head is written from the same parse (kept in `out` until a
+                // response head arrives: a retry resends it).
+                let mut out = crate::buf::scratch();
+                let fwd = http1::Forwarded {
+                    client_ip: self.session.peer(),
+                    proto: self.stream.proto(),
+                    via: VIA,
+                    host_when_absent: Some(b""),
+                };
+                match http1::parse_request_for_upstream(self.buf.data(), max_head, &fwd, &mut out) {
+                    Ok(Some(h)) => {
+                        self.out = out;
+                        return HeadRead::Head(h);
+                    }
+                    Ok(None) => crate::buf::give_scratch(out),
+                    Err(e) => {
+                        crate::buf::give_scratch(out);
+                        return HeadRead::Bad(e);
+                    }
                 }
                 if head_deadline.is_none() {
                     head_deadline = Some(Instant::now() + cfg.timeouts.client_head);
@@ -322,19 +336,7 @@ impl Client {
         };
         self.trace.routed(backend, slot);
 
-        // The upstream head, kept until a response head arrives (a retry resends it).
-        self.out.clear();
-        http1::write_request_upstream(
-            self.buf.data(),
-            &head,
-            &http1::Forwarded {
-                client_ip: self.session.peer(),
-                proto: self.stream.proto(),
-                via: VIA,
-                host_when_absent: Some(b""),
-            },
-            &mut self.out,
-        );
+        // `out` holds the upstream head (written by `read_head`).
         self.buf.consume(head.head_len);
         let has_body = !matches!(head.framing, Framing::Empty | Framing::Length(0));
         // A body that is already here in full travels in the same write as the head (and

@@ -401,7 +401,15 @@ async fn handle(
         return answer_locally(respond, 400, is_head);
     }
     drop(parts);
-    let head = match http1::parse_request(&h1, cfg.max_head) {
+    // The upstream head is written from the same parse.
+    let mut upstream = Scratch::take();
+    let fwd = http1::Forwarded {
+        client_ip: cc.peer,
+        proto: cc.proto,
+        via: VIA,
+        host_when_absent: Some(b""),
+    };
+    let head = match http1::parse_request_for_upstream(&h1, cfg.max_head, &fwd, &mut upstream) {
         Ok(Some(h)) => h,
         Ok(None) | Err(HeadError::TooLarge) => {
             ctx.metrics.borrow_mut().c.head_too_large += 1;
@@ -442,18 +450,6 @@ async fn handle(
             return 499;
         }
     }
-    let mut upstream = Scratch::take();
-    http1::write_request_upstream(
-        &h1,
-        &head,
-        &http1::Forwarded {
-            client_ip: cc.peer,
-            proto: cc.proto,
-            via: VIA,
-            host_when_absent: Some(b""),
-        },
-        &mut upstream,
-    );
     let req = exchange::Request {
         slot,
         method: head.method,
