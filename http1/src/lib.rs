@@ -4,7 +4,9 @@
 //! response head out of a buffer ([`parse_request`], [`parse_response`]), deciding how the
 //! body that follows is framed ([`Framing`]), refusing heads that could be read two ways
 //! (request smuggling), writing the heads that go upstream and downstream
-//! ([`write_request_upstream`], [`write_response_downstream`], [`write_error`]) and tracking
+//! ([`write_request_upstream`], [`write_response_downstream`], [`write_error`];
+//! [`parse_request_for_upstream`] checks a request and writes its upstream head from one
+//! parse) and tracking
 //! where a body ends ([`ChunkedScanner`], [`LengthCounter`]).
 //!
 //! It must never do I/O, know about glommio or sockets, allocate while parsing, or panic on
