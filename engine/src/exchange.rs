@@ -266,9 +266,13 @@ pub trait ResponseSink {
     ) -> Result<bool, DeliverError> {
         Err(DeliverError::Backend)
     }
-    /// Sends the response head (`resp`, its bytes at the front of `bbuf`) and streams
-    /// the body from `src`. Consumes what it used of `bbuf`. Returns whether the client
-    /// connection may carry another request.
+    /// Takes the final response head while it is parsed (called once, before
+    /// [`deliver`](Self::deliver) and from the parse that checked the head): the front
+    /// writes its own head from these fields, so the head is never parsed twice.
+    fn head(&mut self, fields: &http1::ResponseFields<'_, '_>);
+    /// Sends the response head taken by [`head`](Self::head) (`resp`, its bytes at the
+    /// front of `bbuf`) and streams the body from `src`. Consumes what it used of
+    /// `bbuf`. Returns whether the client connection may carry another request.
     async fn deliver<R: AsyncRead + Unpin + SpliceEnd>(
         &mut self,
         resp: &ResponseHead,
@@ -743,7 +747,7 @@ async fn drain(ctx: &ShardCtx, lease: &mut Lease, method: Method, bbuf: &mut Buf
     let max_head = cfg.max_head;
     let work = async {
         let src = lease.transport();
-        let resp = read_response_head((max_head, limit), src, bbuf, method)
+        let resp = read_response_head((max_head, limit), src, bbuf, method, &mut Discard)
             .await
             .ok()?;
         if !resp.keep_alive || resp.status == 101 {
@@ -918,23 +922,8 @@ async fn relay<R: AsyncRead + Unpin + SpliceEnd>(
     bbuf: &mut Buf,
     src: &mut R,
 ) -> Relayed {
-    let resp = {
-        let mut read = pin!(read_response_head((max_head, head_time), src, bbuf, method));
-        poll_fn(|cx| {
-            if let Poll::Ready(r) = read.as_mut().poll(cx) {
-                return Poll::Ready(Some(r));
-            }
-            sink.poll_gone(cx).map(|()| None)
-        })
-        .await
-    };
-    let resp = match resp {
-        None => return Err(RelayError::ClientGoneBeforeHead),
-        Some(r) => r?,
-    };
-    if resp.status == 101 && !sink.can_switch() {
-        return Err(RelayError::Switching);
-    }
+    let resp =
+        read_response_head((max_head, head_time), src, bbuf, method, &mut ToSink(sink)).await?;
     let client_keep_alive =
         sink.deliver(&resp, bbuf, src)
             .await
@@ -947,16 +936,57 @@ async fn relay<R: AsyncRead + Unpin + SpliceEnd>(
     Ok((resp.status, client_keep_alive, backend_ok))
 }
 
-/// Reads until a complete final response head is buffered in `bbuf` (interim `1xx`
-/// other than 101 are dropped: the client was already told to continue). From the first
-/// byte of a response, the final head must be complete within `head_time`
-/// (`--timeout-backend`), however many interim responses or slow bytes come before it;
-/// each read is also bounded by the transport's own timeout (backend silence).
+/// What takes a final response head while it is parsed, and says when a wait for it
+/// is abandoned.
+trait TakeHead {
+    /// Ready once the client has given up (see [`ResponseSink::poll_gone`]).
+    fn poll_gone(&mut self, _cx: &mut Context<'_>) -> Poll<()> {
+        Poll::Pending
+    }
+    /// The final head, while it is parsed; false refuses it.
+    fn take(&mut self, fields: &http1::ResponseFields<'_, '_>) -> bool;
+}
+
+/// Relaying: the sink writes its head from the parse ([`ResponseSink::head`]); a `101`
+/// it cannot pass on is refused.
+struct ToSink<'a, S>(&'a mut S);
+
+impl<S: ResponseSink> TakeHead for ToSink<'_, S> {
+    fn poll_gone(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        self.0.poll_gone(cx)
+    }
+
+    fn take(&mut self, fields: &http1::ResponseFields<'_, '_>) -> bool {
+        if fields.head().status == 101 && !self.0.can_switch() {
+            return false;
+        }
+        self.0.head(fields);
+        true
+    }
+}
+
+/// Draining a cancelled request's response: only the head's framing matters.
+struct Discard;
+
+impl TakeHead for Discard {
+    fn take(&mut self, _: &http1::ResponseFields<'_, '_>) -> bool {
+        true
+    }
+}
+
+/// Reads until a complete final response head is buffered in `bbuf` and hands it to
+/// `taker` from the parse that checked it (interim `1xx` other than 101 are dropped:
+/// the client was already told to continue). From the first byte of a response, the
+/// final head must be complete within `head_time` (`--timeout-backend`), however many
+/// interim responses or slow bytes come before it; each read is also bounded by the
+/// transport's own timeout (backend silence). A wait for bytes ends early when the
+/// taker's client gives up.
 async fn read_response_head<R: AsyncRead + Unpin>(
     (max_head, head_time): (usize, Duration),
     src: &mut R,
     bbuf: &mut Buf,
     method: Method,
+    taker: &mut impl TakeHead,
 ) -> Result<ResponseHead, RelayError> {
     let mut received = false;
     let mut deadline: Option<Instant> = None;
@@ -968,12 +998,17 @@ async fn read_response_head<R: AsyncRead + Unpin>(
     };
     loop {
         if !bbuf.is_empty() {
-            match http1::parse_response(bbuf.data(), method, max_head) {
-                Ok(Some(r)) if r.is_interim() && r.status != 101 => {
+            let parsed = http1::parse_response_with(bbuf.data(), method, max_head, |f| {
+                let r = f.head();
+                !(r.is_interim() && r.status != 101) && taker.take(f)
+            });
+            match parsed {
+                Ok(Some((r, false))) if r.is_interim() && r.status != 101 => {
                     bbuf.consume(r.head_len);
                     continue;
                 }
-                Ok(Some(r)) => return Ok(r),
+                Ok(Some((_, false))) => return Err(RelayError::Switching),
+                Ok(Some((r, true))) => return Ok(r),
                 Ok(None) => {}
                 Err(e) => return Err(RelayError::Bad(e)),
             }
@@ -981,19 +1016,38 @@ async fn read_response_head<R: AsyncRead + Unpin>(
         if bbuf.spare_capacity() == 0 && !bbuf.grow(max_head + 1) {
             return Err(RelayError::Bad(HeadError::TooLarge));
         }
-        let filled = match deadline {
-            None => bbuf.fill_from(src).await,
+        let left = match deadline {
+            None => None,
             Some(d) => {
                 let left = d.saturating_duration_since(Instant::now());
                 if left.is_zero() {
                     return Err(too_slow());
                 }
-                let timer = async {
-                    glommio::timer::sleep(left).await;
-                    Err(io::Error::from(io::ErrorKind::TimedOut))
-                };
-                futures_lite::future::or(bbuf.fill_from(src), timer).await
+                Some(left)
             }
+        };
+        let fill = async {
+            match left {
+                None => bbuf.fill_from(src).await,
+                Some(left) => {
+                    let timer = async {
+                        glommio::timer::sleep(left).await;
+                        Err(io::Error::from(io::ErrorKind::TimedOut))
+                    };
+                    futures_lite::future::or(bbuf.fill_from(src), timer).await
+                }
+            }
+        };
+        let mut fill = pin!(fill);
+        let filled = poll_fn(|cx| {
+            if let Poll::Ready(r) = fill.as_mut().poll(cx) {
+                return Poll::Ready(Some(r));
+            }
+            taker.poll_gone(cx).map(|()| None)
+        })
+        .await;
+        let Some(filled) = filled else {
+            return Err(RelayError::ClientGoneBeforeHead);
         };
         if deadline.is_none() {
             deadline = Some(Instant::now() + head_time);

@@ -16,6 +16,7 @@
 use httparse::Header;
 
 use super::fields::{name_is, named_in_connection, ConnectionOptions};
+use super::response::ResponseFields;
 use super::rewrite::{is_hop_by_hop, push_combined, via_parts};
 use super::{header_slots, parse_response_into, push_field_parts, push_u64, Framing, ResponseHead};
 
@@ -114,87 +115,107 @@ pub fn write_response_downstream(
         );
         return;
     };
-    let reason = resp.reason.unwrap_or("");
-    let headers: &[Header<'_>] = resp.headers;
-    let switching = head.status == 101;
-    let interim = head.is_interim() && !switching;
-    let dechunk = head.needs_dechunk(client_minor);
-    // 1xx and 204 must not carry framing fields; HEAD and 304 keep them as metadata.
-    let no_framing_fields = head.is_interim() || head.status == 204;
+    let fields = ResponseFields {
+        head,
+        bytes: &buf[..head.head_len],
+        reason: resp.reason.unwrap_or(""),
+        headers: resp.headers,
+    };
+    fields.write_downstream(via, client_keep_alive, client_minor, out);
+}
 
-    out.reserve(head.head_len + 64);
-    out.status_line(head.status, reason.as_bytes());
+impl ResponseFields<'_, '_> {
+    /// Append to `out` the head as it goes to the client: what
+    /// [`write_response_downstream`] writes, from the parse that checked the head
+    /// ([`super::parse_response_with`]) rather than a second one.
+    pub fn write_downstream(
+        &self,
+        via: &str,
+        client_keep_alive: bool,
+        client_minor: u8,
+        out: &mut impl HeadOut,
+    ) {
+        let (head, reason, headers) = (self.head, self.reason, self.headers);
+        let switching = head.status == 101;
+        let interim = head.is_interim() && !switching;
+        let dechunk = head.needs_dechunk(client_minor);
+        // 1xx and 204 must not carry framing fields; HEAD and 304 keep them as metadata.
+        let no_framing_fields = head.is_interim() || head.status == 204;
 
-    let mut conn = ConnectionOptions::default();
-    for h in headers.iter().filter(|h| name_is(h.name, "connection")) {
-        conn.add(h.value);
-    }
-    let nominated = |name: &str| conn.names_fields && named_in_connection(headers, name);
-    let via_dropped = nominated("via");
-    let via = via_parts(via, head.minor);
-    let (mut wrote_via, mut wrote_cl) = (false, false);
+        out.reserve(head.head_len + 64);
+        out.status_line(head.status, reason.as_bytes());
 
-    for h in headers {
-        let name = h.name;
-        if is_hop_by_hop(name) {
-            if switching && name_is(name, "upgrade") {
-                out.field(name.as_bytes(), &[h.value]);
-            }
-            continue;
+        let mut conn = ConnectionOptions::default();
+        for h in headers.iter().filter(|h| name_is(h.name, "connection")) {
+            conn.add(h.value);
         }
-        match name.len() {
-            3 if name_is(name, "via") => {
-                if !wrote_via && !via_dropped {
-                    out.combined(b"Via", headers, "via", &via);
-                    wrote_via = true;
-                }
-                continue;
-            }
-            14 if name_is(name, "content-length") => {
-                // Length(n) is re-emitted once below; with TE present, TE won and CL goes.
-                if head.framing == Framing::Empty && !no_framing_fields && !wrote_cl {
-                    out.field(name.as_bytes(), &[h.value]);
-                    wrote_cl = true;
-                }
-                continue;
-            }
-            17 if name_is(name, "transfer-encoding") => {
-                if !no_framing_fields && !dechunk {
+        let nominated = |name: &str| conn.names_fields && named_in_connection(headers, name);
+        let via_dropped = nominated("via");
+        let via = via_parts(via, head.minor);
+        let (mut wrote_via, mut wrote_cl) = (false, false);
+
+        for h in headers {
+            let name = h.name;
+            if is_hop_by_hop(name) {
+                if switching && name_is(name, "upgrade") {
                     out.field(name.as_bytes(), &[h.value]);
                 }
                 continue;
             }
-            _ => {}
+            match name.len() {
+                3 if name_is(name, "via") => {
+                    if !wrote_via && !via_dropped {
+                        out.combined(b"Via", headers, "via", &via);
+                        wrote_via = true;
+                    }
+                    continue;
+                }
+                14 if name_is(name, "content-length") => {
+                    // Length(n) is re-emitted once below; with TE present, TE won and CL goes.
+                    if head.framing == Framing::Empty && !no_framing_fields && !wrote_cl {
+                        out.field(name.as_bytes(), &[h.value]);
+                        wrote_cl = true;
+                    }
+                    continue;
+                }
+                17 if name_is(name, "transfer-encoding") => {
+                    if !no_framing_fields && !dechunk {
+                        out.field(name.as_bytes(), &[h.value]);
+                    }
+                    continue;
+                }
+                _ => {}
+            }
+            if nominated(name) {
+                continue;
+            }
+            out.field(name.as_bytes(), &[h.value]);
         }
-        if nominated(name) {
-            continue;
-        }
-        out.field(name.as_bytes(), &[h.value]);
-    }
 
-    if let Framing::Length(n) = head.framing {
-        let mut digits = [0u8; 20];
-        out.field(b"Content-Length", &[decimal(n, &mut digits)]);
-    }
-    if switching {
-        out.field(b"Connection", &[b"upgrade"]);
-    } else if !interim {
-        let close = !client_keep_alive || head.framing == Framing::UntilClose || dechunk;
-        if close {
-            out.field(b"Connection", &[b"close"]);
-        } else if client_minor == 0 {
-            out.field(b"Connection", &[b"keep-alive"]);
+        if let Framing::Length(n) = head.framing {
+            let mut digits = [0u8; 20];
+            out.field(b"Content-Length", &[decimal(n, &mut digits)]);
         }
+        if switching {
+            out.field(b"Connection", &[b"upgrade"]);
+        } else if !interim {
+            let close = !client_keep_alive || head.framing == Framing::UntilClose || dechunk;
+            if close {
+                out.field(b"Connection", &[b"close"]);
+            } else if client_minor == 0 {
+                out.field(b"Connection", &[b"keep-alive"]);
+            }
+        }
+        if !wrote_via {
+            out.field(b"Via", &via);
+        }
+        out.end();
     }
-    if !wrote_via {
-        out.field(b"Via", &via);
-    }
-    out.end();
 }
 
 #[cfg(test)]
 mod tests {
-    use super::super::{parse_response, Method};
+    use super::super::{parse_response, parse_response_with, Method};
     use super::*;
 
     fn downstream(raw: &str, m: Method, keep_alive: bool, client_minor: u8) -> String {
@@ -208,6 +229,16 @@ mod tests {
             client_minor,
             &mut out,
         );
+        // The same head written from the parse that checked it.
+        let (h2, fused) = parse_response_with(raw.as_bytes(), m, 8192, |f| {
+            let mut fused = Vec::new();
+            f.write_downstream("1.1 ringway", keep_alive, client_minor, &mut fused);
+            fused
+        })
+        .unwrap()
+        .unwrap();
+        assert_eq!(h2, h);
+        assert_eq!(fused, out);
         let text = String::from_utf8(out).unwrap();
         let back = parse_response(text.as_bytes(), m, 8192).unwrap().unwrap();
         assert_eq!(back.status, h.status);

@@ -40,7 +40,7 @@ pub use chunked::{ChunkError, ChunkedScanner, MAX_TRAILER};
 pub use downstream::{write_response_downstream, HeadOut};
 pub use length::LengthCounter;
 pub use request::{parse_request, parse_request_for_upstream, RequestHead};
-pub use response::{parse_response, ResponseHead};
+pub use response::{parse_response, parse_response_with, ResponseFields, ResponseHead};
 pub use rewrite::{write_request_upstream, Forwarded};
 pub use target::{route_path, split_absolute, write_normalized_target};
 
@@ -345,7 +345,26 @@ mod tests {
                 assert_eq!(back.head_len, out.len());
             }
             for method in [Method::Get, Method::Head] {
-                if let Ok(Some(h)) = parse_response(&m, method, 4096) {
+                let parsed = parse_response(&m, method, 4096);
+                // One parse that checks and writes agrees with the two-pass way: same
+                // result or error, same bytes, the closure never called on a refusal.
+                let fused = parse_response_with(&m, method, 4096, |f| {
+                    let mut out = Vec::new();
+                    f.write_downstream("1.1 ringway", false, 1, &mut out);
+                    (f.bytes().len(), out)
+                });
+                let fused_head = fused.as_ref().map_err(|e| *e);
+                assert_eq!(
+                    fused_head.map(|o| o.as_ref().map(|(h, _)| h.clone())),
+                    parsed.clone()
+                );
+                if let (Ok(Some((h, (len, fused)))), Ok(Some(_))) = (&fused, &parsed) {
+                    let mut out = Vec::new();
+                    write_response_downstream(&m, h, "1.1 ringway", false, 1, &mut out);
+                    assert_eq!(*fused, out);
+                    assert_eq!(*len, h.head_len);
+                }
+                if let Ok(Some(h)) = parsed {
                     for client_minor in [0, 1] {
                         let mut out = Vec::new();
                         write_response_downstream(

@@ -7,6 +7,8 @@
 //! Content-Length or an ill-formed Transfer-Encoding is a [`HeadError`] (the proxy answers
 //! 502 and drops the backend connection). It must never allocate or panic on input.
 
+use httparse::Header;
+
 use super::fields::{fold_content_length, list_items, name_is, ConnectionOptions};
 use super::{from_httparse, header_slots, parse_response_into, Framing, HeadError, Method};
 
@@ -41,6 +43,42 @@ pub fn parse_response(
     req_method: Method,
     max_head: usize,
 ) -> Result<Option<ResponseHead>, HeadError> {
+    Ok(parse_response_with(buf, req_method, max_head, |_| ())?.map(|(head, ())| head))
+}
+
+/// A checked response head with its fields as parsed, handed to the closure of
+/// [`parse_response_with`]: what is needed to write the head on
+/// ([`ResponseFields::write_downstream`]) without parsing it again.
+pub struct ResponseFields<'h, 'b> {
+    pub(crate) head: &'h ResponseHead,
+    /// The head's bytes (`head.head_len` of them).
+    pub(crate) bytes: &'b [u8],
+    pub(crate) reason: &'b str,
+    pub(crate) headers: &'h [Header<'b>],
+}
+
+impl ResponseFields<'_, '_> {
+    /// The head as [`parse_response`] returns it.
+    pub fn head(&self) -> &ResponseHead {
+        self.head
+    }
+
+    /// The head's bytes as the backend sent them, up to and including its empty line.
+    pub fn bytes(&self) -> &[u8] {
+        self.bytes
+    }
+}
+
+/// [`parse_response`], and on a complete, valid head calls `f` with it and its fields
+/// while they are still parsed: the proxy writes the client's head from them in the same
+/// pass ([`ResponseFields::write_downstream`]). `f` is not called for an incomplete or
+/// refused head.
+pub fn parse_response_with<T>(
+    buf: &[u8],
+    req_method: Method,
+    max_head: usize,
+    f: impl FnOnce(&ResponseFields<'_, '_>) -> T,
+) -> Result<Option<(ResponseHead, T)>, HeadError> {
     let window = &buf[..buf.len().min(max_head)];
     let mut slots = header_slots();
     let (resp, status) = parse_response_into(window, &mut slots);
@@ -121,13 +159,21 @@ pub fn parse_response(
     if framing == Framing::UntilClose {
         keep_alive = false;
     }
-    Ok(Some(ResponseHead {
+    let head = ResponseHead {
         status,
         minor,
         head_len,
         framing,
         keep_alive,
-    }))
+    };
+    let fields = ResponseFields {
+        head: &head,
+        bytes: &window[..head_len],
+        reason: resp.reason.unwrap_or(""),
+        headers: resp.headers,
+    };
+    let out = f(&fields);
+    Ok(Some((head, out)))
 }
 
 #[cfg(test)]

@@ -499,8 +499,10 @@ async fn attempt(
         let mut text = Vec::with_capacity(256);
         write_h1_response(&parts, req.method, &mut text);
         bbuf.put(&text);
-        let rh = match http1::parse_response(bbuf.data(), req.method, text.len() + 1) {
-            Ok(Some(h)) => h,
+        let parsed =
+            http1::parse_response_with(bbuf.data(), req.method, text.len() + 1, |f| sink.head(f));
+        let rh = match parsed {
+            Ok(Some((h, ()))) => h,
             _ => {
                 return Err(Attempt::Failed {
                     status: 502,

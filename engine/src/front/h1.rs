@@ -521,6 +521,17 @@ struct H1Sink<'a, 'd, W> {
     splice_min: Option<u64>,
 }
 
+impl<W> H1Sink<'_, '_, W> {
+    /// Whether the client connection stays open after this response.
+    fn client_keep_alive(&self, resp: &ResponseHead) -> bool {
+        self.keep_alive
+            && !self.draining
+            && resp.framing != Framing::UntilClose
+            && !resp.needs_dechunk(self.minor)
+            && resp.status != 101
+    }
+}
+
 impl<W: AsyncWrite + Unpin + SpliceEnd> ResponseSink for H1Sink<'_, '_, W> {
     fn can_switch(&self) -> bool {
         self.upgrade
@@ -540,6 +551,14 @@ impl<W: AsyncWrite + Unpin + SpliceEnd> ResponseSink for H1Sink<'_, '_, W> {
         }
     }
 
+    /// The client's head goes into `out`, where [`deliver`](ResponseSink::deliver)
+    /// appends the body bytes that came with it.
+    fn head(&mut self, fields: &http1::ResponseFields<'_, '_>) {
+        let client_keep_alive = self.client_keep_alive(fields.head());
+        self.out.clear();
+        fields.write_downstream(VIA, client_keep_alive, self.minor, &mut *self.out);
+    }
+
     async fn deliver<R: AsyncRead + Unpin + SpliceEnd>(
         &mut self,
         resp: &ResponseHead,
@@ -547,21 +566,9 @@ impl<W: AsyncWrite + Unpin + SpliceEnd> ResponseSink for H1Sink<'_, '_, W> {
         src: &mut R,
     ) -> Result<bool, DeliverError> {
         let dechunk = resp.needs_dechunk(self.minor);
-        let client_keep_alive = self.keep_alive
-            && !self.draining
-            && resp.framing != Framing::UntilClose
-            && !dechunk
-            && resp.status != 101;
+        let client_keep_alive = self.client_keep_alive(resp);
+        // `out` holds the head `head` wrote.
         let out = &mut *self.out;
-        out.clear();
-        http1::write_response_downstream(
-            bbuf.data(),
-            resp,
-            VIA,
-            client_keep_alive,
-            self.minor,
-            out,
-        );
         bbuf.consume(resp.head_len);
         // Body bytes that came with the head leave in the same write as the head.
         let mut framing = resp.framing;

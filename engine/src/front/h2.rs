@@ -471,6 +471,7 @@ async fn handle(
             is_head,
             idle,
             trace,
+            head: None,
         };
         exchange::forward(&ctx, &cc.session, &req, &mut src, &mut sink, &mut bbuf).await
     };
@@ -652,6 +653,8 @@ struct H2Sink<'a> {
     idle: Duration,
     /// Notes the response's start and its body bytes (as received from the backend).
     trace: &'a Trace,
+    /// The response head [`ResponseSink::head`] built, for `deliver` to send.
+    head: Option<Response<()>>,
 }
 
 impl ResponseSink for H2Sink<'_> {
@@ -752,13 +755,20 @@ impl ResponseSink for H2Sink<'_> {
         }
     }
 
+    fn head(&mut self, fields: &http1::ResponseFields<'_, '_>) {
+        self.head = Some(response_head(fields));
+    }
+
     async fn deliver<R: AsyncRead + Unpin + crate::splice::SpliceEnd>(
         &mut self,
         resp: &ResponseHead,
         bbuf: &mut Buf,
         src: &mut R,
     ) -> Result<bool, DeliverError> {
-        let response = response_head(bbuf.data(), resp);
+        let Some(response) = self.head.take() else {
+            debug_assert!(false, "deliver without head");
+            return Err(DeliverError::Backend);
+        };
         bbuf.consume(resp.head_len);
         let empty = matches!(resp.framing, Framing::Empty | Framing::Length(0));
         let mut send = self
@@ -957,13 +967,13 @@ fn add_via(headers: &mut http::HeaderMap) {
 /// The HTTP/2 response head for a backend response: the fields HTTP/1.1 would forward
 /// (same rules, same code: `write_response_downstream`, into [`H2Head`] instead of
 /// text), less connection-specific ones.
-fn response_head(buf: &[u8], resp: &ResponseHead) -> Response<()> {
+fn response_head(parsed: &http1::ResponseFields<'_, '_>) -> Response<()> {
     let mut out = H2Head {
         resp: Response::new(()),
-        values: fields::Values::new(buf.get(..resp.head_len).unwrap_or(buf)),
+        values: fields::Values::new(parsed.bytes()),
     };
     *out.resp.status_mut() = StatusCode::BAD_GATEWAY;
-    http1::write_response_downstream(buf, resp, VIA, true, 1, &mut out);
+    parsed.write_downstream(VIA, true, 1, &mut out);
     out.resp
 }
 
@@ -1129,10 +1139,9 @@ mod tests {
     fn response_head_drops_connection_specific_fields() {
         let raw = b"HTTP/1.1 200 OK\r\nConnection: keep-alive, x-hop\r\nx-hop: 1\r\nKeep-Alive: t=5\r\n\
             Transfer-Encoding: chunked\r\nUpgrade: foo\r\nServer: o\r\nSet-Cookie: a\r\nSet-Cookie: b\r\n\r\n";
-        let h = http1::parse_response(raw, Method::Get, 8192)
+        let (_, r) = http1::parse_response_with(raw, Method::Get, 8192, response_head)
             .unwrap()
             .unwrap();
-        let r = response_head(raw, &h);
         assert_eq!(r.status(), 200);
         let names: Vec<&str> = r.headers().keys().map(|k| k.as_str()).collect();
         for gone in CONNECTION_SPECIFIC.iter().chain(&["x-hop"]) {
