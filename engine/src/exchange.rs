@@ -132,15 +132,19 @@ impl Session {
         })
     }
 
-    async fn lease(
+    /// A connection for `slot` that needs no wait: one of this client's own, else
+    /// (without `send-proxy`) an idle one from this shard's pool.
+    fn lease_now(
         &self,
         ups: &Rc<Upstreams>,
         slot: ServerId,
         first: bool,
         fresh: bool,
-    ) -> Result<Lease, AcquireError> {
-        let send_proxy = ups.backend_of(slot).and_then(|b| b.send_proxy);
-        if !fresh {
+    ) -> Option<Lease> {
+        if fresh {
+            return None;
+        }
+        {
             let mut private = self.private.borrow_mut();
             while let Some(i) = private.iter().position(|l| l.slot() == slot) {
                 let mut lease = private.swap_remove(i);
@@ -149,11 +153,27 @@ impl Session {
                 // wrote on is dropped.
                 if !(lease.carried_body() || lease.is_private()) || lease.still_quiet() {
                     // It carried a request before: the stale-connection retry applies.
-                    return Ok(lease.kept());
+                    return Some(lease.kept());
                 }
                 lease.set_reusable(false);
             }
         }
+        if ups.backend_of(slot).and_then(|b| b.send_proxy).is_some() {
+            return None;
+        }
+        ups.acquire_local(slot, first)
+    }
+
+    /// A connection for `slot` when [`lease_now`](Self::lease_now) had none: a
+    /// takeover or a new connect (`send-proxy`: always a new one, naming the client).
+    async fn lease(
+        &self,
+        ups: &Rc<Upstreams>,
+        slot: ServerId,
+        first: bool,
+        fresh: bool,
+    ) -> Result<Lease, AcquireError> {
+        let send_proxy = ups.backend_of(slot).and_then(|b| b.send_proxy);
         match send_proxy {
             // Only this client's own connections: a new one names it first.
             Some(v) => {
@@ -319,7 +339,10 @@ pub async fn forward(
     let _outstanding = ctx.upstreams.begin_outstanding(req.slot);
     if ctx.upstreams.is_h2(req.slot) {
         session.first.set(false);
-        let (r, slot) = h2back::forward(ctx, req, src, sink, bbuf).await;
+        // Boxed: the HTTP/2 exchange's state is larger than the HTTP/1.1 one's, and
+        // every request's exchange future (boxed and moved per request by the fronts)
+        // would otherwise be that large.
+        let (r, slot) = Box::pin(h2back::forward(ctx, req, src, sink, bbuf)).await;
         ctx.upstreams.passive(slot, verdict_of(&r));
         return r;
     }
@@ -420,7 +443,13 @@ async fn forward_tries(
                 }
             }
         }
-        let mut lease = match session.lease(&ctx.upstreams, *slot, first, retried).await {
+        // The pooled connection without an await; a connect or a takeover (boxed:
+        // their state is most of the exchange's otherwise) only when there is none.
+        let leased = match session.lease_now(&ctx.upstreams, *slot, first, retried) {
+            Some(l) => Ok(l),
+            None => Box::pin(session.lease(&ctx.upstreams, *slot, first, retried)).await,
+        };
+        let mut lease = match leased {
             Ok(l) => {
                 req.trace.leased(&l, asked);
                 if l.reused() {
@@ -493,7 +522,9 @@ async fn forward_tries(
                     true,
                 )
             } else if src.pending() {
-                match duplex(
+                // Boxed: a body streamed both ways at once is rare next to a bodiless
+                // request, and its state would double the size of every exchange.
+                match Box::pin(duplex(
                     ctx,
                     src,
                     sink,
@@ -501,7 +532,7 @@ async fn forward_tries(
                     (max_head, backend_timeout, body_time),
                     bbuf,
                     &backend,
-                )
+                ))
                 .await
                 {
                     Ok(x) => x,

@@ -862,8 +862,8 @@ impl Upstreams {
         fresh: bool,
     ) -> Result<Lease, AcquireError> {
         if !fresh {
-            if let Some(conn) = self.checkout_local(slot, first) {
-                return Ok(Lease::new(self.clone(), conn, true));
+            if let Some(lease) = self.acquire_local(slot, first) {
+                return Ok(lease);
             }
             if self.knobs.takeover {
                 match self.take_over(slot, first).await {
@@ -883,6 +883,13 @@ impl Upstreams {
         let asked = Instant::now();
         let conn = self.connect(slot, &[]).await?;
         Ok(Lease::new(self.clone(), conn, false).connected_in(asked.elapsed()))
+    }
+
+    /// An idle connection for `slot` from this shard's pool, if there is one: the step
+    /// of [`acquire`](Self::acquire) that never waits.
+    pub fn acquire_local(self: &Rc<Self>, slot: ServerId, first: bool) -> Option<Lease> {
+        let conn = self.checkout_local(slot, first)?;
+        Some(Lease::new(self.clone(), conn, true))
     }
 
     /// A new connection for one client only (`send-proxy`): it starts with `preface`
