@@ -36,14 +36,14 @@ impl Acquired {
 pub struct Lease {
     ups: Rc<Upstreams>,
     /// Always `Some` until the lease is dropped.
-    conn: Option<BackendConn>,
+    conn: Option<Box<BackendConn>>,
     reused: bool,
     reusable: bool,
     acquired: Acquired,
 }
 
 impl Lease {
-    pub(super) fn new(ups: Rc<Upstreams>, conn: BackendConn, reused: bool) -> Lease {
+    pub(super) fn new(ups: Rc<Upstreams>, conn: Box<BackendConn>, reused: bool) -> Lease {
         Lease {
             ups,
             conn: Some(conn),

@@ -882,7 +882,7 @@ impl Upstreams {
         }
         let asked = Instant::now();
         let conn = self.connect(slot, &[]).await?;
-        Ok(Lease::new(self.clone(), conn, false).connected_in(asked.elapsed()))
+        Ok(Lease::new(self.clone(), Box::new(conn), false).connected_in(asked.elapsed()))
     }
 
     /// An idle connection for `slot` from this shard's pool, if there is one: the step
@@ -903,12 +903,12 @@ impl Upstreams {
         let asked = Instant::now();
         let mut conn = self.connect(slot, preface).await?;
         conn.private = true;
-        Ok(Lease::new(self.clone(), conn, false).connected_in(asked.elapsed()))
+        Ok(Lease::new(self.clone(), Box::new(conn), false).connected_in(asked.elapsed()))
     }
 
     /// The most recently used idle connection this request may use, from this shard.
     /// Connections the server closed (or wrote on) while idle are discarded on the way.
-    fn checkout_local(&self, slot: ServerId, first: bool) -> Option<BackendConn> {
+    fn checkout_local(&self, slot: ServerId, first: bool) -> Option<Box<BackendConn>> {
         loop {
             let got = self.pool.borrow_mut().checkout(slot, first)?;
             // Just pooled after a bodiless exchange: the sweep and the retry rule cover the
@@ -1124,7 +1124,7 @@ impl Upstreams {
     /// A lease ends. `reusable`: the exchange left the connection in a known-good state.
     /// A connection that carried a request body never enters the pool (see
     /// `BackendConn::carried_body`); the exchange keeps it private to its client instead.
-    fn give_back(&self, conn: BackendConn, reusable: bool) {
+    fn give_back(&self, conn: Box<BackendConn>, reusable: bool) {
         let slot = conn.slot;
         if !reusable || conn.carried_body || conn.private {
             self.pool.borrow_mut().released(slot);
@@ -1159,7 +1159,7 @@ impl Upstreams {
     }
 
     /// Closes a connection by policy, with RST (`SO_LINGER 0`).
-    fn close_policy(&self, conn: BackendConn) {
+    fn close_policy(&self, conn: Box<BackendConn>) {
         conn.transport.arm_reset();
         self.forget_conn();
         drop(conn);

@@ -270,14 +270,14 @@ impl Upstreams {
         // still waits, a new one otherwise (spawning cannot fail; see docs/takeover.md).
         let (pooled, cell) = match moved {
             Handover::H1(m) => (
-                Pooled::H1(BackendConn {
+                Pooled::H1(Box::new(BackendConn {
                     transport: Transport::attach(m),
                     slot,
                     uses,
                     // Connections that carried a body never enter a pool, so never move.
                     carried_body: false,
                     private: false,
-                }),
+                })),
                 None,
             ),
             Handover::H2(m) => {
@@ -351,7 +351,7 @@ impl Upstreams {
                 self.publish_idle(server);
                 let detached = match conn.conn {
                     Pooled::H1(c) => {
-                        let BackendConn { transport, .. } = c;
+                        let BackendConn { transport, .. } = *c;
                         transport
                             .detach()
                             .map(Handover::H1)
@@ -435,14 +435,14 @@ impl Upstreams {
 
     /// An HTTP/1.1 transport back in one piece on this shard.
     fn reattached_h1(&self, transport: Transport, slot: ServerId, uses: u32) -> Pooled {
-        Pooled::H1(BackendConn {
+        Pooled::H1(Box::new(BackendConn {
             transport,
             slot,
             uses,
             // It came from this shard's pool, which holds no body-carrying connection.
             carried_body: false,
             private: false,
-        })
+        }))
     }
 
     /// A granted connection that did not leave goes back into this shard's pool.

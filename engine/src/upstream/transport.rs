@@ -248,6 +248,9 @@ impl AsyncWrite for Transport {
 }
 
 /// A connection to a backend server, owned by exactly one lease, the pool, or a message.
+/// Boxed once when it is made (or adopted after a takeover): the pool and the lease pass
+/// the box, so the several moves of each request's checkout and give-back are pointers,
+/// not copies of the stream's state.
 pub struct BackendConn {
     pub transport: Transport,
     /// The pool key's index (see `ringway_pool::KeyTable`).
@@ -271,7 +274,7 @@ pub struct BackendConn {
 /// `IdlePool`, so purge, limits, server-down, the published idle counts and the takeover
 /// protocol are the same code for both.
 pub enum Pooled {
-    H1(BackendConn),
+    H1(Box<BackendConn>),
     H2(std::rc::Rc<super::h2conns::H2Conn>),
 }
 
@@ -283,7 +286,7 @@ pub struct IdleConn {
 
 impl IdleConn {
     /// An idle HTTP/1.1 connection.
-    pub fn new(conn: BackendConn) -> IdleConn {
+    pub fn new(conn: Box<BackendConn>) -> IdleConn {
         IdleConn {
             conn: Pooled::H1(conn),
             since: Instant::now(),
