@@ -9,8 +9,9 @@ use std::net::Ipv4Addr;
 use divan::counter::BytesCount;
 use divan::Bencher;
 use ringway_http1::{
-    parse_request, parse_response, write_request_upstream, write_response_downstream,
-    ChunkedScanner, Forwarded, Method, RequestHead, ResponseHead,
+    parse_request, parse_request_for_upstream, parse_response, parse_response_with,
+    write_request_upstream, write_response_downstream, ChunkedScanner, Forwarded, Method,
+    RequestHead, ResponseHead,
 };
 
 fn main() {
@@ -108,6 +109,36 @@ fn write_request_upstream_head(bencher: Bencher, name: &str) {
         write_request_upstream(black_box(raw), black_box(&head), &fwd, &mut out);
         out.len()
     });
+}
+
+/// What the proxy does per request head: check it and write its upstream form from the
+/// same parse (the two rows above, less one `httparse` pass).
+#[divan::bench(args = ["browser", "wrk"], sample_count = 500, sample_size = 64)]
+fn parse_request_for_upstream_head(bencher: Bencher, name: &str) {
+    let raw = request_raw(name);
+    let fwd = forwarded();
+    let mut out = Vec::with_capacity(1024);
+    bencher.counter(BytesCount::of_slice(raw)).bench_local(|| {
+        out.clear();
+        let head = parse_request_for_upstream(black_box(raw), MAX_HEAD, &fwd, &mut out);
+        (head.is_ok(), out.len())
+    });
+}
+
+/// What the proxy does per response head: check it and write the client's head from the
+/// same parse (`parse_response` and `write_response_downstream` less one pass).
+#[divan::bench(sample_count = 500, sample_size = 64)]
+fn parse_response_with_downstream_head(bencher: Bencher) {
+    let mut out = Vec::with_capacity(1024);
+    bencher
+        .counter(BytesCount::of_slice(SMALL_200))
+        .bench_local(|| {
+            out.clear();
+            let head = parse_response_with(black_box(SMALL_200), Method::Get, MAX_HEAD, |f| {
+                f.write_downstream("1.1 ringway", true, 1, &mut out)
+            });
+            (head.is_ok(), out.len())
+        });
 }
 
 #[divan::bench(sample_count = 500, sample_size = 64)]
