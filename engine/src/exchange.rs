@@ -1029,17 +1029,18 @@ async fn read_response_head<R: AsyncRead + Unpin>(
     };
     loop {
         if !bbuf.is_empty() {
+            // `None`: an interim response, dropped; otherwise whether the taker took it.
             let parsed = http1::parse_response_with(bbuf.data(), method, max_head, |f| {
                 let r = f.head();
-                !(r.is_interim() && r.status != 101) && taker.take(f)
+                (!r.is_interim() || r.status == 101).then(|| taker.take(f))
             });
             match parsed {
-                Ok(Some((r, false))) if r.is_interim() && r.status != 101 => {
+                Ok(Some((r, None))) => {
                     bbuf.consume(r.head_len);
                     continue;
                 }
-                Ok(Some((_, false))) => return Err(RelayError::Switching),
-                Ok(Some((r, true))) => return Ok(r),
+                Ok(Some((_, Some(false)))) => return Err(RelayError::Switching),
+                Ok(Some((r, Some(true)))) => return Ok(r),
                 Ok(None) => {}
                 Err(e) => return Err(RelayError::Bad(e)),
             }

@@ -964,9 +964,9 @@ fn add_via(headers: &mut http::HeaderMap) {
     }
 }
 
-/// The HTTP/2 response head for a backend response: the fields HTTP/1.1 would forward
-/// (same rules, same code: `write_response_downstream`, into [`H2Head`] instead of
-/// text), less connection-specific ones.
+/// The HTTP/2 response head for a backend response, from the parse that checked it: the
+/// fields HTTP/1.1 would forward (same rules, same code: `ResponseFields::write_downstream`,
+/// into [`H2Head`] instead of text), less connection-specific ones.
 fn response_head(parsed: &http1::ResponseFields<'_, '_>) -> Response<()> {
     let mut out = H2Head {
         resp: Response::new(()),
