@@ -104,7 +104,7 @@ impl Session {
             Box::new(TokenBucket::new(
                 limits.connect_rate,
                 limits.connect_burst,
-                Instant::now(),
+                glommio::clock::now(),
             ))
         });
         f(b)
@@ -123,7 +123,7 @@ impl Session {
             return Ok(false);
         }
         self.with_budget(limits, |b| {
-            let now = Instant::now();
+            let now = glommio::clock::now();
             if b.take(now) {
                 Ok(true)
             } else {
@@ -428,7 +428,7 @@ async fn forward_tries(
             .map_or(cfg.timeouts.backend, |b| {
                 b.timeout_try.unwrap_or(b.timeout_backend)
             });
-        let asked = std::time::Instant::now();
+        let asked = glommio::clock::now();
         let mut prepaid = Prepaid {
             session,
             limits: &cfg.cancel,
@@ -736,14 +736,14 @@ async fn wait_for_connect_budget(
     sink: &mut impl ResponseSink,
 ) -> Option<bool> {
     let cfg = ctx.config();
-    let until = Instant::now() + cfg.timeouts.backend;
+    let until = glommio::clock::now() + cfg.timeouts.backend;
     let mut counted = false;
     loop {
         let wait = match session.take_connect(&ctx.upstreams, req.slot, &cfg.cancel) {
             Ok(taken) => return Some(taken),
             Err(wait) => wait,
         };
-        if Instant::now() >= until {
+        if glommio::clock::now() >= until {
             return Some(false);
         }
         if !counted {
@@ -1051,7 +1051,7 @@ async fn read_response_head<R: AsyncRead + Unpin>(
         let left = match deadline {
             None => None,
             Some(d) => {
-                let left = d.saturating_duration_since(Instant::now());
+                let left = d.saturating_duration_since(glommio::clock::now());
                 if left.is_zero() {
                     return Err(too_slow());
                 }
@@ -1082,7 +1082,7 @@ async fn read_response_head<R: AsyncRead + Unpin>(
             return Err(RelayError::ClientGoneBeforeHead);
         };
         if deadline.is_none() {
-            deadline = Some(Instant::now() + head_time);
+            deadline = Some(glommio::clock::now() + head_time);
         }
         match filled {
             Ok(0) => {

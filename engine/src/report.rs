@@ -5,7 +5,6 @@
 //! errors by kind), logs a backend error (rate-limited, with backend, server and what
 //! failed) and appends the access log line.
 
-use std::time::Instant;
 
 use crate::access_log::LineFacts;
 use crate::ctx::ShardCtx;
@@ -14,7 +13,7 @@ use crate::upstream::Acquired;
 
 /// Reports one finished request with the status the client got (499: it went away).
 pub fn done(ctx: &ShardCtx, t: &Trace, status: u16) {
-    let now = Instant::now();
+    let now = glommio::clock::now();
     if t.term.get() == Term::Normal && t.lease.get().is_none() && status >= 400 && status != 499 {
         // Answered without a backend: no route, a refused request.
         t.answered_locally();

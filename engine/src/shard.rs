@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::{mpsc, Arc};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use glommio::channels::channel_mesh::{Full, MeshBuilder};
 
@@ -417,8 +417,8 @@ pub async fn run(
     ctx.load.draining.set(true);
     drop(accept_tasks);
     drop(maintenance);
-    let deadline = Instant::now() + ctx.config().grace;
-    while (ctx.load.inflight.get() > 0 || ctx.load.h2_conns.get() > 0) && Instant::now() < deadline
+    let deadline = glommio::clock::now() + ctx.config().grace;
+    while (ctx.load.inflight.get() > 0 || ctx.load.h2_conns.get() > 0) && glommio::clock::now() < deadline
     {
         glommio::timer::sleep(Duration::from_millis(10)).await;
     }

@@ -138,7 +138,7 @@ impl Trace {
         Trace {
             front,
             client: Cell::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED)),
-            received: Cell::new(Instant::now()),
+            received: Cell::new(glommio::clock::now()),
             tq: Cell::new(Duration::ZERO),
             backend: Cell::new(None),
             slot: Cell::new(None),
@@ -169,7 +169,7 @@ impl Trace {
         target: &[u8],
         version: &str,
     ) {
-        let now = Instant::now();
+        let now = glommio::clock::now();
         self.client.set(client);
         self.received.set(now);
         self.tq.set(now.saturating_duration_since(head_started));
@@ -207,7 +207,7 @@ impl Trace {
 
     /// The exchange got its backend connection (or, HTTP/2, a stream on one), had `how`.
     pub fn leased_as(&self, how: Acquired, asked: Instant) {
-        let now = Instant::now();
+        let now = glommio::clock::now();
         self.lease.set(Some(LeaseNote {
             how,
             took: now.saturating_duration_since(asked),
@@ -222,7 +222,7 @@ impl Trace {
     /// The response started (its head left for the client) now, if not before.
     pub fn response_started(&self) {
         if self.first_byte.get().is_none() {
-            self.first_byte.set(Some(Instant::now()));
+            self.first_byte.set(Some(glommio::clock::now()));
         }
     }
 
@@ -233,7 +233,7 @@ impl Trace {
 
     pub fn add_out(&self, n: usize) {
         if n > 0 && self.first_byte.get().is_none() {
-            self.first_byte.set(Some(Instant::now()));
+            self.first_byte.set(Some(glommio::clock::now()));
         }
         self.bytes_out.set(self.bytes_out.get() + n as u64);
     }

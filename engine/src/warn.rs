@@ -13,7 +13,7 @@ pub struct RateLimited {
 
 impl RateLimited {
     pub fn warn(&self, shard: usize, what: &str, e: &io::Error) {
-        let now = Instant::now();
+        let now = glommio::clock::now();
         let (last, quiet) = self.state.get();
         if last.is_some_and(|t| now.duration_since(t) < Duration::from_secs(1)) {
             self.state.set((last, quiet + 1));
@@ -26,7 +26,7 @@ impl RateLimited {
     /// Whether a warning may be logged now (at most one a second): `Some(n)` with the
     /// number not logged since the last one, else `None` (and this one is counted).
     pub fn allow(&self) -> Option<u64> {
-        let now = Instant::now();
+        let now = glommio::clock::now();
         let (last, quiet) = self.state.get();
         if last.is_some_and(|t| now.duration_since(t) < Duration::from_secs(1)) {
             self.state.set((last, quiet + 1));

@@ -175,3 +175,52 @@ fn an_accept_on_a_listener_whose_fd_went_bad_is_an_error_not_a_panic() {
         .join()
         .expect("the executor ran to the end without a panic");
 }
+
+/// The task clock (`glommio::clock::now`, see `vendor/glommio/RINGWAY-PATCHES.md`): inside
+/// a task's poll the first read is kept for the rest of that poll, the next poll reads
+/// the system clock again, every task has its own, and outside a task every read is fresh.
+#[test]
+fn the_task_clock_is_read_once_per_poll_and_fresh_outside_tasks() {
+    use glommio::clock;
+    let pause = Duration::from_millis(3);
+    let a = clock::now();
+    std::thread::sleep(pause);
+    assert!(clock::now() >= a + pause, "outside an executor every read is fresh");
+
+    let (tx, rx) = mpsc::channel();
+    LocalExecutorBuilder::new(Placement::Unbound)
+        .name("clock-test")
+        .io_memory(64 << 10)
+        .spawn(move || async move {
+            let first = clock::now();
+            std::thread::sleep(pause);
+            let same = clock::now();
+            let real = Instant::now();
+            // The next poll of this task, after a real wait.
+            glommio::timer::sleep(Duration::from_millis(1)).await;
+            let next = clock::now();
+            // Another task's poll reads its own.
+            let other = glommio::spawn_local(async move {
+                let t = clock::now();
+                std::thread::sleep(pause);
+                (t, clock::now())
+            })
+            .await;
+            let _ = tx.send((first, same, real, next, other));
+        })
+        .expect("executor starts")
+        .join()
+        .expect("executor ends");
+    let (first, same, real, next, (other, other_again)) = rx.recv().expect("the task reported");
+    assert_eq!(same, first, "a second read in the same poll answers the first");
+    assert!(real >= first + pause, "the system clock moved meanwhile");
+    assert!(next >= real + Duration::from_millis(1), "the next poll reads anew");
+    assert!(other >= next, "another task's poll reads anew");
+    assert_eq!(other_again, other, "and keeps its first read for its poll");
+    let after = clock::now();
+    std::thread::sleep(pause);
+    assert!(
+        clock::now() >= after + pause,
+        "after the executor, reads on this thread are fresh again"
+    );
+}

@@ -37,7 +37,7 @@ use std::cell::Cell;
 use std::future::{poll_fn, Future};
 use std::pin::pin;
 use std::task::Poll;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures_lite::AsyncWriteExt;
 use h2::Reason;
@@ -242,7 +242,7 @@ async fn forward_tries(
     // A body streamed from the client cannot be sent again.
     let streamed = src.pending();
     loop {
-        let asked = Instant::now();
+        let asked = glommio::clock::now();
         let stream = match ctx.upstreams.acquire_h2(*slot, fresh).await {
             Ok(s) => s,
             Err(e) => {

@@ -136,7 +136,7 @@ impl Client {
     async fn run(&mut self) {
         let mut streak = 0usize;
         loop {
-            let head_started = Instant::now();
+            let head_started = glommio::clock::now();
             let head = match self.read_head().await {
                 HeadRead::Head(h) => h,
                 HeadRead::Closed => return,
@@ -227,13 +227,13 @@ impl Client {
                     }
                 }
                 if head_deadline.is_none() {
-                    head_deadline = Some(Instant::now() + cfg.timeouts.client_head);
+                    head_deadline = Some(glommio::clock::now() + cfg.timeouts.client_head);
                 }
             }
             let timeout = match head_deadline {
                 None => cfg.timeouts.client_idle,
                 Some(d) => {
-                    let left = d.saturating_duration_since(Instant::now());
+                    let left = d.saturating_duration_since(glommio::clock::now());
                     if left.is_zero() {
                         return HeadRead::Timeout;
                     }

@@ -178,7 +178,7 @@ struct ConnCtx {
 impl ConnCtx {
     /// The client reset (or abandoned) a stream whose request was in progress.
     fn note_reset(&self) {
-        if !self.resets.borrow_mut().take(Instant::now()) {
+        if !self.resets.borrow_mut().take(glommio::clock::now()) {
             self.reset_over.set(true);
         }
     }
@@ -191,7 +191,7 @@ impl Drop for StreamGuard {
         let n = self.0.active.get().saturating_sub(1);
         self.0.active.set(n);
         if n == 0 {
-            self.0.idle_since.set(Instant::now());
+            self.0.idle_since.set(glommio::clock::now());
         }
     }
 }
@@ -218,7 +218,7 @@ pub async fn serve(ctx: Rc<ShardCtx>, stream: ClientStream, client: ClientAddr, 
     // The bytes the accept layer already read (the preface, maybe more) are replayed to
     // `h2` without passing through `Metered`: the meter sees them first, so it stays
     // aligned on frame boundaries.
-    meter.borrow_mut().feed(&buffered, Instant::now());
+    meter.borrow_mut().feed(&buffered, glommio::clock::now());
     let stream = Metered::new(stream, meter.clone());
     // Boxed for its own length only: the connection's future (its task, for its whole
     // life) then holds no room for the handshake's state beside the connection's.
@@ -247,12 +247,12 @@ pub async fn serve(ctx: Rc<ShardCtx>, stream: ClientStream, client: ClientAddr, 
         proto,
         session: Session::new(client),
         active: Cell::new(0),
-        idle_since: Cell::new(Instant::now()),
+        idle_since: Cell::new(glommio::clock::now()),
         calmed: Cell::new(false),
         resets: RefCell::new(TokenBucket::new(
             cfg.cancel.h2_reset_rate,
             cfg.cancel.h2_reset_burst,
-            Instant::now(),
+            glommio::clock::now(),
         )),
         reset_over: Cell::new(false),
     });
@@ -270,7 +270,7 @@ pub async fn serve(ctx: Rc<ShardCtx>, stream: ClientStream, client: ClientAddr, 
             ctx.metrics.borrow_mut().c.h2_flood_closed += 1;
             tracing::debug!(%peer, "HTTP/2 peer over its frame budget: ENHANCE_YOUR_CALM");
             conn.abrupt_shutdown(Reason::ENHANCE_YOUR_CALM);
-            goaway_at = Some(Instant::now());
+            goaway_at = Some(glommio::clock::now());
         }
         if cc.reset_over.get() && !cc.calmed.get() {
             // Paced rapid reset (CVE-2023-44487 below the burst bounds): each reset
@@ -282,13 +282,13 @@ pub async fn serve(ctx: Rc<ShardCtx>, stream: ClientStream, client: ClientAddr, 
             drop(m);
             tracing::debug!(%peer, "HTTP/2 peer over its reset budget: ENHANCE_YOUR_CALM");
             conn.abrupt_shutdown(Reason::ENHANCE_YOUR_CALM);
-            goaway_at = Some(Instant::now());
+            goaway_at = Some(glommio::clock::now());
         }
         if goaway_at.is_none() {
             let idle = cc.active.get() == 0 && cc.idle_since.get().elapsed() >= client_idle;
             if ctx.load.draining.get() || idle {
                 conn.graceful_shutdown();
-                goaway_at = Some(Instant::now());
+                goaway_at = Some(glommio::clock::now());
             }
         } else if goaway_at.is_some_and(|t| t.elapsed() >= GOAWAY_LINGER) && cc.active.get() == 0 {
             return;
@@ -350,7 +350,7 @@ async fn serve_stream(
     let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
     trace.begin(
         cc.peer,
-        Instant::now(),
+        glommio::clock::now(),
         req.method().as_str().as_bytes(),
         target.as_bytes(),
         "HTTP/2.0",

@@ -17,7 +17,7 @@ use std::os::unix::io::AsRawFd;
 
 use crate::exchange::ClientAddr;
 use std::rc::Rc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -501,9 +501,9 @@ async fn sniff_into(ctx: &ShardCtx, stream: &mut TcpStream, buf: &mut Buf) -> Sn
             Ok(_) => {}
         }
     }
-    let deadline = Instant::now() + t.client_head;
+    let deadline = glommio::clock::now() + t.client_head;
     while could_be_preface(buf.data()) && buf.len() < PREFACE.len() {
-        let left = deadline.saturating_duration_since(Instant::now());
+        let left = deadline.saturating_duration_since(glommio::clock::now());
         if left.is_zero() {
             break;
         }

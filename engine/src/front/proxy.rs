@@ -151,13 +151,13 @@ pub async fn read_header(
     let mut data: Vec<u8> = Vec::with_capacity(256);
     let mut chunk = [0u8; 512];
     let _ = stream.set_read_timeout(Some(limit));
-    let deadline = std::time::Instant::now() + limit;
+    let deadline = glommio::clock::now() + limit;
     loop {
         if let Some(p) = parse(&data)? {
             let rest = data.split_off(p.len);
             return Ok((p, rest));
         }
-        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let left = deadline.saturating_duration_since(glommio::clock::now());
         if left.is_zero() {
             return Err(Refused::Truncated);
         }

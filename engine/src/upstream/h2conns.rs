@@ -163,7 +163,7 @@ impl H2Conn {
             open: Cell::new(0),
             uses: Cell::new(uses),
             dead: driver.dead.clone(),
-            idle_since: Cell::new(Instant::now()),
+            idle_since: Cell::new(glommio::clock::now()),
             counted: Cell::new(true),
             ping: RefCell::new(ping),
             driver,
@@ -343,7 +343,7 @@ impl Drop for H2Stream {
         let open = c.open.get().saturating_sub(1);
         c.open.set(open);
         if open == 0 {
-            c.idle_since.set(Instant::now());
+            c.idle_since.set(glommio::clock::now());
             self.ups.h2_idle(c);
         }
     }
@@ -490,7 +490,7 @@ impl Upstreams {
         let put =
             self.pool
                 .borrow_mut()
-                .checkin(c.slot, IdleConn::h2(c.clone()), uses, Instant::now());
+                .checkin(c.slot, IdleConn::h2(c.clone()), uses, glommio::clock::now());
         self.close_rejected(put);
         self.publish_idle(c.slot);
     }

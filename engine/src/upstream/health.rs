@@ -95,7 +95,7 @@ impl Upstreams {
         loop {
             glommio::timer::sleep(TICK).await;
             let table = self.table();
-            let now = Instant::now();
+            let now = glommio::clock::now();
             let mut due = Vec::new();
             {
                 let mut st = self.checks.state.borrow_mut();
@@ -160,7 +160,7 @@ impl Upstreams {
         let mut st = self.checks.state.borrow_mut();
         let s = st
             .entry(server)
-            .or_insert_with(|| CheckState::new(Instant::now()));
+            .or_insert_with(|| CheckState::new(glommio::clock::now()));
         if s.up {
             s.up = false;
             s.passes = 0;

@@ -628,7 +628,7 @@ impl Upstreams {
     fn pick(&self, backend: usize, key: &KeySource<'_>, answers: bool) -> Option<ServerId> {
         let table = self.table();
         let be = table.backends.get(backend)?;
-        let now = Instant::now();
+        let now = glommio::clock::now();
         let usable = |i: usize| self.usable(&table, be.servers[i], now);
         let wrr = || {
             self.wrr
@@ -760,7 +760,7 @@ impl Upstreams {
             match verdict {
                 Verdict::Ok => {
                     h.fails = 0;
-                    if h.out_until.is_none_or(|t| t <= Instant::now()) {
+                    if h.out_until.is_none_or(|t| t <= glommio::clock::now()) {
                         h.ejections = 0;
                     }
                     false
@@ -880,7 +880,7 @@ impl Upstreams {
                 }
             }
         }
-        let asked = Instant::now();
+        let asked = glommio::clock::now();
         let conn = self.connect(slot, &[]).await?;
         Ok(Lease::new(self.clone(), Box::new(conn), false).connected_in(asked.elapsed()))
     }
@@ -900,7 +900,7 @@ impl Upstreams {
         slot: ServerId,
         preface: &[u8],
     ) -> Result<Lease, AcquireError> {
-        let asked = Instant::now();
+        let asked = glommio::clock::now();
         let mut conn = self.connect(slot, preface).await?;
         conn.private = true;
         Ok(Lease::new(self.clone(), Box::new(conn), false).connected_in(asked.elapsed()))
@@ -925,7 +925,8 @@ impl Upstreams {
                     continue;
                 }
             };
-            let skip_peek = !conn.carried_body && since.elapsed() < PROBE_AFTER;
+            let skip_peek = !conn.carried_body
+                && glommio::clock::now().saturating_duration_since(since) < PROBE_AFTER;
             let peek = if skip_peek {
                 // No `recv` for a connection pooled a moment ago, but what the ring
                 // already took past its last response is looked at (free): whichever
@@ -1051,7 +1052,7 @@ impl Upstreams {
     /// connections (pooled HTTP/1.1 and idle HTTP/2 ones) and refuses new ones into the
     /// pool; requests in flight on it finish.
     pub(crate) fn apply_verdict(&self, server: u32, state: ServerVerdict) {
-        let now = Instant::now();
+        let now = glommio::clock::now();
         let down = {
             let mut h = self.health.borrow_mut();
             let Some(h) = h.get_mut(server as usize) else {
@@ -1141,7 +1142,7 @@ impl Upstreams {
         let put = self
             .pool
             .borrow_mut()
-            .checkin(slot, IdleConn::new(conn), uses, Instant::now());
+            .checkin(slot, IdleConn::new(conn), uses, glommio::clock::now());
         self.close_rejected(put);
         self.publish_idle(slot);
     }
@@ -1253,7 +1254,7 @@ impl Upstreams {
 
     /// Whether each server (by index in the table) is up as this shard sees it.
     pub fn servers_up(&self) -> Vec<bool> {
-        let now = Instant::now();
+        let now = glommio::clock::now();
         let table = self.table();
         (0..table.servers.len() as u32)
             .map(|s| self.usable(&table, s, now) == Usable::Yes)

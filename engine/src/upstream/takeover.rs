@@ -17,7 +17,7 @@
 //! (`h2conns::detach_h2`); the taker attaches both (`h2conns::attach_h2`).
 
 use std::rc::Rc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::h2conns::{self, DetachH2, DriverCell};
 
@@ -108,7 +108,7 @@ impl Upstreams {
             slot,
             allowed,
             |shard| table.published(shard, slot),
-            Instant::now(),
+            glommio::clock::now(),
         );
         let Next::Ask { ticket, .. } = next else {
             return None;
@@ -134,7 +134,7 @@ impl Upstreams {
                 None => (&mut rx).await,
                 Some(d) => {
                     let timer = async {
-                        glommio::timer::sleep(d.saturating_duration_since(Instant::now())).await;
+                        glommio::timer::sleep(d.saturating_duration_since(glommio::clock::now())).await;
                         None
                     };
                     match futures_lite::future::or(async { Some((&mut rx).await) }, timer).await {
@@ -144,7 +144,7 @@ impl Upstreams {
                                 .takeover
                                 .borrow_mut()
                                 .driver
-                                .poll_timeouts(Instant::now());
+                                .poll_timeouts(glommio::clock::now());
                             for (w, n) in expired {
                                 self.carry(w, n);
                             }
@@ -194,7 +194,7 @@ impl Upstreams {
                 .takeover
                 .borrow_mut()
                 .driver
-                .send_failed(ticket, Instant::now());
+                .send_failed(ticket, glommio::clock::now());
             match back {
                 Some((w2, n)) => {
                     w = w2;
@@ -256,7 +256,7 @@ impl Upstreams {
                     .takeover
                     .borrow_mut()
                     .driver
-                    .on_deny(ticket, Instant::now());
+                    .on_deny(ticket, glommio::clock::now());
                 if let Some((w, n)) = back {
                     self.carry(w, n);
                 }
@@ -287,7 +287,7 @@ impl Upstreams {
         };
         let conn = IdleConn {
             conn: pooled,
-            since: Instant::now(),
+            since: glommio::clock::now(),
         };
         // The connection lives on this shard from now on, whatever happens to it.
         self.conns.set(self.conns.get() + 1);
@@ -297,7 +297,7 @@ impl Upstreams {
             slot,
             conn,
             uses,
-            Instant::now(),
+            glommio::clock::now(),
         );
         let put = match effect {
             GrantEffect::Deliver {
@@ -314,10 +314,10 @@ impl Upstreams {
                         slot,
                         IdleConn {
                             conn: pc,
-                            since: Instant::now(),
+                            since: glommio::clock::now(),
                         },
                         uses,
-                        Instant::now(),
+                        glommio::clock::now(),
                     ),
                     Err(Outcome::ConnectNew) => return,
                 }
@@ -449,7 +449,7 @@ impl Upstreams {
     fn regain(&self, ticket: Ticket, slot: ServerId, conn: Pooled, uses: u32) -> Option<IdleKey> {
         let ic = IdleConn {
             conn,
-            since: Instant::now(),
+            since: glommio::clock::now(),
         };
         let back = self.takeover.borrow_mut().driver.reply_failed(
             &mut self.pool.borrow_mut(),
@@ -459,7 +459,7 @@ impl Upstreams {
                 conn: ic,
                 uses,
             },
-            Instant::now(),
+            glommio::clock::now(),
         );
         let key = match back {
             Some(PutResult::Pooled(key)) => Some(key),

@@ -78,7 +78,7 @@ impl Transport {
         timeout: Duration,
         preface: &[u8],
     ) -> io::Result<Self> {
-        let started = Instant::now();
+        let started = glommio::clock::now();
         let mut stream = TcpStream::connect_timeout(addr, timeout)
             .await
             .map_err(io::Error::from)?;
@@ -102,7 +102,7 @@ impl Transport {
         h2: bool,
         preface: &[u8],
     ) -> io::Result<Self> {
-        let started = Instant::now();
+        let started = glommio::clock::now();
         let Transport::Tcp(tcp) = Transport::connect_tcp_with(addr, timeout, preface).await? else {
             return Err(io::Error::other("connect_tcp gave a TLS stream"));
         };
@@ -289,7 +289,7 @@ impl IdleConn {
     pub fn new(conn: Box<BackendConn>) -> IdleConn {
         IdleConn {
             conn: Pooled::H1(conn),
-            since: Instant::now(),
+            since: glommio::clock::now(),
         }
     }
 
@@ -297,7 +297,7 @@ impl IdleConn {
     pub fn h2(conn: std::rc::Rc<super::h2conns::H2Conn>) -> IdleConn {
         IdleConn {
             conn: Pooled::H2(conn),
-            since: Instant::now(),
+            since: glommio::clock::now(),
         }
     }
 

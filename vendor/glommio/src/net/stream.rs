@@ -215,9 +215,10 @@ impl Timeout {
                 let Some(timeout) = self.timeout.get() else {
                     return;
                 };
-                // A fresh clock, not the reactor's (up to a loop turn old): a deadline
-                // counted from an older clock could fail an operation early.
-                let d = Instant::now() + timeout;
+                // The task's clock (at most this poll old), not the reactor's (up to a
+                // loop turn old): a deadline counted from an older clock could fail an
+                // operation early.
+                let d = crate::clock::now() + timeout;
                 self.deadline.set(Some(d));
                 d
             }
