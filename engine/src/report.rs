@@ -5,7 +5,6 @@
 //! errors by kind), logs a backend error (rate-limited, with backend, server and what
 //! failed) and appends the access log line.
 
-
 use crate::access_log::LineFacts;
 use crate::ctx::ShardCtx;
 use crate::trace::{Term, Trace};

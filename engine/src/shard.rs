@@ -418,7 +418,8 @@ pub async fn run(
     drop(accept_tasks);
     drop(maintenance);
     let deadline = glommio::clock::now() + ctx.config().grace;
-    while (ctx.load.inflight.get() > 0 || ctx.load.h2_conns.get() > 0) && glommio::clock::now() < deadline
+    while (ctx.load.inflight.get() > 0 || ctx.load.h2_conns.get() > 0)
+        && glommio::clock::now() < deadline
     {
         glommio::timer::sleep(Duration::from_millis(10)).await;
     }

@@ -185,7 +185,10 @@ fn the_task_clock_is_read_once_per_poll_and_fresh_outside_tasks() {
     let pause = Duration::from_millis(3);
     let a = clock::now();
     std::thread::sleep(pause);
-    assert!(clock::now() >= a + pause, "outside an executor every read is fresh");
+    assert!(
+        clock::now() >= a + pause,
+        "outside an executor every read is fresh"
+    );
 
     let (tx, rx) = mpsc::channel();
     LocalExecutorBuilder::new(Placement::Unbound)
@@ -212,9 +215,15 @@ fn the_task_clock_is_read_once_per_poll_and_fresh_outside_tasks() {
         .join()
         .expect("executor ends");
     let (first, same, real, next, (other, other_again)) = rx.recv().expect("the task reported");
-    assert_eq!(same, first, "a second read in the same poll answers the first");
+    assert_eq!(
+        same, first,
+        "a second read in the same poll answers the first"
+    );
     assert!(real >= first + pause, "the system clock moved meanwhile");
-    assert!(next >= real + Duration::from_millis(1), "the next poll reads anew");
+    assert!(
+        next >= real + Duration::from_millis(1),
+        "the next poll reads anew"
+    );
     assert!(other >= next, "another task's poll reads anew");
     assert_eq!(other_again, other, "and keeps its first read for its poll");
     let after = clock::now();

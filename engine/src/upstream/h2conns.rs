@@ -487,10 +487,12 @@ impl Upstreams {
             s.live.retain(|x| !Rc::ptr_eq(x, c));
         }
         let uses = c.uses.get();
-        let put =
-            self.pool
-                .borrow_mut()
-                .checkin(c.slot, IdleConn::h2(c.clone()), uses, glommio::clock::now());
+        let put = self.pool.borrow_mut().checkin(
+            c.slot,
+            IdleConn::h2(c.clone()),
+            uses,
+            glommio::clock::now(),
+        );
         self.close_rejected(put);
         self.publish_idle(c.slot);
     }

@@ -1139,10 +1139,10 @@ impl Upstreams {
         }
         conn.transport.set_timeouts(None);
         let uses = conn.uses;
-        let put = self
-            .pool
-            .borrow_mut()
-            .checkin(slot, IdleConn::new(conn), uses, glommio::clock::now());
+        let put =
+            self.pool
+                .borrow_mut()
+                .checkin(slot, IdleConn::new(conn), uses, glommio::clock::now());
         self.close_rejected(put);
         self.publish_idle(slot);
     }

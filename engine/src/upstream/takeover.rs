@@ -134,7 +134,8 @@ impl Upstreams {
                 None => (&mut rx).await,
                 Some(d) => {
                     let timer = async {
-                        glommio::timer::sleep(d.saturating_duration_since(glommio::clock::now())).await;
+                        glommio::timer::sleep(d.saturating_duration_since(glommio::clock::now()))
+                            .await;
                         None
                     };
                     match futures_lite::future::or(async { Some((&mut rx).await) }, timer).await {
