@@ -233,3 +233,131 @@ fn the_task_clock_is_read_once_per_poll_and_fresh_outside_tasks() {
         "after the executor, reads on this thread are fresh again"
     );
 }
+
+/// `glommio::recycle::Recycled`: a box whose block the thread keeps for the next value of
+/// the same layout (the HTTP/1.1 exchange's future, about 2 KiB, past glibc's per-thread
+/// cache, is made and dropped once per request).
+mod recycled {
+    use std::cell::Cell;
+    use std::rc::Rc;
+
+    use glommio::recycle::{shelved, Recycled, KEEP, KEEP_BYTES, LAYOUTS, MAX_SIZE};
+
+    /// Counts its drops.
+    struct Big {
+        _bytes: [u8; 2000],
+        drops: Rc<Cell<u32>>,
+    }
+    impl Drop for Big {
+        fn drop(&mut self) {
+            self.drops.set(self.drops.get() + 1);
+        }
+    }
+    fn big(drops: &Rc<Cell<u32>>) -> Big {
+        Big {
+            _bytes: [7; 2000],
+            drops: drops.clone(),
+        }
+    }
+
+    #[test]
+    fn a_dropped_value_s_block_holds_the_next_one_and_each_value_drops_once() {
+        let drops = Rc::new(Cell::new(0));
+        let a = Recycled::new(big(&drops));
+        let at = &*a as *const Big;
+        assert_eq!(shelved::<Big>(), 0);
+        drop(a);
+        assert_eq!(drops.get(), 1);
+        assert_eq!(shelved::<Big>(), 1, "the block is kept");
+        let b = Recycled::new(big(&drops));
+        assert_eq!(&*b as *const Big, at, "and holds the next value");
+        assert_eq!(shelved::<Big>(), 0);
+        assert_eq!(b._bytes[1999], 7);
+        drop(b);
+        assert_eq!(drops.get(), 2);
+    }
+
+    #[test]
+    fn a_thread_keeps_at_most_keep_blocks_and_keep_bytes_per_layout() {
+        let drops = Rc::new(Cell::new(0));
+        let many: Vec<_> = (0..KEEP + 10).map(|_| Recycled::new(big(&drops))).collect();
+        drop(many);
+        assert_eq!(drops.get() as usize, KEEP + 10);
+        assert_eq!(shelved::<Big>(), KEEP);
+
+        let large: Vec<_> = (0..20).map(|_| Recycled::new([0u8; 16 * 1024])).collect();
+        drop(large);
+        assert_eq!(shelved::<[u8; 16 * 1024]>(), KEEP_BYTES / (16 * 1024));
+
+        const HUGE: usize = MAX_SIZE + 1;
+        let huge = Recycled::new([1u8; HUGE]);
+        assert_eq!(huge[HUGE - 1], 1);
+        drop(huge);
+        assert_eq!(shelved::<[u8; HUGE]>(), 0, "larger than MAX_SIZE: freed");
+
+        let zst = Recycled::new(());
+        drop(zst);
+        assert_eq!(shelved::<()>(), 0);
+    }
+
+    #[test]
+    fn a_new_layout_past_layouts_replaces_the_least_recently_taken() {
+        macro_rules! shelve {
+            ($($n:literal)*) => {$( drop(Recycled::new([0u8; $n])); )*};
+        }
+        // LAYOUTS layouts, the first taken from again (it moves toward the front).
+        assert_eq!(LAYOUTS, 16);
+        shelve!(8 16 24 32 40 48 56 64 72 80 88 96 104 112 120 128);
+        drop(Recycled::new([0u8; 8]));
+        for n in [8, 128] {
+            assert_eq!(super::count(n), 1, "{n}");
+        }
+        // One more: the last (never taken from) makes room.
+        shelve!(136);
+        assert_eq!(super::count(136), 1);
+        assert_eq!(super::count(128), 0);
+        assert_eq!(super::count(8), 1);
+    }
+
+    #[test]
+    fn a_future_in_a_recycled_box_is_polled_in_place_and_dropped_when_cancelled() {
+        let seen = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+            .name("recycle-test")
+            .io_memory(64 << 10)
+            .spawn(|| async move {
+                let drops = Rc::new(Cell::new(0));
+                let guard = big(&drops);
+                let done = Recycled::pin(async move {
+                    let guard = guard;
+                    glommio::timer::sleep(std::time::Duration::from_millis(1)).await;
+                    guard._bytes.len()
+                })
+                .await;
+                // A pending one, dropped: its state (holding a `Big`) goes with it.
+                let guard = big(&drops);
+                let mut pending = Recycled::pin(async move {
+                    std::future::pending::<()>().await;
+                    drop(guard);
+                });
+                let polled = futures_lite::future::poll_once(pending.as_mut()).await;
+                assert!(polled.is_none());
+                drop(pending);
+                (done, drops.get())
+            })
+            .expect("executor starts")
+            .join()
+            .expect("executor ends");
+        assert_eq!(seen, (2000, 2), "both futures' `Big`s dropped, each once");
+    }
+}
+
+/// Blocks of `[u8; n]` this thread keeps (for `recycled::...replaces...`).
+fn count(n: usize) -> usize {
+    use glommio::recycle::shelved;
+    match n {
+        8 => shelved::<[u8; 8]>(),
+        128 => shelved::<[u8; 128]>(),
+        136 => shelved::<[u8; 136]>(),
+        _ => unreachable!("not a layout of the test"),
+    }
+}

@@ -175,8 +175,10 @@ impl Client {
             let outcome = {
                 let _inflight = Counted::new(&self.ctx, |l| &l.inflight);
                 // Boxed: the exchange's state (many awaits deep) exists only while a
-                // request does, and the idle connection's task stays small.
-                Box::pin(self.handle(head)).await
+                // request does, and the idle connection's task stays small. The box's
+                // block (about 2 KiB, past glibc's per-thread cache) is the shard's to
+                // reuse for the next request (`glommio::recycle`).
+                glommio::recycle::Recycled::pin(self.handle(head)).await
             };
             crate::buf::give_scratch(std::mem::take(&mut self.out));
             crate::report::done(&self.ctx, &self.trace, outcome.status);

@@ -431,6 +431,7 @@ macro_rules! make_shared_var_mut {
 mod byte_slice_ext;
 pub mod channels;
 pub mod clock;
+pub mod recycle;
 pub mod controllers;
 mod error;
 mod executor;

@@ -119,10 +119,11 @@ where
         let task_layout = abort_on_panic(Self::task_layout);
 
         unsafe {
-            // Allocate enough space for the entire task.
-            let raw_task = match NonNull::new(alloc::alloc::alloc(task_layout.layout) as *mut ()) {
+            // Allocate enough space for the entire task. ringway: from the thread's shelf
+            // of blocks of this layout when it has one (`crate::recycle`).
+            let raw_task = match crate::recycle::alloc_block(task_layout.layout) {
                 None => abort(),
-                Some(p) => p,
+                Some(p) => p.cast::<()>(),
             };
 
             let raw = Self::from_ptr(raw_task.as_ptr());
@@ -424,8 +425,12 @@ where
                 (raw.schedule as *mut S).drop_in_place();
             });
 
-            // Finally, deallocate the memory reserved by the task.
-            alloc::alloc::dealloc(ptr as *mut u8, task_layout.layout);
+            // Finally, deallocate the memory reserved by the task (ringway: to the
+            // thread's shelf of blocks of this layout while it has room).
+            crate::recycle::free_block(
+                task_layout.layout,
+                NonNull::new_unchecked(ptr as *mut u8),
+            );
         });
     }
 
