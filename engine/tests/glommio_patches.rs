@@ -342,12 +342,24 @@ mod recycled {
                 let polled = futures_lite::future::poll_once(pending.as_mut()).await;
                 assert!(polled.is_none());
                 drop(pending);
+                // Made in its block (`pin_with`), in the block the last one left.
+                let guard = big(&drops);
+                let made = Recycled::pin_with(|| async move {
+                    let guard = guard;
+                    glommio::yield_if_needed().await;
+                    guard._bytes[0]
+                });
+                assert_eq!(made.await, 7);
                 (done, drops.get())
             })
             .expect("executor starts")
             .join()
             .expect("executor ends");
-        assert_eq!(seen, (2000, 2), "both futures' `Big`s dropped, each once");
+        assert_eq!(
+            seen,
+            (2000, 3),
+            "the three futures' `Big`s dropped, each once"
+        );
     }
 }
 

@@ -178,7 +178,7 @@ impl Client {
                 // request does, and the idle connection's task stays small. The box's
                 // block (about 2 KiB, past glibc's per-thread cache) is the shard's to
                 // reuse for the next request (`glommio::recycle`).
-                glommio::recycle::Recycled::pin(self.handle(head)).await
+                glommio::recycle::Recycled::pin_with(|| self.handle(head)).await
             };
             crate::buf::give_scratch(std::mem::take(&mut self.out));
             crate::report::done(&self.ctx, &self.trace, outcome.status);

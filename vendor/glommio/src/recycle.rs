@@ -175,6 +175,31 @@ impl<T> Recycled<T> {
         }
     }
 
+    /// The value `make` returns, made in a block of its layout and pinned there: the
+    /// compiler can then build a large value (a future of a few KiB) in the block itself
+    /// rather than on the stack and copy it over.
+    #[inline(always)]
+    pub fn pin_with(make: impl FnOnce() -> T) -> Pin<Recycled<T>> {
+        let layout = Layout::new::<T>();
+        let ptr = if layout.size() == 0 {
+            NonNull::dangling()
+        } else {
+            alloc_block(layout)
+                .unwrap_or_else(|| alloc::handle_alloc_error(layout))
+                .cast::<T>()
+        };
+        // SAFETY: as in `new`; should `make` panic, the block is lost (not freed), never
+        // read.
+        unsafe { ptr.as_ptr().write(make()) };
+        // SAFETY: as in `pin`.
+        unsafe {
+            Pin::new_unchecked(Recycled {
+                ptr,
+                _owns: PhantomData,
+            })
+        }
+    }
+
     /// `value`, moved into a block of its layout and pinned there (what `Box::pin` is
     /// for a `Box`): a future to poll in place.
     pub fn pin(value: T) -> Pin<Recycled<T>> {
