@@ -46,6 +46,9 @@ impl HeadOut for Vec<u8> {
         self.extend_from_slice(b"\r\n");
     }
 
+    // Inlined, like `push_field_parts`: the constant names and values the writer passes
+    // (`Content-Length`, `Connection: keep-alive`, `Via`) are then copied without a call.
+    #[inline(always)]
     fn field(&mut self, name: &[u8], parts: &[&[u8]]) {
         push_field_parts(self, name, parts);
     }
