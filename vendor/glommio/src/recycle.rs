@@ -7,9 +7,10 @@
 //! of its layout and puts it back there when dropped, so a steady stream of such values
 //! costs a `Vec` pop and push. A thread keeps at most [`KEEP`] blocks (and
 //! [`KEEP_BYTES`]) of each of at most [`LAYOUTS`] layouts, none larger than
-//! [`MAX_SIZE`] (2 MiB in all at most); others are allocated and freed as usual. Blocks still shelved when the thread ends are freed with it. glommio's tasks
-//! take their blocks the same way (`task::raw::RawTask::allocate`): a connection's task
-//! and the tasks a request spawns are made and freed at the rate connections come.
+//! [`MAX_SIZE`] (2 MiB in all at most); others are allocated and freed as usual. Blocks
+//! still shelved when the thread ends are freed with it. glommio's tasks take their
+//! blocks the same way (`task::raw::RawTask::allocate`): a connection's task and the
+//! tasks a request spawns are made and freed at the rate connections come.
 //!
 //! Tested in ringway's `engine/tests/glommio_patches.rs` (this crate's own tests are not
 //! run by ringway's CI).
