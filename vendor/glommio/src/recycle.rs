@@ -133,7 +133,7 @@ pub(crate) unsafe fn free_block(layout: Layout, block: NonNull<u8>) {
     }
 }
 
-/// How many blocks of `T`'s layout this thread keeps now (for tests and metrics).
+/// How many blocks of `T`'s layout this thread keeps now (for tests).
 pub fn shelved<T>() -> usize {
     let layout = Layout::new::<T>();
     SHELVES
@@ -159,6 +159,28 @@ pub struct Recycled<T> {
 impl<T> Recycled<T> {
     /// `value`, moved into a block of its layout.
     pub fn new(value: T) -> Recycled<T> {
+        Recycled::made_by(|| value)
+    }
+
+    /// The value `make` returns, made in a block of its layout and pinned there: the
+    /// compiler can then build a large value (a future of a few KiB) in the block itself
+    /// rather than on the stack and copy it over.
+    #[inline(always)]
+    pub fn pin_with(make: impl FnOnce() -> T) -> Pin<Recycled<T>> {
+        // SAFETY: the value is never moved out of its block: `Recycled` hands out only
+        // references, and its drop drops it in place.
+        unsafe { Pin::new_unchecked(Recycled::made_by(make)) }
+    }
+
+    /// `value`, moved into a block of its layout and pinned there (what `Box::pin` is
+    /// for a `Box`): a future to poll in place.
+    pub fn pin(value: T) -> Pin<Recycled<T>> {
+        Recycled::pin_with(|| value)
+    }
+
+    /// The value `make` returns, written into a block of its layout.
+    #[inline(always)]
+    fn made_by(make: impl FnOnce() -> T) -> Recycled<T> {
         let layout = Layout::new::<T>();
         let ptr = if layout.size() == 0 {
             NonNull::dangling()
@@ -168,45 +190,13 @@ impl<T> Recycled<T> {
                 .cast::<T>()
         };
         // SAFETY: `ptr` is valid for writes of a `T` and suitably aligned (a block of
-        // `T`'s layout, or dangling for a zero-sized `T`).
-        unsafe { ptr.as_ptr().write(value) };
+        // `T`'s layout, or dangling for a zero-sized `T`). Should `make` panic, the block
+        // is lost (not freed), never read.
+        unsafe { ptr.as_ptr().write(make()) };
         Recycled {
             ptr,
             _owns: PhantomData,
         }
-    }
-
-    /// The value `make` returns, made in a block of its layout and pinned there: the
-    /// compiler can then build a large value (a future of a few KiB) in the block itself
-    /// rather than on the stack and copy it over.
-    #[inline(always)]
-    pub fn pin_with(make: impl FnOnce() -> T) -> Pin<Recycled<T>> {
-        let layout = Layout::new::<T>();
-        let ptr = if layout.size() == 0 {
-            NonNull::dangling()
-        } else {
-            alloc_block(layout)
-                .unwrap_or_else(|| alloc::handle_alloc_error(layout))
-                .cast::<T>()
-        };
-        // SAFETY: as in `new`; should `make` panic, the block is lost (not freed), never
-        // read.
-        unsafe { ptr.as_ptr().write(make()) };
-        // SAFETY: as in `pin`.
-        unsafe {
-            Pin::new_unchecked(Recycled {
-                ptr,
-                _owns: PhantomData,
-            })
-        }
-    }
-
-    /// `value`, moved into a block of its layout and pinned there (what `Box::pin` is
-    /// for a `Box`): a future to poll in place.
-    pub fn pin(value: T) -> Pin<Recycled<T>> {
-        // SAFETY: the value is never moved out of its block: `Recycled` hands out only
-        // references, and its drop drops it in place.
-        unsafe { Pin::new_unchecked(Recycled::new(value)) }
     }
 }
 
