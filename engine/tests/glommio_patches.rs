@@ -373,3 +373,143 @@ fn count(n: usize) -> usize {
         _ => unreachable!("not a layout of the test"),
     }
 }
+
+/// The spare-source shelf (`sys/source.rs` `SPARE_SOURCES`): a ring operation's source,
+/// dropped once its result is taken, holds the next operation's state.
+mod spare_sources {
+    use futures_lite::{AsyncReadExt, AsyncWriteExt};
+    use glommio::net::{TcpListener, TcpStream};
+    use glommio::recycle::{spare_sources, SPARE_SOURCES};
+
+    fn on_executor<T: Send + 'static, F: std::future::Future<Output = T> + 'static>(
+        make: impl FnOnce() -> F + Send + 'static,
+    ) -> T {
+        glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+            .name("spare-sources")
+            .spawn(make)
+            .expect("executor starts")
+            .join()
+            .expect("executor ends")
+    }
+
+    /// 2,000 small writes, each a ring send with its own source: after the first few the
+    /// shelf stops growing (each send takes the source the one before left), and the
+    /// peer receives every byte in order, so no send ran on another's state.
+    #[test]
+    fn each_send_takes_the_source_the_last_one_left_and_every_byte_arrives_in_order() {
+        let (early, late, got, want) = on_executor(|| async move {
+            let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+            let addr = listener.local_addr().expect("addr");
+            let reader = glommio::spawn_local(async move {
+                let mut peer = listener.accept().await.expect("accept");
+                let mut got = Vec::new();
+                peer.read_to_end(&mut got).await.expect("read");
+                got
+            });
+            let mut client = TcpStream::connect(addr).await.expect("connect");
+            let mut want = Vec::new();
+            let mut early = 0;
+            for i in 0..2000 {
+                let line = format!("{i:05}\n");
+                client.write_all(line.as_bytes()).await.expect("write");
+                want.extend_from_slice(line.as_bytes());
+                if i == 20 {
+                    early = spare_sources();
+                }
+            }
+            let late = spare_sources();
+            client.close().await.expect("close");
+            drop(client);
+            (early, late, reader.await, want)
+        });
+        assert!(early >= 1, "a finished send's source is shelved");
+        assert!(
+            late <= early + 4,
+            "the shelf grew from {early} to {late} over 2,000 sends: they do not take it"
+        );
+        assert_eq!(got.len(), want.len());
+        assert!(got == want, "the bytes arrived in another order");
+    }
+
+    /// More sources finished at once than the shelf holds: it keeps `SPARE_SOURCES` and
+    /// frees the rest.
+    #[test]
+    fn a_thread_shelves_at_most_spare_sources() {
+        const CONNS: usize = SPARE_SOURCES + 20;
+        let (after_writes, got) = on_executor(|| async move {
+            let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+            let addr = listener.local_addr().expect("addr");
+            let mut pairs = Vec::new();
+            for _ in 0..CONNS {
+                let client = TcpStream::connect(addr).await.expect("connect");
+                let server = listener.accept().await.expect("accept");
+                pairs.push((client, server));
+            }
+            // One write on every connection at once: CONNS sends in flight together.
+            let writes: Vec<_> = pairs
+                .into_iter()
+                .enumerate()
+                .map(|(i, (mut client, server))| {
+                    glommio::spawn_local(async move {
+                        client.write_all(&[i as u8]).await.expect("write");
+                        (client, server)
+                    })
+                })
+                .collect();
+            let mut pairs = Vec::new();
+            for w in writes {
+                pairs.push(w.await);
+            }
+            let after_writes = spare_sources();
+            let mut got = Vec::new();
+            for (_client, server) in &mut pairs {
+                let mut one = [0u8; 1];
+                server.read_exact(&mut one).await.expect("the written byte");
+                got.push(one[0]);
+            }
+            (after_writes, got)
+        });
+        assert_eq!(
+            after_writes, SPARE_SOURCES,
+            "the shelf is full, and no fuller"
+        );
+        let want: Vec<u8> = (0..CONNS).map(|i| i as u8).collect();
+        assert_eq!(got, want, "each connection got its own byte");
+    }
+
+    /// A source whose operation is still in the kernel when it is dropped (a stream
+    /// dropped with its receive armed) is not shelved: the kernel may still complete into
+    /// it. The connections around it go on with their own bytes.
+    #[test]
+    fn a_source_dropped_while_its_receive_is_in_the_kernel_is_not_shelved() {
+        let (before, after, echoed) = on_executor(|| async move {
+            let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+            let addr = listener.local_addr().expect("addr");
+            let mut client = TcpStream::connect(addr).await.expect("connect");
+            let mut server = listener.accept().await.expect("accept");
+            let mut other = TcpStream::connect(addr).await.expect("connect");
+            let mut other_server = listener.accept().await.expect("accept");
+            // A first exchange, so finished sources are on the shelf.
+            client.write_all(b"1").await.expect("write");
+            let mut one = [0u8; 1];
+            server.read_exact(&mut one).await.expect("read");
+            // A receive armed and submitted, then its stream dropped.
+            let mut buf = [0u8; 16];
+            {
+                let mut read = Box::pin(server.read(&mut buf));
+                let polled = futures_lite::future::poll_once(read.as_mut()).await;
+                assert!(polled.is_none(), "nothing was sent yet");
+                glommio::executor().yield_task_queue_now().await;
+            }
+            let before = spare_sources();
+            drop(server);
+            let after = spare_sources();
+            drop(client);
+            other.write_all(b"after").await.expect("write");
+            let n = other_server.read(&mut buf).await.expect("read");
+            (before, after, buf[..n].to_vec())
+        });
+        assert_eq!(before, after, "the armed receive's source was shelved");
+        assert_eq!(echoed, b"after", "another connection's read gets its bytes");
+    }
+}

@@ -12,6 +12,9 @@
 //! blocks the same way (`task::raw::RawTask::allocate`): a connection's task and the
 //! tasks a request spawns are made and freed at the rate connections come.
 //!
+//! I/O sources (the state of one ring operation) are kept the same way, in a shelf of
+//! their own: see [`SPARE_SOURCES`].
+//!
 //! Tested in ringway's `engine/tests/glommio_patches.rs` (this crate's own tests are not
 //! run by ringway's CI).
 
@@ -23,6 +26,8 @@ use std::{
     pin::Pin,
     ptr::NonNull,
 };
+
+pub use crate::sys::source::{spare_sources, SPARE_SOURCES};
 
 /// Most blocks of one layout a thread keeps.
 pub const KEEP: usize = 64;

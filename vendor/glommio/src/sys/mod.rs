@@ -578,6 +578,16 @@ impl Wakers {
         }
     }
 
+    /// ringway: as [`Wakers::new`] made it, in place (a shelved source's; see
+    /// `source::shelve`).
+    pub(super) fn reset(&mut self) {
+        self.result = None;
+        self.queued_at = None;
+        self.submitted_at = None;
+        self.fulfilled_at = None;
+        self.waiters.clear();
+    }
+
     pub(super) fn wake_waiters(&mut self) -> bool {
         if self.waiters.is_empty() {
             false
