@@ -177,7 +177,7 @@ pub struct Source {
 ///
 /// Every ring operation has a source, made when it is queued and dropped when its
 /// result is taken: two sends per proxied HTTP/1.1 request, and the polls, receives and
-/// timers around them. With dozens of connections in flight, more of them are freed in a
+/// connects around them. With dozens of connections in flight, more of them are freed in a
 /// row than glibc's per-thread cache holds (7 per size), so each took `malloc`'s and
 /// `free`'s slow paths (about 210 instructions a source, measured with callgrind). A
 /// source whose allocation nobody else holds (it is not in the reactor's source map, so
