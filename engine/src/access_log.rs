@@ -341,13 +341,13 @@ impl ShardLog {
 /// (Tq, Tw, Tc, Tr, Ta).
 pub fn timers(t: &Trace, done: Instant) -> [Option<u128>; 5] {
     let ms = |d: Duration| d.as_millis();
-    let tq = t.tq.get();
+    let tq = t.tq();
     let lease = t.lease.get();
     let (tw, tc) = match lease {
         None => (None, None),
         Some(l) => match l.how {
-            Acquired::Connected(c) => (Some(l.took.saturating_sub(c)), Some(c)),
-            _ => (Some(l.took), Some(Duration::ZERO)),
+            Acquired::Connected(c) => (Some(l.took().saturating_sub(c)), Some(c)),
+            _ => (Some(l.took()), Some(Duration::ZERO)),
         },
     };
     let tr = match (lease, t.first_byte.get()) {
@@ -635,6 +635,44 @@ mod tests {
         assert_eq!(v["request"], "GET /a\"b\\\u{1}\u{ff} HTTP/1.1");
         assert_eq!(v["status"], 404);
         assert!(v["tw_ms"].is_null() && v["backend"].is_null());
+    }
+
+    /// Tq and the lease wait are computed from their stamps when a line is written (not
+    /// per request): Tq from the start of the wait for the head to its end, Tw the wait
+    /// for a connection less the connect, Tc the connect, Ta all of it.
+    #[test]
+    fn the_timers_come_from_the_stamps_the_trace_keeps() {
+        let ms = Duration::from_millis;
+        let t = Trace::new(Front::Http1);
+        let began = Instant::now();
+        t.begin(
+            "10.0.0.1".parse().unwrap(),
+            began - ms(120),
+            b"GET",
+            b"/",
+            "HTTP/1.1",
+        );
+        t.leased_as(
+            crate::upstream::Acquired::Connected(ms(30)),
+            Instant::now() - ms(80),
+        );
+        let done = t.received.get() + ms(300);
+        let [tq, tw, tc, tr, ta] = timers(&t, done);
+        let near = |got: Option<u128>, want: u128| {
+            let got = got.expect("reached");
+            assert!((want..want + 10).contains(&got), "{got} ms, want {want}");
+        };
+        near(tq, 120);
+        near(tw, 50);
+        assert_eq!(tc, Some(30));
+        assert_eq!(tr, None, "no first byte yet");
+        near(ta, 420);
+        let untouched = Trace::new(Front::Http1);
+        assert_eq!(
+            untouched.tq(),
+            Duration::ZERO,
+            "a trace never begun waited for nothing"
+        );
     }
 
     #[test]

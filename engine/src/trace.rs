@@ -43,9 +43,18 @@ impl Front {
 #[derive(Debug, Clone, Copy)]
 pub struct LeaseNote {
     pub how: Acquired,
-    /// From asking for a connection to having one (takeover asks and connect included).
-    pub took: Duration,
+    /// When the exchange asked for a connection.
+    pub asked: Instant,
+    /// When it had one.
     pub at: Instant,
+}
+
+impl LeaseNote {
+    /// From asking for a connection to having one (takeover asks and connect included).
+    /// Computed when read (the access log), not per request.
+    pub fn took(&self) -> Duration {
+        self.at.saturating_duration_since(self.asked)
+    }
 }
 
 /// How a request ended, HAProxy's two-letter termination state: who ended it (`C`lient,
@@ -114,9 +123,9 @@ pub struct Trace {
     pub client: Cell<IpAddr>,
     /// When the request head was complete.
     pub received: Cell<Instant>,
-    /// Time to get the request head (for HTTP/1.1 keep-alive, including the idle time
-    /// before it, as HAProxy's `Tq`).
-    pub tq: Cell<Duration>,
+    /// When the wait for the request head began (for HTTP/1.1 keep-alive, the end of the
+    /// previous exchange): [`Trace::tq`] is counted from it.
+    pub head_started: Cell<Instant>,
     pub backend: Cell<Option<usize>>,
     pub slot: Cell<Option<ServerId>>,
     pub lease: Cell<Option<LeaseNote>>,
@@ -139,7 +148,7 @@ impl Trace {
             front,
             client: Cell::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED)),
             received: Cell::new(glommio::clock::now()),
-            tq: Cell::new(Duration::ZERO),
+            head_started: Cell::new(glommio::clock::now()),
             backend: Cell::new(None),
             slot: Cell::new(None),
             lease: Cell::new(None),
@@ -172,7 +181,7 @@ impl Trace {
         let now = glommio::clock::now();
         self.client.set(client);
         self.received.set(now);
-        self.tq.set(now.saturating_duration_since(head_started));
+        self.head_started.set(head_started);
         self.backend.set(None);
         self.slot.set(None);
         self.lease.set(None);
@@ -194,6 +203,15 @@ impl Trace {
         line.extend_from_slice(version.as_bytes());
     }
 
+    /// Time to get the request head (for HTTP/1.1 keep-alive, including the idle time
+    /// before it, as HAProxy's `Tq`). Computed when read (the access log), not per
+    /// request.
+    pub fn tq(&self) -> Duration {
+        self.received
+            .get()
+            .saturating_duration_since(self.head_started.get())
+    }
+
     /// Routing chose `backend`, and its server `slot`.
     pub fn routed(&self, backend: usize, slot: ServerId) {
         self.backend.set(Some(backend));
@@ -210,7 +228,7 @@ impl Trace {
         let now = glommio::clock::now();
         self.lease.set(Some(LeaseNote {
             how,
-            took: now.saturating_duration_since(asked),
+            asked,
             at: now,
         }));
     }
